@@ -1,0 +1,73 @@
+"""trio_delta: resource synchronization control loops on PostgreSQL, the Trio way.
+
+Everything public is re-exported here; the implementation lives in private
+modules.
+"""
+
+from __future__ import annotations
+
+from ._client import Client, Transaction, open_delta_client
+from ._config import Config, NamespaceConfig, ObjectSettings, default_retry_policy
+from ._controllers import Controller, Controllers, add_controller
+from ._engine.events import Subscription
+from ._errors import (
+    ClientClosedError,
+    ClientFailedError,
+    ConfigError,
+    DeltaError,
+    NotMigratedError,
+    ObjectError,
+    ResourceDelete,
+    ResourceStateError,
+    StoreError,
+)
+from ._migrate import migrate
+from ._objects import Object
+from ._types import (
+    AttemptError,
+    Event,
+    EventCategory,
+    InformOptions,
+    InformOpts,
+    InformResult,
+    Resource,
+    ResourceRow,
+    ResourceState,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AttemptError",
+    "Client",
+    "ClientClosedError",
+    "ClientFailedError",
+    "Config",
+    "ConfigError",
+    "Controller",
+    "Controllers",
+    "DeltaError",
+    "Event",
+    "EventCategory",
+    "InformOptions",
+    "InformOpts",
+    "InformResult",
+    "NamespaceConfig",
+    "NotMigratedError",
+    "Object",
+    "ObjectError",
+    "ObjectSettings",
+    "Resource",
+    "ResourceDelete",
+    "ResourceRow",
+    "ResourceState",
+    "ResourceStateError",
+    "StoreError",
+    "Subscription",
+    "Transaction",
+    "__version__",
+    "add_controller",
+    "default_retry_policy",
+    "migrate",
+    "open_delta_client",
+]

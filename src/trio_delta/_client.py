@@ -1,0 +1,348 @@
+"""The client: ``open_delta_client`` and the API users call.
+
+Thin by design: it validates input, talks to the store for the user's calls
+and runs the engine's services under one nursery.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+from contextlib import AbstractContextManager, asynccontextmanager
+from typing import Any, TypeVar
+
+import trio
+
+from ._config import Config, NamespaceConfig, check_name, check_namespaces
+from ._controllers import Controllers
+from ._engine.clock import Clock
+from ._engine.events import EventHub, Subscription
+from ._engine.runtime import Engine
+from ._errors import ClientClosedError, ClientFailedError, ConfigError, ObjectError
+from ._objects import PreparedObject, check_kind, decode_object, prepare_object
+from ._store.base import ResourceFilter, ResourceRecord, StaleCheck, Store, StoreTransaction
+from ._types import EventCategory, InformOpts, InformResult, ResourceRow, ResourceState
+
+log = logging.getLogger("trio_delta.client")
+T = TypeVar("T")
+
+
+def _make_client_id(config: Config) -> str:
+    if config.client_id is not None:
+        return config.client_id
+    suffix = f"{config.random.getrandbits(32):08x}"
+    return f"{socket.gethostname()[:48]}-{os.getpid()}-{suffix}"
+
+
+class Transaction:
+    """A database transaction of the user's; informs made with
+    :meth:`Client.inform_tx` commit or roll back with it."""
+
+    def __init__(self, store_tx: StoreTransaction) -> None:
+        self._store_tx = store_tx
+        self._on_commit: list[Callable[[], None]] = []
+        self._closed = False
+
+    async def execute(
+        self, query: str, params: Sequence[Any] | Mapping[str, Any] | None = None
+    ) -> list[tuple[Any, ...]]:
+        """Run ``query`` with bound ``params`` in this transaction; returns
+        its rows (an empty list for statements without any)."""
+        if self._closed:
+            raise ClientClosedError("this transaction is already over")
+        return await self._store_tx.execute(query, params)
+
+
+class Client:
+    """A running trio_delta client. Build it only with :func:`open_delta_client`."""
+
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        controllers: Controllers,
+        namespaces: Mapping[str, NamespaceConfig],
+        config: Config,
+        client_id: str,
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._controllers = controllers
+        self._namespaces = namespaces
+        self._config = config
+        self._id = client_id
+        self._events = EventHub(config.event_buffer)
+        self._engine = Engine(
+            store, clock, client_id=client_id, controllers=controllers,
+            namespaces=namespaces, config=config, events=self._events, to_row=self._to_row,
+        )
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"<trio_delta.Client id={self._id!r} kinds={list(self._controllers.kinds())}>"
+
+    @property
+    def id(self) -> str:
+        """Unique per client instance; recorded in ``attempted_by``."""
+        return self._id
+
+    @property
+    def is_leader(self) -> bool:
+        """Whether this client currently runs maintenance."""
+        return False
+
+    @property
+    def config(self) -> Config:
+        return self._config
+
+    # -- informing ------------------------------------------------------------
+
+    def _prepare(self, obj: object, opts: InformOpts | None) -> PreparedObject:
+        if self._closed:
+            raise ClientClosedError("the client is stopped")
+        return prepare_object(obj, opts, default_max_attempts=self._config.max_attempts)
+
+    def _stale_check(self, item: PreparedObject) -> StaleCheck | None:
+        reg = self._controllers.get(item.kind)
+        incoming_type: type[Any] = item.obj.__class__
+        if getattr(incoming_type, "compare", None) is None:
+            return None
+        object_type = reg.object_type if reg is not None else incoming_type
+
+        def is_stale(incoming: PreparedObject, stored: bytes) -> bool:
+            try:
+                existing = decode_object(stored, object_type)
+            except Exception:
+                return False  # an undecodable stored object is not newer
+            return incoming.obj.compare(existing) < 0
+
+        return is_stale
+
+    def _result(self, item: PreparedObject, results: list[Any]) -> InformResult[Any]:
+        (result,) = results
+        if result.changed:
+            self._engine.wake(item.namespace)
+        return InformResult(self._to_row(result.record), result.already_exists, result.changed)
+
+    async def inform(self, obj: T, opts: InformOpts | None = None) -> InformResult[T]:
+        """Store ``obj`` as a resource and schedule it to be worked.
+
+        Unchanged objects (same JSON) are not rescheduled; with ``compare``,
+        an object older than the stored one is ignored. Raises
+        :class:`ObjectError` for an invalid object, writing nothing.
+        """
+        item = self._prepare(obj, opts)
+        results = await self._store.upsert(
+            [item], now=self._clock.now(), is_stale=self._stale_check(item)
+        )
+        return self._result(item, results)
+
+    async def inform_tx(
+        self, tx: Transaction, obj: T, opts: InformOpts | None = None
+    ) -> InformResult[T]:
+        """Like :meth:`inform`, inside the user's transaction ``tx``: the
+        resource becomes visible (and workers are woken) only on commit."""
+        if not isinstance(tx, Transaction):  # pyright: ignore[reportUnnecessaryIsInstance]
+            raise ConfigError("tx must come from client.transaction()")
+        if tx._closed:  # pyright: ignore[reportPrivateUsage]
+            raise ClientClosedError("this transaction is already over")
+        item = self._prepare(obj, opts)
+        results = await self._store.upsert(
+            [item], now=self._clock.now(), is_stale=self._stale_check(item),
+            tx=tx._store_tx,  # pyright: ignore[reportPrivateUsage]
+        )
+        (result,) = results
+        if result.changed:
+            tx._on_commit.append(lambda: self._engine.wake(item.namespace))  # pyright: ignore[reportPrivateUsage]
+        return InformResult(self._to_row(result.record), result.already_exists, result.changed)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncGenerator[Transaction, None]:
+        """A transaction for the user's SQL and :meth:`inform_tx`; commits when
+        the block exits normally, rolls back when it raises."""
+        if self._closed:
+            raise ClientClosedError("the client is stopped")
+        async with self._store.transaction() as store_tx:
+            tx = Transaction(store_tx)
+            try:
+                yield tx
+            finally:
+                tx._closed = True  # pyright: ignore[reportPrivateUsage]
+        for callback in tx._on_commit:  # pyright: ignore[reportPrivateUsage]
+            callback()
+
+    # -- reading --------------------------------------------------------------
+
+    def _to_row(self, record: ResourceRecord) -> ResourceRow[Any]:
+        reg = self._controllers.get(record.kind)
+        obj: Any
+        try:
+            obj = decode_object(record.encoded_object, reg.object_type if reg else None)
+        except Exception as exc:
+            log.warning("%s %r: stored object does not decode to %s (%s); returning plain JSON",
+                        record.kind, record.object_id, reg.object_type.__name__ if reg else "?",
+                        exc)
+            obj = decode_object(record.encoded_object, None)
+        return ResourceRow(
+            id=record.id, kind=record.kind, object_id=record.object_id,
+            namespace=record.namespace, state=record.state, attempt=record.attempt,
+            max_attempts=record.max_attempts, object=obj,
+            encoded_object=record.encoded_object, metadata=record.metadata, tags=record.tags,
+            errors=record.errors, created_at=record.created_at,
+            scheduled_at=record.scheduled_at, attempted_at=record.attempted_at,
+            attempted_by=record.attempted_by, synced_at=record.synced_at,
+        )
+
+    async def get_resource(self, kind: str, object_id: str) -> ResourceRow[Any] | None:
+        """The resource of ``kind`` with ``object_id``, or None."""
+        check_kind(kind, error=ConfigError)
+        if not isinstance(object_id, str):  # pyright: ignore[reportUnnecessaryIsInstance]
+            raise ObjectError(f"object_id must be str, got {type(object_id).__name__}")
+        if "\x00" in object_id:
+            return None  # cannot exist: ids with NUL are rejected at inform
+        record = await self._store.get_resource(kind, object_id)
+        return None if record is None else self._to_row(record)
+
+    async def list_resources(
+        self,
+        *,
+        kind: str | None = None,
+        namespace: str | None = None,
+        state: ResourceState | str | None = None,
+        limit: int | None = None,
+        after_id: int | None = None,
+    ) -> list[ResourceRow[Any]]:
+        """Resources matching every given filter, ordered by id; all of them
+        when ``limit`` is None. Page with ``after_id`` = the last id seen."""
+        if kind is not None:
+            check_kind(kind, error=ConfigError)
+        if namespace is not None:
+            check_name("namespace", namespace)
+        parsed_state: ResourceState | None = None
+        if state is not None:
+            try:
+                parsed_state = ResourceState(state)
+            except ValueError:
+                raise ConfigError(f"unknown state {state!r}") from None
+        for name, value in (("limit", limit), ("after_id", after_id)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                      or value < 0):
+                raise ConfigError(f"{name} must be a non-negative integer, got {value!r}")
+        records = await self._store.list_resources(
+            ResourceFilter(kind=kind, namespace=namespace, state=parsed_state, limit=limit,
+                           after_id=after_id)
+        )
+        return [self._to_row(r) for r in records]
+
+    # -- events ---------------------------------------------------------------
+
+    def subscribe(self, *categories: EventCategory) -> AbstractContextManager[Subscription]:
+        """Receive events of ``categories`` (all when none are given) while
+        the ``with`` block runs. A subscriber that falls more than
+        ``config.event_buffer`` events behind loses the newest; see
+        :attr:`Subscription.dropped`."""
+        return self._events.subscribe(*categories)
+
+
+def _default_pool_size(namespaces: Mapping[str, NamespaceConfig]) -> int:
+    workers = sum(ns.max_workers for ns in namespaces.values())
+    return max(4, min(20, 2 + workers // 10))
+
+
+def _failure_from_group(group: BaseExceptionGroup[BaseException],
+                        body_error: BaseException | None) -> BaseException:
+    """The one exception ``open_delta_client`` raises for a nursery's group."""
+    _, rest = group.split(lambda e: e is body_error)
+    if rest is None:
+        assert body_error is not None
+        return body_error
+    failures: list[BaseException] = []
+
+    def collect(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for sub in exc.exceptions:  # pyright: ignore[reportUnknownVariableType,reportUnknownMemberType]
+                collect(sub)  # pyright: ignore[reportUnknownArgumentType]
+        elif not isinstance(exc, trio.Cancelled):
+            failures.append(exc)
+
+    collect(rest)
+    if not failures:
+        return body_error if body_error is not None else rest
+    first = failures[0]
+    if isinstance(first, KeyboardInterrupt | SystemExit):
+        return first
+    err = ClientFailedError(
+        f"trio_delta client failed: {type(first).__name__}: {first}"
+        + (f" (and {len(failures) - 1} more)" if len(failures) > 1 else "")
+    )
+    err.__cause__ = first
+    return err
+
+
+@asynccontextmanager
+async def run_client(
+    store: Store,
+    controllers: Controllers,
+    namespaces: Mapping[str, NamespaceConfig],
+    config: Config,
+) -> AsyncGenerator[Client, None]:
+    """Run a client on an open store (Postgres or memory)."""
+    clock = Clock(await store.database_now())
+    client = Client(store, clock, controllers, namespaces, config, _make_client_id(config))
+    engine = client._engine  # pyright: ignore[reportPrivateUsage]
+    body_error: BaseException | None = None
+    try:
+        async with trio.open_nursery() as nursery:
+            await engine.start(nursery)
+            log.info("client %s started: kinds %s, namespaces %s", client.id,
+                     list(controllers.kinds()), dict(namespaces))
+            try:
+                yield client
+            except BaseException as exc:
+                body_error = exc
+                raise
+            finally:
+                client._closed = True  # pyright: ignore[reportPrivateUsage]
+                with trio.CancelScope(shield=True):
+                    await engine.stop()
+                nursery.cancel_scope.cancel()
+                log.info("client %s stopped", client.id)
+    except BaseExceptionGroup as group:
+        raise _failure_from_group(group, body_error) from None
+
+
+def check_controllers(controllers: object) -> Controllers:
+    if not isinstance(controllers, Controllers):
+        raise ConfigError(f"controllers must be a trio_delta.Controllers, got {controllers!r}")
+    return controllers
+
+
+@asynccontextmanager
+async def open_delta_client(
+    dsn: str,
+    controllers: Controllers,
+    *,
+    namespaces: Mapping[str, NamespaceConfig] | None = None,
+    config: Config | None = None,
+) -> AsyncGenerator[Client, None]:
+    """Start a client on the database at ``dsn`` and stop it when the block exits.
+
+    Raises :class:`ConfigError` for bad arguments and :class:`NotMigratedError`
+    when the schema is missing or old, before anything runs. Leaving the block
+    stops the client gracefully, then forcibly (see :class:`Config.shutdown_grace`).
+    """
+    from ._store.dsn import normalize_dsn
+    from ._store.postgres import open_postgres_store
+
+    config = config if config is not None else Config()
+    if not isinstance(config, Config):  # pyright: ignore[reportUnnecessaryIsInstance]
+        raise ConfigError(f"config must be a trio_delta.Config, got {config!r}")
+    checked = check_namespaces(namespaces)
+    check_controllers(controllers)
+    conninfo = normalize_dsn(dsn)
+    pool_size = config.pool_size or _default_pool_size(checked)
+    async with open_postgres_store(conninfo, schema=config.schema, pool_size=pool_size) as store, \
+            run_client(store, controllers, checked, config) as client:
+        yield client

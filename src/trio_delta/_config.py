@@ -1,0 +1,208 @@
+"""Configuration: :class:`Config`, :class:`NamespaceConfig`, :class:`ObjectSettings`.
+
+Every duration is a ``float`` of seconds, as in Trio. Values are checked when
+the object is built, so a bad value raises :class:`ConfigError` before any
+connection is opened.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from types import MappingProxyType
+
+from ._errors import ConfigError
+
+HOUR = 3600.0
+DAY = 24 * HOUR
+
+# Kind and namespace names appear in logs, NOTIFY payloads and CLI filters.
+NAME_RE = re.compile(r"\A[a-z0-9]+(?:[_-][a-z0-9]+)*\Z")
+NAME_MAX = 64
+# A schema is a Postgres identifier. We keep it to a simple, unquoted-safe
+# form so it also fits in a NOTIFY channel name (63 bytes) with our prefix.
+SCHEMA_RE = re.compile(r"\A[a-z_][a-z0-9_]{0,39}\Z")
+
+
+def check_name(what: str, value: object) -> str:
+    if not isinstance(value, str) or not NAME_RE.match(value) or len(value) > NAME_MAX:
+        raise ConfigError(
+            f"invalid {what} {value!r}: use 1-{NAME_MAX} of [a-z0-9], "
+            "with single '_' or '-' between"
+        )
+    return value
+
+
+def check_schema(value: object) -> str:
+    if not isinstance(value, str) or not SCHEMA_RE.match(value):
+        raise ConfigError(
+            f"invalid schema {value!r}: use 1-40 of [a-z0-9_], not starting with a digit"
+        )
+    return value
+
+
+def _check_duration(name: str, value: object, *, allow_none: bool = False,
+                    allow_negative: bool = False, allow_zero: bool = True) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{name} must be a number of seconds, got {value!r}")
+    if math.isnan(value) or math.isinf(value):
+        raise ConfigError(f"{name} must be finite, got {value!r}")
+    if value < 0 and not allow_negative:
+        raise ConfigError(f"{name} must not be negative, got {value!r}")
+    if value == 0 and not allow_zero:
+        raise ConfigError(f"{name} must be greater than 0, got {value!r}")
+
+
+def _check_int(name: str, value: object, *, minimum: int, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def default_retry_policy(attempt: int) -> float:
+    """Seconds until retry after failed attempt number ``attempt`` (1-based).
+
+    ``attempt ** 4`` as in River, capped at one day: 1 s, 16 s, 81 s, 256 s, ...
+    """
+    return float(min(attempt**4, DAY))
+
+
+@dataclass(frozen=True, slots=True)
+class NamespaceConfig:
+    """Limits and retention for one namespace.
+
+    ``None`` retention means :class:`Config`'s value. ``resource_expiry``
+    expires synced resources older than it, so they are worked again; it
+    cannot be combined with ``synced_retention`` (a synced resource would be
+    both kept and expired).
+    """
+
+    max_workers: int = 10
+    resource_expiry: float | None = None
+    synced_retention: float | None = None
+    degraded_retention: float | None = None
+    deleted_retention: float | None = None
+
+    def __post_init__(self) -> None:
+        _check_int("NamespaceConfig.max_workers", self.max_workers, minimum=1)
+        _check_duration("NamespaceConfig.resource_expiry", self.resource_expiry,
+                        allow_none=True, allow_zero=False)
+        for name in ("synced_retention", "degraded_retention", "deleted_retention"):
+            _check_duration(f"NamespaceConfig.{name}", getattr(self, name), allow_none=True)
+        if self.resource_expiry is not None and self.synced_retention is not None:
+            raise ConfigError(
+                "NamespaceConfig: set resource_expiry or synced_retention, not both"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectSettings:
+    """Per-kind settings, returned by an object class's ``settings()``.
+
+    ``parallelism`` caps the kind's concurrent work in one client (None: only
+    the namespace's ``max_workers``). ``inform_interval`` overrides
+    :attr:`Config.inform_interval` (negative disables periodic informs).
+    """
+
+    parallelism: int | None = None
+    inform_interval: float | None = None
+
+    def __post_init__(self) -> None:
+        _check_int("ObjectSettings.parallelism", self.parallelism, minimum=1, allow_none=True)
+        _check_duration("ObjectSettings.inform_interval", self.inform_interval,
+                        allow_none=True, allow_negative=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Client configuration. Every field has a default; durations are seconds."""
+
+    schema: str = "delta"
+    """Postgres schema holding trio_delta's tables."""
+    work_timeout: float = 60.0
+    """Longest one ``work`` call may run before it is cancelled and failed."""
+    inform_timeout: float = 60.0
+    """Longest one informer run may take."""
+    inform_interval: float = HOUR
+    """Default time between informer runs of a kind (negative disables)."""
+    inform_jitter: float = 60.0
+    """Up to this much random delay is added to each informer run."""
+    retry_policy: Callable[[int], float] = default_retry_policy
+    """Attempt number (1-based) -> seconds until the retry."""
+    max_attempts: int = 10
+    """Attempts before a resource is degraded, unless the object says otherwise."""
+    poll_interval: float = 1.0
+    """The fetcher looks for work at least this often even without a NOTIFY."""
+    leader_ttl: float = 15.0
+    """Leadership lasts this long unless renewed (renewed every third)."""
+    maintenance_interval: float = 60.0
+    """The leader runs rescuer, expirer and cleaner this often."""
+    rescue_after: float = 60.0
+    """A pending resource is rescued once ``work_timeout + rescue_after`` passed."""
+    synced_retention: float = DAY
+    degraded_retention: float = DAY
+    deleted_retention: float = DAY
+    shutdown_grace: float = 10.0
+    """On stop, in-flight work may finish within this; then it is cancelled."""
+    batch_size: int = 200
+    """Most rows one claim, outcome or upsert statement carries."""
+    flush_interval: float = 0.002
+    """Outcomes and informed objects wait at most this long to join a batch."""
+    event_buffer: int = 1000
+    """Events a subscriber may fall behind before new ones are dropped."""
+    pool_size: int | None = None
+    """Database connections; None sizes it from the namespaces' workers."""
+    client_id: str | None = None
+    """Identifies the client in ``attempted_by``; None makes a unique one."""
+    random: random.Random = field(default_factory=random.Random, compare=False)
+    """Source of jitter and ids; seed it for reproducible tests."""
+
+    def __post_init__(self) -> None:
+        check_schema(self.schema)
+        for f in fields(self):
+            if f.name in {"inform_interval"}:
+                _check_duration(f.name, getattr(self, f.name), allow_negative=True)
+            elif f.name in {"work_timeout", "inform_timeout", "poll_interval", "leader_ttl",
+                            "maintenance_interval", "flush_interval"}:
+                _check_duration(f.name, getattr(self, f.name), allow_zero=False)
+            elif f.name in {"inform_jitter", "rescue_after", "synced_retention",
+                            "degraded_retention", "deleted_retention", "shutdown_grace"}:
+                _check_duration(f.name, getattr(self, f.name))
+        _check_int("max_attempts", self.max_attempts, minimum=1)
+        _check_int("batch_size", self.batch_size, minimum=1)
+        _check_int("event_buffer", self.event_buffer, minimum=0)
+        _check_int("pool_size", self.pool_size, minimum=2, allow_none=True)
+        if not callable(self.retry_policy):
+            raise ConfigError(f"retry_policy must be callable, got {self.retry_policy!r}")
+        if self.client_id is not None and (
+            not isinstance(self.client_id, str) or not 0 < len(self.client_id) <= 128
+        ):
+            raise ConfigError(f"client_id must be 1-128 characters, got {self.client_id!r}")
+
+
+def check_namespaces(
+    namespaces: Mapping[str, NamespaceConfig] | None,
+) -> Mapping[str, NamespaceConfig]:
+    """Validate and freeze the ``namespaces`` argument of ``open_delta_client``."""
+    if namespaces is None:
+        return MappingProxyType({"default": NamespaceConfig()})
+    if not isinstance(namespaces, Mapping) or not namespaces:  # pyright: ignore[reportUnnecessaryIsInstance]
+        raise ConfigError("namespaces must be a non-empty mapping of name -> NamespaceConfig")
+    out: dict[str, NamespaceConfig] = {}
+    for name, ns in namespaces.items():
+        check_name("namespace", name)
+        if not isinstance(ns, NamespaceConfig):  # pyright: ignore[reportUnnecessaryIsInstance]
+            raise ConfigError(f"namespace {name!r}: expected NamespaceConfig, got {ns!r}")
+        out[name] = ns
+    return MappingProxyType(out)
+
+
+def retention_for(config: Config, ns: NamespaceConfig, which: str) -> float:
+    value: float | None = getattr(ns, f"{which}_retention")
+    return value if value is not None else float(getattr(config, f"{which}_retention"))

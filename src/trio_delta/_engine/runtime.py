@@ -1,0 +1,179 @@
+"""Wires the engine's services together and runs the shutdown phases.
+
+Start order: completer, worker pools, fetcher, listener; each reports ready
+through ``nursery.start``. Stop (DESIGN decision 7):
+
+1. no new claims: the fetcher and listener stop (the fetcher finishes a
+   claim in flight, so no claimed row is dropped on the floor);
+2. graceful: in-flight work may finish within ``shutdown_grace``;
+3. forced: remaining work is cancelled and handed back (``scheduled``, attempt
+   restored) so another client picks it up at once;
+4. the completer writes every outcome, within ``FLUSH_TIMEOUT``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import trio
+
+from .._config import Config, NamespaceConfig
+from .._controllers import Controllers
+from .._store.base import AppliedOutcome, Store
+from .._types import Event, EventCategory, ResourceRow, ResourceState
+from .clock import Clock
+from .completer import Completer, Completion, applied_record
+from .events import EventHub
+from .fetcher import Fetcher
+from .listener import run_listener
+from .slots import Slots
+from .workers import WorkerPool
+
+log = logging.getLogger("trio_delta.engine")
+
+#: After the grace period and the forced cancel, how long outcomes may take to
+#: be written before we give up on them (the rescuer then recovers the rows).
+FLUSH_TIMEOUT = 10.0
+#: How long a claim in flight at stop may take before it is cancelled.
+FETCH_STOP_TIMEOUT = 5.0
+
+_CATEGORY = {
+    ResourceState.SYNCED: EventCategory.OBJECT_SYNCED,
+    ResourceState.FAILED: EventCategory.OBJECT_FAILED,
+    ResourceState.DEGRADED: EventCategory.OBJECT_FAILED,
+    ResourceState.DELETED: EventCategory.OBJECT_DELETED,
+}
+
+Service = Callable[..., Awaitable[None]]
+
+
+class _ServiceHandle:
+    """A service task with its own cancel scope and a done event."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.scope = trio.CancelScope()
+        self.done = trio.Event()
+
+    async def run(self, fn: Service, *args: Any,
+                  task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        try:
+            with self.scope:
+                await fn(*args, task_status=task_status)
+        finally:
+            self.done.set()
+
+
+class Engine:
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        *,
+        client_id: str,
+        controllers: Controllers,
+        namespaces: Mapping[str, NamespaceConfig],
+        config: Config,
+        events: EventHub,
+        to_row: Callable[[Any], ResourceRow[Any]],
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._config = config
+        self._events = events
+        self._to_row = to_row
+        self.slots = Slots({ns: c.max_workers for ns, c in namespaces.items()}, controllers)
+        total_workers = sum(c.max_workers for c in namespaces.values())
+        self.completer = Completer(
+            store, clock, client_id, batch_size=config.batch_size,
+            buffer=max(total_workers, config.batch_size), on_applied=self._publish,
+        )
+        self.pools = {
+            ns: WorkerPool(
+                ns, c.max_workers, controllers=controllers, config=config, clock=clock,
+                slots=self.slots, completions=self.completer.send, on_slot_free=self._slot_free,
+            )
+            for ns, c in namespaces.items()
+        }
+        self.fetcher = Fetcher(
+            store, clock, client_id, pools=self.pools, slots=self.slots,
+            kinds=controllers.kinds(), poll_interval=config.poll_interval,
+        )
+        self._handles: dict[str, _ServiceHandle] = {}
+        self._stopping = False
+
+    def _slot_free(self) -> None:
+        if not self._stopping:
+            self.fetcher.wake()
+
+    def wake(self, namespace: str | None = None) -> None:
+        """Wake the fetcher (after a local inform into a namespace we serve)."""
+        if namespace is None or namespace in self.pools:
+            self.fetcher.wake()
+
+    def _publish(self, pairs: list[tuple[Completion, AppliedOutcome]]) -> None:
+        if not self._events.has_subscribers():
+            return
+        now = self._clock.now()
+        for completion, applied in pairs:
+            category = _CATEGORY.get(applied.state)
+            if category is not None:
+                row = self._to_row(applied_record(completion, applied))
+                self._events.publish(Event(category, row, now))
+
+    async def _start(self, nursery: trio.Nursery, name: str, fn: Service, *args: Any) -> None:
+        handle = _ServiceHandle(name)
+        self._handles[name] = handle
+        await nursery.start(handle.run, fn, *args)
+
+    async def start(self, nursery: trio.Nursery) -> None:
+        await self._start(nursery, "completer", self.completer.run)
+        for ns, pool in self.pools.items():
+            await self._start(nursery, f"pool:{ns}", pool.run)
+        await self._start(nursery, "fetcher", self.fetcher.run)
+        await self._start(nursery, "listener", run_listener, self._store, tuple(self.pools),
+                          self.fetcher.wake)
+
+    async def stop(self) -> None:
+        """Run the shutdown phases; call shielded."""
+        self._stopping = True
+        self._handles["listener"].scope.cancel()
+        await self._stop_fetcher()
+        for pool in self.pools.values():
+            pool.send.close()
+        pool_handles = [h for name, h in self._handles.items() if name.startswith("pool:")]
+        graceful = await self._wait_all(pool_handles, self._config.shutdown_grace)
+        if not graceful:
+            in_flight = self.slots.in_flight()
+            log.warning("shutdown grace of %gs over: cancelling %d running work items; "
+                        "they are handed back", self._config.shutdown_grace, in_flight)
+            for pool in self.pools.values():
+                pool.force()
+            if not await self._wait_all(pool_handles, FLUSH_TIMEOUT):
+                for handle in pool_handles:
+                    handle.scope.cancel()
+        self.completer.send.close()
+        completer = self._handles["completer"]
+        if not await self._wait_all([completer], FLUSH_TIMEOUT):
+            log.error("outcomes could not be written within %gs; the rescuer will retry "
+                      "those resources", FLUSH_TIMEOUT)
+            completer.scope.cancel()
+
+    async def _stop_fetcher(self) -> None:
+        # Cancelling the fetcher mid-claim could commit a claim whose rows we
+        # never see; they would wait for the rescuer. A claim is short, so
+        # let it finish unless the database is stuck.
+        fetcher = self._handles["fetcher"]
+        fetcher.scope.deadline = trio.current_time() + FETCH_STOP_TIMEOUT
+        self.fetcher.stop()
+        await fetcher.done.wait()
+
+    @staticmethod
+    async def _wait_all(handles: list[_ServiceHandle], seconds: float) -> bool:
+        with trio.move_on_after(seconds):
+            for handle in handles:
+                await handle.done.wait()
+            return True
+        return False

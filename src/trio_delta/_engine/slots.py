@@ -1,0 +1,44 @@
+"""Worker slot accounting shared by the fetcher and the worker pools.
+
+The fetcher claims only what can start now (DESIGN decision 3): per
+namespace, ``max_workers`` minus what is in flight; per kind with a
+``parallelism``, that cap minus the kind's work in flight in this client.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+
+from .._controllers import Controllers
+
+
+class Slots:
+    def __init__(self, max_workers: Mapping[str, int], controllers: Controllers) -> None:
+        self._max_workers = dict(max_workers)
+        self._caps: dict[str, int | None] = {
+            reg.kind: reg.settings.parallelism for reg in controllers
+        }
+        self._by_namespace: Counter[str] = Counter()
+        self._by_kind: Counter[str] = Counter()
+
+    def namespace_free(self, namespace: str) -> int:
+        return self._max_workers[namespace] - self._by_namespace[namespace]
+
+    def kind_caps(self) -> dict[str, int | None]:
+        """Each kind's remaining parallelism (None: uncapped)."""
+        return {
+            kind: None if cap is None else max(0, cap - self._by_kind[kind])
+            for kind, cap in self._caps.items()
+        }
+
+    def in_flight(self) -> int:
+        return sum(self._by_namespace.values())
+
+    def take(self, namespace: str, kind: str) -> None:
+        self._by_namespace[namespace] += 1
+        self._by_kind[kind] += 1
+
+    def release(self, namespace: str, kind: str) -> None:
+        self._by_namespace[namespace] -= 1
+        self._by_kind[kind] -= 1

@@ -1,0 +1,188 @@
+"""Worker pools: run claimed resources through ``Controller.work``.
+
+One pool per namespace with ``max_workers`` long-lived worker tasks reading
+one bounded channel (no task spawned per resource). Every ``work`` call runs
+in its own cancel scope with the work timeout as deadline; forced shutdown
+cancels those scopes, and what was cancelled, or never started, is handed
+back to the store instead of being failed.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import Callable
+from datetime import timedelta
+
+import trio
+
+from .._config import Config
+from .._controllers import Controllers
+from .._errors import ResourceDelete
+from .._objects import decode_object
+from .._store.base import Outcome, OutcomeKind, ResourceRecord
+from .._types import AttemptError, Resource
+from .clock import Clock
+from .completer import Completion
+from .slots import Slots
+
+log = logging.getLogger("trio_delta.worker")
+
+MAX_TRACE = 8000
+MAX_MESSAGE = 2000
+
+
+def clean_text(text: str, limit: int) -> str:
+    """Text Postgres' jsonb can hold: no NUL, no lone surrogates, bounded."""
+    text = text.replace("\x00", "\\x00")
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def make_resource(record: ResourceRecord, obj: object) -> Resource[object]:
+    return Resource(
+        id=record.id,
+        kind=record.kind,
+        object_id=record.object_id,
+        namespace=record.namespace,
+        state=record.state,
+        attempt=record.attempt,
+        max_attempts=record.max_attempts,
+        object=obj,
+        encoded_object=record.encoded_object,
+        metadata=record.metadata,
+        tags=record.tags,
+        errors=record.errors,
+        created_at=record.created_at,
+        scheduled_at=record.scheduled_at,
+        attempted_at=record.attempted_at,
+        attempted_by=record.attempted_by,
+        synced_at=record.synced_at,
+    )
+
+
+class WorkerPool:
+    def __init__(
+        self,
+        namespace: str,
+        max_workers: int,
+        *,
+        controllers: Controllers,
+        config: Config,
+        clock: Clock,
+        slots: Slots,
+        completions: trio.MemorySendChannel[Completion],
+        on_slot_free: Callable[[], None],
+    ) -> None:
+        self.namespace = namespace
+        self._max_workers = max_workers
+        self._controllers = controllers
+        self._config = config
+        self._clock = clock
+        self._slots = slots
+        self._completions = completions
+        self._on_slot_free = on_slot_free
+        # Claimed rows never wait here for long: the fetcher sends only as
+        # many as there are free workers.
+        self.send, self._receive = trio.open_memory_channel[ResourceRecord](max_workers)
+        self._active: set[trio.CancelScope] = set()
+        self._forced = False
+        self.worked = 0
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run until the send side is closed and drained."""
+        async with self._receive, trio.open_nursery() as nursery:
+            for _ in range(self._max_workers):
+                nursery.start_soon(self._worker_loop, self._receive.clone())
+            task_status.started()
+
+    def force(self) -> None:
+        """Cancel running work and hand back whatever is left."""
+        self._forced = True
+        for scope in self._active:
+            scope.cancel()
+
+    async def _worker_loop(self, receive: trio.MemoryReceiveChannel[ResourceRecord]) -> None:
+        async with receive:
+            async for record in receive:
+                try:
+                    outcome = await self._work_one(record)
+                finally:
+                    self._slots.release(record.namespace, record.kind)
+                    self._on_slot_free()
+                # Shielded: a completion must reach the completer even while
+                # the pool is being torn down, or the claim would wait for
+                # the rescuer.
+                with trio.CancelScope(shield=True):
+                    await self._completions.send(Completion(outcome, record))
+
+    def _handback(self, record: ResourceRecord) -> Outcome:
+        return Outcome(record.id, record.attempt, record.hash, OutcomeKind.HANDBACK)
+
+    async def _work_one(self, record: ResourceRecord) -> Outcome:
+        if self._forced:
+            return self._handback(record)
+        reg = self._controllers.get(record.kind)
+        if reg is None:  # the fetcher only claims registered kinds
+            return self._handback(record)
+        try:
+            obj = decode_object(record.encoded_object, reg.object_type)
+        except Exception as exc:  # a stored object that no longer fits the type
+            return self._failure(record, exc, "cannot decode the stored object: ")
+        resource = make_resource(record, obj)
+        timeout = self._config.work_timeout
+        scope = trio.CancelScope(deadline=trio.current_time() + timeout)
+        self._active.add(scope)
+        failure: BaseException | None = None
+        try:
+            with scope:
+                try:
+                    await reg.controller.work(resource)
+                except ResourceDelete as exc:
+                    self.worked += 1
+                    log.info("%s %r deleted by work: %s", record.kind, record.object_id,
+                             exc.reason)
+                    return Outcome(record.id, record.attempt, record.hash, OutcomeKind.DELETED)
+                except Exception as exc:
+                    failure = exc
+        finally:
+            self._active.discard(scope)
+        self.worked += 1
+        if self._forced and (failure is not None or scope.cancelled_caught):
+            return self._handback(record)
+        if scope.cancelled_caught:
+            return self._failure(record, TimeoutError(f"work timed out after {timeout:g}s"), "",
+                                 with_trace=False)
+        if failure is not None:
+            return self._failure(record, failure, "")
+        return Outcome(record.id, record.attempt, record.hash, OutcomeKind.SYNCED)
+
+    def _failure(self, record: ResourceRecord, exc: BaseException, prefix: str,
+                 *, with_trace: bool = True) -> Outcome:
+        now = self._clock.now()
+        message = clean_text(f"{prefix}{type(exc).__name__}: {exc}", MAX_MESSAGE)
+        trace = ""
+        if with_trace:
+            trace = clean_text("".join(traceback.format_exception(exc)), MAX_TRACE)
+        error = AttemptError(at=now, attempt=record.attempt, error=message, trace=trace)
+        if record.attempt >= record.max_attempts:
+            log.error("%s %r degraded after %d attempts: %s", record.kind, record.object_id,
+                      record.attempt, message)
+            return Outcome(record.id, record.attempt, record.hash, OutcomeKind.DEGRADED,
+                           error=error)
+        delay = self._retry_delay(record)
+        log.warning("%s %r attempt %d/%d failed, retry in %.3gs: %s", record.kind,
+                    record.object_id, record.attempt, record.max_attempts, delay, message)
+        return Outcome(record.id, record.attempt, record.hash, OutcomeKind.FAILED, error=error,
+                       retry_at=now + timedelta(seconds=delay))
+
+    def _retry_delay(self, record: ResourceRecord) -> float:
+        try:
+            delay = float(self._config.retry_policy(record.attempt))
+        except Exception:
+            log.exception("retry_policy(%d) raised; retrying in 1s", record.attempt)
+            return 1.0
+        if not delay >= 0:  # also catches NaN
+            log.error("retry_policy(%d) returned %r; retrying in 1s", record.attempt, delay)
+            return 1.0
+        return min(delay, 365 * 24 * 3600.0)

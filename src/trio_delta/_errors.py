@@ -1,0 +1,60 @@
+"""The exceptions trio_delta raises, all rooted at :class:`DeltaError`."""
+
+from __future__ import annotations
+
+
+class DeltaError(Exception):
+    """Base class of every error trio_delta raises on purpose."""
+
+
+class ConfigError(DeltaError, ValueError):
+    """A configuration value, controller or argument is invalid.
+
+    Raised before anything is started or written.
+    """
+
+
+class ObjectError(DeltaError, ValueError):
+    """An object cannot be informed: invalid id, kind, tags or metadata, or not
+    encodable as JSON. Nothing was written."""
+
+
+class NotMigratedError(DeltaError):
+    """The database schema is missing or older than this version of the library."""
+
+
+class StoreError(DeltaError):
+    """The store (database) failed; the operation did not take effect, or its
+    effect is unknown when ``maybe_applied`` is true."""
+
+    def __init__(self, message: str, *, maybe_applied: bool = False) -> None:
+        super().__init__(message)
+        self.maybe_applied = maybe_applied
+
+
+class ResourceStateError(DeltaError):
+    """An operation is not allowed in the resource's current state (for example
+    invalidating a resource that is not synced)."""
+
+
+class ClientClosedError(DeltaError):
+    """The client is stopping or stopped and cannot take this call."""
+
+
+class ClientFailedError(DeltaError):
+    """A trio_delta service failed; the client stopped.
+
+    The original exception is chained as ``__cause__``.
+    """
+
+
+class ResourceDelete(Exception):
+    """Raise from :meth:`Controller.work` to delete the resource (soft delete).
+
+    The resource moves to the ``deleted`` state and is removed by the cleaner
+    once the namespace's ``deleted_retention`` has passed.
+    """
+
+    def __init__(self, reason: str = "") -> None:
+        super().__init__(reason)
+        self.reason = reason

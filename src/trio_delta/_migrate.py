@@ -1,0 +1,77 @@
+"""``migrate()``: create or upgrade trio_delta's schema."""
+
+from __future__ import annotations
+
+from trio_delta._store._bridge import open_bridge  # isort: skip  (patches asyncio first)
+
+import logging
+import zlib
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from ._config import check_schema
+from ._errors import StoreError
+from ._store.dsn import describe_dsn, normalize_dsn, redact
+from .migrations.runner import LATEST_VERSION, migrations
+
+log = logging.getLogger("trio_delta.migrate")
+
+
+def _lock_key(schema: str) -> int:
+    # A stable 32-bit key per schema for pg_advisory_xact_lock.
+    return zlib.crc32(f"trio_delta:{schema}".encode())
+
+
+async def _apply(dsn: str, schema: str) -> list[int]:
+    ident = sql.Identifier(schema)
+    applied: list[int] = []
+    conn: psycopg.AsyncConnection[Any] = await psycopg.AsyncConnection.connect(dsn)
+    async with conn, conn.transaction():
+        await conn.execute("select pg_advisory_xact_lock(%s)", [_lock_key(schema)])
+        await conn.execute(sql.SQL("create schema if not exists {}").format(ident))
+        await conn.execute(
+            sql.SQL(
+                "create table if not exists {}.migrations ("
+                " version integer primary key,"
+                " name text not null,"
+                " applied_at timestamptz not null default now())"
+            ).format(ident)
+        )
+        cur = await conn.execute(sql.SQL("select version from {}.migrations").format(ident))
+        done = {row[0] for row in await cur.fetchall()}
+        for migration in migrations():
+            if migration.version in done:
+                continue
+            body = sql.SQL(migration.sql).format(schema=ident)  # pyright: ignore[reportArgumentType]
+            await conn.execute(body)
+            await conn.execute(
+                sql.SQL("insert into {}.migrations (version, name) values (%s, %s)").format(
+                    ident
+                ),
+                [migration.version, migration.name],
+            )
+            applied.append(migration.version)
+    return applied
+
+
+async def migrate(dsn: str, *, schema: str = "delta") -> list[int]:
+    """Create or upgrade trio_delta's tables in ``schema``; returns the
+    versions applied (empty when already current).
+
+    Idempotent, and safe to run from several processes at once.
+    """
+    check_schema(schema)
+    conninfo = normalize_dsn(dsn)
+    async with open_bridge() as bridge:
+        try:
+            applied = await bridge.run(_apply, conninfo, schema)
+        except (psycopg.Error, OSError) as exc:
+            raise StoreError(
+                f"migrating schema {schema!r} on {describe_dsn(conninfo)} failed: "
+                f"{redact(str(exc)).strip()}"
+            ) from exc
+    if applied:
+        log.info("schema %r migrated to version %d (applied %s)", schema, LATEST_VERSION, applied)
+    return applied

@@ -1,0 +1,223 @@
+"""Objects: the protocol user types follow, validation, and the JSON codec.
+
+An object is any class with a ``kind`` class attribute and an ``id()``
+method. Dataclasses (and msgspec Structs, attrs-free plain types) are encoded
+to JSON with msgspec and decoded back to the controller's type.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import msgspec
+
+from ._config import NAME_MAX, NAME_RE, ObjectSettings
+from ._errors import ConfigError, ObjectError
+from ._types import InformOpts
+
+ID_MAX = 254
+TAG_RE = re.compile(r"\A[\w][\w\-]+[\w]\Z")
+TAG_MAX = 255
+# A JSON-escaped NUL that is not itself an escaped backslash followed by "u0000".
+_ESCAPED_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
+
+
+@runtime_checkable
+class Object(Protocol):
+    """What trio_delta needs of an object: a ``kind`` and an ``id()``.
+
+    Optional methods are looked up by name: ``compare(other) -> int``,
+    ``created_at() -> datetime | None``, ``inform_opts() -> InformOpts`` and
+    the classmethod ``settings() -> ObjectSettings``.
+    """
+
+    kind: ClassVar[str]
+
+    def id(self) -> str: ...
+
+
+def check_kind(value: object, *, error: type[Exception] = ConfigError) -> str:
+    if not isinstance(value, str) or len(value) > NAME_MAX or not NAME_RE.match(value):
+        raise error(
+            f"invalid kind {value!r}: use 1-{NAME_MAX} of [a-z0-9], with single '_' or '-' between"
+        )
+    return value
+
+
+def object_settings(cls: type[Any]) -> ObjectSettings:
+    hook = getattr(cls, "settings", None)
+    if hook is None:
+        return ObjectSettings()
+    settings = hook()
+    if not isinstance(settings, ObjectSettings):
+        raise ConfigError(f"{cls.__name__}.settings() must return ObjectSettings, got {settings!r}")
+    return settings
+
+
+def _contains_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, Mapping):
+        return any(_contains_nul(k) or _contains_nul(v) for k, v in value.items())  # pyright: ignore[reportUnknownVariableType]
+    if isinstance(value, list | tuple):
+        return any(_contains_nul(v) for v in value)  # pyright: ignore[reportUnknownVariableType]
+    return False
+
+
+def _has_non_finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, Mapping):
+        return any(_has_non_finite(v) for v in value.values())  # pyright: ignore[reportUnknownVariableType]
+    if isinstance(value, list | tuple):
+        return any(_has_non_finite(v) for v in value)  # pyright: ignore[reportUnknownVariableType]
+    return False
+
+
+_encoder = msgspec.json.Encoder(order="sorted")
+
+
+def encode_json(value: Any, *, what: str) -> bytes:
+    """Canonical JSON (sorted keys) of ``value``, or :class:`ObjectError`.
+
+    Rejects what Postgres' jsonb cannot hold faithfully: NUL characters,
+    lone surrogates and non-finite floats (which JSON encoders turn into null).
+    """
+    try:
+        encoded = _encoder.encode(value)
+    except (TypeError, ValueError, OverflowError, RecursionError, msgspec.EncodeError) as exc:
+        raise ObjectError(f"{what} cannot be encoded as JSON: {exc}") from None
+    if _ESCAPED_NUL.search(encoded):
+        raise ObjectError(f"{what} contains a NUL character, which Postgres cannot store")
+    # A non-finite float encodes as null; only then pay for the walk.
+    if b"null" in encoded and _has_non_finite(msgspec.to_builtins(value)):
+        raise ObjectError(f"{what} contains NaN or infinity, which JSON cannot hold")
+    return encoded
+
+
+def object_hash(encoded: bytes) -> bytes:
+    """Change-detection hash of an object's canonical JSON."""
+    return hashlib.blake2b(encoded, digest_size=16).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedObject:
+    """An object checked and encoded, ready to be upserted."""
+
+    kind: str
+    object_id: str
+    namespace: str
+    encoded: bytes
+    hash: bytes
+    metadata: bytes
+    tags: tuple[str, ...]
+    max_attempts: int
+    created_at: datetime | None
+    obj: Any
+
+
+def _check_tags(tags: object) -> tuple[str, ...]:
+    if isinstance(tags, str) or not isinstance(tags, Sequence):
+        raise ObjectError(f"tags must be a sequence of strings, got {tags!r}")
+    out: list[str] = []
+    for tag in tags:  # pyright: ignore[reportUnknownVariableType]
+        if not isinstance(tag, str) or len(tag) > TAG_MAX or not TAG_RE.match(tag):
+            raise ObjectError(
+                f"invalid tag {tag!r}: 3-{TAG_MAX} word characters or '-', "
+                "starting and ending with a word character"
+            )
+        out.append(tag)
+    return tuple(out)
+
+
+def merge_inform_opts(obj: Any, opts: InformOpts | None) -> InformOpts:
+    """The object's ``inform_opts()`` overridden field by field by ``opts``."""
+    hook = getattr(obj, "inform_opts", None)
+    base = hook() if hook is not None else InformOpts()
+    if not isinstance(base, InformOpts):
+        raise ObjectError(f"{type(obj).__name__}.inform_opts() must return InformOpts")
+    if opts is None:
+        return base
+    if not isinstance(opts, InformOpts):  # pyright: ignore[reportUnnecessaryIsInstance]
+        raise ObjectError(f"opts must be InformOpts or None, got {opts!r}")
+    return InformOpts(
+        namespace=opts.namespace if opts.namespace is not None else base.namespace,
+        metadata=opts.metadata if opts.metadata is not None else base.metadata,
+        max_attempts=opts.max_attempts if opts.max_attempts is not None else base.max_attempts,
+        tags=opts.tags if opts.tags is not None else base.tags,
+    )
+
+
+def prepare_object(
+    obj: Any, opts: InformOpts | None, *, default_max_attempts: int
+) -> PreparedObject:
+    """Validate and encode ``obj`` for an upsert, or raise :class:`ObjectError`."""
+    obj_type: type[Any] = obj.__class__
+    kind = check_kind(getattr(obj_type, "kind", None), error=ObjectError)
+    id_method = getattr(obj, "id", None)
+    if not callable(id_method):
+        raise ObjectError(f"{type(obj).__name__} has no id() method")
+    object_id = id_method()
+    if not isinstance(object_id, str):
+        raise ObjectError(f"{kind}: id() must return str, got {type(object_id).__name__}")
+    if not 0 < len(object_id) <= ID_MAX:
+        raise ObjectError(f"{kind}: id must be 1-{ID_MAX} characters, got {len(object_id)}")
+    if "\x00" in object_id:
+        raise ObjectError(f"{kind}: id contains a NUL character")
+    try:
+        object_id.encode()
+    except UnicodeEncodeError:
+        raise ObjectError(f"{kind}: id is not valid Unicode (lone surrogate)") from None
+
+    merged = merge_inform_opts(obj, opts)
+    namespace = merged.namespace if merged.namespace is not None else "default"
+    if not isinstance(namespace, str) or len(namespace) > NAME_MAX or not NAME_RE.match(namespace):
+        raise ObjectError(f"{kind} {object_id!r}: invalid namespace {namespace!r}")
+    max_attempts = merged.max_attempts if merged.max_attempts is not None else default_max_attempts
+    if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or not (
+        1 <= max_attempts <= 32767
+    ):
+        raise ObjectError(
+            f"{kind} {object_id!r}: max_attempts must be 1-32767, got {max_attempts!r}"
+        )
+    metadata_value = dict(merged.metadata) if merged.metadata is not None else {}
+    if not all(isinstance(k, str) for k in metadata_value):  # pyright: ignore[reportUnnecessaryIsInstance]
+        raise ObjectError(f"{kind} {object_id!r}: metadata keys must be strings")
+    metadata = encode_json(metadata_value, what=f"{kind} {object_id!r} metadata")
+    tags = _check_tags(merged.tags if merged.tags is not None else ())
+    encoded = encode_json(obj, what=f"{kind} {object_id!r}")
+    if encoded[:1] != b"{":
+        raise ObjectError(f"{kind} {object_id!r}: an object must encode to a JSON object")
+
+    created_at: datetime | None = None
+    created_hook = getattr(obj, "created_at", None)
+    if callable(created_hook):
+        value: object = created_hook()
+        if value is not None and not isinstance(value, datetime):
+            raise ObjectError(f"{kind} {object_id!r}: created_at() must return datetime or None")
+        created_at = value
+    return PreparedObject(
+        kind=kind,
+        object_id=object_id,
+        namespace=namespace,
+        encoded=encoded,
+        hash=object_hash(encoded),
+        metadata=metadata,
+        tags=tags,
+        max_attempts=max_attempts,
+        created_at=created_at,
+        obj=obj,
+    )
+
+
+def decode_object(encoded: bytes, object_type: type[Any] | None) -> Any:
+    """Decode stored JSON to ``object_type`` (plain JSON value when None)."""
+    if object_type is None:
+        return msgspec.json.decode(encoded)
+    return msgspec.json.decode(encoded, type=object_type)

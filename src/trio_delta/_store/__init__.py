@@ -1,0 +1,1 @@
+"""Storage port (``base``) and its adapters (``postgres``, ``memory``)."""

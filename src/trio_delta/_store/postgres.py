@@ -1,0 +1,490 @@
+"""The Postgres adapter of the store port (psycopg 3, through the bridge).
+
+Hot paths (claims, outcomes, informer batches) each own a dedicated
+connection, a *lane*, so they never wait on a pool checkout; everything else
+(``inform``, look-ups, user transactions) borrows from a psycopg pool.
+Every public method crosses the bridge once.
+"""
+
+from __future__ import annotations
+
+from ._bridge import Bridge, open_bridge  # isort: skip  (patches asyncio first)
+
+import contextlib
+import logging
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any, TypeVar
+
+import msgspec
+import psycopg
+import trio
+from psycopg import sql
+from psycopg_pool import AsyncConnectionPool
+
+from .._errors import NotMigratedError, StoreError
+from .._objects import PreparedObject
+from .._types import AttemptError, ResourceState
+from ..migrations.runner import LATEST_VERSION
+from .base import (
+    MAX_ERRORS,
+    AppliedOutcome,
+    ClaimRequest,
+    Outcome,
+    OutcomeKind,
+    ResourceFilter,
+    ResourceRecord,
+    StaleCheck,
+    StoreTransaction,
+    UpsertResult,
+)
+from .dsn import describe_dsn, redact
+from .queries import Queries
+
+log = logging.getLogger("trio_delta.store")
+R = TypeVar("R")
+Conn = psycopg.AsyncConnection[Any]
+
+
+def notify_channel(schema: str) -> str:
+    """The NOTIFY channel of a schema; schemas are at most 40 characters."""
+    return f"trio_delta_{schema}"
+
+
+def _store_error(exc: BaseException, what: str) -> StoreError:
+    maybe_applied = isinstance(exc, psycopg.OperationalError)
+    return StoreError(f"{what} failed: {redact(str(exc)).strip()}", maybe_applied=maybe_applied)
+
+
+def record_from_row(row: Sequence[Any]) -> ResourceRecord:
+    errors = tuple(
+        AttemptError(
+            at=datetime.fromisoformat(e["at"]),
+            attempt=int(e["attempt"]),
+            error=str(e["error"]),
+            trace=str(e.get("trace", "")),
+        )
+        for e in row[11]
+    )
+    return ResourceRecord(
+        id=row[0],
+        kind=row[1],
+        object_id=row[2],
+        namespace=row[3],
+        state=ResourceState.parse(row[4]),
+        attempt=row[5],
+        max_attempts=row[6],
+        encoded_object=row[7].encode(),
+        hash=bytes(row[8]),
+        metadata=row[9],
+        tags=tuple(row[10]),
+        errors=errors,
+        created_at=row[12],
+        updated_at=row[13],
+        scheduled_at=row[14],
+        attempted_at=row[15],
+        attempted_by=row[16],
+        synced_at=row[17],
+    )
+
+
+def encode_error(error: AttemptError) -> str:
+    return msgspec.json.encode(
+        {"at": error.at.isoformat(), "attempt": error.attempt, "error": error.error,
+         "trace": error.trace}
+    ).decode()
+
+
+def dedupe(items: Sequence[PreparedObject]) -> list[PreparedObject]:
+    """Keep the last item per (kind, id), in the order of first appearance.
+
+    One statement cannot update a row twice, and the later inform is the
+    newer intent."""
+    latest: dict[tuple[str, str], PreparedObject] = {}
+    for item in items:
+        latest[(item.kind, item.object_id)] = item
+    return list(latest.values())
+
+
+class _Lane:
+    """A dedicated autocommit connection for one hot path, reconnected on loss."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.conn: Conn | None = None
+        self.lock = trio.Lock()
+
+
+class PostgresTransaction:
+    """A user transaction on a pooled connection (see ``Client.transaction``)."""
+
+    def __init__(self, store: PostgresStore, conn: Conn) -> None:
+        self._store = store
+        self.conn = conn
+
+    async def execute(
+        self, query: str, params: Sequence[Any] | Mapping[str, Any] | None = None
+    ) -> list[tuple[Any, ...]]:
+        async def run() -> list[tuple[Any, ...]]:
+            cur = await self.conn.execute(query, params)  # pyright: ignore[reportArgumentType]
+            return await cur.fetchall() if cur.description is not None else []
+
+        return await self._store.call(run, what="transaction statement")
+
+
+class PostgresListener:
+    def __init__(self, store: PostgresStore, conn: Conn) -> None:
+        self._store = store
+        self._conn = conn
+
+    async def wait(self) -> str:
+        async def next_payload() -> str:
+            async for notify in self._conn.notifies(stop_after=1):
+                return notify.payload
+            raise psycopg.OperationalError("notification stream ended")
+
+        return await self._store.call(next_payload, what="LISTEN")
+
+
+class PostgresStore:
+    """The store on a Postgres database; open it with :func:`open_postgres_store`."""
+
+    def __init__(self, *, dsn: str, schema: str, bridge: Bridge, pool: AsyncConnectionPool[Any]):
+        self._dsn = dsn
+        self.schema = schema
+        self._bridge = bridge
+        self._pool = pool
+        self._queries = Queries(schema)
+        self._channel = notify_channel(schema)
+        self._lanes = {name: _Lane(name) for name in ("claim", "complete", "inform")}
+
+    def __repr__(self) -> str:
+        return f"<PostgresStore {describe_dsn(self._dsn)} schema={self.schema}>"
+
+    # -- plumbing -------------------------------------------------------------
+
+    async def call(self, fn: Callable[[], Awaitable[R]], *, what: str) -> R:
+        """Run the asyncio coroutine function ``fn`` across the bridge,
+        translating driver errors to :class:`StoreError`."""
+        try:
+            return await self._bridge.run(fn)
+        except psycopg.Error as exc:
+            raise _store_error(exc, what) from exc
+        except OSError as exc:
+            raise _store_error(exc, what) from exc
+
+    async def _on_lane(self, lane_name: str, fn: Callable[[Conn], Awaitable[R]], what: str) -> R:
+        lane = self._lanes[lane_name]
+
+        async def run() -> R:
+            if lane.conn is None or lane.conn.closed:
+                lane.conn = await psycopg.AsyncConnection.connect(self._dsn, autocommit=True)
+            try:
+                return await fn(lane.conn)
+            except psycopg.OperationalError:
+                # The connection may be dead; drop it so the next call reconnects.
+                conn, lane.conn = lane.conn, None
+                await conn.close()
+                raise
+
+        async with lane.lock:
+            return await self.call(run, what=what)
+
+    async def _on_pool(self, fn: Callable[[Conn], Awaitable[R]], what: str) -> R:
+        async def run() -> R:
+            async with self._pool.connection() as conn:
+                return await fn(conn)
+
+        return await self.call(run, what=what)
+
+    async def aclose(self) -> None:
+        async def close() -> None:
+            for lane in self._lanes.values():
+                if lane.conn is not None:
+                    await lane.conn.close()
+                    lane.conn = None
+            await self._pool.close()
+
+        with trio.CancelScope(shield=True):
+            try:
+                await self._bridge.run(close)
+            except (psycopg.Error, OSError) as exc:
+                log.warning("closing database connections failed: %s", redact(str(exc)))
+
+    # -- the Store protocol ---------------------------------------------------
+
+    async def database_now(self) -> datetime:
+        async def run(conn: Conn) -> datetime:
+            cur = await conn.execute(self._queries["database_now"])
+            row = await cur.fetchone()
+            assert row is not None
+            return row[0]
+
+        return await self._on_lane("claim", run, "reading the database time")
+
+    async def check_schema(self) -> None:
+        async def run(conn: Conn) -> int | None:
+            try:
+                cur = await conn.execute(self._queries["schema_version"])
+            except psycopg.errors.UndefinedTable:
+                return None
+            row = await cur.fetchone()
+            return None if row is None else int(row[0])
+
+        version = await self._on_lane("claim", run, "checking the schema")
+        fix = (
+            f"run `trio-delta migrate --dsn DSN --schema {self.schema}` "
+            f"or `await trio_delta.migrate(dsn, schema={self.schema!r})`"
+        )
+        if version is None:
+            raise NotMigratedError(f"schema {self.schema!r} has no trio_delta tables: {fix}")
+        if version < LATEST_VERSION:
+            raise NotMigratedError(
+                f"schema {self.schema!r} is at version {version}, this library needs "
+                f"{LATEST_VERSION}: {fix}"
+            )
+        if version > LATEST_VERSION:
+            log.warning(
+                "schema %r is at version %d, newer than this library's %d; upgrade trio_delta",
+                self.schema, version, LATEST_VERSION,
+            )
+
+    def _upsert_params(self, items: Sequence[PreparedObject], now: datetime,
+                       process_existing: bool) -> dict[str, Any]:
+        return {
+            "kind": [i.kind for i in items],
+            "object_id": [i.object_id for i in items],
+            "namespace": [i.namespace for i in items],
+            "object": [i.encoded.decode() for i in items],
+            "hash": [i.hash for i in items],
+            "metadata": [i.metadata.decode() for i in items],
+            "tags": [msgspec.json.encode(i.tags).decode() for i in items],
+            "max_attempts": [i.max_attempts for i in items],
+            "now": now,
+            "process_existing": process_existing,
+            "channel": self._channel,
+        }
+
+    async def _upsert_on(
+        self, conn: Conn, items: list[PreparedObject], now: datetime,
+        process_existing: bool, is_stale: StaleCheck | None, want_records: bool,
+    ) -> list[UpsertResult]:
+        keys = {"kind": [i.kind for i in items], "object_id": [i.object_id for i in items]}
+        to_write = items
+        if is_stale is not None:
+            cur = await conn.execute(self._queries["lock_existing"], keys)
+            stored = {(r[0], r[1]): (r[2].encode(), bytes(r[3])) for r in await cur.fetchall()}
+            to_write: list[PreparedObject] = []
+            for item in items:
+                old = stored.get((item.kind, item.object_id))
+                if old is not None and old[1] != item.hash and is_stale(item, old[0]):
+                    continue
+                to_write.append(item)
+        written: dict[tuple[str, str], tuple[ResourceRecord, bool]] = {}
+        if to_write:
+            cur = await conn.execute(
+                self._queries["upsert"], self._upsert_params(to_write, now, process_existing)
+            )
+            for row in await cur.fetchall():
+                rec = record_from_row(row)
+                written[(rec.kind, rec.object_id)] = (rec, bool(row[18]))
+        if not want_records:
+            return []
+        missing = [i for i in items if (i.kind, i.object_id) not in written]
+        unchanged: dict[tuple[str, str], ResourceRecord] = {}
+        if missing:
+            cur = await conn.execute(
+                self._queries["select_existing"],
+                {"kind": [i.kind for i in missing], "object_id": [i.object_id for i in missing]},
+            )
+            for row in await cur.fetchall():
+                rec = record_from_row(row)
+                unchanged[(rec.kind, rec.object_id)] = rec
+        results: list[UpsertResult] = []
+        for item in items:
+            key = (item.kind, item.object_id)
+            if key in written:
+                rec, inserted = written[key]
+                results.append(UpsertResult(rec, already_exists=not inserted, changed=True))
+            else:
+                results.append(UpsertResult(unchanged[key], already_exists=True, changed=False))
+        return results
+
+    async def upsert(
+        self,
+        items: Sequence[PreparedObject],
+        *,
+        now: datetime,
+        process_existing: bool = False,
+        is_stale: StaleCheck | None = None,
+        tx: StoreTransaction | None = None,
+        want_records: bool = True,
+    ) -> list[UpsertResult]:
+        unique = dedupe(items)
+        if not unique:
+            return []
+
+        async def in_transaction(conn: Conn) -> list[UpsertResult]:
+            async with conn.transaction():
+                return await self._upsert_on(
+                    conn, unique, now, process_existing, is_stale, want_records
+                )
+
+        if tx is not None:
+            if not isinstance(tx, PostgresTransaction):
+                raise TypeError("tx must come from this client's transaction()")
+            conn = tx.conn
+            return await self.call(
+                lambda: self._upsert_on(conn, unique, now, process_existing, is_stale,
+                                        want_records),
+                what="inform",
+            )
+        if want_records:
+            return await self._on_pool(in_transaction, "inform")
+        return await self._on_lane("inform", in_transaction, "informer batch")
+
+    async def claim(
+        self, requests: Sequence[ClaimRequest], *, now: datetime, client_id: str
+    ) -> list[ResourceRecord]:
+        requests = [r for r in requests if r.limit > 0 and r.kinds]
+        if not requests:
+            return []
+
+        async def run(conn: Conn) -> list[ResourceRecord]:
+            out: list[ResourceRecord] = []
+            for req in requests:
+                remaining = req.limit
+                for kinds, cap in req.plan():
+                    limit = remaining if cap is None else min(cap, remaining)
+                    if limit <= 0:
+                        continue
+                    cur = await conn.execute(
+                        self._queries["claim"],
+                        {"namespace": req.namespace, "kinds": list(kinds), "limit": limit,
+                         "now": now, "client_id": client_id},
+                    )
+                    rows = await cur.fetchall()
+                    remaining -= len(rows)
+                    out.extend(record_from_row(row) for row in rows)
+            return out
+
+        records = await self._on_lane("claim", run, "claim")
+        records.sort(key=lambda r: (r.scheduled_at, r.id))
+        return records
+
+    async def complete(
+        self, outcomes: Sequence[Outcome], *, now: datetime, client_id: str
+    ) -> list[AppliedOutcome]:
+        if not outcomes:
+            return []
+        params = {
+            "id": [o.id for o in outcomes],
+            "attempt": [o.attempt for o in outcomes],
+            "hash": [o.hash for o in outcomes],
+            "outcome": [o.kind.value for o in outcomes],
+            "error": [None if o.error is None else encode_error(o.error) for o in outcomes],
+            "retry_at": [o.retry_at for o in outcomes],
+            "now": now,
+            "client_id": client_id,
+            "max_errors": MAX_ERRORS,
+            "channel": self._channel,
+        }
+        assert all(o.kind is not OutcomeKind.FAILED or o.retry_at is not None for o in outcomes)
+
+        async def run(conn: Conn) -> list[AppliedOutcome]:
+            cur = await conn.execute(self._queries["complete"], params)
+            return [
+                AppliedOutcome(id=r[0], state=ResourceState.parse(r[1]), attempt=r[2],
+                               scheduled_at=r[3], synced_at=r[4])
+                for r in await cur.fetchall()
+            ]
+
+        return await self._on_lane("complete", run, "writing outcomes")
+
+    async def next_scheduled_at(
+        self, namespaces: Sequence[str], kinds: Sequence[str]
+    ) -> datetime | None:
+        async def run(conn: Conn) -> datetime | None:
+            cur = await conn.execute(
+                self._queries["next_scheduled_at"],
+                {"namespaces": list(namespaces), "kinds": list(kinds)},
+            )
+            row = await cur.fetchone()
+            return None if row is None else row[0]
+
+        return await self._on_lane("claim", run, "looking for scheduled work")
+
+    async def get_resource(self, kind: str, object_id: str) -> ResourceRecord | None:
+        async def run(conn: Conn) -> ResourceRecord | None:
+            cur = await conn.execute(
+                self._queries["get_resource"], {"kind": kind, "object_id": object_id}
+            )
+            row = await cur.fetchone()
+            return None if row is None else record_from_row(row)
+
+        return await self._on_pool(run, "get_resource")
+
+    async def list_resources(self, flt: ResourceFilter) -> list[ResourceRecord]:
+        params = {
+            "kind": flt.kind,
+            "namespace": flt.namespace,
+            "state": None if flt.state is None else flt.state.value,
+            "after_id": flt.after_id,
+            "limit": flt.limit,
+        }
+
+        async def run(conn: Conn) -> list[ResourceRecord]:
+            cur = await conn.execute(self._queries["list_resources"], params)
+            return [record_from_row(row) for row in await cur.fetchall()]
+
+        return await self._on_pool(run, "list_resources")
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncGenerator[PostgresTransaction, None]:
+        conn = await self.call(lambda: self._pool.getconn(), what="opening a transaction")
+        tx = PostgresTransaction(self, conn)
+        try:
+            try:
+                yield tx
+            except BaseException:
+                with trio.CancelScope(shield=True):
+                    await self.call(conn.rollback, what="rollback")
+                raise
+            await self.call(conn.commit, what="commit")
+        finally:
+            with trio.CancelScope(shield=True):
+                await self.call(lambda: self._pool.putconn(conn), what="returning a connection")
+
+    @asynccontextmanager
+    async def listen(self) -> AsyncGenerator[PostgresListener, None]:
+        async def connect() -> Conn:
+            conn = await psycopg.AsyncConnection.connect(self._dsn, autocommit=True)
+            await conn.execute(sql.SQL("listen {}").format(sql.Identifier(self._channel)))
+            return conn
+
+        conn = await self.call(connect, what="LISTEN")
+        try:
+            yield PostgresListener(self, conn)
+        finally:
+            with trio.CancelScope(shield=True), contextlib.suppress(psycopg.Error, OSError):
+                await self._bridge.run(conn.close)
+
+
+@asynccontextmanager
+async def open_postgres_store(
+    dsn: str, *, schema: str, pool_size: int
+) -> AsyncGenerator[PostgresStore, None]:
+    """Open the bridge, a connection pool and the store; check the schema."""
+    async with open_bridge() as bridge:
+        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+            dsn, min_size=1, max_size=pool_size, open=False, name="trio_delta"
+        )
+        store = PostgresStore(dsn=dsn, schema=schema, bridge=bridge, pool=pool)
+        try:
+            # Connect once up front so a bad DSN fails fast with one clear error.
+            await store.check_schema()
+            await store.call(lambda: pool.open(wait=False), what="opening the pool")
+            yield store
+        finally:
+            await store.aclose()

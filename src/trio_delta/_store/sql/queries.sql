@@ -1,0 +1,152 @@
+-- trio_delta's queries, one per "-- name:" block.
+-- {schema} is the configured schema, always quoted as an identifier;
+-- {columns} is the resource column list. Every value is a bound parameter.
+-- Time comes from the engine as %(now)s: no now() here decides anything.
+
+-- name: upsert
+with input as (
+    select *
+    from unnest(
+        %(kind)s::text[], %(object_id)s::text[], %(namespace)s::text[], %(object)s::text[],
+        %(hash)s::bytea[], %(metadata)s::text[], %(tags)s::text[], %(max_attempts)s::int[]
+    ) as i(kind, object_id, namespace, object, hash, metadata, tags, max_attempts)
+),
+upserted as (
+    insert into {schema}.resources as r (
+        kind, object_id, namespace, state, attempt, max_attempts, object, hash, metadata,
+        tags, errors, created_at, updated_at, scheduled_at
+    )
+    select kind, object_id, namespace, 'scheduled', 0, max_attempts, object::jsonb, hash,
+           metadata::jsonb, array(select jsonb_array_elements_text(tags::jsonb)), '[]',
+           %(now)s, %(now)s, %(now)s
+    from input
+    on conflict (kind, object_id) do update set
+        namespace = excluded.namespace,
+        max_attempts = excluded.max_attempts,
+        object = excluded.object,
+        hash = excluded.hash,
+        metadata = excluded.metadata,
+        tags = excluded.tags,
+        updated_at = excluded.updated_at,
+        state = case when r.state = 'pending' then r.state else 'scheduled' end,
+        attempt = case when r.state = 'pending' then r.attempt else 0 end,
+        errors = case when r.state = 'pending' then r.errors else '[]'::jsonb end,
+        scheduled_at = case when r.state = 'pending' then r.scheduled_at
+                            else excluded.scheduled_at end
+    where r.hash <> excluded.hash or (%(process_existing)s and r.state <> 'pending')
+    returning {columns}, (r.xmax = 0) as inserted
+),
+notified as (
+    select pg_notify(%(channel)s, namespace)
+    from (select distinct namespace from upserted where state = 'scheduled') as n
+)
+select upserted.* from upserted, (select count(*) from notified) as n
+
+-- name: lock_existing
+select r.kind, r.object_id, r.object::text, r.hash
+from {schema}.resources as r
+join unnest(%(kind)s::text[], %(object_id)s::text[]) as i(kind, object_id)
+    on r.kind = i.kind and r.object_id = i.object_id
+order by r.id
+for update of r
+
+-- name: select_existing
+select {columns}
+from {schema}.resources as r
+join unnest(%(kind)s::text[], %(object_id)s::text[]) as i(kind, object_id)
+    on r.kind = i.kind and r.object_id = i.object_id
+
+-- name: claim
+with claimable as (
+    select id
+    from {schema}.resources
+    where namespace = %(namespace)s
+      and kind = any(%(kinds)s::text[])
+      and state in ('scheduled', 'failed', 'expired')
+      and scheduled_at <= %(now)s
+    order by scheduled_at, id
+    limit %(limit)s
+    for update skip locked
+)
+update {schema}.resources as r
+set state = 'pending',
+    attempt = r.attempt + 1,
+    attempted_at = %(now)s,
+    attempted_by = %(client_id)s,
+    updated_at = %(now)s
+from claimable
+where r.id = claimable.id
+returning {columns}
+
+-- name: complete
+with outcome as (
+    select *
+    from unnest(
+        %(id)s::bigint[], %(attempt)s::int[], %(hash)s::bytea[], %(outcome)s::text[],
+        %(error)s::text[], %(retry_at)s::timestamptz[]
+    ) as o(id, attempt, hash, outcome, error, retry_at)
+),
+updated as (
+    update {schema}.resources as r
+    set state = case
+            when o.outcome = 'handback' or r.hash <> o.hash then 'scheduled'
+            else o.outcome end,
+        attempt = case
+            when o.outcome = 'handback' then r.attempt - 1
+            when r.hash <> o.hash then 0
+            else r.attempt end,
+        scheduled_at = case
+            when o.outcome = 'handback' or r.hash <> o.hash then %(now)s
+            when o.outcome = 'failed' then o.retry_at
+            else r.scheduled_at end,
+        synced_at = case
+            when o.outcome = 'synced' and r.hash = o.hash then %(now)s
+            else r.synced_at end,
+        errors = case
+            when o.outcome = 'handback' or o.error is null then r.errors
+            when r.hash <> o.hash then '[]'::jsonb
+            when jsonb_array_length(r.errors) >= %(max_errors)s
+                then (r.errors - 0) || jsonb_build_array(o.error::jsonb)
+            else r.errors || jsonb_build_array(o.error::jsonb) end,
+        updated_at = %(now)s
+    from outcome as o
+    where r.id = o.id
+      and r.state = 'pending'
+      and r.attempt = o.attempt
+      and r.attempted_by = %(client_id)s
+    returning r.id, r.state, r.attempt, r.scheduled_at, r.synced_at, r.namespace
+),
+notified as (
+    select pg_notify(%(channel)s, namespace)
+    from (select distinct namespace from updated where state = 'scheduled') as n
+)
+select id, state, attempt, scheduled_at, synced_at
+from updated, (select count(*) from notified) as n
+
+-- name: next_scheduled_at
+select min(scheduled_at)
+from {schema}.resources
+where namespace = any(%(namespaces)s::text[])
+  and kind = any(%(kinds)s::text[])
+  and state in ('scheduled', 'failed', 'expired')
+
+-- name: get_resource
+select {columns}
+from {schema}.resources as r
+where kind = %(kind)s and object_id = %(object_id)s
+
+-- name: list_resources
+select {columns}
+from {schema}.resources as r
+where (%(kind)s::text is null or kind = %(kind)s::text)
+  and (%(namespace)s::text is null or namespace = %(namespace)s::text)
+  and (%(state)s::text is null or state = %(state)s::text)
+  and id > coalesce(%(after_id)s::bigint, 0)
+order by id
+limit %(limit)s::bigint
+
+-- name: schema_version
+select coalesce(max(version), 0) from {schema}.migrations
+
+-- name: database_now
+select now()

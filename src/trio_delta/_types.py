@@ -1,0 +1,149 @@
+"""Value types of the public API: resource rows, states, options, events."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class ResourceState(enum.StrEnum):
+    """The state of a resource, with values exactly as stored in the database."""
+
+    SCHEDULED = "scheduled"
+    """Waiting to be worked at ``scheduled_at``."""
+    PENDING = "pending"
+    """Claimed by a client and being worked."""
+    SYNCED = "synced"
+    """``work`` returned: the world matches the object."""
+    FAILED = "failed"
+    """``work`` raised; will be retried at ``scheduled_at``."""
+    DEGRADED = "degraded"
+    """Out of attempts; not retried until the object changes."""
+    EXPIRED = "expired"
+    """Synced, then expired or invalidated: will be worked again."""
+    DELETED = "deleted"
+    """``work`` raised :class:`ResourceDelete`; removed after retention."""
+    UNKNOWN = "unknown"
+    """A state this version of the library does not know."""
+
+    @classmethod
+    def parse(cls, value: str) -> ResourceState:
+        try:
+            return cls(value)
+        except ValueError:
+            return cls.UNKNOWN
+
+
+#: States a fetcher may claim from.
+CLAIMABLE_STATES: tuple[ResourceState, ...] = (
+    ResourceState.SCHEDULED,
+    ResourceState.FAILED,
+    ResourceState.EXPIRED,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptError:
+    """One failed attempt, as recorded in :attr:`ResourceRow.errors`."""
+
+    at: datetime
+    attempt: int
+    error: str
+    trace: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceRow(Generic[T]):
+    """A resource as stored: the object plus its synchronization state.
+
+    ``object`` is decoded to the controller's object type when the client has a
+    controller for ``kind``, else it is the plain JSON value.
+    """
+
+    id: int
+    kind: str
+    object_id: str
+    namespace: str
+    state: ResourceState
+    attempt: int
+    max_attempts: int
+    object: T
+    encoded_object: bytes
+    metadata: Mapping[str, Any]
+    tags: Sequence[str]
+    errors: Sequence[AttemptError]
+    created_at: datetime
+    scheduled_at: datetime
+    attempted_at: datetime | None
+    attempted_by: str | None
+    synced_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Resource(ResourceRow[T]):
+    """What :meth:`Controller.work` receives: the claimed row, with
+    ``object`` decoded to the controller's type and ``state`` ``pending``."""
+
+
+@dataclass(frozen=True, slots=True)
+class InformOpts:
+    """Per-inform options; they override what the object's ``inform_opts()``
+    returns.
+
+    ``namespace`` None means the object's default, else ``"default"``.
+    """
+
+    namespace: str | None = None
+    metadata: Mapping[str, Any] | None = None
+    max_attempts: int | None = None
+    tags: Sequence[str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InformOptions:
+    """What an informer receives for one run.
+
+    ``after`` is the kind's cursor: the newest ``created_at()`` of an object
+    seen by an earlier completed run (None on the first run).
+    """
+
+    after: datetime | None = None
+    labels: Mapping[str, str] = field(default_factory=dict[str, str])
+    limit: int | None = None
+    order_by: str | None = None
+    process_existing: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class InformResult(Generic[T]):
+    """The result of :meth:`Client.inform`."""
+
+    resource: ResourceRow[T]
+    already_exists: bool
+    """True when a resource for this kind and id existed before the call."""
+    changed: bool = True
+    """False when the object was unchanged (or older, per ``compare``) and
+    nothing was rescheduled."""
+
+
+class EventCategory(enum.StrEnum):
+    """Categories of events a subscriber can ask for."""
+
+    OBJECT_SYNCED = "object_synced"
+    OBJECT_FAILED = "object_failed"
+    """A failed attempt: ``state`` is ``failed`` (will retry) or ``degraded``."""
+    OBJECT_DELETED = "object_deleted"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A change of a resource's state, delivered to subscribers."""
+
+    category: EventCategory
+    resource: ResourceRow[Any]
+    timestamp: datetime
