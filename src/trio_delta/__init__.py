@@ -6,10 +6,11 @@ modules.
 
 from __future__ import annotations
 
-from ._client import Client, Transaction, open_delta_client
+from ._client import Client, ClientStats, Transaction, open_delta_client
 from ._config import Config, NamespaceConfig, ObjectSettings, default_retry_policy
 from ._controllers import Controller, Controllers, add_controller
 from ._engine.events import Subscription
+from ._engine.maintenance import MaintenanceStats
 from ._errors import (
     ClientClosedError,
     ClientFailedError,
@@ -42,6 +43,7 @@ __all__ = [
     "Client",
     "ClientClosedError",
     "ClientFailedError",
+    "ClientStats",
     "Config",
     "ConfigError",
     "Controller",
@@ -52,6 +54,7 @@ __all__ = [
     "InformOptions",
     "InformOpts",
     "InformResult",
+    "MaintenanceStats",
     "NamespaceConfig",
     "NotMigratedError",
     "Object",

@@ -6,11 +6,13 @@ and runs the engine's services under one nursery.
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import socket
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, asynccontextmanager
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import trio
@@ -19,11 +21,26 @@ from ._config import Config, NamespaceConfig, check_name, check_namespaces
 from ._controllers import Controllers
 from ._engine.clock import Clock
 from ._engine.events import EventHub, Subscription
+from ._engine.informers import stale_check_for
+from ._engine.maintenance import MaintenanceStats
 from ._engine.runtime import Engine
-from ._errors import ClientClosedError, ClientFailedError, ConfigError, ObjectError
-from ._objects import PreparedObject, check_kind, decode_object, prepare_object
+from ._errors import (
+    ClientClosedError,
+    ClientFailedError,
+    ConfigError,
+    ObjectError,
+    ResourceStateError,
+)
+from ._objects import PreparedObject, check_kind, decode_object, encode_json, prepare_object
 from ._store.base import ResourceFilter, ResourceRecord, StaleCheck, Store, StoreTransaction
-from ._types import EventCategory, InformOpts, InformResult, ResourceRow, ResourceState
+from ._types import (
+    EventCategory,
+    InformOptions,
+    InformOpts,
+    InformResult,
+    ResourceRow,
+    ResourceState,
+)
 
 log = logging.getLogger("trio_delta.client")
 T = TypeVar("T")
@@ -34,6 +51,18 @@ def _make_client_id(config: Config) -> str:
         return config.client_id
     suffix = f"{config.random.getrandbits(32):08x}"
     return f"{socket.gethostname()[:48]}-{os.getpid()}-{suffix}"
+
+
+@dataclass(frozen=True, slots=True)
+class ClientStats:
+    """What a client has done since it started."""
+
+    claimed: int
+    worked: int
+    outcomes_written: int
+    informer_runs: int
+    informer_failures: int
+    maintenance: MaintenanceStats
 
 
 class Transaction:
@@ -91,7 +120,20 @@ class Client:
     @property
     def is_leader(self) -> bool:
         """Whether this client currently runs maintenance."""
-        return False
+        return self._engine.elector.is_leader
+
+    @property
+    def stats(self) -> ClientStats:
+        """Counters of this client's work so far (a snapshot)."""
+        engine = self._engine
+        return ClientStats(
+            claimed=engine.fetcher.claimed,
+            worked=sum(p.worked for p in engine.pools.values()),
+            outcomes_written=engine.completer.written,
+            informer_runs=engine.informers.runs,
+            informer_failures=engine.informers.failures,
+            maintenance=copy.deepcopy(engine.maintenance.stats),
+        )
 
     @property
     def config(self) -> Config:
@@ -105,20 +147,7 @@ class Client:
         return prepare_object(obj, opts, default_max_attempts=self._config.max_attempts)
 
     def _stale_check(self, item: PreparedObject) -> StaleCheck | None:
-        reg = self._controllers.get(item.kind)
-        incoming_type: type[Any] = item.obj.__class__
-        if getattr(incoming_type, "compare", None) is None:
-            return None
-        object_type = reg.object_type if reg is not None else incoming_type
-
-        def is_stale(incoming: PreparedObject, stored: bytes) -> bool:
-            try:
-                existing = decode_object(stored, object_type)
-            except Exception:
-                return False  # an undecodable stored object is not newer
-            return incoming.obj.compare(existing) < 0
-
-        return is_stale
+        return stale_check_for(self._controllers.get(item.kind), item.obj.__class__)
 
     def _result(self, item: PreparedObject, results: list[Any]) -> InformResult[Any]:
         (result,) = results
@@ -172,6 +201,53 @@ class Client:
                 tx._closed = True  # pyright: ignore[reportPrivateUsage]
         for callback in tx._on_commit:  # pyright: ignore[reportPrivateUsage]
             callback()
+
+    async def schedule_inform(
+        self,
+        kind: str,
+        process_existing: bool = False,
+        options: InformOptions | None = None,
+    ) -> None:
+        """Run ``kind``'s informer as soon as possible, on whichever client
+        has its controller (this one need not).
+
+        ``process_existing`` re-works the objects the run yields even when
+        unchanged, passes ``after=None`` and leaves the cursor alone.
+        ``options`` supplies ``labels``, ``limit`` and ``order_by`` for that run.
+        """
+        check_kind(kind, error=ConfigError)
+        if self._closed:
+            raise ClientClosedError("the client is stopped")
+        extra: dict[str, Any] | None = None
+        if options is not None:
+            if not isinstance(options, InformOptions):
+                raise ConfigError(f"options must be InformOptions, got {options!r}")
+            extra = {"labels": dict(options.labels), "limit": options.limit,
+                     "order_by": options.order_by}
+            encode_json(extra, what="inform options")
+        await self._store.request_inform(
+            kind, now=self._clock.now(), process_existing=bool(process_existing), options=extra
+        )
+        self._engine.informers.wake(kind)
+
+    async def invalidate(self, obj: object) -> ResourceRow[Any]:
+        """Expire the synced resource of ``obj`` so it is worked again.
+
+        Raises :class:`ResourceStateError` when there is no such resource or
+        it is not synced (pending, failed, ... resources are already due).
+        """
+        item = self._prepare(obj, None)
+        record = await self._store.invalidate(item.kind, item.object_id, now=self._clock.now())
+        if record is None:
+            current = await self._store.get_resource(item.kind, item.object_id)
+            if current is None:
+                raise ResourceStateError(f"no {item.kind} resource with id {item.object_id!r}")
+            raise ResourceStateError(
+                f"{item.kind} {item.object_id!r} is {current.state.value}; only synced "
+                "resources can be invalidated"
+            )
+        self._engine.wake(record.namespace)
+        return self._to_row(record)
 
     # -- reading --------------------------------------------------------------
 

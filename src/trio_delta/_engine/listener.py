@@ -2,14 +2,14 @@
 
 One dedicated connection (never from the pool: LISTEN needs a session). If
 it drops, we reconnect with exponential backoff; meanwhile the fetcher's poll
-keeps work moving, and after every (re)connect we wake the fetcher once in
-case a notification was missed while we were away.
+keeps work moving, and after every (re)connect we deliver a ``None`` payload
+("anything may have happened") in case a notification was missed meanwhile.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 
 import trio
 
@@ -21,8 +21,7 @@ log = logging.getLogger("trio_delta.listener")
 
 async def run_listener(
     store: Store,
-    namespaces: Collection[str],
-    on_wake: Callable[[], None],
+    on_payload: Callable[[str | None], None],
     *,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -34,14 +33,12 @@ async def run_listener(
                 if delay > 0.1:
                     log.info("LISTEN connection re-established")
                 delay = 0.1
-                on_wake()
+                on_payload(None)
                 if not started:
                     task_status.started()
                     started = True
                 while True:
-                    payload = await listener.wait()
-                    if payload in namespaces:
-                        on_wake()
+                    on_payload(await listener.wait())
         except StoreError as exc:
             log.warning("LISTEN connection lost, reconnecting in %.1fs: %s", delay, exc)
         if not started:

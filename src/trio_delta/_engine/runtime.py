@@ -27,7 +27,10 @@ from .clock import Clock
 from .completer import Completer, Completion, applied_record
 from .events import EventHub
 from .fetcher import Fetcher
+from .informers import Informers
+from .leader import LeaderElector
 from .listener import run_listener
+from .maintenance import Maintenance
 from .slots import Slots
 from .workers import WorkerPool
 
@@ -101,8 +104,28 @@ class Engine:
             store, clock, client_id, pools=self.pools, slots=self.slots,
             kinds=controllers.kinds(), poll_interval=config.poll_interval,
         )
+        self.informers = Informers(
+            store, clock, client_id, controllers=controllers, config=config,
+            on_written=self.fetcher.wake,
+        )
+        self.elector = LeaderElector(store, clock, client_id, ttl=config.leader_ttl)
+        self.maintenance = Maintenance(
+            store, clock, self.elector, namespaces=namespaces, config=config
+        )
         self._handles: dict[str, _ServiceHandle] = {}
         self._stopping = False
+
+    def on_payload(self, payload: str | None) -> None:
+        """Route a LISTEN payload (None: the connection was re-established)."""
+        if payload is None:
+            self.fetcher.wake()
+            self.elector.wake()
+        elif payload.startswith("inform:"):
+            self.informers.wake(payload[len("inform:"):])
+        elif payload.startswith("leader:"):
+            self.elector.wake()
+        elif payload in self.pools:
+            self.fetcher.wake()
 
     def _slot_free(self) -> None:
         if not self._stopping:
@@ -133,25 +156,32 @@ class Engine:
         for ns, pool in self.pools.items():
             await self._start(nursery, f"pool:{ns}", pool.run)
         await self._start(nursery, "fetcher", self.fetcher.run)
-        await self._start(nursery, "listener", run_listener, self._store, tuple(self.pools),
-                          self.fetcher.wake)
+        await self._start(nursery, "listener", run_listener, self._store, self.on_payload)
+        await self._start(nursery, "informers", self.informers.run)
+        await self._start(nursery, "elector", self.elector.run)
+        await self._start(nursery, "maintenance", self.maintenance.run)
 
     async def stop(self) -> None:
         """Run the shutdown phases; call shielded."""
         self._stopping = True
         self._handles["listener"].scope.cancel()
+        self._handles["maintenance"].scope.cancel()
+        self.informers.stop()
         await self._stop_fetcher()
         for pool in self.pools.values():
             pool.send.close()
         pool_handles = [h for name, h in self._handles.items() if name.startswith("pool:")]
-        graceful = await self._wait_all(pool_handles, self._config.shutdown_grace)
+        informers = self._handles["informers"]
+        graceful = await self._wait_all([*pool_handles, informers], self._config.shutdown_grace)
         if not graceful:
             in_flight = self.slots.in_flight()
-            log.warning("shutdown grace of %gs over: cancelling %d running work items; "
-                        "they are handed back", self._config.shutdown_grace, in_flight)
+            log.warning("shutdown grace of %gs over: cancelling %d running work items "
+                        "(handed back) and any informer run", self._config.shutdown_grace,
+                        in_flight)
+            informers.scope.cancel()
             for pool in self.pools.values():
                 pool.force()
-            if not await self._wait_all(pool_handles, FLUSH_TIMEOUT):
+            if not await self._wait_all([*pool_handles, informers], FLUSH_TIMEOUT):
                 for handle in pool_handles:
                     handle.scope.cancel()
         self.completer.send.close()
@@ -160,6 +190,8 @@ class Engine:
             log.error("outcomes could not be written within %gs; the rescuer will retry "
                       "those resources", FLUSH_TIMEOUT)
             completer.scope.cancel()
+        await self.elector.resign()
+        self._handles["elector"].scope.cancel()
 
     async def _stop_fetcher(self) -> None:
         # Cancelling the fetcher mid-claim could commit a claim whose rows we

@@ -45,8 +45,31 @@ class Bridge:
         return result  # pyright: ignore[reportUnknownVariableType]
 
 
+def _sole_exception(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    leaves: list[BaseException] = []
+    pending: list[BaseException] = [group]
+    while pending:
+        exc = pending.pop()
+        if isinstance(exc, BaseExceptionGroup):
+            pending.extend(exc.exceptions)  # pyright: ignore[reportUnknownMemberType,reportUnknownArgumentType]
+        else:
+            leaves.append(exc)
+    return leaves[0] if len(leaves) == 1 else None
+
+
 @asynccontextmanager
 async def open_bridge() -> AsyncGenerator[Bridge, None]:
-    """Open a trio-asyncio loop for the duration of the block."""
-    async with trio_asyncio.open_loop():  # pyright: ignore[reportUnknownMemberType]
-        yield Bridge()
+    """Open a trio-asyncio loop for the duration of the block.
+
+    trio-asyncio's loop runs in nurseries of its own, which would wrap
+    whatever the block raises in exception groups; a lone exception is
+    re-raised as itself so callers see what their own code raised.
+    """
+    try:
+        async with trio_asyncio.open_loop():  # pyright: ignore[reportUnknownMemberType]
+            yield Bridge()
+    except BaseExceptionGroup as group:
+        sole = _sole_exception(group)
+        if sole is None:
+            raise
+        raise sole from None

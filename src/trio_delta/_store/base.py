@@ -146,6 +146,38 @@ class ResourceFilter:
     after_id: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class ControllerState:
+    """A kind's row in the controllers table: its informer's schedule."""
+
+    kind: str
+    cursor: datetime | None
+    next_inform_at: datetime | None
+    lease_owner: str | None
+    lease_expires_at: datetime | None
+    requested_at: datetime | None
+    process_existing: bool
+    last_run_at: datetime | None
+    last_error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class InformClaim:
+    """An informer run this client won the lease for."""
+
+    cursor: datetime | None
+    requested_at: datetime | None
+    process_existing: bool
+    options: Mapping[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class LeaderState:
+    leader_id: str
+    elected_at: datetime
+    expires_at: datetime
+
+
 class StoreTransaction(Protocol):
     """A transaction of the user's, which informs may join."""
 
@@ -217,7 +249,98 @@ class Store(Protocol):
         ...
 
     def listen(self) -> AbstractAsyncContextManager[Listener]:
-        """Subscribe to wake-ups; raises :class:`StoreError` when it cannot."""
+        """Subscribe to wake-ups; raises :class:`StoreError` when it cannot.
+
+        Payloads: a namespace (rows became claimable there), ``inform:KIND``
+        (an informer run was requested), ``leader:NAME`` (a leader resigned).
+        """
+        ...
+
+    async def invalidate(
+        self, kind: str, object_id: str, *, now: datetime
+    ) -> ResourceRecord | None:
+        """Turn a synced row into an expired one, claimable at ``now``.
+        None (and nothing changed) unless the row exists and is synced."""
+        ...
+
+    # -- informer schedule (the controllers table) -----------------------------
+
+    async def ensure_controllers(
+        self, schedule: Mapping[str, datetime | None], *, now: datetime
+    ) -> None:
+        """Create missing controller rows with ``next_inform_at`` from
+        ``schedule``; a row without a schedule (and no lease) gets one. Existing
+        schedules are kept, so they survive restarts."""
+        ...
+
+    async def claim_inform(
+        self, kind: str, *, now: datetime, client_id: str, lease_until: datetime
+    ) -> InformClaim | None:
+        """Take the kind's informer lease when a run is due (``next_inform_at
+        <= now`` or requested) and no unexpired lease is held."""
+        ...
+
+    async def finish_inform(
+        self,
+        kind: str,
+        *,
+        now: datetime,
+        client_id: str,
+        cursor: datetime | None,
+        reschedule: bool,
+        next_inform_at: datetime | None,
+        requested_at: datetime | None,
+        error: str | None,
+    ) -> None:
+        """Release the lease; advance the cursor when ``cursor`` is given; set
+        ``next_inform_at`` when ``reschedule``; clear the request this run
+        served (a newer request stays)."""
+        ...
+
+    async def request_inform(
+        self, kind: str, *, now: datetime, process_existing: bool,
+        options: Mapping[str, Any] | None,
+    ) -> None:
+        """Ask for a run of ``kind``'s informer as soon as possible."""
+        ...
+
+    async def get_controller(self, kind: str) -> ControllerState | None: ...
+
+    async def list_controllers(self) -> list[ControllerState]: ...
+
+    # -- leader election -----------------------------------------------------
+
+    async def elect(
+        self, name: str, *, client_id: str, now: datetime, expires_at: datetime
+    ) -> bool:
+        """Become or stay leader when nobody else holds an unexpired lease."""
+        ...
+
+    async def resign(self, name: str, *, client_id: str) -> None:
+        """Give up leadership (if held) and wake the followers."""
+        ...
+
+    async def get_leader(self, name: str) -> LeaderState | None: ...
+
+    # -- maintenance ----------------------------------------------------------
+
+    async def rescue(
+        self, *, now: datetime, stuck_before: datetime, limit: int, error: str
+    ) -> int:
+        """Fail (or degrade, when out of attempts) pending rows attempted
+        before ``stuck_before``, recording ``error``; claimable at ``now``."""
+        ...
+
+    async def expire(
+        self, namespace: str, *, now: datetime, synced_before: datetime, limit: int
+    ) -> int:
+        """Expire synced rows of ``namespace`` synced before ``synced_before``."""
+        ...
+
+    async def clean(
+        self, namespace: str, state: ResourceState, *, updated_before: datetime, limit: int
+    ) -> int:
+        """Delete up to ``limit`` rows in ``state`` last updated before the cut-off."""
         ...
 
 

@@ -31,6 +31,9 @@ from .base import (
     MAX_ERRORS,
     AppliedOutcome,
     ClaimRequest,
+    ControllerState,
+    InformClaim,
+    LeaderState,
     Outcome,
     OutcomeKind,
     ResourceFilter,
@@ -157,7 +160,9 @@ class PostgresStore:
         self._pool = pool
         self._queries = Queries(schema)
         self._channel = notify_channel(schema)
-        self._lanes = {name: _Lane(name) for name in ("claim", "complete", "inform")}
+        self._lanes = {
+            name: _Lane(name) for name in ("claim", "complete", "inform", "leader")
+        }
 
     def __repr__(self) -> str:
         return f"<PostgresStore {describe_dsn(self._dsn)} schema={self.schema}>"
@@ -469,6 +474,163 @@ class PostgresStore:
         finally:
             with trio.CancelScope(shield=True), contextlib.suppress(psycopg.Error, OSError):
                 await self._bridge.run(conn.close)
+
+    async def invalidate(
+        self, kind: str, object_id: str, *, now: datetime
+    ) -> ResourceRecord | None:
+        params = {"kind": kind, "object_id": object_id, "now": now, "channel": self._channel}
+
+        async def run(conn: Conn) -> ResourceRecord | None:
+            cur = await conn.execute(self._queries["invalidate"], params)
+            row = await cur.fetchone()
+            return None if row is None else record_from_row(row)
+
+        return await self._on_pool(run, "invalidate")
+
+    # -- informer schedule ------------------------------------------------------
+
+    async def _execute(self, lane: str | None, query: str, params: Mapping[str, Any],
+                       what: str) -> list[tuple[Any, ...]]:
+        async def run(conn: Conn) -> list[tuple[Any, ...]]:
+            cur = await conn.execute(self._queries[query], params)
+            return await cur.fetchall() if cur.description is not None else []
+
+        if lane is None:
+            return await self._on_pool(run, what)
+        return await self._on_lane(lane, run, what)
+
+    async def ensure_controllers(
+        self, schedule: Mapping[str, datetime | None], *, now: datetime
+    ) -> None:
+        await self._execute(
+            "inform", "ensure_controllers",
+            {"kind": list(schedule), "next_inform_at": list(schedule.values()), "now": now},
+            "registering controllers",
+        )
+
+    async def claim_inform(
+        self, kind: str, *, now: datetime, client_id: str, lease_until: datetime
+    ) -> InformClaim | None:
+        rows = await self._execute(
+            "inform", "claim_inform",
+            {"kind": kind, "now": now, "client_id": client_id, "lease_until": lease_until},
+            "claiming an informer run",
+        )
+        if not rows:
+            return None
+        cursor, requested_at, process_existing, options = rows[0]
+        return InformClaim(
+            cursor=cursor, requested_at=requested_at, process_existing=bool(process_existing),
+            options=None if options is None else msgspec.json.decode(options),
+        )
+
+    async def finish_inform(
+        self,
+        kind: str,
+        *,
+        now: datetime,
+        client_id: str,
+        cursor: datetime | None,
+        reschedule: bool,
+        next_inform_at: datetime | None,
+        requested_at: datetime | None,
+        error: str | None,
+    ) -> None:
+        await self._execute(
+            "inform", "finish_inform",
+            {"kind": kind, "now": now, "client_id": client_id, "cursor": cursor,
+             "reschedule": reschedule, "next_inform_at": next_inform_at,
+             "requested_at": requested_at, "error": error},
+            "finishing an informer run",
+        )
+
+    async def request_inform(
+        self, kind: str, *, now: datetime, process_existing: bool,
+        options: Mapping[str, Any] | None,
+    ) -> None:
+        await self._execute(
+            None, "request_inform",
+            {"kind": kind, "now": now, "process_existing": process_existing,
+             "inform_options": None if options is None else msgspec.json.encode(options).decode(),
+             "channel": self._channel},
+            "requesting an informer run",
+        )
+
+    @staticmethod
+    def _controller(row: Sequence[Any]) -> ControllerState:
+        return ControllerState(
+            kind=row[0], cursor=row[1], next_inform_at=row[2], lease_owner=row[3],
+            lease_expires_at=row[4], requested_at=row[5], process_existing=bool(row[6]),
+            last_run_at=row[7], last_error=row[8],
+        )
+
+    async def get_controller(self, kind: str) -> ControllerState | None:
+        rows = await self._execute(None, "get_controller", {"kind": kind}, "reading a controller")
+        return self._controller(rows[0]) if rows else None
+
+    async def list_controllers(self) -> list[ControllerState]:
+        rows = await self._execute(None, "list_controllers", {}, "listing controllers")
+        return [self._controller(r) for r in rows]
+
+    # -- leader election ----------------------------------------------------------
+
+    async def elect(
+        self, name: str, *, client_id: str, now: datetime, expires_at: datetime
+    ) -> bool:
+        rows = await self._execute(
+            "leader", "elect",
+            {"name": name, "client_id": client_id, "now": now, "expires_at": expires_at},
+            "leader election",
+        )
+        return bool(rows) and rows[0][0] == client_id
+
+    async def resign(self, name: str, *, client_id: str) -> None:
+        await self._execute(
+            "leader", "resign", {"name": name, "client_id": client_id, "channel": self._channel},
+            "resigning leadership",
+        )
+
+    async def get_leader(self, name: str) -> LeaderState | None:
+        rows = await self._execute(None, "get_leader", {"name": name}, "reading the leader")
+        return LeaderState(*rows[0]) if rows else None
+
+    # -- maintenance ------------------------------------------------------------
+
+    async def rescue(
+        self, *, now: datetime, stuck_before: datetime, limit: int, error: str
+    ) -> int:
+        rows = await self._execute(
+            "leader", "rescue",
+            {"now": now, "now_text": now.isoformat(), "stuck_before": stuck_before,
+             "limit": limit, "error": error, "max_errors": MAX_ERRORS,
+             "channel": self._channel},
+            "rescuing stuck resources",
+        )
+        return int(rows[0][0]) if rows else 0
+
+    async def expire(
+        self, namespace: str, *, now: datetime, synced_before: datetime, limit: int
+    ) -> int:
+        rows = await self._execute(
+            "leader", "expire",
+            {"namespace": namespace, "now": now, "synced_before": synced_before,
+             "limit": limit, "channel": self._channel},
+            "expiring resources",
+        )
+        return int(rows[0][0]) if rows else 0
+
+    async def clean(
+        self, namespace: str, state: ResourceState, *, updated_before: datetime, limit: int
+    ) -> int:
+        params = {"namespace": namespace, "state": state.value,
+                  "updated_before": updated_before, "limit": limit}
+
+        async def run(conn: Conn) -> int:
+            cur = await conn.execute(self._queries["clean"], params)
+            return cur.rowcount
+
+        return await self._on_lane("leader", run, "cleaning resources")
+
 
 
 @asynccontextmanager

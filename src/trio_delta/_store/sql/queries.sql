@@ -150,3 +150,160 @@ select coalesce(max(version), 0) from {schema}.migrations
 
 -- name: database_now
 select now()
+
+-- name: invalidate
+with updated as (
+    update {schema}.resources as r
+    set state = 'expired', scheduled_at = %(now)s, updated_at = %(now)s
+    where kind = %(kind)s and object_id = %(object_id)s and state = 'synced'
+    returning {columns}
+),
+notified as (
+    select pg_notify(%(channel)s, namespace) from updated
+)
+select updated.* from updated, (select count(*) from notified) as n
+
+-- name: ensure_controllers
+insert into {schema}.controllers as c (kind, next_inform_at, created_at, updated_at)
+select kind, next_at, %(now)s, %(now)s
+from unnest(%(kind)s::text[], %(next_inform_at)s::timestamptz[]) as i(kind, next_at)
+on conflict (kind) do update
+    set next_inform_at = excluded.next_inform_at, updated_at = excluded.updated_at
+    where c.next_inform_at is null and excluded.next_inform_at is not null
+      and c.lease_owner is null
+
+-- name: claim_inform
+update {schema}.controllers as c
+set lease_owner = %(client_id)s,
+    lease_expires_at = %(lease_until)s,
+    updated_at = %(now)s
+where kind = %(kind)s
+  and (next_inform_at <= %(now)s or requested_at is not null)
+  and (lease_expires_at is null or lease_expires_at < %(now)s)
+returning c.cursor, c.requested_at, c.process_existing, c.inform_options::text
+
+-- name: finish_inform
+update {schema}.controllers as c
+set lease_owner = null,
+    lease_expires_at = null,
+    cursor = coalesce(%(cursor)s, c.cursor),
+    next_inform_at = case when %(reschedule)s then %(next_inform_at)s else c.next_inform_at end,
+    requested_at = case when c.requested_at is not distinct from %(requested_at)s
+                        then null else c.requested_at end,
+    process_existing = case when c.requested_at is not distinct from %(requested_at)s
+                            then false else c.process_existing end,
+    inform_options = case when c.requested_at is not distinct from %(requested_at)s
+                          then null else c.inform_options end,
+    last_run_at = %(now)s,
+    last_error = %(error)s,
+    updated_at = %(now)s
+where kind = %(kind)s and lease_owner = %(client_id)s
+
+-- name: request_inform
+with requested as (
+    insert into {schema}.controllers as c (
+        kind, requested_at, process_existing, inform_options, created_at, updated_at)
+    values (%(kind)s, %(now)s, %(process_existing)s, %(inform_options)s::jsonb, %(now)s, %(now)s)
+    on conflict (kind) do update
+        set requested_at = excluded.requested_at,
+            process_existing = c.process_existing or excluded.process_existing,
+            inform_options = coalesce(excluded.inform_options, c.inform_options),
+            updated_at = excluded.updated_at
+    returning kind
+)
+select pg_notify(%(channel)s, 'inform:' || kind) from requested
+
+-- name: get_controller
+select kind, cursor, next_inform_at, lease_owner, lease_expires_at, requested_at,
+       process_existing, last_run_at, last_error
+from {schema}.controllers
+where kind = %(kind)s
+
+-- name: list_controllers
+select kind, cursor, next_inform_at, lease_owner, lease_expires_at, requested_at,
+       process_existing, last_run_at, last_error
+from {schema}.controllers
+order by kind
+
+-- name: elect
+insert into {schema}.leader as l (name, leader_id, elected_at, expires_at)
+values (%(name)s, %(client_id)s, %(now)s, %(expires_at)s)
+on conflict (name) do update
+    set leader_id = excluded.leader_id,
+        elected_at = case when l.leader_id = excluded.leader_id then l.elected_at
+                          else excluded.elected_at end,
+        expires_at = excluded.expires_at
+    where l.leader_id = excluded.leader_id or l.expires_at < %(now)s
+returning leader_id
+
+-- name: resign
+with resigned as (
+    delete from {schema}.leader where name = %(name)s and leader_id = %(client_id)s
+    returning name
+)
+select pg_notify(%(channel)s, 'leader:' || name) from resigned
+
+-- name: get_leader
+select leader_id, elected_at, expires_at from {schema}.leader where name = %(name)s
+
+-- name: rescue
+with stuck as (
+    select id from {schema}.resources
+    where state = 'pending' and attempted_at < %(stuck_before)s
+    order by attempted_at
+    limit %(limit)s
+    for update skip locked
+),
+updated as (
+    update {schema}.resources as r
+    set state = case when r.attempt >= r.max_attempts then 'degraded' else 'failed' end,
+        scheduled_at = %(now)s,
+        errors = case
+            when jsonb_array_length(r.errors) >= %(max_errors)s
+                then (r.errors - 0) || jsonb_build_array(
+                    jsonb_build_object('at', %(now_text)s::text, 'attempt', r.attempt,
+                                       'error', %(error)s::text, 'trace', ''))
+            else r.errors || jsonb_build_array(
+                    jsonb_build_object('at', %(now_text)s::text, 'attempt', r.attempt,
+                                       'error', %(error)s::text, 'trace', '')) end,
+        updated_at = %(now)s
+    from stuck
+    where r.id = stuck.id
+    returning r.namespace, r.state
+),
+notified as (
+    select pg_notify(%(channel)s, namespace)
+    from (select distinct namespace from updated where state = 'failed') as n
+)
+select count(*) from updated, (select count(*) from notified) as n
+
+-- name: expire
+with expiring as (
+    select id from {schema}.resources
+    where namespace = %(namespace)s and state = 'synced' and synced_at < %(synced_before)s
+    order by synced_at
+    limit %(limit)s
+    for update skip locked
+),
+updated as (
+    update {schema}.resources as r
+    set state = 'expired', scheduled_at = %(now)s, updated_at = %(now)s
+    from expiring
+    where r.id = expiring.id
+    returning r.namespace
+),
+notified as (
+    select pg_notify(%(channel)s, namespace) from (select distinct namespace from updated) as n
+)
+select count(*) from updated, (select count(*) from notified) as n
+
+-- name: clean
+with doomed as (
+    select id from {schema}.resources
+    where namespace = %(namespace)s and state = %(state)s and updated_at < %(updated_before)s
+    limit %(limit)s
+    for update skip locked
+)
+delete from {schema}.resources as r
+using doomed
+where r.id = doomed.id

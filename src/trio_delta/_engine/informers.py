@@ -1,0 +1,286 @@
+"""Informers: each kind's ``Controller.inform`` on its schedule and on demand.
+
+A run is claimed through the kind's controller row (``next_inform_at`` plus a
+lease), so exactly one client runs a kind's informer at a time and the
+schedule survives restarts. Objects flow from the informer through a bounded
+channel to a writer that upserts them in batches: when the database is slower
+than the source, ``send()`` blocks and memory stays flat.
+
+The cursor (``InformOptions.after``) is the newest ``created_at()`` of the
+objects a run yielded, or the run's start when they have none; it advances
+only when a run completes. A failed or timed-out run keeps what it already
+sent, leaves the cursor alone and runs again at its next scheduled time.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+import trio
+
+from .._config import Config
+from .._controllers import Controllers, Registration
+from .._errors import ObjectError, StoreError
+from .._objects import PreparedObject, decode_object, prepare_object
+from .._store.base import InformClaim, StaleCheck, Store
+from .._types import InformOptions
+from .clock import Clock
+
+log = logging.getLogger("trio_delta.informer")
+
+#: Extra lease beyond ``inform_timeout``, so a slow final batch is covered.
+LEASE_GRACE = 30.0
+#: Write attempts for one batch before the run is failed.
+WRITE_ATTEMPTS = 4
+
+
+def stale_check_for(reg: Registration | None, obj_type: type[Any]) -> StaleCheck | None:
+    """A ``StaleCheck`` using the type's ``compare``, or None without one."""
+    if getattr(obj_type, "compare", None) is None:
+        return None
+    target = reg.object_type if reg is not None else obj_type
+
+    def is_stale(incoming: PreparedObject, stored: bytes) -> bool:
+        try:
+            existing = decode_object(stored, target)
+        except Exception:
+            return False  # an undecodable stored object is not newer
+        return incoming.obj.compare(existing) < 0
+
+    return is_stale
+
+
+class RunStats:
+    def __init__(self) -> None:
+        self.sent = 0
+        self.written = 0
+        self.rejected = 0
+        self.newest: datetime | None = None
+
+
+class Informers:
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        client_id: str,
+        *,
+        controllers: Controllers,
+        config: Config,
+        on_written: Callable[[], None],
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._client_id = client_id
+        self._controllers = controllers
+        self._config = config
+        self._on_written = on_written
+        self._wakes: dict[str, trio.Event] = {reg.kind: trio.Event() for reg in controllers}
+        self._stopping = False
+        self.runs = 0
+        self.failures = 0
+
+    def interval(self, reg: Registration) -> float:
+        value = reg.settings.inform_interval
+        return self._config.inform_interval if value is None else value
+
+    def wake(self, kind: str) -> None:
+        event = self._wakes.get(kind)
+        if event is not None:
+            event.set()
+
+    def stop(self) -> None:
+        """Graceful phase: start no new runs (a running one may finish)."""
+        self._stopping = True
+        for event in self._wakes.values():
+            event.set()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        now = self._clock.now()
+        schedule = {
+            reg.kind: (now if self.interval(reg) >= 0 else None) for reg in self._controllers
+        }
+        delay = 0.1
+        while schedule:
+            try:
+                await self._store.ensure_controllers(schedule, now=now)
+                break
+            except StoreError as exc:
+                log.warning("registering informers failed, retrying in %.1fs: %s", delay, exc)
+                await trio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+        async with trio.open_nursery() as nursery:
+            for reg in self._controllers:
+                nursery.start_soon(self._kind_loop, reg)
+            task_status.started()
+
+    async def _kind_loop(self, reg: Registration) -> None:
+        delay = 0.1
+        while not self._stopping:
+            self._wakes[reg.kind] = trio.Event()
+            now = self._clock.now()
+            lease_until = now + timedelta(seconds=self._config.inform_timeout + LEASE_GRACE)
+            try:
+                claim = await self._store.claim_inform(
+                    reg.kind, now=now, client_id=self._client_id, lease_until=lease_until
+                )
+                if claim is not None:
+                    await self._run_once(reg, claim)
+                    continue
+                deadline = await self._next_check(reg.kind)
+                delay = 0.1
+            except StoreError as exc:
+                log.warning("informer %s: database error, retrying in %.1fs: %s", reg.kind,
+                            delay, exc)
+                deadline = trio.current_time() + delay
+                delay = min(delay * 2, 10.0)
+            with trio.move_on_at(deadline):
+                await self._wakes[reg.kind].wait()
+
+    async def _next_check(self, kind: str) -> float:
+        """When to look again: the schedule, a lease's end, or a poll."""
+        poll = trio.current_time() + max(5 * self._config.poll_interval, 1.0)
+        state = await self._store.get_controller(kind)
+        if state is None:
+            return poll
+        due = math.inf
+        if state.requested_at is not None or state.next_inform_at is not None:
+            due = (self._clock.trio_time(state.next_inform_at)
+                   if state.next_inform_at is not None else trio.current_time())
+            if state.requested_at is not None:
+                due = trio.current_time()
+            if state.lease_expires_at is not None:
+                due = max(due, self._clock.trio_time(state.lease_expires_at))
+        # Never sooner than a moment from now (a lease about to be released
+        # arrives with a NOTIFY-free finish), never later than the poll.
+        return min(max(due, trio.current_time() + 0.01), poll)
+
+    def _options(self, claim: InformClaim) -> InformOptions:
+        extra = claim.options or {}
+        labels: dict[str, Any] = dict(extra.get("labels") or {})
+        return InformOptions(
+            after=None if claim.process_existing else claim.cursor,
+            labels={str(k): str(v) for k, v in labels.items()},
+            limit=extra.get("limit"),
+            order_by=extra.get("order_by"),
+            process_existing=claim.process_existing,
+        )
+
+    async def _run_once(self, reg: Registration, claim: InformClaim) -> None:
+        started = self._clock.now()
+        self.runs += 1
+        stats = RunStats()
+        error: str | None = None
+        send, receive = trio.open_memory_channel[Any](self._config.batch_size)
+        completed = False
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._writer, reg, claim, receive, stats)
+                with trio.move_on_after(self._config.inform_timeout) as timeout:
+                    try:
+                        await reg.controller.inform(self._options(claim), send)
+                    except Exception as exc:
+                        error = f"{type(exc).__name__}: {exc}"
+                        log.exception("informer %s failed after %d objects", reg.kind,
+                                      stats.sent)
+                    finally:
+                        send.close()
+                if timeout.cancelled_caught:
+                    error = f"informer timed out after {self._config.inform_timeout:g}s"
+                    log.error("informer %s timed out after %gs (%d objects sent)", reg.kind,
+                              self._config.inform_timeout, stats.sent)
+            completed = True
+        except* StoreError as group:
+            error = f"writing informed objects failed: {group.exceptions[0]}"
+            log.error("informer %s: %s", reg.kind, error)
+            completed = True
+        finally:
+            if not completed:
+                error = "informer run cancelled (client stopping)"
+            with trio.CancelScope(shield=True) as release:
+                release.deadline = trio.current_time() + 5.0
+                await self._finish(reg, claim, started, stats, error)
+
+    async def _finish(self, reg: Registration, claim: InformClaim, started: datetime,
+                      stats: RunStats, error: str | None) -> None:
+        interval = self.interval(reg)
+        now = self._clock.now()
+        next_at = None
+        if interval >= 0:
+            jitter = self._config.random.uniform(0, self._config.inform_jitter)
+            next_at = now + timedelta(seconds=interval + jitter)
+        cursor = None
+        if error is None and not claim.process_existing:
+            cursor = stats.newest if stats.newest is not None else started
+        if error is not None:
+            self.failures += 1
+        else:
+            log.info("informer %s: %d objects, %d written, %d rejected", reg.kind, stats.sent,
+                     stats.written, stats.rejected)
+        try:
+            await self._store.finish_inform(
+                reg.kind, now=now, client_id=self._client_id, cursor=cursor,
+                reschedule=interval >= 0, next_inform_at=next_at,
+                requested_at=claim.requested_at, error=error,
+            )
+        except StoreError as exc:
+            log.error("informer %s: could not record the run (the lease expires by itself): %s",
+                      reg.kind, exc)
+
+    async def _writer(self, reg: Registration, claim: InformClaim,
+                      receive: trio.MemoryReceiveChannel[Any], stats: RunStats) -> None:
+        batch_size = self._config.batch_size
+        async with receive:
+            async for first in receive:
+                batch = [first]
+                # Take what is waiting; give a slow source a moment to fill the batch.
+                with trio.move_on_after(self._config.flush_interval):
+                    while len(batch) < batch_size:
+                        try:
+                            batch.append(await receive.receive())
+                        except trio.EndOfChannel:
+                            break
+                await self._write(reg, claim, batch, stats)
+
+    async def _write(self, reg: Registration, claim: InformClaim, batch: list[Any],
+                     stats: RunStats) -> None:
+        stats.sent += len(batch)
+        items: list[PreparedObject] = []
+        for obj in batch:
+            try:
+                if not isinstance(obj, reg.object_type):
+                    raise ObjectError(f"expected {reg.object_type.__name__}, got "
+                                      f"{type(obj).__name__}")
+                item = prepare_object(obj, None,
+                                      default_max_attempts=self._config.max_attempts)
+            except ObjectError as exc:
+                stats.rejected += 1
+                log.warning("informer %s: object rejected: %s", reg.kind, exc)
+                continue
+            if item.created_at is not None and (stats.newest is None
+                                                or item.created_at > stats.newest):
+                stats.newest = item.created_at
+            items.append(item)
+        if not items:
+            return
+        delay = 0.1
+        for attempt in range(1, WRITE_ATTEMPTS + 1):
+            try:
+                await self._store.upsert(
+                    items, now=self._clock.now(), process_existing=claim.process_existing,
+                    is_stale=stale_check_for(reg, reg.object_type), want_records=False,
+                )
+                break
+            except StoreError as exc:
+                if attempt == WRITE_ATTEMPTS:
+                    raise
+                log.warning("informer %s: writing %d objects failed, retrying: %s", reg.kind,
+                            len(items), exc)
+                await trio.sleep(delay)
+                delay *= 4
+        stats.written += len(items)
+        self._on_written()

@@ -1,0 +1,93 @@
+"""Leader election in a table with a TTL.
+
+Elect by insert-if-absent-or-expired, renew every third of the TTL, resign
+on stop with a NOTIFY so a follower takes over at once. Leadership is judged
+against our own clock from the moment we *sent* the winning statement: if a
+renewal cannot land before that lease runs out (the database is unreachable,
+say), we stop acting as leader at the expiry even without hearing back, so
+two clients never act as leader at once.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+import trio
+
+from .._errors import StoreError
+from .._store.base import Store
+from .clock import Clock
+
+log = logging.getLogger("trio_delta.leader")
+
+LEADER_NAME = "default"
+
+
+class LeaderElector:
+    def __init__(self, store: Store, clock: Clock, client_id: str, *, ttl: float) -> None:
+        self._store = store
+        self._clock = clock
+        self._client_id = client_id
+        self._ttl = ttl
+        self._lease_end = -1.0  # trio time our current lease runs out
+        self._wake = trio.Event()
+        self.changed = trio.Event()
+        """Set (and replaced) whenever leadership is won or lost."""
+        self.elections_won = 0
+
+    @property
+    def is_leader(self) -> bool:
+        return trio.current_time() < self._lease_end
+
+    def wake(self) -> None:
+        """A leader resigned: try to take over now."""
+        self._wake.set()
+
+    def _signal(self) -> None:
+        self.changed.set()
+        self.changed = trio.Event()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        while True:
+            was_leader = self.is_leader
+            sent_at = trio.current_time()
+            now = self._clock.now()
+            won = False
+            # A renewal that cannot land before our lease ends is a loss.
+            with trio.move_on_at(self._lease_end if was_leader else sent_at + self._ttl):
+                try:
+                    won = await self._store.elect(
+                        LEADER_NAME, client_id=self._client_id, now=now,
+                        expires_at=now + timedelta(seconds=self._ttl),
+                    )
+                except StoreError as exc:
+                    log.warning("leader election failed: %s", exc)
+            if won:
+                self._lease_end = sent_at + self._ttl
+                if not was_leader:
+                    self.elections_won += 1
+                    log.info("client %s is now the leader", self._client_id)
+                    self._signal()
+            else:
+                self._lease_end = -1.0
+                if was_leader:
+                    log.warning("client %s lost leadership", self._client_id)
+                    self._signal()
+            self._wake = trio.Event()
+            with trio.move_on_after(self._ttl / 3):
+                await self._wake.wait()
+
+    async def resign(self) -> None:
+        """Give up leadership, if held; bounded, for use in shutdown."""
+        if self._lease_end < 0:
+            return
+        self._lease_end = -1.0
+        self._signal()
+        with trio.move_on_after(2.0):
+            try:
+                await self._store.resign(LEADER_NAME, client_id=self._client_id)
+                log.info("client %s resigned leadership", self._client_id)
+            except StoreError as exc:
+                log.warning("resigning leadership failed (it expires by itself): %s", exc)
