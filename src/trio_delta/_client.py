@@ -35,6 +35,7 @@ from ._objects import PreparedObject, check_kind, decode_object, encode_json, pr
 from ._store.base import ResourceFilter, ResourceRecord, StaleCheck, Store, StoreTransaction
 from ._types import (
     EventCategory,
+    InformerState,
     InformOptions,
     InformOpts,
     InformResult,
@@ -250,6 +251,16 @@ class Client:
         return self._to_row(record)
 
     # -- reading --------------------------------------------------------------
+
+    async def get_informer(self, kind: str) -> InformerState | None:
+        """The schedule and last run of ``kind``'s informer, or None if no
+        client has registered or requested it yet."""
+        check_kind(kind, error=ConfigError)
+        return await self._store.get_controller(kind)
+
+    async def list_informers(self) -> list[InformerState]:
+        """Every kind's informer state, ordered by kind."""
+        return await self._store.list_controllers()
 
     def _to_row(self, record: ResourceRecord) -> ResourceRow[Any]:
         reg = self._controllers.get(record.kind)

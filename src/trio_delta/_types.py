@@ -147,3 +147,23 @@ class Event:
     category: EventCategory
     resource: ResourceRow[Any]
     timestamp: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class InformerState:
+    """A kind's informer schedule, as stored (see :meth:`Client.get_informer`)."""
+
+    kind: str
+    cursor: datetime | None
+    """``InformOptions.after`` of the next run."""
+    next_inform_at: datetime | None
+    """When the next periodic run is due (None: periodic runs disabled)."""
+    lease_owner: str | None
+    """The client running it now, if any."""
+    lease_expires_at: datetime | None
+    requested_at: datetime | None
+    """Set by ``schedule_inform`` until a run serves the request."""
+    process_existing: bool
+    last_run_at: datetime | None
+    last_error: str | None
+    """The last run's error, None when it completed."""

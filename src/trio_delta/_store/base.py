@@ -36,7 +36,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from .._objects import PreparedObject
-from .._types import AttemptError, ResourceState
+from .._types import AttemptError, InformerState, ResourceState
 
 #: Most errors kept per resource; older ones are dropped first.
 MAX_ERRORS = 20
@@ -146,19 +146,8 @@ class ResourceFilter:
     after_id: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class ControllerState:
-    """A kind's row in the controllers table: its informer's schedule."""
-
-    kind: str
-    cursor: datetime | None
-    next_inform_at: datetime | None
-    lease_owner: str | None
-    lease_expires_at: datetime | None
-    requested_at: datetime | None
-    process_existing: bool
-    last_run_at: datetime | None
-    last_error: str | None
+#: A kind's row in the controllers table (public as ``InformerState``).
+ControllerState = InformerState
 
 
 @dataclass(frozen=True, slots=True)

@@ -382,7 +382,9 @@ class MemoryStore:
         attempt = rec.attempt - 1 if handback else 0 if changed else rec.attempt
         synced = outcome.kind is OutcomeKind.SYNCED and not changed
         errors = rec.errors
-        if not handback and outcome.error is not None:
+        if changed and not handback:
+            errors = ()
+        elif not handback and outcome.error is not None:
             if changed:
                 errors = ()
             elif len(errors) >= MAX_ERRORS:
