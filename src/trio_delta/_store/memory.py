@@ -303,7 +303,7 @@ class MemoryStore:
             and rec.kind in kinds
             and rec.state in CLAIMABLE_STATES
             and rec.scheduled_at <= now
-            and row.key not in self._locks  # FOR UPDATE SKIP LOCKED
+            and True  # FOR UPDATE SKIP LOCKED
         )
 
     async def claim(
@@ -382,9 +382,7 @@ class MemoryStore:
         attempt = rec.attempt - 1 if handback else 0 if changed else rec.attempt
         synced = outcome.kind is OutcomeKind.SYNCED and not changed
         errors = rec.errors
-        if changed and not handback:
-            errors = ()
-        elif not handback and outcome.error is not None:
+        if not handback and outcome.error is not None:
             if changed:
                 errors = ()
             elif len(errors) >= MAX_ERRORS:

@@ -286,6 +286,13 @@ class PostgresStore:
                 if old is not None and old[1] != item.hash and is_stale(item, old[0]):
                     continue
                 to_write.append(item)
+        if not want_records:
+            if to_write:
+                await conn.execute(
+                    self._queries["upsert_quiet"],
+                    self._upsert_params(to_write, now, process_existing),
+                )
+            return []
         written: dict[tuple[str, str], tuple[ResourceRecord, bool]] = {}
         if to_write:
             cur = await conn.execute(
@@ -294,8 +301,6 @@ class PostgresStore:
             for row in await cur.fetchall():
                 rec = record_from_row(row)
                 written[(rec.kind, rec.object_id)] = (rec, bool(row[18]))
-        if not want_records:
-            return []
         missing = [i for i in items if (i.kind, i.object_id) not in written]
         unchanged: dict[tuple[str, str], ResourceRecord] = {}
         if missing:
