@@ -233,21 +233,45 @@ class Informers:
 
     async def _writer(self, reg: Registration, claim: InformClaim,
                       receive: trio.MemoryReceiveChannel[Any], stats: RunStats) -> None:
-        batch_size = self._config.batch_size
-        async with receive:
-            async for first in receive:
-                batch = [first]
-                # Take what is waiting; give a slow source a moment to fill the batch.
-                with trio.move_on_after(self._config.flush_interval):
-                    while len(batch) < batch_size:
-                        try:
-                            batch.append(await receive.receive())
-                        except trio.EndOfChannel:
-                            break
-                await self._write(reg, claim, batch, stats)
+        """Two stages, so the next batch is validated and encoded while the
+        previous one is in flight to the database."""
+        prepared_send, prepared_receive = trio.open_memory_channel[list[PreparedObject]](1)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._upsert_stage, reg, claim, prepared_receive, stats)
+            async with prepared_send, receive:
+                while (batch := await self._collect(receive)) is not None:
+                    items = self._prepare(reg, batch, stats)
+                    if items:
+                        await prepared_send.send(items)
 
-    async def _write(self, reg: Registration, claim: InformClaim, batch: list[Any],
-                     stats: RunStats) -> None:
+    async def _collect(self, receive: trio.MemoryReceiveChannel[Any]) -> list[Any] | None:
+        """The next batch: what is waiting, plus what arrives within
+        ``flush_interval``, up to ``batch_size``; None when the run is over."""
+        try:
+            batch = [await receive.receive()]
+        except trio.EndOfChannel:
+            return None
+        deadline = trio.current_time() + self._config.flush_interval
+        while len(batch) < self._config.batch_size:
+            try:
+                batch.append(receive.receive_nowait())
+                continue
+            except trio.WouldBlock:
+                pass
+            except trio.EndOfChannel:
+                break
+            with trio.move_on_at(deadline):
+                try:
+                    batch.append(await receive.receive())
+                except trio.EndOfChannel:
+                    break
+                continue
+            break  # the deadline passed
+        return batch
+
+    def _prepare(
+        self, reg: Registration, batch: list[Any], stats: RunStats
+    ) -> list[PreparedObject]:
         stats.sent += len(batch)
         items: list[PreparedObject] = []
         for obj in batch:
@@ -265,22 +289,29 @@ class Informers:
                                                 or item.created_at > stats.newest):
                 stats.newest = item.created_at
             items.append(item)
-        if not items:
-            return
-        delay = 0.1
-        for attempt in range(1, WRITE_ATTEMPTS + 1):
-            try:
-                await self._store.upsert(
-                    items, now=self._clock.now(), process_existing=claim.process_existing,
-                    is_stale=stale_check_for(reg, reg.object_type), want_records=False,
-                )
-                break
-            except StoreError as exc:
-                if attempt == WRITE_ATTEMPTS:
-                    raise
-                log.warning("informer %s: writing %d objects failed, retrying: %s", reg.kind,
-                            len(items), exc)
-                await trio.sleep(delay)
-                delay *= 4
-        stats.written += len(items)
-        self._on_written()
+        return items
+
+    async def _upsert_stage(self, reg: Registration, claim: InformClaim,
+                            prepared: trio.MemoryReceiveChannel[list[PreparedObject]],
+                            stats: RunStats) -> None:
+        is_stale = stale_check_for(reg, reg.object_type)
+        async with prepared:
+            async for items in prepared:
+                delay = 0.1
+                for attempt in range(1, WRITE_ATTEMPTS + 1):
+                    try:
+                        await self._store.upsert(
+                            items, now=self._clock.now(),
+                            process_existing=claim.process_existing, is_stale=is_stale,
+                            want_records=False,
+                        )
+                        break
+                    except StoreError as exc:
+                        if attempt == WRITE_ATTEMPTS:
+                            raise
+                        log.warning("informer %s: writing %d objects failed, retrying: %s",
+                                    reg.kind, len(items), exc)
+                        await trio.sleep(delay)
+                        delay *= 4
+                stats.written += len(items)
+                self._on_written()

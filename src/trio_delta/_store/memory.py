@@ -303,7 +303,7 @@ class MemoryStore:
             and rec.kind in kinds
             and rec.state in CLAIMABLE_STATES
             and rec.scheduled_at <= now
-            and True  # FOR UPDATE SKIP LOCKED
+            and row.key not in self._locks  # FOR UPDATE SKIP LOCKED
         )
 
     async def claim(
@@ -379,7 +379,7 @@ class MemoryStore:
             if outcome.kind is OutcomeKind.FAILED:
                 assert outcome.retry_at is not None
                 scheduled_at = outcome.retry_at
-        attempt = rec.attempt - 1 if handback else 0 if changed else rec.attempt
+        attempt = rec.attempt if handback else 0 if changed else rec.attempt
         synced = outcome.kind is OutcomeKind.SYNCED and not changed
         errors = rec.errors
         if not handback and outcome.error is not None:
