@@ -93,7 +93,8 @@ def encode_json(value: Any, *, what: str) -> bytes:
         encoded = _encoder.encode(value)
     except (TypeError, ValueError, OverflowError, RecursionError, msgspec.EncodeError) as exc:
         raise ObjectError(f"{what} cannot be encoded as JSON: {exc}") from None
-    if _ESCAPED_NUL.search(encoded):
+    # The plain substring test is cheap; the exact regex runs only on a hit.
+    if b"\\u0000" in encoded and _ESCAPED_NUL.search(encoded):
         raise ObjectError(f"{what} contains a NUL character, which Postgres cannot store")
     # A non-finite float encodes as null; only then pay for the walk.
     if b"null" in encoded and _has_non_finite(msgspec.to_builtins(value)):
@@ -189,7 +190,11 @@ def prepare_object(
     metadata_value = dict(merged.metadata) if merged.metadata is not None else {}
     if not all(isinstance(k, str) for k in metadata_value):  # pyright: ignore[reportUnnecessaryIsInstance]
         raise ObjectError(f"{kind} {object_id!r}: metadata keys must be strings")
-    metadata = encode_json(metadata_value, what=f"{kind} {object_id!r} metadata")
+    metadata = (
+        encode_json(metadata_value, what=f"{kind} {object_id!r} metadata")
+        if metadata_value
+        else b"{}"
+    )
     tags = _check_tags(merged.tags if merged.tags is not None else ())
     encoded = encode_json(obj, what=f"{kind} {object_id!r}")
     if encoded[:1] != b"{":
