@@ -136,6 +136,13 @@ class Client:
             maintenance=copy.deepcopy(engine.maintenance.stats),
         )
 
+    def force_stop(self) -> None:
+        """Skip what remains of the graceful stop: running work is cancelled
+        and handed back at once. Call it while the client is stopping (for
+        example on a second Ctrl-C), or before leaving the block to stop
+        without a grace period."""
+        self._engine.force()
+
     @property
     def config(self) -> Config:
         return self._config

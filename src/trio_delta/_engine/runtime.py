@@ -114,6 +114,14 @@ class Engine:
         )
         self._handles: dict[str, _ServiceHandle] = {}
         self._stopping = False
+        self._force_requested = False
+        self._grace_scope: trio.CancelScope | None = None
+
+    def force(self) -> None:
+        """End the graceful phase now (or skip it, if stop has not begun)."""
+        self._force_requested = True
+        if self._grace_scope is not None:
+            self._grace_scope.cancel()
 
     def on_payload(self, payload: str | None) -> None:
         """Route a LISTEN payload (None: the connection was re-established)."""
@@ -172,8 +180,11 @@ class Engine:
             pool.send.close()
         pool_handles = [h for name, h in self._handles.items() if name.startswith("pool:")]
         informers = self._handles["informers"]
-        graceful = await self._wait_all([*pool_handles, informers], self._config.shutdown_grace)
-        if not graceful:
+        grace = 0.0 if self._force_requested else self._config.shutdown_grace
+        with trio.move_on_after(grace) as self._grace_scope:
+            for handle in (*pool_handles, informers):
+                await handle.done.wait()
+        if self._grace_scope.cancelled_caught:
             in_flight = self.slots.in_flight()
             log.warning("shutdown grace of %gs over: cancelling %d running work items "
                         "(handed back) and any informer run", self._config.shutdown_grace,
