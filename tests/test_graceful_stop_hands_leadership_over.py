@@ -8,7 +8,6 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
-import pytest
 import trio
 
 from .conftest import sql
@@ -61,10 +60,6 @@ async def test_graceful_stop_hands_leadership_over_within_1s(
             assert [p for p in remaining if p.reports_leader] == [new]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: Engine.stop resigns only after the workers' shutdown grace and the completer "
-    "flush, and the elector keeps renewing meanwhile (maintenance already cancelled): "
-    "the handover takes shutdown_grace, not <= 1 s"))
 async def test_graceful_stop_with_work_in_flight_hands_leadership_over_within_1s(
     pg_dsn: str, schema: str, tmp_path: Path
 ) -> None:

@@ -9,6 +9,9 @@ through ``nursery.start``. Stop (DESIGN decision 7):
 3. forced: remaining work is cancelled and handed back (``scheduled``, attempt
    restored) so another client picks it up at once;
 4. the completer writes every outcome, within ``FLUSH_TIMEOUT``.
+
+Leadership is resigned at the very start (maintenance stops there anyway),
+so a follower takes over within moments rather than after the grace.
 """
 
 from __future__ import annotations
@@ -173,7 +176,12 @@ class Engine:
         """Run the shutdown phases; call shielded."""
         self._stopping = True
         self._handles["listener"].scope.cancel()
+        # Leadership only serves maintenance, which stops now: hand it over
+        # at once rather than after the grace period, so a follower takes
+        # over within moments of a graceful stop.
         self._handles["maintenance"].scope.cancel()
+        self._handles["elector"].scope.cancel()
+        await self.elector.resign()
         self.informers.stop()
         await self._stop_fetcher()
         for pool in self.pools.values():
@@ -201,8 +209,6 @@ class Engine:
             log.error("outcomes could not be written within %gs; the rescuer will retry "
                       "those resources", FLUSH_TIMEOUT)
             completer.scope.cancel()
-        await self.elector.resign()
-        self._handles["elector"].scope.cancel()
 
     async def _stop_fetcher(self) -> None:
         # Cancelling the fetcher mid-claim could commit a claim whose rows we
