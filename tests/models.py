@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -70,3 +71,37 @@ def controllers_for(*controllers: delta.Controller[object]) -> delta.Controllers
     for c in controllers:
         delta.add_controller(out, c)
     return out
+
+
+# -- polling helpers (end-to-end tests run on the real clock) -----------------
+
+
+async def wait_until(
+    condition: Callable[[], Awaitable[bool]], *, within: float = 10.0, every: float = 0.02
+) -> None:
+    """Poll ``condition`` until it is true; fail after ``within`` seconds."""
+    with trio.fail_after(within):
+        while not await condition():
+            await trio.sleep(every)
+
+
+async def wait_for_state(
+    client: delta.Client,
+    kind: str,
+    object_id: str,
+    state: delta.ResourceState,
+    *,
+    within: float = 10.0,
+) -> delta.ResourceRow[object]:
+    """Poll until the resource is in ``state``; return that row."""
+    found: list[delta.ResourceRow[object]] = []
+
+    async def reached() -> bool:
+        row = await client.get_resource(kind, object_id)
+        if row is not None and row.state is state:
+            found.append(row)
+            return True
+        return False
+
+    await wait_until(reached, within=within)
+    return found[-1]
