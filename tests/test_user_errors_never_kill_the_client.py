@@ -75,11 +75,6 @@ async def test_exceptions_in_work_fail_the_resource_not_the_client(
     assert "Traceback" in nul_error.trace
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: WorkerPool._failure formats the message with f'{exc}'; an exception "
-    "whose __str__ raises escapes the worker and kills the client (ClientFailedError)",
-)
 async def test_exception_with_failing_str_fails_only_its_resource(
     pg_dsn: str, config: delta.Config
 ) -> None:

@@ -115,8 +115,9 @@ def _prepare_database(dsn: str) -> None:
 
 def _create_table(dsn: str) -> None:
     with psycopg.connect(with_connect_timeout(normalize_dsn(dsn)), autocommit=True) as conn:
-        conn.execute(f"create table if not exists {TABLE} ("
-                     "email text primary key, name text not null, version int not null)")
+        conn.execute(sql.SQL("create table if not exists {}.demo_user ("
+                             "email text primary key, name text not null, version int not null)"
+                             ).format(sql.Identifier(DEMO_SCHEMA)))
 
 
 @dataclass
@@ -166,9 +167,9 @@ class DemoView:
         for state in STATES:
             states.add_column(state, justify="right")
         states.add_row(*(str(self.snapshot.states.get(s, 0)) for s in STATES))
-        story = (f"upstream: {len(self.directory.users)} users, {self.directory.changes} "
-                 f"changes in {self.round}/{self.rounds} rounds   informer runs: "
-                 f"{self.informer_runs}   work done: {self.worked}   "
+        story = (f"{len(self.directory.users)} users upstream · {self.directory.changes} "
+                 f"changes · round {self.round}/{self.rounds} · {self.informer_runs} "
+                 f"informer runs · {self.worked} copies · "
                  f"{time.monotonic() - self.started:.1f}s")
         return Group(self.progress, states, story)
 
@@ -183,10 +184,10 @@ async def _snapshot(client: Client) -> Snapshot:
 
 
 async def run_demo(dsn: str, *, users: int = 2000, rounds: int = 3,
-                   round_interval: float = 1.0, timeout: float = 50.0,
+                   round_interval: float = 1.0, converge_within: float = 50.0,
                    console: Console | None = None) -> int:
     """Run the demo on ``dsn``; returns the exit code (0: converged)."""
-    console = console if console is not None else Console(highlight=False)
+    console = console if console is not None else Console(highlight=False, log_path=False)
     started = time.monotonic()
     await trio.to_thread.run_sync(_prepare_database, dsn)
     await migrate(dsn, schema=DEMO_SCHEMA)
@@ -218,14 +219,15 @@ async def run_demo(dsn: str, *, users: int = 2000, rounds: int = 3,
             async def watch() -> None:
                 while True:
                     await refresh()
-                    await trio.sleep(0.25)
+                    await trio.sleep(0.5)
 
-            with trio.move_on_after(timeout):
+            with trio.move_on_after(converge_within):
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(watch)
                     console.log(f"informer pulling {users} users from the fake directory")
+                    # The informer's state lives in the database: poll it.
                     while (state := await client.get_informer(KIND)) is None or \
-                            state.last_run_at is None:
+                            state.last_run_at is None:  # noqa: ASYNC110
                         await trio.sleep(0.1)
                     for round_no in range(1, rounds + 1):
                         await trio.sleep(round_interval)
@@ -246,6 +248,7 @@ async def run_demo(dsn: str, *, users: int = 2000, rounds: int = 3,
                         await trio.sleep(0.1)
                     nursery.cancel_scope.cancel()
             await refresh()
+        console.line()
         stats = client.stats
     elapsed = time.monotonic() - started
     matched = view.matched()
@@ -256,7 +259,7 @@ async def run_demo(dsn: str, *, users: int = 2000, rounds: int = 3,
         console.print(f"converged: the local table matches all {users} upstream users "
                       f"in {elapsed:.1f}s", style="bold green")
         return 0
-    console.print(f"NOT converged within {timeout:.0f}s: {users - matched} users differ",
+    console.print(f"NOT converged within {converge_within:.0f}s: {users - matched} users differ",
                   style="bold red")
     return 1
 

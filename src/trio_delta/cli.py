@@ -35,6 +35,7 @@ import os
 import signal
 import sys
 import traceback
+import warnings
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -47,7 +48,7 @@ from rich.text import Text
 
 from ._admin import STATES, Admin, Selection, one_line
 from ._config import check_name, check_schema
-from ._errors import ConfigError, DeltaError
+from ._errors import ConfigError, DeltaError, StoreError
 from ._objects import check_kind
 from ._store.dsn import describe_dsn, normalize_dsn, redact
 
@@ -103,7 +104,7 @@ def _setup_logging(level: int) -> None:
 
 
 def _console() -> Console:
-    return Console(highlight=False, soft_wrap=False)
+    return Console(highlight=False, log_path=False)
 
 
 def _error(message: str, prefix: str = "trio-delta") -> None:
@@ -334,32 +335,34 @@ def status(dsn: str | None, schema: str, kind: str | None, namespace: str | None
     console.print("leader: " + (f"[bold]{leader['id']}[/] since "
                                 f"{_relative(data['now'], leader['elected_at'])}"
                                 if leader else "none (no client is running maintenance)"))
-    table = Table(title="resources", title_justify="left")
-    table.add_column("kind")
-    table.add_column("namespace")
-    shown = [s for s in STATES if s != "deleted"] + ["deleted"]
-    for state in shown:
-        table.add_column(state, justify="right")
-    table.add_column("total", justify="right")
-    table.add_column("oldest scheduled", justify="right")
-    for group in data["resources"]:
-        table.add_row(group["kind"], group["namespace"],
-                      *(str(group["states"][s] or "") for s in shown), str(group["total"]),
-                      _ago(group["oldest_scheduled_age_seconds"]))
-    if not data["resources"]:
-        table.add_row("(none)", "", *("" for _ in shown), "0", "-")
-    console.print(table)
+    if data["resources"]:
+        shown = [s for s in STATES if data["totals"][s]]  # only states that occur
+        table = Table(title="resources", title_justify="left")
+        table.add_column("kind")
+        table.add_column("namespace")
+        for state in shown:
+            table.add_column(state, justify="right")
+        table.add_column("total", justify="right")
+        table.add_column("oldest scheduled", justify="right")
+        for group in data["resources"]:
+            table.add_row(group["kind"], group["namespace"],
+                          *(str(group["states"][s]) for s in shown), str(group["total"]),
+                          _ago(group["oldest_scheduled_age_seconds"]))
+        console.print(table)
+    else:
+        console.print("resources: none")
+    if not data["controllers"]:
+        console.print("controllers: none registered yet")
+        return EXIT_OK
     informers = Table(title="controllers", title_justify="left")
     for column in ("kind", "last inform", "next inform", "informing on", "last error"):
-        informers.add_column(column)
+        informers.add_column(column, overflow="fold")
     for c in data["controllers"]:
         informers.add_row(c["kind"], _relative(data["now"], c["last_inform_at"]),
                           "requested" if c["requested_at"] else
                           _relative(data["now"], c["next_inform_at"]),
                           c["informing_on"] or "-",
                           Text(c["last_error"] or "-", style="red" if c["last_error"] else ""))
-    if not data["controllers"]:
-        informers.add_row("(none registered)", "", "", "", "")
     console.print(informers)
     return EXIT_OK
 
@@ -719,7 +722,13 @@ def run(target: str, dsn: str | None, schema: str, max_workers: int,
         extra["shutdown_grace"] = shutdown_grace
     config = Config(schema=schema, **extra)
     _setup_logging(logging.INFO)
-    trio.run(_run_client, conninfo, controllers, spaces, config)
+    try:
+        trio.run(_run_client, conninfo, controllers, spaces, config)
+    except BaseException as exc:
+        leaf = _leaf(exc)
+        if isinstance(leaf, StoreError):  # say which database
+            raise CliFailure(f"{describe_dsn(normalize_dsn(conninfo))}: {leaf}") from leaf
+        raise
     return EXIT_OK
 
 
@@ -763,10 +772,12 @@ def demo(dsn: str | None, users: int, rounds: int, embedded: bool) -> int:
         chosen = LOCAL_DEMO_DSN
     if chosen is not None:
         console.print(f"using {describe_dsn(normalize_dsn(chosen))}, schema {DEMO_SCHEMA!r}",
-                      markup=False)
+                      markup=False, soft_wrap=True)
         return trio.run(lambda: run_demo(chosen, users=users, rounds=rounds, console=console))
     try:
-        import pgserver  # type: ignore[import-untyped]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import pgserver  # type: ignore[import-untyped]
     except ImportError:
         raise CliFailure("no database configured or reachable, and pgserver is not installed: "
                          "pip install 'trio-delta[embedded]', or pass --dsn") from None
@@ -775,10 +786,13 @@ def demo(dsn: str | None, users: int, rounds: int, embedded: bool) -> int:
     reason = "as asked" if embedded else "no database configured or reachable"
     console.print(f"{reason}: starting an embedded Postgres (pgserver)...", markup=False)
     with tempfile.TemporaryDirectory(prefix="trio-delta-demo-") as tmp:
-        server: Any = pgserver.get_server(tmp, cleanup_mode="stop")  # pyright: ignore
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # platformdirs' RuntimeDirWarning and the like
+            server: Any = pgserver.get_server(tmp, cleanup_mode="stop")  # pyright: ignore
         try:
             uri: str = server.get_uri()
-            console.print(f"embedded Postgres running at {describe_dsn(uri)}", markup=False)
+            console.print(f"embedded Postgres running at {describe_dsn(uri)}", markup=False,
+                          soft_wrap=True)
             return trio.run(lambda: run_demo(uri, users=users, rounds=rounds, console=console))
         finally:
             server.cleanup()

@@ -29,6 +29,7 @@ from .._objects import PreparedObject, decode_object, prepare_object
 from .._store.base import InformClaim, StaleCheck, Store
 from .._types import InformOptions
 from .clock import Clock
+from .workers import MAX_MESSAGE, clean_text, describe_exception
 
 log = logging.getLogger("trio_delta.informer")
 
@@ -184,7 +185,7 @@ class Informers:
                     try:
                         await reg.controller.inform(self._options(claim), send)
                     except Exception as exc:
-                        error = f"{type(exc).__name__}: {exc}"
+                        error = clean_text(describe_exception(exc), MAX_MESSAGE)
                         log.exception("informer %s failed after %d objects", reg.kind,
                                       stats.sent)
                     finally:

@@ -39,6 +39,22 @@ def clean_text(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def describe_exception(exc: BaseException) -> str:
+    """``Type: message``, even for an exception whose ``__str__`` raises."""
+    try:
+        text = str(exc)
+    except Exception:
+        text = "<exception str() failed>"
+    return f"{type(exc).__name__}: {text}"
+
+
+def format_trace(exc: BaseException) -> str:
+    try:
+        return "".join(traceback.format_exception(exc))
+    except Exception:
+        return describe_exception(exc)
+
+
 def make_resource(record: ResourceRecord, obj: object) -> Resource[object]:
     return Resource(
         id=record.id,
@@ -160,10 +176,8 @@ class WorkerPool:
     def _failure(self, record: ResourceRecord, exc: BaseException, prefix: str,
                  *, with_trace: bool = True) -> Outcome:
         now = self._clock.now()
-        message = clean_text(f"{prefix}{type(exc).__name__}: {exc}", MAX_MESSAGE)
-        trace = ""
-        if with_trace:
-            trace = clean_text("".join(traceback.format_exception(exc)), MAX_TRACE)
+        message = clean_text(prefix + describe_exception(exc), MAX_MESSAGE)
+        trace = clean_text(format_trace(exc), MAX_TRACE) if with_trace else ""
         error = AttemptError(at=now, attempt=record.attempt, error=message, trace=trace)
         if record.attempt >= record.max_attempts:
             log.error("%s %r degraded after %d attempts: %s", record.kind, record.object_id,

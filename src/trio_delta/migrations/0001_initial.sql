@@ -9,7 +9,9 @@ create table {schema}.resources (
     state         text        not null,
     attempt       integer     not null default 0,
     max_attempts  integer     not null,
-    object        jsonb       not null,
+    -- json, not jsonb: it keeps the encoded text exactly (jsonb would print
+    -- 1e23 as 100000000000000000000000, changing an untyped float to an int).
+    object        json        not null,
     hash          bytea       not null,
     metadata      jsonb       not null default '{{}}',
     tags          text[]      not null default '{{}}',

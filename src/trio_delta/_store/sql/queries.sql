@@ -16,7 +16,7 @@ upserted as (
         kind, object_id, namespace, state, attempt, max_attempts, object, hash, metadata,
         tags, errors, created_at, updated_at, scheduled_at
     )
-    select kind, object_id, namespace, 'scheduled', 0, max_attempts, object::jsonb, hash,
+    select kind, object_id, namespace, 'scheduled', 0, max_attempts, object::json, hash,
            metadata::jsonb, array(select jsonb_array_elements_text(tags::jsonb)), '[]',
            %(now)s, %(now)s, %(now)s
     from input
@@ -56,7 +56,7 @@ upserted as (
         kind, object_id, namespace, state, attempt, max_attempts, object, hash, metadata,
         tags, errors, created_at, updated_at, scheduled_at
     )
-    select kind, object_id, namespace, 'scheduled', 0, max_attempts, object::jsonb, hash,
+    select kind, object_id, namespace, 'scheduled', 0, max_attempts, object::json, hash,
            metadata::jsonb, array(select jsonb_array_elements_text(tags::jsonb)), '[]',
            %(now)s, %(now)s, %(now)s
     from input
