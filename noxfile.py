@@ -26,3 +26,14 @@ def typecheck(session: nox.Session) -> None:
     """pyright in strict mode on src/."""
     session.install("-e", ".[dev]")
     session.run("pyright", "--pythonpath", session.virtualenv.location + "/bin/python")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """trio_delta against pgqueuer and procrastinate (benchmarks/README.md).
+
+    Posargs go to benchmarks/run.py, e.g. ``nox -s bench -- --quick --json out.json``.
+    Needs Postgres (BENCH_DSN, default postgresql://postgres@127.0.0.1:5432/bench).
+    """
+    session.install("-e", ".[bench]")
+    session.run("python", "benchmarks/run.py", *session.posargs)

@@ -1,0 +1,276 @@
+"""trio_delta's side of the benchmarks: one scenario in this (fresh) process.
+
+Run by ``run.py``; by hand::
+
+    python benchmarks/bench_trio_delta.py drain --dsn DSN --schema bench_x --count 20000
+
+The schema is created and migrated here and left for the caller to drop.
+To profile the drain alone: ``inform`` then ``drain --no-seed`` on one schema.
+Settings (``--settings '{"max_workers": 100, "batch_size": 500}'``):
+
+* ``max_workers``: the namespace's ``NamespaceConfig.max_workers``;
+* ``batch_size``: ``Config.batch_size`` (rows per claim, outcome and upsert statement);
+* ``pool_size``: ``Config.pool_size`` (None: trio_delta sizes it);
+* ``latency_informer``: ``same`` (the working client informs, waking its own
+  fetcher directly) or ``other`` (a second client in this process informs, so
+  the worker hears of it through Postgres' NOTIFY, as the peers' workers do).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import psycopg
+import trio
+from _common import (
+    KEY_PREFIX,
+    child_parser,
+    emit,
+    latency_metrics,
+    quiet_logging,
+    rss_now_kb,
+    rss_peak_kb,
+    settings_from,
+)
+from psycopg import sql
+
+import trio_delta as delta
+
+DEFAULTS: dict[str, Any] = {"max_workers": 100, "batch_size": 500, "pool_size": None,
+                            "latency_informer": "same"}
+KIND = "item"
+POLL = 0.005  # seconds between looks at the client's counters (Client.stats copies)
+INFORMER_POLL = 0.01  # seconds between looks at the informer's recorded run
+
+
+@dataclass
+class Item:
+    kind: ClassVar[str] = KIND
+    key: str
+    value: int
+
+    def id(self) -> str:
+        return self.key
+
+
+class Seeder(delta.Controller[Item]):
+    """An informer yielding ``count`` items, made lazily; never works anything."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.started_at: float | None = None
+        self.sent_at: float | None = None
+
+    async def inform(self, opts: delta.InformOptions, send: trio.MemorySendChannel[Item]) -> None:
+        self.started_at = time.perf_counter()
+        async with send:
+            for i in range(self.count):
+                await send.send(Item(f"{KEY_PREFIX}-{i}", i))
+        self.sent_at = time.perf_counter()
+
+    async def work(self, resource: delta.Resource[Item]) -> None:
+        raise AssertionError("the seeding client works nothing")
+
+
+class NoOp(delta.Controller[Item]):
+    """A no-op worker; counts handler starts and records their times by key."""
+
+    def __init__(self, *, record: bool = False) -> None:
+        self.started = 0
+        self.first_at: float | None = None
+        self.record = record
+        self.started_at: dict[str, float] = {}
+        self.event = trio.Event()
+
+    async def work(self, resource: delta.Resource[Item]) -> None:
+        now = time.perf_counter()
+        self.started += 1
+        if self.first_at is None:
+            self.first_at = now
+        if self.record:
+            self.started_at[resource.object.key] = now
+            self.event.set()
+
+
+def _config(schema: str, settings: dict[str, Any], **extra: Any) -> delta.Config:
+    return delta.Config(schema=schema, batch_size=settings["batch_size"],
+                        pool_size=settings["pool_size"], **extra)
+
+
+async def inform_all(dsn: str, schema: str, count: int,
+                     settings: dict[str, Any]) -> dict[str, float]:
+    """One informer run of ``count`` objects, on a client that works nothing
+    (it serves a namespace the objects are not in). Returns timings; the run
+    is done once the client has recorded it (every batch is then committed)."""
+    seeder = Seeder(count)
+    controllers = delta.Controllers()
+    delta.add_controller(controllers, seeder)
+    config = _config(schema, settings, inform_timeout=3600.0)
+    opened = time.perf_counter()
+    async with delta.open_delta_client(
+        dsn, controllers, namespaces={"elsewhere": delta.NamespaceConfig(max_workers=1)},
+        config=config,
+    ) as client:
+        while True:
+            state = await client.get_informer(KIND)
+            if state is not None and state.last_run_at is not None:
+                break
+            await trio.sleep(INFORMER_POLL)
+        done = time.perf_counter()
+        if state.last_error is not None:
+            raise RuntimeError(f"informer run failed: {state.last_error}")
+    assert seeder.started_at is not None
+    assert seeder.sent_at is not None
+    return {"seconds": done - seeder.started_at, "startup_s": seeder.started_at - opened,
+            "send_s": seeder.sent_at - seeder.started_at}
+
+
+ALL_ROWS = sql.SQL("true")
+
+
+def count_rows(dsn: str, schema: str, where: sql.Composable = ALL_ROWS) -> int:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute(
+            sql.SQL("select count(*) from {}.resources where {}").format(
+                sql.Identifier(schema), where)
+        ).fetchone()
+        assert row is not None
+        return int(row[0])
+
+
+def add_resident_rows(dsn: str, schema: str, count: int) -> None:
+    """``count`` synced rows of the same kind and namespace, cloned in SQL from
+    an informed row (setup, not timed). Columns are read from the catalog so
+    this survives schema changes; only the ones we override must exist."""
+    ident = sql.Identifier(schema)
+    overrides = {
+        "object_id": sql.SQL("'resident-' || g"),
+        "state": sql.SQL("'synced'"),
+        "attempt": sql.SQL("1"),
+        "attempted_at": sql.SQL("t.created_at"),
+        "attempted_by": sql.SQL("'bench'"),
+        "synced_at": sql.SQL("t.created_at"),
+    }
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        columns = [r[0] for r in conn.execute(
+            "select column_name from information_schema.columns where table_schema = %s "
+            "and table_name = 'resources' and is_identity = 'NO' order by ordinal_position",
+            [schema],
+        ).fetchall()]
+        exprs = [overrides.get(c, sql.SQL("t.{}").format(sql.Identifier(c))) for c in columns]
+        conn.execute(sql.SQL(
+            "insert into {s}.resources ({cols}) select {exprs} from "
+            "(select * from {s}.resources order by id limit 1) t, generate_series(1, %s) g"
+        ).format(s=ident, cols=sql.SQL(", ").join(map(sql.Identifier, columns)),
+                 exprs=sql.SQL(", ").join(exprs)), [count])
+        conn.execute(sql.SQL("vacuum analyze {}.resources").format(ident))
+
+
+async def drain(dsn: str, schema: str, count: int, settings: dict[str, Any],
+                resident: int, *, seed: bool = True) -> dict[str, float]:
+    """``count`` scheduled resources (informed first, untimed), then a fresh
+    client with a no-op controller: time from opening it until every outcome
+    is written. ``seed=False``: the rows are there already (an ``inform``
+    run on the same schema), so a profile of this process shows the drain alone."""
+    if seed:
+        await inform_all(dsn, schema, count, settings)
+    if resident:
+        add_resident_rows(dsn, schema, resident)
+    ctl = NoOp()
+    controllers = delta.Controllers()
+    delta.add_controller(controllers, ctl)
+    config = _config(schema, settings, inform_interval=-1.0)
+    started = time.perf_counter()
+    async with delta.open_delta_client(
+        dsn, controllers,
+        namespaces={"default": delta.NamespaceConfig(max_workers=settings["max_workers"])},
+        config=config,
+    ) as client:
+        opened = time.perf_counter()
+        # Polled: the client exposes counters, not an event (costs <= POLL).
+        while client.stats.outcomes_written < count:  # noqa: ASYNC110
+            await trio.sleep(POLL)
+        done = time.perf_counter()
+    stopped = time.perf_counter()
+    synced = count_rows(
+        dsn, schema, sql.SQL("state = 'synced' and object_id like 'item-%'"))
+    if synced != count or ctl.started != count:
+        raise RuntimeError(f"expected {count} synced, found {synced} ({ctl.started} worked)")
+    elapsed = done - started
+    assert ctl.first_at is not None
+    return {"drain": count / elapsed, "seconds": elapsed, "open_s": opened - started,
+            "first_work_s": ctl.first_at - started, "stop_s": stopped - done}
+
+
+async def latency(dsn: str, schema: str, samples: int, warmup: int, interval: float,
+                  settings: dict[str, Any]) -> dict[str, float]:
+    """An idle client; one ``inform`` every ``interval``: delay from
+    ``inform`` returning to ``work`` starting."""
+    ctl = NoOp(record=True)
+    controllers = delta.Controllers()
+    delta.add_controller(controllers, ctl)
+    config = _config(schema, settings, inform_interval=-1.0)
+    delays: list[float] = []
+    other = delta.Controllers()
+    delta.add_controller(other, NoOp())
+    async with delta.open_delta_client(
+        dsn, controllers,
+        namespaces={"default": delta.NamespaceConfig(max_workers=settings["max_workers"])},
+        config=config,
+    ) as client, contextlib.AsyncExitStack() as stack:
+        informer = client
+        if settings["latency_informer"] == "other":
+            informer = await stack.enter_async_context(delta.open_delta_client(
+                dsn, other, namespaces={"elsewhere": delta.NamespaceConfig(max_workers=1)},
+                config=config))
+        for i in range(warmup + samples):
+            key = f"{KEY_PREFIX}-{i}"
+            await informer.inform(Item(key, i))
+            returned = time.perf_counter()
+            with trio.fail_after(10):
+                while key not in ctl.started_at:
+                    await ctl.event.wait()
+                    ctl.event = trio.Event()
+            if i >= warmup:
+                delays.append(ctl.started_at[key] - returned)
+            await trio.sleep(interval)
+    return latency_metrics(delays)
+
+
+async def main() -> None:
+    parser = child_parser(__doc__ or "")
+    parser.add_argument("--no-seed", action="store_true",
+                        help="drain: rows were informed already (by an inform run)")
+    args = parser.parse_args()
+    settings = settings_from(args, DEFAULTS)
+    quiet_logging()
+    await delta.migrate(args.dsn, schema=args.schema)
+    if args.scenario in ("drain", "scale"):
+        result = await drain(args.dsn, args.schema, args.count, settings, args.resident,
+                             seed=not args.no_seed)
+        if args.scenario == "scale":
+            result["resident"] = args.resident
+        emit(**result)
+    elif args.scenario == "inform":
+        timing = await inform_all(args.dsn, args.schema, args.count, settings)
+        written = count_rows(args.dsn, args.schema)
+        if written != args.count:
+            raise RuntimeError(f"expected {args.count} rows, found {written}")
+        emit(inform=args.count / timing["seconds"], **timing)
+    elif args.scenario == "memory":
+        before = rss_now_kb()
+        timing = await inform_all(args.dsn, args.schema, args.count, settings)
+        peak = rss_peak_kb()
+        emit(memory=(peak - before) / 1024, rss_before_mb=before / 1024,
+             rss_peak_mb=peak / 1024, objects=args.count,
+             inform=args.count / timing["seconds"], **timing)
+    else:
+        emit(**await latency(args.dsn, args.schema, args.samples, args.warmup, args.interval,
+                             settings))
+
+
+if __name__ == "__main__":
+    trio.run(main)
