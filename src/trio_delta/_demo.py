@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Generator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -174,6 +176,15 @@ class DemoView:
         return Group(self.progress, states, story)
 
 
+@contextmanager
+def _newline_after(console: Console) -> Generator[None]:
+    """End the live view's last line, however the block ends."""
+    try:
+        yield
+    finally:
+        console.line()
+
+
 async def _snapshot(client: Client) -> Snapshot:
     async with client.transaction() as tx:
         states = await tx.execute(
@@ -207,7 +218,7 @@ async def run_demo(dsn: str, *, users: int = 2000, rounds: int = 3,
     ) as client:
         client_ref.append(client)
         with Live(view.render(), console=console, refresh_per_second=8,
-                  redirect_stdout=False) as live:
+                  redirect_stdout=False) as live, _newline_after(console):
 
             async def refresh() -> Snapshot:
                 snapshot = await _snapshot(client)
@@ -248,7 +259,6 @@ async def run_demo(dsn: str, *, users: int = 2000, rounds: int = 3,
                         await trio.sleep(0.1)
                     nursery.cancel_scope.cancel()
             await refresh()
-        console.line()
         stats = client.stats
     elapsed = time.monotonic() - started
     matched = view.matched()

@@ -36,7 +36,7 @@ import signal
 import sys
 import traceback
 import warnings
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -186,6 +186,7 @@ def dsn_option(f: F) -> F:
 def schema_option(f: F) -> F:
     return click.option(
         "--schema", default="delta", envvar="TRIO_DELTA_SCHEMA", show_default=True,
+        metavar="NAME",
         show_envvar=True, callback=_check_schema_option,
         help="Postgres schema holding trio_delta's tables.",
     )(f)
@@ -199,18 +200,19 @@ def json_option(f: F) -> F:
 def filter_options(*, states: Sequence[str], state_help: str, limit_default: int | None,
                    ) -> Callable[[F], F]:
     def decorate(f: F) -> F:
-        f = click.option("--kind", callback=_check_kind_option,
-                         help="Only resources of this kind.")(f)
-        f = click.option("--namespace", callback=_check_namespace_option,
-                         help="Only resources in this namespace.")(f)
-        f = click.option("--state", "states", multiple=True, type=click.Choice(states),
-                         help=state_help)(f)
-        f = click.option("--tag", "tags", multiple=True, callback=_check_tags,
-                         help="Only resources with this tag (repeat: with all of them).")(f)
-        return click.option(
+        # Applied bottom-up: --help lists them in the reverse of this order.
+        f = click.option(
             "--limit", type=click.IntRange(min=1), default=limit_default,
             show_default=limit_default is not None,
             help="At most this many resources (lowest ids first).")(f)
+        f = click.option("--tag", "tags", multiple=True, callback=_check_tags, metavar="TAG",
+                         help="Only resources with this tag (repeat: with all of them).")(f)
+        f = click.option("--state", "states", multiple=True, type=click.Choice(states),
+                         help=state_help)(f)
+        f = click.option("--namespace", callback=_check_namespace_option, metavar="NAME",
+                         help="Only resources in this namespace.")(f)
+        return click.option("--kind", callback=_check_kind_option, metavar="KIND",
+                            help="Only resources of this kind.")(f)
     return decorate
 
 
@@ -310,8 +312,9 @@ def _check_known_kind(admin: Admin, kind: str | None) -> None:
 @cli.command(epilog=EPILOG)
 @dsn_option
 @schema_option
-@click.option("--kind", callback=_check_kind_option, help="Only this kind.")
-@click.option("--namespace", callback=_check_namespace_option, help="Only this namespace.")
+@click.option("--kind", callback=_check_kind_option, metavar="KIND", help="Only this kind.")
+@click.option("--namespace", callback=_check_namespace_option, metavar="NAME",
+              help="Only this namespace.")
 @json_option
 def status(dsn: str | None, schema: str, kind: str | None, namespace: str | None,
            as_json: bool) -> int:
@@ -393,16 +396,28 @@ def _last_error(resource: dict[str, Any]) -> str:
     return str(errors[-1].get("error", "")) if errors else ""
 
 
+def _short_time(iso: str | None) -> str:
+    return "-" if iso is None else datetime.fromisoformat(iso).strftime("%m-%d %H:%M:%S")
+
+
 def _print_resources(rows: list[dict[str, Any]], title: str) -> None:
+    with_errors = any(r["errors"] for r in rows)
     table = Table(title=title, title_justify="left")
-    for column in ("id", "kind", "object id", "namespace", "state", "attempt", "scheduled",
-                   "last error"):
-        table.add_column(column, overflow="fold" if column == "object id" else "ellipsis")
+    table.add_column("id", no_wrap=True, justify="right")
+    table.add_column("kind", min_width=8, max_width=24)
+    table.add_column("object id", min_width=10, overflow="fold")
+    table.add_column("namespace", min_width=7, max_width=16)
+    table.add_column("state", no_wrap=True)
+    table.add_column("scheduled", no_wrap=True)
+    if with_errors:
+        table.add_column("last error", max_width=40, overflow="ellipsis", no_wrap=True)
     for r in rows:
-        table.add_row(str(r["id"]), r["kind"], r["object_id"], r["namespace"], r["state"],
-                      f"{r['attempt']}/{r['max_attempts']}",
-                      (r["scheduled_at"] or "")[:19].replace("T", " "),
-                      Text(_last_error(r), style="red"))
+        cells: list[str | Text] = [
+            str(r["id"]), r["kind"], r["object_id"], r["namespace"],
+            f"{r['state']} {r['attempt']}/{r['max_attempts']}", _short_time(r["scheduled_at"])]
+        if with_errors:
+            cells.append(Text(_last_error(r), style="red"))
+        table.add_row(*cells)
     _console().print(table)
 
 
@@ -491,7 +506,7 @@ def _change(verb: str, dsn: str | None, schema: str, selection: Selection, all_:
             rest = [i for i in selection.object_ids if i not in done]
             current = admin.states_of(selection.kind, rest) if rest else {}
             skipped = {i: current.get(i, "not found") for i in rest}
-    would = "would " if dry_run else ""
+    done_verb = {"retry": "retried", "invalidate": "invalidated", "delete": "deleted"}[verb]
     if as_json:
         _echo_json({"dry_run": dry_run, "count": len(rows),
                     "resources": [{k: r[k] for k in ("id", "kind", "object_id", "namespace")}
@@ -500,12 +515,13 @@ def _change(verb: str, dsn: str | None, schema: str, selection: Selection, all_:
     else:
         ids = ", ".join(f"{r['kind']}/{r['object_id']}" for r in rows[:10])
         more = f" and {len(rows) - 10} more" if len(rows) > 10 else ""
-        click.echo(f"{would}{verb} {len(rows)} resource{'s' if len(rows) != 1 else ''}"
+        click.echo(f"{'would ' + verb if dry_run else done_verb} {len(rows)} "
+                   f"resource{'s' if len(rows) != 1 else ''}"
                    + (f": {ids}{more}" if rows else ""))
     if skipped:
         listing = ", ".join(f"{i!r} ({s})" for i, s in skipped.items())
         allowed = "/".join(eligible)
-        raise CliFailure(f"{len(skipped)} not {verb.rstrip('e')}ed: {listing}; "
+        raise CliFailure(f"{len(skipped)} not {done_verb}: {listing}; "
                          f"{verb} acts on {allowed} resources")
     return EXIT_OK
 
@@ -735,6 +751,32 @@ def run(target: str, dsn: str | None, schema: str, max_workers: int,
 # -- demo ----------------------------------------------------------------------------
 
 
+async def _interruptible(fn: Callable[[], Awaitable[int]]) -> int:
+    """Run ``fn``; the first SIGINT/SIGTERM cancels it cleanly (its client
+    stops as on leaving the block) and returns 130, a second aborts."""
+    result = EXIT_INTERRUPTED
+    body_scope = trio.CancelScope()
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+
+            async def body() -> None:
+                nonlocal result
+                with body_scope:
+                    result = await fn()
+                nursery.cancel_scope.cancel()
+
+            async def watch() -> None:
+                async for signum in signals:
+                    if body_scope.cancel_called:
+                        raise KeyboardInterrupt
+                    _note(f"{signal.Signals(signum).name}: stopping (again to abort)")
+                    body_scope.cancel()
+
+            nursery.start_soon(watch)
+            nursery.start_soon(body)
+    return result
+
+
 def _reachable(dsn: str) -> bool:
     import psycopg
 
@@ -773,7 +815,8 @@ def demo(dsn: str | None, users: int, rounds: int, embedded: bool) -> int:
     if chosen is not None:
         console.print(f"using {describe_dsn(normalize_dsn(chosen))}, schema {DEMO_SCHEMA!r}",
                       markup=False, soft_wrap=True)
-        return trio.run(lambda: run_demo(chosen, users=users, rounds=rounds, console=console))
+        return trio.run(_interruptible,
+                        lambda: run_demo(chosen, users=users, rounds=rounds, console=console))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -793,7 +836,8 @@ def demo(dsn: str | None, users: int, rounds: int, embedded: bool) -> int:
             uri: str = server.get_uri()
             console.print(f"embedded Postgres running at {describe_dsn(uri)}", markup=False,
                           soft_wrap=True)
-            return trio.run(lambda: run_demo(uri, users=users, rounds=rounds, console=console))
+            return trio.run(_interruptible,
+                            lambda: run_demo(uri, users=users, rounds=rounds, console=console))
         finally:
             server.cleanup()
 
@@ -825,11 +869,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     the exit code."""
     global _verbose
     _verbose = False
+    root = logging.getLogger()
+    level = root.level
     try:
         result = cli.main(args=list(argv) if argv is not None else None,
                           prog_name="trio-delta", standalone_mode=False)
     except BaseException as exc:  # every way out gets one line and an exit code
         return _exit_code(_leaf(exc))
+    finally:  # leave logging as found (main may run inside a larger program)
+        for handler in [h for h in root.handlers if isinstance(h, _StderrHandler)]:
+            root.removeHandler(handler)
+        root.setLevel(level)
     return result if isinstance(result, int) else EXIT_OK
 
 
