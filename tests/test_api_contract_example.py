@@ -64,7 +64,9 @@ async def test_api_md_example_works_as_written(pg_dsn: str, schema_name: str) ->
         config=config,
     ) as client:
         async with client.transaction() as tx:
-            await tx.execute("create table app_user (email text primary key)")
+            # In the test's own schema: the database is shared with other tests.
+            await tx.execute(f"create table {schema_name}.app_user (email text primary key)")
+            await tx.execute(f"set local search_path = {schema_name}")
 
         result = await client.inform(User("bob@hello.com", "Bob", 1))
         assert isinstance(result, delta.InformResult)
@@ -72,6 +74,7 @@ async def test_api_md_example_works_as_written(pg_dsn: str, schema_name: str) ->
         assert result.already_exists is False
 
         async with client.transaction() as tx:
+            await tx.execute(f"set local search_path = {schema_name}")
             await tx.execute("insert into app_user(email) values (%s)", ["bob@hello.com"])
             await client.inform_tx(tx, User("bob@hello.com", "Bob", 2))
 
