@@ -465,6 +465,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     started = datetime.now(UTC)
     load_before = loadavg()
+    revision = git_revision()  # before: others may commit while this runs
     t0 = time.perf_counter()
     for name in SCENARIOS:
         if name in args.scenarios:
@@ -476,7 +477,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"trio_delta benchmarks: {'QUICK (reduced sizes)' if args.quick else 'full'} run, "
         f"{args.rounds} rounds interleaved, {started:%Y-%m-%d %H:%M} UTC, "
         f"took {elapsed:.0f}s",
-        f"git {git_revision()}",
+        f"git {revision} (at start)",
         f"machine: {m['nproc']} cpus ({m['cpu']}), {m['memory']} RAM, {m['os']}, "
         f"Python {m['python']}; load average before {load_before}, after {loadavg()}",
         f"postgres {db['server_version']} (synchronous_commit={db['synchronous_commit']}, "
