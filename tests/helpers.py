@@ -15,7 +15,7 @@ DEADLINE = 10.0
 
 async def wait_until(predicate: Callable[[], bool], *, within: float = DEADLINE) -> None:
     with trio.fail_after(within):
-        while not predicate():  # noqa: ASYNC110 - state lives outside Trio
+        while not predicate():
             await trio.sleep(0.02)
 
 
@@ -23,5 +23,5 @@ async def wait_until_async(
     predicate: Callable[[], Awaitable[bool]], *, within: float = DEADLINE
 ) -> None:
     with trio.fail_after(within):
-        while not await predicate():  # noqa: ASYNC110 - state lives outside Trio
+        while not await predicate():
             await trio.sleep(0.02)

@@ -437,6 +437,8 @@ async def open_delta_client(
     check_controllers(controllers)
     conninfo = normalize_dsn(dsn)
     pool_size = config.pool_size or _default_pool_size(checked)
-    async with open_postgres_store(conninfo, schema=config.schema, pool_size=pool_size) as store, \
+    driver = "native" if config.driver == "native" else "trio-asyncio"
+    async with open_postgres_store(conninfo, schema=config.schema, pool_size=pool_size,
+                                   driver=driver) as store, \
             run_client(store, controllers, checked, config) as client:
         yield client

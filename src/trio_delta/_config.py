@@ -160,6 +160,10 @@ class Config:
     """Database connections; None sizes it from the namespaces' workers."""
     client_id: str | None = None
     """Identifies the client in ``attempted_by``; None makes a unique one."""
+    driver: str = "native"
+    """How psycopg runs on Trio: ``"native"`` (Trio waits on libpq's socket
+    directly; the fast default) or ``"trio-asyncio"`` (psycopg's asyncio code
+    on a trio-asyncio loop)."""
     random: random.Random = field(default_factory=random.Random, compare=False)
     """Source of jitter and ids; seed it for reproducible tests."""
 
@@ -178,6 +182,8 @@ class Config:
         _check_int("batch_size", self.batch_size, minimum=1)
         _check_int("event_buffer", self.event_buffer, minimum=0)
         _check_int("pool_size", self.pool_size, minimum=2, allow_none=True)
+        if self.driver not in ("native", "trio-asyncio"):
+            raise ConfigError(f"driver must be 'native' or 'trio-asyncio', got {self.driver!r}")
         if not callable(self.retry_policy):
             raise ConfigError(f"retry_policy must be callable, got {self.retry_policy!r}")
         if self.client_id is not None and (

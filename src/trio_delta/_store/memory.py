@@ -398,8 +398,10 @@ class MemoryStore:
         attempt = rec.attempt - 1 if handback else 0 if changed else rec.attempt
         synced = outcome.kind is OutcomeKind.SYNCED and not changed
         errors = rec.errors
-        if not handback and outcome.error is not None:
-            errors = () if changed else _with_error(errors, outcome.error)
+        if not handback and changed:
+            errors = ()  # a new version starts without the old one's errors
+        elif not handback and outcome.error is not None:
+            errors = _with_error(errors, outcome.error)
         return {
             "state": state,
             "attempt": attempt,

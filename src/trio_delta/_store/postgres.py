@@ -8,8 +8,9 @@ Every public method crosses the bridge once.
 
 from __future__ import annotations
 
-from ._bridge import Bridge, open_bridge  # isort: skip  (patches asyncio first)
+from ._bridge import Bridge, Driver, Pool, open_bridge  # isort: skip  (patches asyncio first)
 
+import collections
 import contextlib
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
@@ -21,7 +22,7 @@ import msgspec
 import psycopg
 import trio
 from psycopg import sql
-from psycopg_pool import AsyncConnectionPool
+from psycopg.generators import notifies as notifies_gen
 
 from .._errors import NotMigratedError, StoreError
 from .._objects import PreparedObject
@@ -125,6 +126,8 @@ class PostgresTransaction:
     def __init__(self, store: PostgresStore, conn: Conn) -> None:
         self._store = store
         self.conn = conn
+        # One statement at a time, even if the user shares tx between tasks.
+        self.lock = trio.Lock()
 
     async def execute(
         self, query: str, params: Sequence[Any] | Mapping[str, Any] | None = None
@@ -133,27 +136,41 @@ class PostgresTransaction:
             cur = await self.conn.execute(query, params)  # pyright: ignore[reportArgumentType]
             return await cur.fetchall() if cur.description is not None else []
 
-        return await self._store.call(run, what="transaction statement")
+        async with self.lock:
+            return await self._store.call(run, what="transaction statement")
 
 
 class PostgresListener:
+    """Reads notifications off a dedicated connection.
+
+    libpq hands over every notification that has arrived at once; they are
+    queued here, so none is lost, and a cancelled ``wait()`` (nothing read
+    yet) leaves the connection usable.
+    """
+
     def __init__(self, store: PostgresStore, conn: Conn) -> None:
         self._store = store
         self._conn = conn
+        self._encoding = conn.info.encoding
+        self._pending: collections.deque[str] = collections.deque()
+        # psycopg would also copy each notification into an unbounded backlog
+        # that only its notifies() generator drains; we read them ourselves.
+        conn.pgconn.notify_handler = None
 
     async def wait(self) -> str:
-        async def next_payload() -> str:
-            async for notify in self._conn.notifies(stop_after=1):
-                return notify.payload
-            raise psycopg.OperationalError("notification stream ended")
+        async def receive() -> None:
+            for notify in await self._conn.wait(notifies_gen(self._conn.pgconn)):
+                self._pending.append(notify.extra.decode(self._encoding))
 
-        return await self._store.call(next_payload, what="LISTEN")
+        while not self._pending:
+            await self._store.call(receive, what="LISTEN")
+        return self._pending.popleft()
 
 
 class PostgresStore:
     """The store on a Postgres database; open it with :func:`open_postgres_store`."""
 
-    def __init__(self, *, dsn: str, schema: str, bridge: Bridge, pool: AsyncConnectionPool[Any]):
+    def __init__(self, *, dsn: str, schema: str, bridge: Bridge, pool: Pool):
         self._dsn = dsn
         self.schema = schema
         self._bridge = bridge
@@ -184,7 +201,7 @@ class PostgresStore:
 
         async def run() -> R:
             if lane.conn is None or lane.conn.closed:
-                lane.conn = await psycopg.AsyncConnection.connect(self._dsn, autocommit=True)
+                lane.conn = await self._bridge.connect(self._dsn, autocommit=True)
             try:
                 return await fn(lane.conn)
             except psycopg.OperationalError:
@@ -345,11 +362,12 @@ class PostgresStore:
             if not isinstance(tx, PostgresTransaction):
                 raise TypeError("tx must come from this client's transaction()")
             conn = tx.conn
-            return await self.call(
-                lambda: self._upsert_on(conn, unique, now, process_existing, is_stale,
-                                        want_records),
-                what="inform",
-            )
+            async with tx.lock:
+                return await self.call(
+                    lambda: self._upsert_on(conn, unique, now, process_existing, is_stale,
+                                            want_records),
+                    what="inform",
+                )
         if want_records:
             return await self._on_pool(in_transaction, "inform")
         return await self._on_lane("inform", in_transaction, "informer batch")
@@ -452,7 +470,13 @@ class PostgresStore:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncGenerator[PostgresTransaction, None]:
-        conn = await self.call(lambda: self._pool.getconn(), what="opening a transaction")
+        conn: Conn = await self.call(lambda: self._pool.getconn(), what="opening a transaction")
+        try:
+            await self.call(lambda: conn.execute("begin"), what="begin")
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await self.call(lambda: self._pool.putconn(conn), what="returning a connection")
+            raise
         tx = PostgresTransaction(self, conn)
         try:
             try:
@@ -469,7 +493,7 @@ class PostgresStore:
     @asynccontextmanager
     async def listen(self) -> AsyncGenerator[PostgresListener, None]:
         async def connect() -> Conn:
-            conn = await psycopg.AsyncConnection.connect(self._dsn, autocommit=True)
+            conn = await self._bridge.connect(self._dsn, autocommit=True)
             await conn.execute(sql.SQL("listen {}").format(sql.Identifier(self._channel)))
             return conn
 
@@ -640,13 +664,11 @@ class PostgresStore:
 
 @asynccontextmanager
 async def open_postgres_store(
-    dsn: str, *, schema: str, pool_size: int
+    dsn: str, *, schema: str, pool_size: int, driver: Driver = "native"
 ) -> AsyncGenerator[PostgresStore, None]:
-    """Open the bridge, a connection pool and the store; check the schema."""
-    async with open_bridge() as bridge:
-        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-            dsn, min_size=1, max_size=pool_size, open=False, name="trio_delta"
-        )
+    """Open the driver, a connection pool and the store; check the schema."""
+    async with open_bridge(driver) as bridge:
+        pool = bridge.pool(dsn, max_size=pool_size)
         store = PostgresStore(dsn=dsn, schema=schema, bridge=bridge, pool=pool)
         try:
             # Connect once up front so a bad DSN fails fast with one clear error.

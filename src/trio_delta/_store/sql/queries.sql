@@ -143,8 +143,9 @@ updated as (
             when o.outcome = 'synced' and r.hash = o.hash then %(now)s
             else r.synced_at end,
         errors = case
-            when o.outcome = 'handback' or o.error is null then r.errors
+            when o.outcome = 'handback' then r.errors
             when r.hash <> o.hash then '[]'::jsonb
+            when o.error is null then r.errors
             when jsonb_array_length(r.errors) >= %(max_errors)s
                 then (r.errors - 0) || jsonb_build_array(o.error::jsonb)
             else r.errors || jsonb_build_array(o.error::jsonb) end,
