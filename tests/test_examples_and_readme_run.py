@@ -1,0 +1,49 @@
+"""Every example, and README's quickstart, runs as written."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import trio
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+async def run(args: list[str], env_dsn: str | None = None) -> str:
+    env = {"TRIO_DELTA_DSN": env_dsn} if env_dsn else {}
+    import os
+
+    with trio.fail_after(120):
+        proc = await trio.run_process(
+            args, cwd=ROOT, capture_stdout=True, capture_stderr=True, check=False,
+            env={**os.environ, **env},
+        )
+    out = proc.stdout.decode() + proc.stderr.decode()
+    assert proc.returncode == 0, out
+    return out
+
+
+async def test_informer_example_runs(pg_dsn: str) -> None:
+    out = await run([sys.executable, "examples/informer.py", pg_dsn])
+    assert "first run: published 50 articles" in out
+    assert "a3 -> 'Article 3 (edited)'" in out
+
+
+async def test_example_controller_tests_pass() -> None:
+    out = await run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                     "examples/test_user_controller.py"])
+    assert "2 passed" in out
+
+
+async def test_readme_quickstart_runs(pg_dsn: str, tmp_path: Path) -> None:
+    readme = (ROOT / "README.md").read_text()
+    (code,) = re.findall(r"```python\n(.*?)```", readme, re.S)
+    assert 'DSN = "host=127.0.0.1 user=postgres dbname=test"' in code
+    script = tmp_path / "quickstart.py"
+    script.write_text(code.replace('"host=127.0.0.1 user=postgres dbname=test"', repr(pg_dsn)))
+    out = await run([sys.executable, str(script)])
+    assert "syncing bob@hello.com attempt 1" in out
+    out = await run([sys.executable, str(script)])  # and again, on the same schema
+    assert "informed; already existed: True" in out
