@@ -37,3 +37,14 @@ def bench(session: nox.Session) -> None:
     """
     session.install("-e", ".[bench]")
     session.run("python", "benchmarks/run.py", *session.posargs)
+
+
+@nox.session
+def repeat(session: nox.Session) -> None:
+    """The autojump-clock tests 100 times in a row: they must never flake."""
+    session.install("-e", ".[dev]")
+    session.run(
+        "python", "-m", "pytest", "-q", "--count", "100", "-p", "no:randomly",
+        "tests/engine/test_timing_rules_are_exact.py", "examples/test_user_controller.py",
+        *session.posargs,
+    )

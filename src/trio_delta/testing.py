@@ -37,7 +37,29 @@ from ._store.base import ResourceFilter, Store
 from ._store.memory import DEFAULT_ANCHOR, MemoryStore
 from ._types import CLAIMABLE_STATES, Event, ResourceRow, ResourceState
 
-__all__ = ["DEFAULT_ANCHOR", "MemoryStore", "TestClient", "open_test_client"]
+__all__ = [
+    "DEFAULT_ANCHOR",
+    "MemoryStore",
+    "TestClient",
+    "open_test_client",
+    "seed_trio_scheduler",
+]
+
+
+def seed_trio_scheduler(seed: int) -> None:
+    """Make Trio's choice among tasks that are ready at the same instant
+    repeat from run to run.
+
+    Trio deliberately runs simultaneously-ready tasks in a random order. When
+    two clients race for the same thing at the same instant (an informer
+    lease, say), which one wins is decided there. Call this before
+    ``trio.run`` to replay such races exactly. It seeds the random source
+    Trio's scheduler draws from (the one Trio exposes to Hypothesis for the
+    same purpose), a private detail of Trio.
+    """
+    from trio._core import _run  # pyright: ignore[reportPrivateUsage]
+
+    _run._r.seed(seed)  # pyright: ignore[reportPrivateUsage]
 
 
 class _ObservedStore:
