@@ -51,6 +51,13 @@ R = TypeVar("R")
 Conn = psycopg.AsyncConnection[Any]
 
 
+#: Lanes whose commits need not wait for the WAL flush. A claim or outcome
+#: lost in a database crash is safe to lose: the row stays claimable, or
+#: pending until the rescuer retries it (at-least-once either way). Informs
+#: are never on such a lane: an inform reported as done must be durable.
+ASYNC_COMMIT_LANES = frozenset({"claim", "complete", "leader"})
+
+
 def notify_channel(schema: str) -> str:
     """The NOTIFY channel of a schema; schemas are at most 40 characters."""
     return f"trio_delta_{schema}"
@@ -202,6 +209,8 @@ class PostgresStore:
         async def run() -> R:
             if lane.conn is None or lane.conn.closed:
                 lane.conn = await self._bridge.connect(self._dsn, autocommit=True)
+                if lane.name in ASYNC_COMMIT_LANES:
+                    await lane.conn.execute("set synchronous_commit = off")
             try:
                 return await fn(lane.conn)
             except psycopg.OperationalError:

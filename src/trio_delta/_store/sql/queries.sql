@@ -119,7 +119,9 @@ where r.id = claimable.id
 returning {columns}
 
 -- name: complete
-with outcome as (
+-- Materialized: the planner may rescan it once per candidate row, and
+-- re-running unnest() over six arrays each time cost more than the update.
+with outcome as materialized (
     select *
     from unnest(
         %(id)s::bigint[], %(attempt)s::int[], %(hash)s::bytea[], %(outcome)s::text[],
@@ -151,8 +153,13 @@ updated as (
             else r.errors || jsonb_build_array(o.error::jsonb) end,
         updated_at = %(now)s
     from outcome as o
-    where r.id = o.id
-      and r.state = 'pending'
+    -- Rows are found by primary key ("id = any"), then matched to their
+    -- outcome. The guard on state is written so that no index on state can
+    -- serve it: with one, the planner (estimating few pending rows) joined
+    -- every pending row against every outcome, 100 x 100 per batch.
+    where r.id = any(%(id)s::bigint[])
+      and r.id = o.id
+      and (r.state = 'pending') is true
       and r.attempt = o.attempt
       and r.attempted_by = %(client_id)s
     returning r.id, r.state, r.attempt, r.scheduled_at, r.synced_at, r.namespace
