@@ -47,3 +47,11 @@ async def test_readme_quickstart_runs(pg_dsn: str, tmp_path: Path) -> None:
     assert "syncing bob@hello.com attempt 1" in out
     out = await run([sys.executable, str(script)])  # and again, on the same schema
     assert "informed; already existed: True" in out
+
+
+async def test_http_sync_example_runs(pg_dsn: str) -> None:
+    out = await run([sys.executable, "examples/http_sync.py", pg_dsn])
+    assert "informer fetched 45 items in 3 pages" in out
+    assert "informer fetched 5 items, those updated after 2030-01-01 00:00:45" in out
+    assert "converged: 44 items published, 2 archived, 0 failing" in out
+    assert "retried after an error: sku-007" in out
