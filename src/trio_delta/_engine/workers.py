@@ -126,11 +126,15 @@ class WorkerPool:
                 finally:
                     self._slots.release(record.namespace, record.kind)
                     self._on_slot_free()
-                # Shielded: a completion must reach the completer even while
-                # the pool is being torn down, or the claim would wait for
-                # the rescuer.
-                with trio.CancelScope(shield=True):
-                    await self._completions.send(Completion(outcome, record))
+                completion = Completion(outcome, record)
+                try:
+                    self._completions.send_nowait(completion)
+                except trio.WouldBlock:
+                    # Shielded: a completion must reach the completer even
+                    # while the pool is torn down, or the claim would wait
+                    # for the rescuer.
+                    with trio.CancelScope(shield=True):
+                        await self._completions.send(completion)
 
     def _handback(self, record: ResourceRecord) -> Outcome:
         return Outcome(record.id, record.attempt, record.hash, OutcomeKind.HANDBACK)
