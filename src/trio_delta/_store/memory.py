@@ -20,7 +20,7 @@ import math
 from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
@@ -123,6 +123,7 @@ class MemoryStore:
     def __init__(self, *, anchor: datetime = DEFAULT_ANCHOR) -> None:
         self.schema = "memory"
         self._anchor = anchor
+        self._started_at: float | None = None
         self._rows: dict[int, _Row] = {}
         self._ids: dict[Key, int] = {}
         self._last_id = 0
@@ -180,8 +181,14 @@ class MemoryStore:
     # -- the Store protocol -------------------------------------------------------
 
     async def database_now(self) -> datetime:
+        """The anchor at the first call, then the anchor plus the Trio time
+        elapsed since: clients started later on a shared store agree on the
+        time, as they would on one database."""
         await trio.lowlevel.checkpoint()
-        return self._anchor
+        now = trio.current_time()
+        if self._started_at is None:
+            self._started_at = now
+        return self._anchor + timedelta(seconds=now - self._started_at)
 
     async def check_schema(self) -> None:
         await trio.lowlevel.checkpoint()
