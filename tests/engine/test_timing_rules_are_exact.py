@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import ClassVar
 
 import pytest
@@ -236,3 +237,67 @@ async def test_rescue_after_work_timeout_plus_grace(
     # attempted at anchor (t=0 here); rescued at the first maintenance run
     # after 30 + 20 s, i.e. at 55 (runs at 0, 5, ..., 50 see it as not stuck).
     assert rescued_at == pytest.approx(55.0)
+
+
+@dataclass
+class Stamped:
+    kind: ClassVar[str] = "stamped"
+    key: str
+    made: float  # seconds after the anchor
+
+    def id(self) -> str:
+        return self.key
+
+    def created_at(self) -> object:
+        from trio_delta.testing import DEFAULT_ANCHOR
+
+        return DEFAULT_ANCHOR + timedelta(seconds=self.made)
+
+
+class StampedController(delta.Controller[Stamped]):
+    """Yields the objects 'made' so far; the third run hangs until timeout."""
+
+    def __init__(self) -> None:
+        self.runs: list[tuple[float, object]] = []
+        self.made = [Stamped("a", 10), Stamped("b", 20)]
+
+    async def inform(self, opts: delta.InformOptions,
+                     send: trio.MemorySendChannel[Stamped]) -> None:
+        self.runs.append((trio.current_time(), opts.after))
+        async with send:
+            for obj in self.made:
+                await send.send(obj)
+            if len(self.runs) == 3:
+                await trio.sleep_forever()
+
+    async def work(self, resource: delta.Resource[Stamped]) -> None:
+        pass
+
+
+async def test_inform_timeout_and_cursor_are_exact(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    from trio_delta.testing import DEFAULT_ANCHOR
+
+    ctl = StampedController()
+    out = delta.Controllers()
+    delta.add_controller(out, ctl)
+    config = cfg(inform_interval=100, inform_jitter=0, inform_timeout=30)
+    async with open_test_client(out, config=config) as t:
+        t0 = trio.current_time()
+        await t.advance(100)              # run 2 at t=100
+        ctl.made.append(Stamped("c", 150))
+        await t.advance(100 + 30)         # run 3 at t=200 hangs, times out at 230
+        state = await t.client.get_informer("stamped")
+        await t.advance(100)              # run 4 at t=330 (230 + interval)
+    times = [round(at - t0, 6) for at, _ in ctl.runs]
+    afters = [after for _, after in ctl.runs]
+    assert times == [0.0, 100.0, 200.0, 330.0]
+    # The cursor is the newest created_at of a completed run; the timed-out
+    # run (which had sent "c", made at 150) did not advance it.
+    assert afters == [None, DEFAULT_ANCHOR + timedelta(seconds=20),
+                      DEFAULT_ANCHOR + timedelta(seconds=20),
+                      DEFAULT_ANCHOR + timedelta(seconds=20)]
+    assert state is not None
+    assert state.last_error == "informer timed out after 30s"
+    assert await t.state_of("stamped", "c") is delta.ResourceState.SYNCED
