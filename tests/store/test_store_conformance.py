@@ -660,7 +660,10 @@ async def test_list_resources_pages_with_limit_and_after_id(store: Store) -> Non
     await store.upsert([prep(Item(f"k{i:02}")) for i in range(7)], now=at(0))
     pages: list[list[int]] = []
     after: int | None = None
-    while page := await store.list_resources(ResourceFilter(limit=3, after_id=after)):
+    for _ in range(5):  # bounded: a paging bug must fail, not loop forever
+        page = await store.list_resources(ResourceFilter(limit=3, after_id=after))
+        if not page:
+            break
         pages.append([r.id for r in page])
         after = page[-1].id
     assert pages == [[1, 2, 3], [4, 5, 6], [7]]
@@ -739,11 +742,12 @@ async def test_outcome_for_a_row_held_by_a_transaction_waits_for_commit(store: S
         done.extend(a.attempt for a in await store.complete(
             [outcome(rec, OutcomeKind.SYNCED)], now=at(3), client_id=CLIENT))
 
-    async with trio.open_nursery() as nursery, store.transaction() as tx:
-        await store.upsert([prep(Item("a", 2))], now=at(2), tx=tx)
-        nursery.start_soon(complete)
-        await trio.sleep(0.3)
-        assert done == []
+    with trio.fail_after(5):  # a waiter nobody wakes fails rather than hangs
+        async with trio.open_nursery() as nursery, store.transaction() as tx:
+            await store.upsert([prep(Item("a", 2))], now=at(2), tx=tx)
+            nursery.start_soon(complete)
+            await trio.sleep(0.3)
+            assert done == []
     assert done == [0]  # it saw the committed change: rescheduled
     assert (await get(store, "a")).state is S.SCHEDULED
 
@@ -886,6 +890,18 @@ async def test_ensure_controllers_creates_rows_and_keeps_existing_schedules(stor
             item.last_run_at, item.last_error) == (None, None, None, False, None, None)
     assert [c.kind for c in await store.list_controllers()] == ["gadget", "item", "other"]
     assert await store.get_controller("missing") is None
+
+
+async def test_ensure_controllers_leaves_a_leased_row_unscheduled(store: Store) -> None:
+    await store.request_inform("item", now=at(0), process_existing=False, options=None)
+    await store.claim_inform("item", now=at(1), client_id="c1", lease_until=at(60))
+    await store.ensure_controllers({"item": at(10)}, now=at(2))
+    ctl = await controller(store, "item")
+    assert (ctl.next_inform_at, ctl.lease_owner) == (None, "c1")
+    await store.finish_inform("item", now=at(3), client_id="c1", cursor=None, reschedule=False,
+                              next_inform_at=None, requested_at=at(0), error=None)
+    await store.ensure_controllers({"item": at(10)}, now=at(4))
+    assert (await controller(store, "item")).next_inform_at == at(10)
 
 
 async def test_informer_lease_is_taken_when_due_and_held_until_it_expires(store: Store) -> None:

@@ -7,6 +7,7 @@ migrated Postgres schema (dropped afterwards), so ids line up from 1.
 
 from __future__ import annotations
 
+import random
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -102,8 +103,11 @@ class Complete:
 
 @dataclass(frozen=True)
 class InTransaction:
+    """Upserts in a transaction; meanwhile, outside it, ``while_open`` (ops that
+    skip locked rows or only read: a write to a held row would wait forever)."""
+
     batches: list[Upsert]
-    claim_while_open: Claim | None
+    while_open: list[Claim | Maintain | ListResources | NextScheduled]
     commit: bool
 
 
@@ -122,7 +126,28 @@ class NextScheduled:
     kinds: list[str]
 
 
-Op = Upsert | Claim | Complete | InTransaction | ListResources | NextScheduled
+@dataclass(frozen=True)
+class Invalidate:
+    kind: str
+    key: str
+
+
+@dataclass(frozen=True)
+class Maintain:
+    """One of rescue / expire / clean, with a cut-off ``back`` seconds before now.
+
+    The limit is always large: under a smaller one Postgres picks among rows
+    with equal timestamps (and, for clean, among all matches) in no defined
+    order, which the conformance suite covers with distinct timestamps."""
+
+    what: str
+    back: int
+    namespace: str
+    state: ResourceState
+
+
+Op = (Upsert | Claim | Complete | InTransaction | ListResources | NextScheduled | Invalidate
+      | Maintain)
 
 upsert_ops = st.builds(
     Upsert,
@@ -144,6 +169,17 @@ claim_ops = st.builds(
     ),
     client=st.sampled_from(CLIENTS),
 )
+maintain_ops = st.builds(
+    Maintain, what=st.sampled_from(["rescue", "expire", "clean"]), back=st.integers(0, 4),
+    namespace=st.sampled_from(NAMESPACES),
+    state=st.sampled_from([ResourceState.DELETED, ResourceState.DEGRADED, ResourceState.SYNCED]),
+)
+list_ops = st.builds(
+    ListResources, kind=st.none() | st.sampled_from(KINDS),
+    namespace=st.none() | st.sampled_from(NAMESPACES),
+    state=st.none() | st.sampled_from(list(ResourceState)),
+    limit=st.none() | st.integers(0, 3), after_id=st.none() | st.integers(0, 6),
+)
 ops: st.SearchStrategy[Op] = st.one_of(
     upsert_ops,
     claim_ops,
@@ -154,16 +190,16 @@ ops: st.SearchStrategy[Op] = st.one_of(
         min_size=1, max_size=3,
     )),
     st.builds(InTransaction, batches=st.lists(upsert_ops, min_size=1, max_size=2),
-              claim_while_open=st.none() | claim_ops, commit=st.booleans()),
-    st.builds(ListResources, kind=st.none() | st.sampled_from(KINDS),
-              namespace=st.none() | st.sampled_from(NAMESPACES),
-              state=st.none() | st.sampled_from(list(ResourceState)),
-              limit=st.none() | st.integers(0, 3), after_id=st.none() | st.integers(0, 6)),
+              while_open=st.lists(claim_ops | maintain_ops | list_ops, max_size=2),
+              commit=st.booleans()),
+    list_ops,
     st.builds(NextScheduled, namespaces=st.lists(st.sampled_from(NAMESPACES), max_size=2),
               kinds=st.lists(st.sampled_from(KINDS), max_size=2)),
+    st.builds(Invalidate, kind=st.sampled_from(KINDS), key=st.sampled_from(KEYS)),
+    maintain_ops,
 )
 # Each step first moves the clock on by 0-2 seconds (ties in scheduled_at matter).
-scenarios = st.lists(st.tuples(st.integers(0, 2), ops), max_size=14)
+scenarios = st.lists(st.tuples(st.integers(0, 2), ops), max_size=16)
 
 
 # -- running a scenario on one store ----------------------------------------------
@@ -244,6 +280,22 @@ class Runner:
                 return [norm(r) for r in records]
             case NextScheduled():
                 return await self.store.next_scheduled_at(op.namespaces, op.kinds)
+            case Invalidate():
+                rec = await self.store.invalidate(op.kind, op.key, now=now)
+                return None if rec is None else norm(rec)
+            case Maintain():
+                return await self.maintain(op, now)
+
+    async def maintain(self, op: Maintain, now: datetime) -> int:
+        cut_off = now - timedelta(seconds=op.back)
+        if op.what == "rescue":
+            return await self.store.rescue(now=now, stuck_before=cut_off, limit=1000,
+                                           error="stuck")
+        if op.what == "expire":
+            return await self.store.expire(op.namespace, now=now, synced_before=cut_off,
+                                           limit=1000)
+        return await self.store.clean(op.namespace, op.state, updated_before=cut_off,
+                                      limit=1000)
 
     async def in_transaction(self, op: InTransaction, now: datetime) -> Any:
         out: list[Any] = []
@@ -255,8 +307,8 @@ class Runner:
             async with self.store.transaction() as tx:
                 for batch in op.batches:
                     out.append(await self.upsert(batch, now, tx))
-                if op.claim_while_open is not None:
-                    out.append(await self.claim(op.claim_while_open, now))
+                for other in op.while_open:
+                    out.append(await self.run(other, now))
                 if not op.commit:
                     raise Rollback
         except Rollback:
@@ -270,6 +322,11 @@ class Runner:
 
 async def run_both(dsn: str, schema: str, scenario: list[tuple[int, Op]]) -> None:
     await delta.migrate(dsn, schema=schema)
+    with trio.fail_after(60):  # a store that hangs fails the test instead
+        await compare(dsn, schema, scenario)
+
+
+async def compare(dsn: str, schema: str, scenario: list[tuple[int, Op]]) -> None:
     async with open_memory_store() as memory, open_postgres_store(
         dsn, schema=schema, pool_size=2
     ) as pg:
@@ -284,7 +341,7 @@ async def run_both(dsn: str, schema: str, scenario: list[tuple[int, Op]]) -> Non
 
 
 @settings(
-    max_examples=30,
+    max_examples=40,
     deadline=None,
     derandomize=True,
     database=None,
@@ -299,27 +356,84 @@ def test_memory_store_agrees_with_postgres(pg_dsn: str, scenario: list[tuple[int
         drop_schema(pg_dsn, schema)
 
 
-@pytest.mark.parametrize("seed", range(3))
-def test_memory_store_agrees_with_postgres_on_a_long_busy_run(pg_dsn: str, seed: int) -> None:
-    """A longer fixed scenario, drawn once per seed, so deep states are reached too."""
-    import random
+@dataclass(frozen=True)
+class Profile:
+    """A long run: ``change`` is the chance an upserted object changes."""
 
-    rng = random.Random(seed)
+    seed: int
+    change: float
+    kinds: list[OutcomeKind]
+    rounds: int = 60
+    process_existing: float = 0.1
+    keys: int = len(KEYS)
+    maintenance: bool = True
+    stray: float = 0.1  # chance an outcome names a claim other than the latest ones
+
+
+PROFILES = [
+    Profile(0, 0.5, list(OutcomeKind)),
+    Profile(1, 0.3, list(OutcomeKind)),
+    # Failures of objects that never change: errors pile up past the cap.
+    Profile(2, 0.0, [OutcomeKind.FAILED] * 8 + [OutcomeKind.HANDBACK],
+            rounds=80, process_existing=0.0, keys=1, maintenance=False, stray=0.0),
+    Profile(3, 0.2, [OutcomeKind.FAILED, OutcomeKind.SYNCED, OutcomeKind.DELETED,
+                     OutcomeKind.DEGRADED]),
+]
+
+
+def long_scenario(profile: Profile) -> list[tuple[int, Op]]:
+    rng = random.Random(profile.seed)
+    change, kinds = profile.change, profile.kinds
+    values = {(kind, key): 0 for kind in KINDS for key in KEYS}
+
+    def upsert() -> Upsert:
+        items: list[tuple[str, str, int, str, int]] = []
+        keys = KEYS[:profile.keys]
+        for key in rng.sample(keys, rng.randint(1, len(keys))):
+            kind = rng.choice(KINDS)
+            if rng.random() < change:
+                values[kind, key] = rng.randint(0, 3)
+            items.append((kind, key, values[kind, key], rng.choice(NAMESPACES[:1] * 3 + NAMESPACES),
+                          0))
+        return Upsert(items, process_existing=rng.random() < profile.process_existing,
+                      stale_check=rng.random() < 0.5)
+
+    def claim() -> Claim:
+        return Claim([(ns, rng.randint(1, 3), {k: rng.choice([None, 1, 2]) for k in KINDS})
+                      for ns in NAMESPACES], rng.choice(CLIENTS))
+
     scenario: list[tuple[int, Op]] = []
-    for _ in range(60):
-        keyset = rng.sample(KEYS, rng.randint(1, 3))
-        scenario.append((rng.randint(0, 2), Upsert(
-            [(rng.choice(KINDS), k, rng.randint(0, 2), rng.choice(NAMESPACES), 0)
-             for k in keyset],
-            process_existing=rng.random() < 0.2, stale_check=rng.random() < 0.5)))
-        scenario.append((rng.randint(0, 2), Claim(
-            [(ns, rng.randint(1, 3), {k: rng.choice([None, 1, 2]) for k in KINDS})
-             for ns in NAMESPACES], rng.choice(CLIENTS))))
-        scenario.append((rng.randint(0, 2), Complete(
-            [(rng.randint(0, 3), rng.choice(list(OutcomeKind)), rng.randint(0, 3),
-              rng.random() < 0.9) for _ in range(3)])))
+    for _ in range(profile.rounds):
+        scenario.append((rng.randint(0, 2), upsert()))
+        if rng.random() < 0.3:  # a transaction holding rows while others claim and maintain
+            maintain = Maintain(rng.choice(["rescue", "expire"]), 0, rng.choice(NAMESPACES),
+                                ResourceState.SYNCED)
+            scenario.append((rng.randint(0, 2), InTransaction(
+                [upsert()], [claim(), maintain] if profile.maintenance else [claim()],
+                rng.random() < 0.7)))
+        scenario.append((rng.randint(0, 2), claim()))
+        scenario.append((rng.randint(0, 1), Complete(
+            [(rng.randint(0, 3) if rng.random() < profile.stray else rng.randint(0, 1),
+              rng.choice(kinds), rng.randint(0, 2), rng.random() >= profile.stray)
+             for _ in range(3)])))
+        if rng.random() < 0.15:
+            scenario.append((0, Invalidate(rng.choice(KINDS), rng.choice(KEYS))))
+        if profile.maintenance and rng.random() < 0.15:
+            scenario.append((0, Maintain(rng.choice(["rescue", "expire", "clean"]),
+                                         rng.randint(0, 6), rng.choice(NAMESPACES),
+                                         rng.choice([ResourceState.DELETED,
+                                                     ResourceState.DEGRADED]))))
+    return scenario
+
+
+@pytest.mark.parametrize("profile", PROFILES, ids=lambda p: f"seed{p.seed}")
+def test_memory_store_agrees_with_postgres_on_a_long_busy_run(
+    pg_dsn: str, profile: Profile
+) -> None:
+    """Longer fixed scenarios, so that deep states (error caps, retries of
+    retries, transactions over claimed rows) are reached too."""
     schema = f"t_agree_{uuid.uuid4().hex[:12]}"
     try:
-        trio.run(run_both, pg_dsn, schema, scenario)
+        trio.run(run_both, pg_dsn, schema, long_scenario(profile))
     finally:
         drop_schema(pg_dsn, schema)
