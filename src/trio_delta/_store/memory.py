@@ -9,15 +9,17 @@ writers to them wait; notifications of a transaction go out on commit.
 
 Everything is pure Trio. Every async method passes a checkpoint first, so
 code on the memory store meets the same scheduling points as on Postgres.
-Time never comes from here: methods take ``now``, and :meth:`database_now`
-returns the fixed anchor given to the constructor. Records handed out are
+Time never comes from here: methods take ``now``; :meth:`database_now`
+returns the anchor given to the constructor, advanced by Trio's clock.
+The control plane (informer schedule, leader, maintenance) is mixed in
+from :mod:`.memory_control`. Records handed out are
 snapshots: later changes to the store never show through them.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -28,13 +30,10 @@ import trio
 
 from .._errors import ConfigError, StoreError
 from .._objects import PreparedObject
-from .._types import CLAIMABLE_STATES, AttemptError, ResourceState
+from .._types import CLAIMABLE_STATES, ResourceState
 from .base import (
-    MAX_ERRORS,
     AppliedOutcome,
     ClaimRequest,
-    ControllerState,
-    InformClaim,
     LeaderState,
     Outcome,
     OutcomeKind,
@@ -44,16 +43,12 @@ from .base import (
     StoreTransaction,
     UpsertResult,
 )
+from .memory_control import ControllerRow, MemoryControlPlane, with_error
 
 #: The default answer of :meth:`MemoryStore.database_now`.
 DEFAULT_ANCHOR = datetime(2030, 1, 1, tzinfo=UTC)
 
 Key = tuple[str, str]
-
-
-def _with_error(errors: tuple[AttemptError, ...], error: AttemptError) -> tuple[AttemptError, ...]:
-    """``errors`` plus ``error``; at the cap, the oldest one goes (only one)."""
-    return (*errors[1:], error) if len(errors) >= MAX_ERRORS else (*errors, error)
 
 
 def _dedupe(items: Sequence[PreparedObject]) -> list[PreparedObject]:
@@ -65,7 +60,7 @@ def _dedupe(items: Sequence[PreparedObject]) -> list[PreparedObject]:
 
 
 @dataclass(frozen=True, slots=True)
-class _Row:
+class StoredRow:
     """A stored row: the record, with its metadata kept as JSON so that every
     snapshot gets a fresh (unshared) mapping."""
 
@@ -79,14 +74,8 @@ class _Row:
     def snapshot(self) -> ResourceRecord:
         return replace(self.record, metadata=msgspec.json.decode(self.metadata))
 
-    def update(self, **changes: Any) -> _Row:
-        return _Row(replace(self.record, **changes), self.metadata)
-
-
-@dataclass(frozen=True, slots=True)
-class _Controller:
-    state: ControllerState
-    options: bytes | None  # JSON, like the jsonb column: every claim decodes a fresh copy
+    def update(self, **changes: Any) -> StoredRow:
+        return StoredRow(replace(self.record, **changes), self.metadata)
 
 
 class MemoryTransaction:
@@ -95,7 +84,7 @@ class MemoryTransaction:
 
     def __init__(self, store: MemoryStore) -> None:
         self.store = store
-        self.staged: dict[Key, _Row] = {}
+        self.staged: dict[Key, StoredRow] = {}
         self.namespaces: set[str] = set()
         self.closed = False
 
@@ -117,20 +106,20 @@ class MemoryListener:
         return await self._receive.receive()
 
 
-class MemoryStore:
+class MemoryStore(MemoryControlPlane):
     """The store in process memory; see the module docstring."""
 
     def __init__(self, *, anchor: datetime = DEFAULT_ANCHOR) -> None:
         self.schema = "memory"
         self._anchor = anchor
         self._started_at: float | None = None
-        self._rows: dict[int, _Row] = {}
+        self._rows: dict[int, StoredRow] = {}
         self._ids: dict[Key, int] = {}
         self._last_id = 0
         self._locks: dict[Key, MemoryTransaction] = {}
         self._released = trio.Event()
         self._listeners: set[trio.MemorySendChannel[str]] = set()
-        self._controllers: dict[str, _Controller] = {}
+        self._controllers: dict[str, ControllerRow] = {}
         self._leaders: dict[str, LeaderState] = {}
 
     def __repr__(self) -> str:
@@ -142,13 +131,13 @@ class MemoryStore:
         self._last_id += 1
         return self._last_id
 
-    def _view(self, key: Key, tx: MemoryTransaction | None) -> _Row | None:
+    def _view(self, key: Key, tx: MemoryTransaction | None) -> StoredRow | None:
         if tx is not None and key in tx.staged:
             return tx.staged[key]
         row_id = self._ids.get(key)
         return None if row_id is None else self._rows[row_id]
 
-    def _install(self, row: _Row) -> None:
+    def _install(self, row: StoredRow) -> None:
         self._rows[row.record.id] = row
         self._ids[row.key] = row.record.id
 
@@ -237,7 +226,7 @@ class MemoryStore:
             ):
                 continue
             to_write.append(item)
-        written: dict[Key, tuple[_Row, bool]] = {}
+        written: dict[Key, tuple[StoredRow, bool]] = {}
         for item in to_write:
             new_id = self._next_id()  # consumed even when nothing is written, as in Postgres
             key = (item.kind, item.object_id)
@@ -278,7 +267,7 @@ class MemoryStore:
         return results
 
     @staticmethod
-    def _new_row(row_id: int, item: PreparedObject, now: datetime) -> _Row:
+    def _new_row(row_id: int, item: PreparedObject, now: datetime) -> StoredRow:
         record = ResourceRecord(
             id=row_id,
             kind=item.kind,
@@ -299,10 +288,10 @@ class MemoryStore:
             attempted_by=None,
             synced_at=None,
         )
-        return _Row(record, item.metadata)
+        return StoredRow(record, item.metadata)
 
     @staticmethod
-    def _changed_row(old: _Row, item: PreparedObject, now: datetime) -> _Row:
+    def _changed_row(old: StoredRow, item: PreparedObject, now: datetime) -> StoredRow:
         pending = old.record.state is ResourceState.PENDING
         record = replace(
             old.record,
@@ -317,9 +306,11 @@ class MemoryStore:
             errors=old.record.errors if pending else (),
             scheduled_at=old.record.scheduled_at if pending else now,
         )
-        return _Row(record, item.metadata)
+        return StoredRow(record, item.metadata)
 
-    def _claimable(self, row: _Row, namespace: str, kinds: tuple[str, ...], now: datetime) -> bool:
+    def _claimable(
+        self, row: StoredRow, namespace: str, kinds: tuple[str, ...], now: datetime
+    ) -> bool:
         rec = row.record
         return (
             rec.namespace == namespace
@@ -408,7 +399,7 @@ class MemoryStore:
         if not handback and changed:
             errors = ()  # a new version starts without the old one's errors
         elif not handback and outcome.error is not None:
-            errors = _with_error(errors, outcome.error)
+            errors = with_error(errors, outcome.error)
         return {
             "state": state,
             "attempt": attempt,
@@ -495,192 +486,7 @@ class MemoryStore:
         self._notify([row.record.namespace])
         return row.snapshot()
 
-    # -- informer schedule (the controllers table) ---------------------------------
 
-    @staticmethod
-    def _blank_controller(kind: str) -> ControllerState:
-        return ControllerState(kind=kind, cursor=None, next_inform_at=None, lease_owner=None,
-                               lease_expires_at=None, requested_at=None, process_existing=False,
-                               last_run_at=None, last_error=None)
-
-    async def ensure_controllers(
-        self, schedule: Mapping[str, datetime | None], *, now: datetime
-    ) -> None:
-        await trio.lowlevel.checkpoint()
-        for kind, next_at in schedule.items():
-            old = self._controllers.get(kind)
-            if old is None:
-                state = replace(self._blank_controller(kind), next_inform_at=next_at)
-                self._controllers[kind] = _Controller(state, None)
-            elif (old.state.next_inform_at is None and next_at is not None
-                  and old.state.lease_owner is None):
-                self._controllers[kind] = replace(
-                    old, state=replace(old.state, next_inform_at=next_at))
-
-    async def claim_inform(
-        self, kind: str, *, now: datetime, client_id: str, lease_until: datetime
-    ) -> InformClaim | None:
-        await trio.lowlevel.checkpoint()
-        ctl = self._controllers.get(kind)
-        if ctl is None:
-            return None
-        st = ctl.state
-        due = (st.next_inform_at is not None and st.next_inform_at <= now) or (
-            st.requested_at is not None)
-        free = st.lease_expires_at is None or st.lease_expires_at < now
-        if not (due and free):
-            return None
-        self._controllers[kind] = replace(
-            ctl, state=replace(st, lease_owner=client_id, lease_expires_at=lease_until))
-        options = None if ctl.options is None else msgspec.json.decode(ctl.options)
-        return InformClaim(st.cursor, st.requested_at, st.process_existing, options)
-
-    async def finish_inform(
-        self,
-        kind: str,
-        *,
-        now: datetime,
-        client_id: str,
-        cursor: datetime | None,
-        reschedule: bool,
-        next_inform_at: datetime | None,
-        requested_at: datetime | None,
-        error: str | None,
-    ) -> None:
-        await trio.lowlevel.checkpoint()
-        ctl = self._controllers.get(kind)
-        if ctl is None or ctl.state.lease_owner != client_id:
-            return
-        st = ctl.state
-        served = st.requested_at == requested_at  # SQL: is not distinct from
-        self._controllers[kind] = _Controller(
-            replace(
-                st,
-                lease_owner=None,
-                lease_expires_at=None,
-                cursor=st.cursor if cursor is None else cursor,
-                next_inform_at=next_inform_at if reschedule else st.next_inform_at,
-                requested_at=None if served else st.requested_at,
-                process_existing=False if served else st.process_existing,
-                last_run_at=now,
-                last_error=error,
-            ),
-            None if served else ctl.options,
-        )
-
-    async def request_inform(
-        self, kind: str, *, now: datetime, process_existing: bool,
-        options: Mapping[str, Any] | None,
-    ) -> None:
-        await trio.lowlevel.checkpoint()
-        encoded = None if options is None else msgspec.json.encode(options)
-        old = self._controllers.get(kind)
-        if old is None:
-            state = replace(self._blank_controller(kind), requested_at=now,
-                            process_existing=process_existing)
-            self._controllers[kind] = _Controller(state, encoded)
-        else:
-            state = replace(old.state, requested_at=now,
-                            process_existing=old.state.process_existing or process_existing)
-            self._controllers[kind] = _Controller(
-                state, encoded if encoded is not None else old.options)
-        self._notify([f"inform:{kind}"])
-
-    async def get_controller(self, kind: str) -> ControllerState | None:
-        await trio.lowlevel.checkpoint()
-        ctl = self._controllers.get(kind)
-        return None if ctl is None else ctl.state
-
-    async def list_controllers(self) -> list[ControllerState]:
-        await trio.lowlevel.checkpoint()
-        return [self._controllers[kind].state for kind in sorted(self._controllers)]
-
-    # -- leader election ---------------------------------------------------------
-
-    async def elect(
-        self, name: str, *, client_id: str, now: datetime, expires_at: datetime
-    ) -> bool:
-        await trio.lowlevel.checkpoint()
-        old = self._leaders.get(name)
-        if old is None:
-            self._leaders[name] = LeaderState(client_id, now, expires_at)
-        elif old.leader_id == client_id:
-            self._leaders[name] = replace(old, expires_at=expires_at)
-        elif old.expires_at < now:
-            self._leaders[name] = LeaderState(client_id, now, expires_at)
-        else:
-            return False
-        return True
-
-    async def resign(self, name: str, *, client_id: str) -> None:
-        await trio.lowlevel.checkpoint()
-        old = self._leaders.get(name)
-        if old is not None and old.leader_id == client_id:
-            del self._leaders[name]
-            self._notify([f"leader:{name}"])
-
-    async def get_leader(self, name: str) -> LeaderState | None:
-        await trio.lowlevel.checkpoint()
-        return self._leaders.get(name)
-
-    # -- maintenance ----------------------------------------------------------------
-
-    def _oldest(self, want: Callable[[ResourceRecord], bool],
-                order: Callable[[ResourceRecord], Any], limit: int) -> list[_Row]:
-        """Up to ``limit`` rows matching ``want`` by ``order`` then id, skipping
-        rows a transaction holds (FOR UPDATE SKIP LOCKED)."""
-        if limit < 0:
-            raise StoreError("maintenance failed: LIMIT must not be negative")
-        rows = [r for r in self._rows.values() if want(r.record) and r.key not in self._locks]
-        return sorted(rows, key=lambda r: (order(r.record), r.record.id))[:limit]
-
-    async def rescue(
-        self, *, now: datetime, stuck_before: datetime, limit: int, error: str
-    ) -> int:
-        await trio.lowlevel.checkpoint()
-        stuck = self._oldest(
-            lambda r: r.state is ResourceState.PENDING and r.attempted_at is not None
-            and r.attempted_at < stuck_before,
-            lambda r: r.attempted_at, limit)
-        namespaces: set[str] = set()
-        for row in stuck:
-            rec = row.record
-            out_of_attempts = rec.attempt >= rec.max_attempts
-            failure = AttemptError(at=now, attempt=rec.attempt, error=error, trace="")
-            self._install(row.update(
-                state=ResourceState.DEGRADED if out_of_attempts else ResourceState.FAILED,
-                scheduled_at=now, errors=_with_error(rec.errors, failure), updated_at=now))
-            if not out_of_attempts:
-                namespaces.add(rec.namespace)
-        self._notify(namespaces)
-        return len(stuck)
-
-    async def expire(
-        self, namespace: str, *, now: datetime, synced_before: datetime, limit: int
-    ) -> int:
-        await trio.lowlevel.checkpoint()
-        expiring = self._oldest(
-            lambda r: r.namespace == namespace and r.state is ResourceState.SYNCED
-            and r.synced_at is not None and r.synced_at < synced_before,
-            lambda r: r.synced_at, limit)
-        for row in expiring:
-            self._install(row.update(state=ResourceState.EXPIRED, scheduled_at=now,
-                                     updated_at=now))
-        self._notify([namespace] if expiring else [])
-        return len(expiring)
-
-    async def clean(
-        self, namespace: str, state: ResourceState, *, updated_before: datetime, limit: int
-    ) -> int:
-        await trio.lowlevel.checkpoint()
-        doomed = self._oldest(
-            lambda r: r.namespace == namespace and r.state == state
-            and r.updated_at < updated_before,
-            lambda r: 0, limit)  # Postgres deletes in no particular order; here by id
-        for row in doomed:
-            del self._rows[row.record.id]
-            del self._ids[row.key]
-        return len(doomed)
 
 
 @asynccontextmanager
