@@ -209,6 +209,10 @@ class PostgresStore:
         async def run() -> R:
             if lane.conn is None or lane.conn.closed:
                 lane.conn = await self._bridge.connect(self._dsn, autocommit=True)
+                # Statements are prepared after a few runs; a generic plan
+                # cannot see the batch's array sizes or the claim's limit
+                # and picked scans costing several times the custom plan.
+                await lane.conn.execute("set plan_cache_mode = force_custom_plan")
                 if lane.name in ASYNC_COMMIT_LANES:
                     await lane.conn.execute("set synchronous_commit = off")
             try:
