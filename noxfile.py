@@ -48,3 +48,14 @@ def repeat(session: nox.Session) -> None:
         "tests/engine/test_timing_rules_are_exact.py", "examples/test_user_controller.py",
         *session.posargs,
     )
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """The documentation site (mkdocs.yml) into site/, every warning an error.
+
+    ``nox -s docs -- --site-dir /tmp/site`` passes options on to ``mkdocs build``.
+    """
+    session.install("-e", ".[docs]")
+    session.run("mkdocs", "build", "--strict", *session.posargs,
+                env={"NO_MKDOCS_2_WARNING": "1"})  # Material's banner about MkDocs 2.0
