@@ -55,3 +55,11 @@ async def test_http_sync_example_runs(pg_dsn: str) -> None:
     assert "informer fetched 5 items, those updated after 2030-01-01 00:00:45" in out
     assert "converged: 44 items published, 2 archived, 0 failing" in out
     assert "retried after an error: sku-007" in out
+
+
+async def test_users_example_runs(pg_dsn: str) -> None:
+    out = await run([sys.executable, "examples/users.py", pg_dsn])
+    assert "informer: 20 users synced" in out
+    assert "inform: bob new=True, stale copy changed anything=False" in out
+    assert "schedule_inform: 2 changed users re-synced" in out
+    assert "converged: True; 22 users" in out
