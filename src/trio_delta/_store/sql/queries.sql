@@ -1,14 +1,16 @@
 -- trio_delta's queries, one per "-- name:" block.
 -- {schema} is the configured schema, always quoted as an identifier;
--- {columns} is the resource column list. Every value is a bound parameter.
+-- {columns} is the resource column list. Every value is a bound parameter;
+-- the batch arrays go in binary (%(x)b), which spares psycopg escaping every
+-- element as text (it halved the time of an informer batch).
 -- Time comes from the engine as %(now)s: no now() here decides anything.
 
 -- name: upsert
 with input as (
     select *
     from unnest(
-        %(kind)s::text[], %(object_id)s::text[], %(namespace)s::text[], %(object)s::text[],
-        %(hash)s::bytea[], %(metadata)s::text[], %(tags)s::text[], %(max_attempts)s::int[]
+        %(kind)b::text[], %(object_id)b::text[], %(namespace)b::text[], %(object)b::text[],
+        %(hash)b::bytea[], %(metadata)b::text[], %(tags)b::text[], %(max_attempts)b::int[]
     ) as i(kind, object_id, namespace, object, hash, metadata, tags, max_attempts)
 ),
 upserted as (
@@ -47,8 +49,8 @@ select upserted.* from upserted, (select count(*) from notified) as n
 with input as (
     select *
     from unnest(
-        %(kind)s::text[], %(object_id)s::text[], %(namespace)s::text[], %(object)s::text[],
-        %(hash)s::bytea[], %(metadata)s::text[], %(tags)s::text[], %(max_attempts)s::int[]
+        %(kind)b::text[], %(object_id)b::text[], %(namespace)b::text[], %(object)b::text[],
+        %(hash)b::bytea[], %(metadata)b::text[], %(tags)b::text[], %(max_attempts)b::int[]
     ) as i(kind, object_id, namespace, object, hash, metadata, tags, max_attempts)
 ),
 upserted as (
@@ -124,8 +126,8 @@ returning {columns}
 with outcome as materialized (
     select *
     from unnest(
-        %(id)s::bigint[], %(attempt)s::int[], %(hash)s::bytea[], %(outcome)s::text[],
-        %(error)s::text[], %(retry_at)s::timestamptz[]
+        %(id)b::bigint[], %(attempt)b::int[], %(hash)b::bytea[], %(outcome)b::text[],
+        %(error)b::text[], %(retry_at)b::timestamptz[]
     ) as o(id, attempt, hash, outcome, error, retry_at)
 ),
 updated as (
@@ -157,7 +159,7 @@ updated as (
     -- outcome. The guard on state is written so that no index on state can
     -- serve it: with one, the planner (estimating few pending rows) joined
     -- every pending row against every outcome, 100 x 100 per batch.
-    where r.id = any(%(id)s::bigint[])
+    where r.id = any(%(id)b::bigint[])
       and r.id = o.id
       and (r.state = 'pending') is true
       and r.attempt = o.attempt
