@@ -301,3 +301,23 @@ async def test_inform_timeout_and_cursor_are_exact(
     assert state is not None
     assert state.last_error == "informer timed out after 30s"
     assert await t.state_of("stamped", "c") is delta.ResourceState.SYNCED
+
+
+async def test_reworking_a_synced_resource_starts_its_attempts_afresh(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    ctl = JobController()
+    async with open_test_client(controllers(ctl), config=cfg()) as t:
+        await t.client.inform(Job("x"), delta.InformOpts(max_attempts=2))
+        await t.run_until_idle()
+        for _ in range(3):
+            await t.client.invalidate(Job("x"))
+            await t.run_until_idle()
+        ctl.fail = True
+        await t.client.invalidate(Job("x"))
+        await t.run_until_idle()
+        row = await t.client.get_resource("job", "x")
+    # Every round started at attempt 1: the failure is a retry, not degraded.
+    assert [attempt for _, attempt, _ in ctl.calls] == [1, 1, 1, 1, 1]
+    assert row is not None
+    assert (row.state, row.attempt) == (delta.ResourceState.FAILED, 1)

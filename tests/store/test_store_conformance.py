@@ -861,11 +861,12 @@ async def test_invalidate_expires_a_synced_row_claimable_at_now(store: Store) ->
     async with store.listen() as listener:
         rec = await store.invalidate("item", "a", now=at(10))
         assert rec is not None
+        # A new round of work: attempts (and errors) start afresh.
         assert (rec.state, rec.scheduled_at, rec.updated_at, rec.attempt) == (
-            S.EXPIRED, at(10), at(10), 1)
+            S.EXPIRED, at(10), at(10), 0)
         assert await next_payload(listener) == "default"
     assert await get(store, "a") == rec
-    assert (await claim_one(store, at(10))).attempt == 2
+    assert (await claim_one(store, at(10))).attempt == 1
 
 
 async def test_invalidate_leaves_rows_that_are_not_synced(store: Store) -> None:

@@ -250,8 +250,9 @@ class Store(Protocol):
     async def invalidate(
         self, kind: str, object_id: str, *, now: datetime
     ) -> ResourceRecord | None:
-        """Turn a synced row into an expired one, claimable at ``now``.
-        None (and nothing changed) unless the row exists and is synced."""
+        """Turn a synced row into an expired one, claimable at ``now``, with
+        attempts and errors starting afresh. None (and nothing changed) unless
+        the row exists and is synced."""
         ...
 
     # -- informer schedule (the controllers table) -----------------------------
@@ -325,7 +326,8 @@ class Store(Protocol):
     async def expire(
         self, namespace: str, *, now: datetime, synced_before: datetime, limit: int
     ) -> int:
-        """Expire synced rows of ``namespace`` synced before ``synced_before``."""
+        """Expire synced rows of ``namespace`` synced before ``synced_before``
+        (attempts and errors start afresh, as for :meth:`invalidate`)."""
         ...
 
     async def clean(

@@ -481,7 +481,8 @@ class MemoryStore(MemoryControlPlane):
         row = self._view((kind, object_id), None)
         if row is None or row.record.state is not ResourceState.SYNCED:
             return None
-        row = row.update(state=ResourceState.EXPIRED, scheduled_at=now, updated_at=now)
+        row = row.update(state=ResourceState.EXPIRED, attempt=0, errors=(), scheduled_at=now,
+                         updated_at=now)
         self._install(row)
         self._notify([row.record.namespace])
         return row.snapshot()

@@ -226,8 +226,8 @@ class MemoryControlPlane:
             and r.synced_at is not None and r.synced_at < synced_before,
             lambda r: r.synced_at, limit)
         for row in expiring:
-            self._install(row.update(state=ResourceState.EXPIRED, scheduled_at=now,
-                                     updated_at=now))
+            self._install(row.update(state=ResourceState.EXPIRED, attempt=0, errors=(),
+                                     scheduled_at=now, updated_at=now))
         self._notify([namespace] if expiring else [])
         return len(expiring)
 

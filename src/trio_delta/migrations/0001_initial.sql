@@ -38,7 +38,10 @@ create index resources_pending_idx on {schema}.resources (attempted_at)
     where state = 'pending';
 
 -- The cleaner and expirer look for rows by state and age within a namespace.
-create index resources_state_updated_idx on {schema}.resources (state, namespace, updated_at);
+-- Partial: claims (-> pending) then need not add an entry here, one index
+-- write fewer on the hottest update.
+create index resources_state_updated_idx on {schema}.resources (state, namespace, updated_at)
+    where state in ('synced', 'degraded', 'deleted');
 
 create table {schema}.controllers (
     kind              text        primary key,

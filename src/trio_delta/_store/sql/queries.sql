@@ -204,7 +204,9 @@ select now()
 -- name: invalidate
 with updated as (
     update {schema}.resources as r
-    set state = 'expired', scheduled_at = %(now)s, updated_at = %(now)s
+    -- a new round of work: attempts start again
+    set state = 'expired', attempt = 0, errors = '[]', scheduled_at = %(now)s,
+        updated_at = %(now)s
     where kind = %(kind)s and object_id = %(object_id)s and state = 'synced'
     returning {columns}
 ),
@@ -337,7 +339,9 @@ with expiring as (
 ),
 updated as (
     update {schema}.resources as r
-    set state = 'expired', scheduled_at = %(now)s, updated_at = %(now)s
+    -- a new round of work: attempts start again
+    set state = 'expired', attempt = 0, errors = '[]', scheduled_at = %(now)s,
+        updated_at = %(now)s
     from expiring
     where r.id = expiring.id
     returning r.namespace
