@@ -425,7 +425,7 @@ async def open_delta_client(
 
     Raises :class:`ConfigError` for bad arguments and :class:`NotMigratedError`
     when the schema is missing or old, before anything runs. Leaving the block
-    stops the client gracefully, then forcibly (see :class:`Config.shutdown_grace`).
+    stops the client gracefully, then forcibly (see :attr:`Config.shutdown_grace`).
     """
     from ._store.dsn import normalize_dsn
     from ._store.postgres import open_postgres_store

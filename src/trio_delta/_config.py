@@ -153,7 +153,8 @@ class Config:
     batch_size: int = 200
     """Most rows one claim, outcome or upsert statement carries."""
     flush_interval: float = 0.002
-    """Outcomes and informed objects wait at most this long to join a batch."""
+    """Informed objects wait at most this long for an informer batch to fill
+    (outcomes never wait: the completer writes whatever is ready)."""
     event_buffer: int = 1000
     """Events a subscriber may fall behind before new ones are dropped."""
     pool_size: int | None = None
