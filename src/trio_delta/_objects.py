@@ -22,6 +22,8 @@ from ._errors import ConfigError, ObjectError
 from ._types import InformOpts
 
 ID_MAX = 254
+#: Deepest nesting of lists and objects an object (or metadata) may have.
+MAX_DEPTH = 200
 TAG_RE = re.compile(r"\A[\w][\w\-]+[\w]\Z")
 TAG_MAX = 255
 # A JSON-escaped NUL that is not itself an escaped backslash followed by "u0000".
@@ -60,23 +62,19 @@ def object_settings(cls: type[Any]) -> ObjectSettings:
     return settings
 
 
-def _contains_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, Mapping):
-        return any(_contains_nul(k) or _contains_nul(v) for k, v in value.items())  # pyright: ignore[reportUnknownVariableType]
-    if isinstance(value, list | tuple):
-        return any(_contains_nul(v) for v in value)  # pyright: ignore[reportUnknownVariableType]
-    return False
-
-
 def _has_non_finite(value: Any) -> bool:
-    if isinstance(value, float):
-        return not math.isfinite(value)
-    if isinstance(value, Mapping):
-        return any(_has_non_finite(v) for v in value.values())  # pyright: ignore[reportUnknownVariableType]
-    if isinstance(value, list | tuple):
-        return any(_has_non_finite(v) for v in value)  # pyright: ignore[reportUnknownVariableType]
+    # Iterative: an object may nest as deep as msgspec allows, deeper than
+    # Python's recursion limit leaves room for here.
+    pending: list[Any] = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, float):
+            if not math.isfinite(item):
+                return True
+        elif isinstance(item, Mapping):
+            pending.extend(item.values())  # pyright: ignore[reportUnknownArgumentType,reportUnknownMemberType]
+        elif isinstance(item, list | tuple):
+            pending.extend(item)  # pyright: ignore[reportUnknownArgumentType]
     return False
 
 
@@ -96,10 +94,36 @@ def encode_json(value: Any, *, what: str) -> bytes:
     # The plain substring test is cheap; the exact regex runs only on a hit.
     if b"\\u0000" in encoded and _ESCAPED_NUL.search(encoded):
         raise ObjectError(f"{what} contains a NUL character, which Postgres cannot store")
-    # A non-finite float encodes as null; only then pay for the walk.
-    if b"null" in encoded and _has_non_finite(msgspec.to_builtins(value)):
-        raise ObjectError(f"{what} contains NaN or infinity, which JSON cannot hold")
+    # Only objects with many brackets can nest deeply; only those pay for a
+    # depth walk. The limit keeps every stored object decodable wherever it
+    # is read (msgspec's own limit follows the caller's stack depth).
+    deep = encoded.count(b"[") + encoded.count(b"{") > MAX_DEPTH
+    # A non-finite float encodes as null; only then pay for that walk.
+    if deep or b"null" in encoded:
+        try:
+            plain = msgspec.to_builtins(value)
+        except RecursionError:
+            raise ObjectError(f"{what} is nested deeper than {MAX_DEPTH} levels") from None
+        if deep and _depth(plain) > MAX_DEPTH:
+            raise ObjectError(f"{what} is nested deeper than {MAX_DEPTH} levels")
+        if b"null" in encoded and _has_non_finite(plain):
+            raise ObjectError(f"{what} contains NaN or infinity, which JSON cannot hold")
     return encoded
+
+
+def _depth(value: Any) -> int:
+    """How deeply lists and mappings nest in ``value`` (iteratively)."""
+    deepest = 0
+    pending: list[tuple[Any, int]] = [(value, 0)]
+    while pending:
+        item, level = pending.pop()
+        if isinstance(item, Mapping):
+            deepest = max(deepest, level + 1)
+            pending.extend((v, level + 1) for v in item.values())  # pyright: ignore[reportUnknownVariableType,reportUnknownMemberType,reportUnknownArgumentType]
+        elif isinstance(item, list | tuple):
+            deepest = max(deepest, level + 1)
+            pending.extend((v, level + 1) for v in item)  # pyright: ignore[reportUnknownVariableType,reportUnknownArgumentType]
+    return deepest
 
 
 def object_hash(encoded: bytes) -> bytes:

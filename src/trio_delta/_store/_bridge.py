@@ -121,6 +121,24 @@ async def native_connect(conninfo: str, *, autocommit: bool) -> TrioConnection:
     return conn  # pyright: ignore[reportReturnType]
 
 
+def _still_connected(conn: Conn) -> bool:
+    """Whether an idle connection is still usable, without a round trip.
+
+    An idle connection has nothing to read; if its socket is readable, the
+    server said something, typically that it is shutting down, then closed
+    the connection (a database restart). libpq notices when it reads that.
+    """
+    if conn.closed or conn.pgconn.status != pq.ConnStatus.OK:
+        return False
+    fileno = conn.pgconn.socket
+    if select.select([fileno], [], [], 0)[0]:
+        try:
+            conn.pgconn.consume_input()
+        except psycopg.OperationalError:
+            return False
+    return conn.pgconn.status == pq.ConnStatus.OK
+
+
 class TrioPool:
     """A small connection pool on Trio: at most ``max_size`` autocommit
     connections, opened on demand, reused while healthy and idle (a
@@ -142,8 +160,9 @@ class TrioPool:
         try:
             while self._idle:
                 conn = self._idle.pop()
-                if not conn.closed and conn.pgconn.status == pq.ConnStatus.OK:
+                if _still_connected(conn):
                     return conn
+                await conn.close()
             return _fast_json(await native_connect(self._conninfo, autocommit=True))  # type: ignore[return-value]
         except BaseException:
             self._slots.release()
