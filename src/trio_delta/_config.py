@@ -18,6 +18,7 @@ from ._errors import ConfigError
 
 HOUR = 3600.0
 DAY = 24 * HOUR
+MAX_DURATION = 100 * 365 * DAY
 
 # Kind and namespace names appear in logs, NOTIFY payloads and CLI filters.
 NAME_RE = re.compile(r"\A[a-z0-9]+(?:[_-][a-z0-9]+)*\Z")
@@ -52,17 +53,29 @@ def _check_duration(name: str, value: object, *, allow_none: bool = False,
         raise ConfigError(f"{name} must be a number of seconds, got {value!r}")
     if math.isnan(value) or math.isinf(value):
         raise ConfigError(f"{name} must be finite, got {value!r}")
+    if abs(value) > MAX_DURATION:
+        # Durations are added to datetimes; beyond this they overflow.
+        raise ConfigError(f"{name} must be at most {MAX_DURATION:g} s (100 years), got {value!r}")
     if value < 0 and not allow_negative:
         raise ConfigError(f"{name} must not be negative, got {value!r}")
     if value == 0 and not allow_zero:
         raise ConfigError(f"{name} must be greater than 0, got {value!r}")
 
 
-def _check_int(name: str, value: object, *, minimum: int, allow_none: bool = False) -> None:
+def _check_int(name: str, value: object, *, minimum: int, maximum: int = 2**31 - 1,
+               allow_none: bool = False) -> None:
     if value is None and allow_none:
         return
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
+        raise ConfigError(f"{name} must be an integer from {minimum} to {maximum}, got {value!r}")
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def default_retry_policy(attempt: int) -> float:
@@ -179,7 +192,7 @@ class Config:
             elif f.name in {"inform_jitter", "rescue_after", "synced_retention",
                             "degraded_retention", "deleted_retention", "shutdown_grace"}:
                 _check_duration(f.name, getattr(self, f.name))
-        _check_int("max_attempts", self.max_attempts, minimum=1)
+        _check_int("max_attempts", self.max_attempts, minimum=1, maximum=32767)
         _check_int("batch_size", self.batch_size, minimum=1)
         _check_int("event_buffer", self.event_buffer, minimum=0)
         _check_int("pool_size", self.pool_size, minimum=2, allow_none=True)
@@ -188,9 +201,16 @@ class Config:
         if not callable(self.retry_policy):
             raise ConfigError(f"retry_policy must be callable, got {self.retry_policy!r}")
         if self.client_id is not None and (
-            not isinstance(self.client_id, str) or not 0 < len(self.client_id) <= 128
+            not isinstance(self.client_id, str)
+            or not 0 < len(self.client_id) <= 128
+            or not self.client_id.isprintable()
+            or not _encodable(self.client_id)
         ):
-            raise ConfigError(f"client_id must be 1-128 characters, got {self.client_id!r}")
+            raise ConfigError(
+                f"client_id must be 1-128 printable characters, got {self.client_id!r}"
+            )
+        if not isinstance(self.random, random.Random):
+            raise ConfigError(f"random must be a random.Random, got {self.random!r}")
 
 
 def check_namespaces(

@@ -30,7 +30,12 @@ async def _apply(bridge: Bridge, dsn: str, schema: str) -> list[int]:
     conn: psycopg.AsyncConnection[Any] = await bridge.connect(dsn, autocommit=False)
     async with conn, conn.transaction():
         await conn.execute("select pg_advisory_xact_lock(%s)", [_lock_key(schema)])
-        await conn.execute(sql.SQL("create schema if not exists {}").format(ident))
+        # Only when missing: "create schema if not exists" needs CREATE on
+        # the database even when the schema exists, which the owner of a
+        # pre-created schema need not have.
+        cur = await conn.execute("select 1 from pg_namespace where nspname = %s", [schema])
+        if await cur.fetchone() is None:
+            await conn.execute(sql.SQL("create schema {}").format(ident))
         await conn.execute(
             sql.SQL(
                 "create table if not exists {}.migrations ("
