@@ -59,3 +59,26 @@ def docs(session: nox.Session) -> None:
     session.install("-e", ".[docs]")
     session.run("mkdocs", "build", "--strict", *session.posargs,
                 env={"NO_MKDOCS_2_WARNING": "1"})  # Material's banner about MkDocs 2.0
+
+
+@nox.session
+def chaos(session: nox.Session) -> None:
+    """Worker processes SIGKILLed and Postgres restarted; nothing may be lost.
+
+    Full: 10,000 resources, 60 s of chaos (about 70 s in all). ``nox -s chaos --
+    --short``: 2,000 resources, 30 s (the form the test suite runs). Other
+    posargs go to tests/reliability/chaos.py (``--seed``, ``--json FILE``).
+    Runs on a throwaway Postgres of its own (pgserver); see docs/reliability.md.
+    """
+    session.install("-e", ".[dev]")
+    session.run("python", "tests/reliability/chaos.py", *session.posargs)
+
+
+@nox.session
+def soak(session: nox.Session) -> None:
+    """10 minutes at a steady inform rate, memory and latency every minute (not in CI).
+
+    Posargs go to tests/reliability/soak.py, e.g. ``nox -s soak -- --minutes 3``.
+    """
+    session.install("-e", ".[dev]")
+    session.run("python", "tests/reliability/soak.py", *session.posargs)
