@@ -51,7 +51,8 @@ def _check_duration(name: str, value: object, *, allow_none: bool = False,
         return
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ConfigError(f"{name} must be a number of seconds, got {value!r}")
-    if math.isnan(value) or math.isinf(value):
+    # Magnitude first: math.isnan() overflows on an int too big for a float.
+    if isinstance(value, float) and math.isnan(value):
         raise ConfigError(f"{name} must be finite, got {value!r}")
     if abs(value) > MAX_DURATION:
         # Durations are added to datetimes; beyond this they overflow.

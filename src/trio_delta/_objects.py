@@ -211,6 +211,9 @@ def prepare_object(
         raise ObjectError(
             f"{kind} {object_id!r}: max_attempts must be 1-32767, got {max_attempts!r}"
         )
+    if merged.metadata is not None and not isinstance(merged.metadata, Mapping):
+        raise ObjectError(f"{kind} {object_id!r}: metadata must be a mapping, "
+                          f"got {type(merged.metadata).__name__}")
     metadata_value = dict(merged.metadata) if merged.metadata is not None else {}
     if not all(isinstance(k, str) for k in metadata_value):  # pyright: ignore[reportUnnecessaryIsInstance]
         raise ObjectError(f"{kind} {object_id!r}: metadata keys must be strings")

@@ -201,12 +201,6 @@ async def _worked(controller: GatedController, key: str) -> bool:
     return any(k == key for k, _ in controller.worked)
 
 
-@pytest.mark.xfail(strict=True, raises=delta.StoreError, reason=(
-    "BUG: TrioPool (_store/_bridge.py) hands out idle connections the server closed "
-    "during the outage; the first user call on each fails with StoreError ('terminating "
-    "connection due to administrator command') although the database is back. The check "
-    "of 91c9fa0 (_still_connected: socket readable -> consume_input -> status) does not "
-    "catch it: the first read takes the FATAL message and leaves the status OK"))
 def test_first_calls_after_the_database_is_back_succeed(
     own_pg: OwnServer, own_schema: str
 ) -> None:

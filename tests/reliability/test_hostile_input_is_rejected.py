@@ -664,9 +664,6 @@ def test_an_informer_yielding_a_deep_object_does_not_stop_the_client() -> None:
 # -- bugs found here and still open, kept as strict xfails -------------------------------
 
 
-@pytest.mark.xfail(strict=True, raises=(TypeError, ValueError), reason=(
-    "BUG: _objects.prepare_object calls dict(merged.metadata) unchecked: metadata that is "
-    "not a mapping raises TypeError/ValueError, not ObjectError"))
 @pytest.mark.parametrize("metadata", [[1, 2], "abc", 5])
 def test_metadata_that_is_not_a_mapping_is_object_error(metadata: Any) -> None:
     with pytest.raises(delta.ObjectError):
@@ -702,9 +699,6 @@ def test_float_metadata_round_trips(running: ClientThread) -> None:
     assert row.metadata == metadata
 
 
-@pytest.mark.xfail(strict=True, raises=OverflowError, reason=(
-    "BUG: _config._check_duration calls math.isnan on an int too large for a float: "
-    "OverflowError, not ConfigError"))
 @pytest.mark.parametrize("make", [
     lambda: delta.Config(work_timeout=10**400),
     lambda: delta.NamespaceConfig(resource_expiry=10**400),

@@ -124,19 +124,13 @@ async def native_connect(conninfo: str, *, autocommit: bool) -> TrioConnection:
 def _still_connected(conn: Conn) -> bool:
     """Whether an idle connection is still usable, without a round trip.
 
-    An idle connection has nothing to read; if its socket is readable, the
-    server said something, typically that it is shutting down, then closed
-    the connection (a database restart). libpq notices when it reads that.
+    Pool connections never LISTEN, so an idle one has nothing to read; if
+    its socket is readable, the server has said goodbye (a FATAL message,
+    then end of stream: a database restart) and the connection is dropped.
     """
     if conn.closed or conn.pgconn.status != pq.ConnStatus.OK:
         return False
-    fileno = conn.pgconn.socket
-    if select.select([fileno], [], [], 0)[0]:
-        try:
-            conn.pgconn.consume_input()
-        except psycopg.OperationalError:
-            return False
-    return conn.pgconn.status == pq.ConnStatus.OK
+    return not select.select([conn.pgconn.socket], [], [], 0)[0]
 
 
 class TrioPool:
