@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import random
 import re
+import reprlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from types import MappingProxyType
@@ -28,10 +29,19 @@ NAME_MAX = 64
 SCHEMA_RE = re.compile(r"\A[a-z_][a-z0-9_]{0,39}\Z")
 
 
+def short(value: object) -> str:
+    """``repr(value)``, cut to a readable length for error messages."""
+    return _repr.repr(value)
+
+
+_repr = reprlib.Repr()
+_repr.maxstring = _repr.maxother = 80
+
+
 def check_name(what: str, value: object) -> str:
     if not isinstance(value, str) or not NAME_RE.match(value) or len(value) > NAME_MAX:
         raise ConfigError(
-            f"invalid {what} {value!r}: use 1-{NAME_MAX} of [a-z0-9], "
+            f"invalid {what} {short(value)}: use 1-{NAME_MAX} of [a-z0-9], "
             "with single '_' or '-' between"
         )
     return value
@@ -40,7 +50,7 @@ def check_name(what: str, value: object) -> str:
 def check_schema(value: object) -> str:
     if not isinstance(value, str) or not SCHEMA_RE.match(value):
         raise ConfigError(
-            f"invalid schema {value!r}: use 1-40 of [a-z0-9_], not starting with a digit"
+            f"invalid schema {short(value)}: use 1-40 of [a-z0-9_], not starting with a digit"
         )
     return value
 

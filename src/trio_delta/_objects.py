@@ -17,7 +17,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import msgspec
 
-from ._config import NAME_MAX, NAME_RE, ObjectSettings
+from ._config import NAME_MAX, NAME_RE, ObjectSettings, short
 from ._errors import ConfigError, ObjectError
 from ._types import InformOpts
 
@@ -47,7 +47,8 @@ class Object(Protocol):
 def check_kind(value: object, *, error: type[Exception] = ConfigError) -> str:
     if not isinstance(value, str) or len(value) > NAME_MAX or not NAME_RE.match(value):
         raise error(
-            f"invalid kind {value!r}: use 1-{NAME_MAX} of [a-z0-9], with single '_' or '-' between"
+            f"invalid kind {short(value)}: use 1-{NAME_MAX} of [a-z0-9], "
+            "with single '_' or '-' between"
         )
     return value
 
@@ -154,7 +155,7 @@ def _check_tags(tags: object) -> tuple[str, ...]:
     for tag in tags:  # pyright: ignore[reportUnknownVariableType]
         if not isinstance(tag, str) or len(tag) > TAG_MAX or not TAG_RE.match(tag):
             raise ObjectError(
-                f"invalid tag {tag!r}: 3-{TAG_MAX} word characters or '-', "
+                f"invalid tag {short(tag)}: 3-{TAG_MAX} word characters or '-', "  # pyright: ignore[reportUnknownArgumentType]
                 "starting and ending with a word character"
             )
         out.append(tag)
@@ -203,7 +204,7 @@ def prepare_object(
     merged = merge_inform_opts(obj, opts)
     namespace = merged.namespace if merged.namespace is not None else "default"
     if not isinstance(namespace, str) or len(namespace) > NAME_MAX or not NAME_RE.match(namespace):
-        raise ObjectError(f"{kind} {object_id!r}: invalid namespace {namespace!r}")
+        raise ObjectError(f"{kind} {object_id!r}: invalid namespace {short(namespace)}")
     max_attempts = merged.max_attempts if merged.max_attempts is not None else default_max_attempts
     if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or not (
         1 <= max_attempts <= 32767

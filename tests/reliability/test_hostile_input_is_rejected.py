@@ -661,7 +661,7 @@ def test_an_informer_yielding_a_deep_object_does_not_stop_the_client() -> None:
     trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
 
 
-# -- bugs found here and still open, kept as strict xfails -------------------------------
+# -- bugs found here, fixed, kept as regression tests ---------------------------------------
 
 
 @pytest.mark.parametrize("metadata", [[1, 2], "abc", 5])
@@ -670,9 +670,6 @@ def test_metadata_that_is_not_a_mapping_is_object_error(metadata: Any) -> None:
         prepare_object(Blob("k"), delta.InformOpts(metadata=metadata), default_max_attempts=10)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "BUG: ObjectError messages repeat the whole offending value (repr of a 1 MB kind, "
-    "tag or namespace is a 1 MB message, into every log line)"))
 @pytest.mark.parametrize("where", ["kind", "tag", "namespace"])
 def test_object_error_messages_stay_short(where: str) -> None:
     huge = "X" * 1_000_000
@@ -684,10 +681,6 @@ def test_object_error_messages_stay_short(where: str) -> None:
     assert len(str(info.value)) <= 2_000, len(str(info.value))
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "BUG: metadata is stored as jsonb, which keeps numbers as numeric: an untyped float "
-    "such as 1e23 reads back as the int 100000000000000000000000 (objects are json, and "
-    "keep it)"))
 def test_float_metadata_round_trips(running: ClientThread) -> None:
     client = running.client
     assert client is not None

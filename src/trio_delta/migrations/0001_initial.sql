@@ -13,7 +13,7 @@ create table {schema}.resources (
     -- 1e23 as 100000000000000000000000, changing an untyped float to an int).
     object        json        not null,
     hash          bytea       not null,
-    metadata      jsonb       not null default '{{}}',
+    metadata      json        not null default '{{}}',  -- json: numbers kept as written
     tags          text[]      not null default '{{}}',
     errors        jsonb       not null default '[]',
     created_at    timestamptz not null,

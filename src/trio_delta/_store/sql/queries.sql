@@ -19,7 +19,7 @@ upserted as (
         tags, errors, created_at, updated_at, scheduled_at
     )
     select kind, object_id, namespace, 'scheduled', 0, max_attempts, object::json, hash,
-           metadata::jsonb, array(select jsonb_array_elements_text(tags::jsonb)), '[]',
+           metadata::json, array(select jsonb_array_elements_text(tags::jsonb)), '[]',
            %(now)s, %(now)s, %(now)s
     from input
     on conflict (kind, object_id) do update set
@@ -59,7 +59,7 @@ upserted as (
         tags, errors, created_at, updated_at, scheduled_at
     )
     select kind, object_id, namespace, 'scheduled', 0, max_attempts, object::json, hash,
-           metadata::jsonb, array(select jsonb_array_elements_text(tags::jsonb)), '[]',
+           metadata::json, array(select jsonb_array_elements_text(tags::jsonb)), '[]',
            %(now)s, %(now)s, %(now)s
     from input
     on conflict (kind, object_id) do update set
