@@ -44,6 +44,17 @@ from .._types import AttemptError, InformerState, ResourceState
 MAX_ERRORS = 20
 
 
+def dedupe(items: Sequence[PreparedObject]) -> list[PreparedObject]:
+    """The last item per (kind, id), in the order of first appearance.
+
+    One statement cannot update a row twice, and the later inform is the
+    newer intent; both adapters upsert what this returns."""
+    latest: dict[tuple[str, str], PreparedObject] = {}
+    for item in items:
+        latest[(item.kind, item.object_id)] = item
+    return list(latest.values())
+
+
 @dataclass(frozen=True, slots=True)
 class ResourceRecord:
     """A resource row as stored; the object is still encoded."""

@@ -42,6 +42,7 @@ from .base import (
     StaleCheck,
     StoreTransaction,
     UpsertResult,
+    dedupe,
 )
 from .memory_control import ControllerRow, MemoryControlPlane, with_error
 
@@ -49,14 +50,6 @@ from .memory_control import ControllerRow, MemoryControlPlane, with_error
 DEFAULT_ANCHOR = datetime(2030, 1, 1, tzinfo=UTC)
 
 Key = tuple[str, str]
-
-
-def _dedupe(items: Sequence[PreparedObject]) -> list[PreparedObject]:
-    """The last item per (kind, id), in the order of first appearance."""
-    latest: dict[Key, PreparedObject] = {}
-    for item in items:
-        latest[(item.kind, item.object_id)] = item
-    return list(latest.values())
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,7 +189,7 @@ class MemoryStore(MemoryControlPlane):
         want_records: bool = True,
     ) -> list[UpsertResult]:
         await trio.lowlevel.checkpoint()
-        unique = _dedupe(items)
+        unique = dedupe(items)
         if not unique:
             return []
         mtx: MemoryTransaction | None = None

@@ -42,6 +42,7 @@ from .base import (
     StaleCheck,
     StoreTransaction,
     UpsertResult,
+    dedupe,
 )
 from .dsn import describe_dsn, redact
 from .queries import Queries
@@ -105,17 +106,6 @@ def encode_error(error: AttemptError) -> str:
         {"at": error.at.isoformat(), "attempt": error.attempt, "error": error.error,
          "trace": error.trace}
     ).decode()
-
-
-def dedupe(items: Sequence[PreparedObject]) -> list[PreparedObject]:
-    """Keep the last item per (kind, id), in the order of first appearance.
-
-    One statement cannot update a row twice, and the later inform is the
-    newer intent."""
-    latest: dict[tuple[str, str], PreparedObject] = {}
-    for item in items:
-        latest[(item.kind, item.object_id)] = item
-    return list(latest.values())
 
 
 class _Lane:
