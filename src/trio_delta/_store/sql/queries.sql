@@ -6,8 +6,6 @@
 -- Time comes from the engine as %(now)s: no now() here decides anything.
 
 -- name: upsert
--- Two forms are composed from this one text (queries.py): "upsert" returns
--- the rows, "upsert_quiet" (informer batches) only counts them.
 with input as (
     select *
     from unnest(
@@ -38,13 +36,53 @@ upserted as (
         scheduled_at = case when r.state = 'pending' then r.scheduled_at
                             else excluded.scheduled_at end
     where r.hash <> excluded.hash or (%(process_existing)s and r.state <> 'pending')
-    returning {upsert_returning}
+    returning {columns}, (r.xmax = 0) as inserted
 ),
 notified as (
     select pg_notify(%(channel)s, namespace)
     from (select distinct namespace from upserted where state = 'scheduled') as n
 )
-{upsert_result}
+select upserted.* from upserted, (select count(*) from notified) as n
+
+-- name: upsert_quiet
+-- As upsert, for informer batches: returns one count instead of the rows.
+with input as (
+    select *
+    from unnest(
+        %(kind)b::text[], %(object_id)b::text[], %(namespace)b::text[], %(object)b::text[],
+        %(hash)b::bytea[], %(metadata)b::text[], %(tags)b::text[], %(max_attempts)b::int[]
+    ) as i(kind, object_id, namespace, object, hash, metadata, tags, max_attempts)
+),
+upserted as (
+    insert into {schema}.resources as r (
+        kind, object_id, namespace, state, attempt, max_attempts, object, hash, metadata,
+        tags, errors, created_at, updated_at, scheduled_at
+    )
+    select kind, object_id, namespace, 'scheduled', 0, max_attempts, object::json, hash,
+           metadata::json, array(select jsonb_array_elements_text(tags::jsonb)), '[]',
+           %(now)s, %(now)s, %(now)s
+    from input
+    on conflict (kind, object_id) do update set
+        namespace = excluded.namespace,
+        max_attempts = excluded.max_attempts,
+        object = excluded.object,
+        hash = excluded.hash,
+        metadata = excluded.metadata,
+        tags = excluded.tags,
+        updated_at = excluded.updated_at,
+        state = case when r.state = 'pending' then r.state else 'scheduled' end,
+        attempt = case when r.state = 'pending' then r.attempt else 0 end,
+        errors = case when r.state = 'pending' then r.errors else '[]'::jsonb end,
+        scheduled_at = case when r.state = 'pending' then r.scheduled_at
+                            else excluded.scheduled_at end
+    where r.hash <> excluded.hash or (%(process_existing)s and r.state <> 'pending')
+    returning r.namespace, r.state
+),
+notified as (
+    select pg_notify(%(channel)s, namespace)
+    from (select distinct namespace from upserted where state = 'scheduled') as n
+)
+select (select count(*) from upserted), (select count(*) from notified)
 
 -- name: lock_existing
 select r.kind, r.object_id, r.object::text, r.hash
