@@ -33,10 +33,11 @@ class ResourceState(enum.StrEnum):
 
     @classmethod
     def parse(cls, value: str) -> ResourceState:
-        try:
-            return cls(value)
-        except ValueError:
-            return cls.UNKNOWN
+        # A dict lookup: ``cls(value)`` costs ten times more, once per row read.
+        return _STATES_BY_VALUE.get(value, cls.UNKNOWN)
+
+
+_STATES_BY_VALUE: dict[str, ResourceState] = {s.value: s for s in ResourceState}
 
 
 #: States a fetcher may claim from.

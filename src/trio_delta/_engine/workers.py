@@ -57,24 +57,13 @@ def format_trace(exc: BaseException) -> str:
 
 
 def make_resource(record: ResourceRecord, obj: object) -> Resource[object]:
+    # Positional (in ResourceRow's field order): keyword arguments cost ~2 us
+    # more per resource, a noticeable share of a no-op work's cost.
+    r = record
     return Resource(
-        id=record.id,
-        kind=record.kind,
-        object_id=record.object_id,
-        namespace=record.namespace,
-        state=record.state,
-        attempt=record.attempt,
-        max_attempts=record.max_attempts,
-        object=obj,
-        encoded_object=record.encoded_object,
-        metadata=record.metadata,
-        tags=record.tags,
-        errors=record.errors,
-        created_at=record.created_at,
-        scheduled_at=record.scheduled_at,
-        attempted_at=record.attempted_at,
-        attempted_by=record.attempted_by,
-        synced_at=record.synced_at,
+        r.id, r.kind, r.object_id, r.namespace, r.state, r.attempt, r.max_attempts,
+        obj, r.encoded_object, r.metadata, r.tags, r.errors, r.created_at,
+        r.scheduled_at, r.attempted_at, r.attempted_by, r.synced_at,
     )
 
 
