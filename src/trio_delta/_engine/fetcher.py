@@ -23,6 +23,14 @@ from .workers import WorkerPool
 log = logging.getLogger("trio_delta.fetcher")
 
 
+#: Claims a fetcher may have in flight at once. A claim is a round trip of a
+#: few milliseconds; with short work, the workers finish a whole claim's rows
+#: sooner than that, and with one claim at a time they then sat idle through
+#: every round trip. Two claims in flight overlap each round trip with the
+#: work of the other's rows (both ask only for free, unreserved slots).
+CONCURRENT_CLAIMS = 2
+
+
 class Fetcher:
     def __init__(
         self,
@@ -34,6 +42,7 @@ class Fetcher:
         slots: Slots,
         kinds: tuple[str, ...],
         poll_interval: float,
+        concurrent_claims: int = CONCURRENT_CLAIMS,
     ) -> None:
         self._store = store
         self._clock = clock
@@ -42,27 +51,39 @@ class Fetcher:
         self._slots = slots
         self._kinds = kinds
         self._poll_interval = poll_interval
-        self._wake = trio.Event()
+        self._wakes = [trio.Event() for _ in range(concurrent_claims)]
+        # One claim takes at most its share of a namespace's workers, so
+        # that when all of them free up at once (short work), the claims
+        # split them and run side by side instead of one taking everything.
+        self._shares = {
+            ns: -(-pool.max_workers // concurrent_claims) for ns, pool in pools.items()
+        }
         self._next_due = math.inf  # trio time of the earliest known scheduled_at
         self._stopping = False
         self.claimed = 0
         self.fetches = 0
 
     def stop(self) -> None:
-        """Finish the claim in flight, if any, then return from :meth:`run`."""
+        """Finish the claims in flight, if any, then return from :meth:`run`."""
         self._stopping = True
-        self._wake.set()
+        self.wake()
 
     def wake(self) -> None:
         """Look for work now (a NOTIFY, a local inform, a freed slot)."""
-        self._wake.set()
+        for wake in self._wakes:
+            wake.set()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        task_status.started()
+        async with trio.open_nursery() as nursery:
+            for i in range(len(self._wakes)):
+                nursery.start_soon(self._claim_loop, i)
+            task_status.started()
+
+    async def _claim_loop(self, i: int) -> None:
         error_delay = 0.05
         while not self._stopping:
             try:
-                drained = await self._fetch_once()
+                drained = await self._fetch_once(i)
                 error_delay = 0.05
             except StoreError as exc:
                 log.warning("claiming work failed, retrying in %.2fs: %s", error_delay, exc)
@@ -72,34 +93,40 @@ class Fetcher:
             if not drained:
                 # We filled every free slot; there may be more. Go again as
                 # soon as a slot frees (the wake) - no poll needed meanwhile.
-                await self._wait(math.inf)
+                await self._wait(i, math.inf)
             else:
                 deadline = min(trio.current_time() + self._poll_interval, self._next_due)
-                await self._wait(deadline)
+                await self._wait(i, deadline)
 
-    async def _wait(self, deadline: float) -> None:
+    async def _wait(self, i: int, deadline: float) -> None:
         with trio.move_on_at(deadline):
-            await self._wake.wait()
+            await self._wakes[i].wait()
         if not self._stopping:
-            self._wake = trio.Event()
+            self._wakes[i] = trio.Event()
 
-    async def _fetch_once(self) -> bool:
+    async def _fetch_once(self, i: int) -> bool:
         """Claim into free slots. True when the queue had less than we could take."""
         if self._stopping or not self._kinds:
             return False
         caps = self._slots.kind_caps()
         requests: list[ClaimRequest] = []
         for namespace in self._pools:
-            free = self._slots.namespace_free(namespace)
+            free = min(self._slots.namespace_free(namespace), self._shares[namespace])
             kinds = {k: caps[k] for k in self._kinds if caps[k] != 0}
             if free > 0 and kinds:
                 requests.append(ClaimRequest(namespace, free, kinds))
         if not requests:
             return False  # all busy: wait for a slot
-        self._wake = trio.Event()  # a wake from now on means "look again"
+        self._wakes[i] = trio.Event()  # a wake from now on means "look again"
         wanted = sum(r.limit for r in requests)
-        records = await self._store.claim(requests, now=self._clock.now(),
-                                          client_id=self._client_id)
+        for request in requests:
+            self._slots.reserve(request)
+        try:
+            records = await self._store.claim(requests, now=self._clock.now(),
+                                              client_id=self._client_id)
+        finally:
+            for request in requests:
+                self._slots.unreserve(request)
         self.fetches += 1
         self.claimed += len(records)
         for record in records:

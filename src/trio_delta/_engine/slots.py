@@ -3,6 +3,8 @@
 The fetcher claims only what can start now (DESIGN decision 3): per
 namespace, ``max_workers`` minus what is in flight; per kind with a
 ``parallelism``, that cap minus the kind's work in flight in this client.
+A claim still in flight *reserves* what it may return, so a second claim
+running beside it asks only for what is left.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from collections import Counter
 from collections.abc import Mapping
 
 from .._controllers import Controllers
+from .._store.base import ClaimRequest
 
 
 class Slots:
@@ -42,3 +45,16 @@ class Slots:
     def release(self, namespace: str, kind: str) -> None:
         self._by_namespace[namespace] -= 1
         self._by_kind[kind] -= 1
+
+    def reserve(self, request: ClaimRequest) -> None:
+        """Hold what ``request`` may return until :meth:`unreserve`."""
+        self._by_namespace[request.namespace] += request.limit
+        for kind, cap in request.kinds.items():
+            if cap is not None:
+                self._by_kind[kind] += min(cap, request.limit)
+
+    def unreserve(self, request: ClaimRequest) -> None:
+        self._by_namespace[request.namespace] -= request.limit
+        for kind, cap in request.kinds.items():
+            if cap is not None:
+                self._by_kind[kind] -= min(cap, request.limit)

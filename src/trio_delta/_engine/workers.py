@@ -92,7 +92,7 @@ class WorkerPool:
         on_slot_free: Callable[[], None],
     ) -> None:
         self.namespace = namespace
-        self._max_workers = max_workers
+        self.max_workers = max_workers
         self._controllers = controllers
         self._config = config
         self._clock = clock
@@ -112,7 +112,7 @@ class WorkerPool:
         """Run until the send side is closed and drained."""
         async with self._receive, trio.open_nursery() as nursery:
             async with trio.open_nursery() as workers:
-                for _ in range(self._max_workers):
+                for _ in range(self.max_workers):
                     worker = _Worker()
                     self._workers.append(worker)
                     workers.start_soon(self._worker_loop, worker, self._receive.clone())

@@ -58,7 +58,9 @@ Conn = psycopg.AsyncConnection[Any]
 #: lost in a database crash is safe to lose: the row stays claimable, or
 #: pending until the rescuer retries it (at-least-once either way). Informs
 #: are never on such a lane: an inform reported as done must be durable.
-ASYNC_COMMIT_LANES = frozenset({"claim", "complete", "leader"})
+ASYNC_COMMIT_LANES = frozenset({"claim", "claim-2", "complete", "leader"})
+#: The fetcher may have two claims in flight (see ``_engine/fetcher.py``).
+CLAIM_LANES = ("claim", "claim-2")
 
 
 def notify_channel(schema: str) -> str:
@@ -174,7 +176,7 @@ class PostgresStore:
         self._queries = Queries(schema)
         self._channel = notify_channel(schema)
         self._lanes = {
-            name: _Lane(name) for name in ("claim", "complete", "inform", "leader")
+            name: _Lane(name) for name in (*CLAIM_LANES, "complete", "inform", "leader")
         }
 
     def __repr__(self) -> str:
@@ -228,6 +230,13 @@ class PostgresStore:
 
         async with lane.lock:
             return await self.call(run, what=what)
+
+    def _free_claim_lane(self) -> str:
+        """A claim lane not in use, if there is one (else the first)."""
+        for name in CLAIM_LANES:
+            if not self._lanes[name].lock.locked():
+                return name
+        return CLAIM_LANES[0]
 
     async def _on_pool(self, fn: Callable[[Conn], Awaitable[R]], what: str) -> R:
         async def run() -> R:
@@ -407,13 +416,14 @@ class PostgresStore:
                         self._queries["claim"],
                         {"namespace": req.namespace, "kinds": list(kinds), "limit": limit,
                          "now": now, "client_id": client_id},
+                        binary=True,
                     )
                     rows = await cur.fetchall()
                     remaining -= len(rows)
                     out.extend(record_from_row(row) for row in rows)
             return out
 
-        records = await self._on_lane("claim", run, "claim")
+        records = await self._on_lane(self._free_claim_lane(), run, "claim")
         records.sort(key=lambda r: (r.scheduled_at, r.id))
         return records
 
@@ -457,7 +467,7 @@ class PostgresStore:
             row = await cur.fetchone()
             return None if row is None else row[0]
 
-        return await self._on_lane("claim", run, "looking for scheduled work")
+        return await self._on_lane(self._free_claim_lane(), run, "looking for scheduled work")
 
     async def get_resource(self, kind: str, object_id: str) -> ResourceRecord | None:
         async def run(conn: Conn) -> ResourceRecord | None:
