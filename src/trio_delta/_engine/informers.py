@@ -72,7 +72,7 @@ class Informers:
         *,
         controllers: Controllers,
         config: Config,
-        on_written: Callable[[], None],
+        on_written: Callable[[set[str]], None],
     ) -> None:
         self._store = store
         self._clock = clock
@@ -315,4 +315,4 @@ class Informers:
                         await trio.sleep(delay)
                         delay *= 4
                 stats.written += len(items)
-                self._on_written()
+                self._on_written({item.namespace for item in items})

@@ -109,7 +109,7 @@ class Engine:
         )
         self.informers = Informers(
             store, clock, client_id, controllers=controllers, config=config,
-            on_written=self.fetcher.wake,
+            on_written=self._informed,
         )
         self.elector = LeaderElector(store, clock, client_id, ttl=config.leader_ttl)
         self.maintenance = Maintenance(
@@ -145,6 +145,13 @@ class Engine:
     def wake(self, namespace: str | None = None) -> None:
         """Wake the fetcher (after a local inform into a namespace we serve)."""
         if namespace is None or namespace in self.pools:
+            self.fetcher.wake()
+
+    def _informed(self, namespaces: set[str]) -> None:
+        """After an informer batch: look for work only if it is ours to do
+        (a client informing for others would otherwise claim nothing after
+        every batch)."""
+        if not namespaces.isdisjoint(self.pools):
             self.fetcher.wake()
 
     def _publish(self, pairs: list[tuple[Completion, AppliedOutcome]]) -> None:
