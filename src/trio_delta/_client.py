@@ -6,10 +6,11 @@ and runs the engine's services under one nursery.
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 import logging
 import os
 import socket
+from collections import Counter
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, asynccontextmanager
 from dataclasses import dataclass
@@ -133,7 +134,8 @@ class Client:
             outcomes_written=engine.completer.written,
             informer_runs=engine.informers.runs,
             informer_failures=engine.informers.failures,
-            maintenance=copy.deepcopy(engine.maintenance.stats),
+            maintenance=dataclasses.replace(
+                engine.maintenance.stats, cleaned=Counter(engine.maintenance.stats.cleaned)),
         )
 
     def force_stop(self) -> None:

@@ -25,7 +25,7 @@ from .clock import Clock
 log = logging.getLogger("trio_delta.completer")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # one per worked resource: not frozen, cheaper to build
 class Completion:
     outcome: Outcome
     record: ResourceRecord

@@ -447,12 +447,10 @@ class PostgresStore:
         assert all(o.kind is not OutcomeKind.FAILED or o.retry_at is not None for o in outcomes)
 
         async def run(conn: Conn) -> list[AppliedOutcome]:
-            cur = await conn.execute(self._queries["complete"], params)
-            return [
-                AppliedOutcome(id=r[0], state=ResourceState.parse(r[1]), attempt=r[2],
-                               scheduled_at=r[3], synced_at=r[4])
-                for r in await cur.fetchall()
-            ]
+            cur = await conn.execute(self._queries["complete"], params, binary=True)
+            parse = ResourceState.parse
+            return [AppliedOutcome(r[0], parse(r[1]), r[2], r[3], r[4])
+                    for r in await cur.fetchall()]
 
         return await self._on_lane("complete", run, "writing outcomes")
 
