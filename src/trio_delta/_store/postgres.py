@@ -17,7 +17,7 @@ import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, LiteralString, TypeVar
 
 import msgspec
 import psycopg
@@ -107,6 +107,31 @@ def encode_error(error: AttemptError) -> str:
         {"at": error.at.isoformat(), "attempt": error.attempt, "error": error.error,
          "trace": error.trace}
     ).decode()
+
+
+def lane_settings(name: str) -> list[LiteralString]:
+    """The session settings of the lane ``name`` (constant SQL text)."""
+    settings: list[LiteralString] = [
+        # Statements are prepared after a few runs; a generic plan cannot
+        # see the batch's array sizes or the claim's limit and picked scans
+        # costing several times the custom plan.
+        "set plan_cache_mode = force_custom_plan",
+        # JIT compiling pays off for long analytic queries; for these short
+        # statements it cost up to 300 ms when a cost estimate crossed
+        # jit_above_cost (large tables, disabled plan shapes).
+        "set jit = off",
+    ]
+    if name in ASYNC_COMMIT_LANES:
+        settings.append("set synchronous_commit = off")
+    if name == "complete":
+        # The outcome statement joins a batch of n outcomes to their n rows.
+        # Before autovacuum has analysed a new table, the planner guessed
+        # the rows' side at one row and chose a nested loop rescanning the
+        # batch for each row: n x n (400 x 400 took 34 ms instead of 7 ms).
+        # With nested loops off, the join is a hash join over the rows found
+        # by primary key, linear whatever the estimates.
+        settings.append("set enable_nestloop = off")
+    return settings
 
 
 class _Lane:
@@ -200,26 +225,9 @@ class PostgresStore:
         async def run() -> R:
             if lane.conn is None or lane.conn.closed:
                 lane.conn = await self._bridge.connect(self._dsn, autocommit=True)
-                # Statements are prepared after a few runs; a generic plan
-                # cannot see the batch's array sizes or the claim's limit
-                # and picked scans costing several times the custom plan.
-                await lane.conn.execute("set plan_cache_mode = force_custom_plan")
                 set_json_loads(load_json, lane.conn)
-                # JIT compiling pays off for long analytic queries; for these
-                # short statements it cost up to 300 ms when a cost estimate
-                # crossed jit_above_cost (large tables, disabled plan shapes).
-                await lane.conn.execute("set jit = off")
-                if lane.name in ASYNC_COMMIT_LANES:
-                    await lane.conn.execute("set synchronous_commit = off")
-                if lane.name == "complete":
-                    # The outcome statement joins a batch of n outcomes to
-                    # their n rows. Before autovacuum has analysed a new
-                    # table, the planner guessed the rows' side at one row
-                    # and chose a nested loop rescanning the batch for each
-                    # row: n x n (400 x 400 took 34 ms instead of 7 ms). With
-                    # nested loops off, the join is a hash join over the rows
-                    # found by primary key, linear whatever the estimates.
-                    await lane.conn.execute("set enable_nestloop = off")
+                for statement in lane_settings(lane.name):
+                    await lane.conn.execute(statement)
             try:
                 return await fn(lane.conn)
             except psycopg.OperationalError:
