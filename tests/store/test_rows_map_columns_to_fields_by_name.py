@@ -5,6 +5,7 @@ which the type checker cannot see for neighbouring fields of one type."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 from datetime import UTC, datetime, timedelta
 
@@ -33,8 +34,9 @@ def test_record_from_row_reads_each_column_into_its_field() -> None:
     values = {
         "id": 7, "kind": "kind-x", "object_id": "oid-x", "namespace": "ns-x",
         "state": "pending", "attempt": 2, "max_attempts": 9, "object": '{"a":1}',
-        "hash": b"hash", "metadata": {"m": 1}, "tags": ["t1", "t2"],
-        "errors": [{"at": T0.isoformat(), "attempt": 1, "error": "E", "trace": "tb"}],
+        "hash": b"hash", "metadata": '{"m": 1}', "tags": ["t1", "t2"],
+        "errors": json.dumps([{"at": T0.isoformat(), "attempt": 1, "error": "E",
+                               "trace": "tb"}]),
         "created_at": T0, "updated_at": T0 + timedelta(seconds=1),
         "scheduled_at": T0 + timedelta(seconds=2), "attempted_at": T0 + timedelta(seconds=3),
         "attempted_by": "client-x", "synced_at": T0 + timedelta(seconds=4),
@@ -68,6 +70,19 @@ def test_make_resource_copies_every_shared_field_by_name() -> None:
         if field.name == "object":
             continue
         assert getattr(resource, field.name) == getattr(record, field.name), field.name
+
+
+def test_empty_metadata_and_errors_are_read_without_decoding() -> None:
+    names = column_names()
+    row = {n: None for n in names} | {
+        "id": 1, "kind": "k", "object_id": "o", "namespace": "n", "state": "no-such-state",
+        "attempt": 0, "max_attempts": 1, "object": "{}", "hash": b"", "metadata": "{}",
+        "tags": [], "errors": "[]", "created_at": T0, "updated_at": T0, "scheduled_at": T0,
+    }
+    record = record_from_row(tuple(row[n] for n in names))
+    assert record.metadata == {}
+    assert record.errors == ()
+    assert record.state is ResourceState.UNKNOWN  # a state from a newer version
 
 
 def test_json_from_the_database_loads_like_the_standard_library() -> None:

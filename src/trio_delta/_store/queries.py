@@ -10,7 +10,8 @@ from psycopg import sql
 
 RESOURCE_COLUMNS = (
     "r.id, r.kind, r.object_id, r.namespace, r.state, r.attempt, r.max_attempts, "
-    "r.object::text as object, r.hash, r.metadata, r.tags, r.errors, r.created_at, "
+    "r.object::text as object, r.hash, r.metadata::text as metadata, r.tags, "
+    "r.errors::text as errors, r.created_at, "
     "r.updated_at, r.scheduled_at, r.attempted_at, r.attempted_by, r.synced_at"
 )
 
