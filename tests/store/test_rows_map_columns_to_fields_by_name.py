@@ -74,7 +74,7 @@ def test_make_resource_copies_every_shared_field_by_name() -> None:
 
 def test_empty_metadata_and_errors_are_read_without_decoding() -> None:
     names = column_names()
-    row = {n: None for n in names} | {
+    row = dict.fromkeys(names) | {
         "id": 1, "kind": "k", "object_id": "o", "namespace": "n", "state": "no-such-state",
         "attempt": 0, "max_attempts": 1, "object": "{}", "hash": b"", "metadata": "{}",
         "tags": [], "errors": "[]", "created_at": T0, "updated_at": T0, "scheduled_at": T0,

@@ -131,7 +131,7 @@ class Fetcher:
         self.claimed += len(records)
         for record in records:
             self._slots.take(record.namespace, record.kind)
-            self._pools[record.namespace].send.send_nowait(record)
+            self._pools[record.namespace].rows.send_nowait(record)
         if len(records) < wanted:
             nxt = await self._store.next_scheduled_at(
                 [r.namespace for r in requests], self._kinds

@@ -192,7 +192,7 @@ class Engine:
         self.informers.stop()
         await self._stop_fetcher()
         for pool in self.pools.values():
-            pool.send.close()
+            pool.rows.close()
         pool_handles = [h for name, h in self._handles.items() if name.startswith("pool:")]
         informers = self._handles["informers"]
         grace = 0.0 if self._force_requested else self._config.shutdown_grace

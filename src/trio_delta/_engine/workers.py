@@ -25,6 +25,7 @@ from .._store.base import Outcome, OutcomeKind, ResourceRecord
 from .._types import AttemptError, Resource
 from .clock import Clock
 from .completer import Completion
+from .rowqueue import RowQueue
 from .slots import Slots
 
 log = logging.getLogger("trio_delta.worker")
@@ -101,7 +102,7 @@ class WorkerPool:
         self._on_slot_free = on_slot_free
         # Claimed rows never wait here for long: the fetcher sends only as
         # many as there are free workers.
-        self.send, self._receive = trio.open_memory_channel[ResourceRecord](max_workers)
+        self.rows = RowQueue()
         self._workers: list[_Worker] = []
         self._watcher_idle = False
         self._watcher_wake = trio.Event()
@@ -110,12 +111,12 @@ class WorkerPool:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run until the send side is closed and drained."""
-        async with self._receive, trio.open_nursery() as nursery:
+        async with trio.open_nursery() as nursery:
             async with trio.open_nursery() as workers:
                 for _ in range(self.max_workers):
                     worker = _Worker()
                     self._workers.append(worker)
-                    workers.start_soon(self._worker_loop, worker, self._receive.clone())
+                    workers.start_soon(self._worker_loop, worker)
                 nursery.start_soon(self._watch_timeouts)
                 task_status.started()
             nursery.cancel_scope.cancel()  # the watcher: every worker is done
@@ -156,50 +157,32 @@ class WorkerPool:
             else:
                 await trio.sleep_until(earliest)
 
-    async def _worker_loop(self, worker: _Worker,
-                           receive: trio.MemoryReceiveChannel[ResourceRecord]) -> None:
-        async with receive:
-            record: ResourceRecord | None = None
-            while True:
-                worker.scope = scope = trio.CancelScope()
-                with scope:
-                    while True:
+    async def _worker_loop(self, worker: _Worker) -> None:
+        record: ResourceRecord | None = None
+        while True:
+            worker.scope = scope = trio.CancelScope()
+            with scope:
+                while True:
+                    if record is None:
+                        record = await self.rows.take()
                         if record is None:
-                            record = await self._next(receive)
-                            if record is None:
-                                return  # closed and drained
-                        if scope.cancel_called:
-                            break  # a late cancel, meant for a work that ended: new scope
-                        worker.deadline = trio.current_time() + self._config.work_timeout
-                        worker.record = record
-                        if self._watcher_idle:
-                            self._watcher_wake.set()
-                        outcome = await self._work_one(record)
-                        worker.record = None
-                        done, record = record, None
-                        await self._finish(done, outcome)
-                interrupted, worker.record = worker.record, None
-                if interrupted is not None:
-                    # Cancelled inside work: the timeout, or a forced stop.
-                    record = None
-                    self.worked += 1
-                    await self._finish(interrupted, self._interrupted(interrupted))
-
-    @staticmethod
-    async def _next(receive: trio.MemoryReceiveChannel[ResourceRecord]) -> ResourceRecord | None:
-        """The next claimed row (None once the channel is closed and empty).
-        No checkpoint when one is waiting: a work that awaits anything
-        yields to the other workers anyway."""
-        try:
-            return receive.receive_nowait()
-        except trio.WouldBlock:
-            pass
-        except trio.EndOfChannel:
-            return None
-        try:
-            return await receive.receive()
-        except trio.EndOfChannel:
-            return None
+                            return  # closed and drained
+                    if scope.cancel_called:
+                        break  # a late cancel, meant for a work that ended: new scope
+                    worker.deadline = trio.current_time() + self._config.work_timeout
+                    worker.record = record
+                    if self._watcher_idle:
+                        self._watcher_wake.set()
+                    outcome = await self._work_one(record)
+                    worker.record = None
+                    done, record = record, None
+                    await self._finish(done, outcome)
+            interrupted, worker.record = worker.record, None
+            if interrupted is not None:
+                # Cancelled inside work: the timeout, or a forced stop.
+                record = None
+                self.worked += 1
+                await self._finish(interrupted, self._interrupted(interrupted))
 
     async def _finish(self, record: ResourceRecord, outcome: Outcome) -> None:
         self._slots.release(record.namespace, record.kind)

@@ -1,0 +1,125 @@
+"""The fetcher-to-workers queue wakes one parked worker at a time, yet every
+row of a claim starts at once when work awaits something, and no row is
+lost to closing or to a cancelled taker."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+import trio
+import trio.testing
+
+from trio_delta._engine.rowqueue import RowQueue
+from trio_delta._store.base import ResourceRecord
+from trio_delta._types import ResourceState
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def row(i: int) -> ResourceRecord:
+    return ResourceRecord(i, "k", f"o{i}", "default", ResourceState.PENDING, 1, 3, b"{}", b"h",
+                          {}, (), (), T0, T0, T0, T0, "me", None)
+
+
+class Workers:
+    """``n`` tasks taking rows; each 'works' a row by sleeping ``seconds``
+    (0: returns at once). Records which task took which row, and when."""
+
+    def __init__(self, queue: RowQueue, n: int, seconds: float) -> None:
+        self.queue = queue
+        self.n = n
+        self.seconds = seconds
+        self.taken: list[tuple[int, int, float]] = []  # (worker, row id, time)
+
+    async def run(self, index: int) -> None:
+        while True:
+            record = await self.queue.take()
+            if record is None:
+                return
+            self.taken.append((index, record.id, trio.current_time()))
+            if self.seconds:
+                await trio.sleep(self.seconds)
+
+
+@pytest.mark.parametrize("rows", [1, 10, 250])
+async def test_instant_work_is_carried_by_few_workers(
+    autojump_clock: trio.testing.MockClock, rows: int,
+) -> None:
+    queue = RowQueue()
+    workers = Workers(queue, 250, 0)
+    async with trio.open_nursery() as nursery:
+        for i in range(workers.n):
+            nursery.start_soon(workers.run, i)
+        await trio.sleep(1)  # all parked
+        for i in range(rows):
+            queue.send_nowait(row(i))
+        await trio.sleep(1)
+        wakes = queue.wakes
+        queue.close()
+    assert sorted(r for _, r, _ in workers.taken) == list(range(rows))
+    # A memory channel would have woken one worker per row.
+    assert wakes <= 2
+    assert len({w for w, _, _ in workers.taken}) <= 2
+
+
+async def test_awaiting_work_still_starts_every_row_at_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    queue = RowQueue()
+    workers = Workers(queue, 50, 10)
+    async with trio.open_nursery() as nursery:
+        for i in range(workers.n):
+            nursery.start_soon(workers.run, i)
+        await trio.sleep(1)
+        t0 = trio.current_time()
+        for i in range(50):
+            queue.send_nowait(row(i))
+        await trio.sleep(5)
+        # Each row in a worker of its own, all started without waiting for
+        # any work to end (the works take 10 s).
+        assert len(workers.taken) == 50
+        assert len({w for w, _, _ in workers.taken}) == 50
+        assert {round(at - t0, 6) for _, _, at in workers.taken} == {0}
+        queue.close()
+
+
+async def test_close_lets_queued_rows_out_then_ends_every_worker() -> None:
+    queue = RowQueue()
+    workers = Workers(queue, 5, 0)
+    for i in range(3):
+        queue.send_nowait(row(i))
+    queue.close()
+    with pytest.raises(trio.ClosedResourceError):
+        queue.send_nowait(row(99))
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            for i in range(workers.n):
+                nursery.start_soon(workers.run, i)
+    assert sorted(r for _, r, _ in workers.taken) == [0, 1, 2]
+
+
+async def test_a_cancelled_taker_loses_no_row(autojump_clock: trio.testing.MockClock) -> None:
+    queue = RowQueue()
+    got: list[int] = []
+
+    async def taker(scope_out: list[trio.CancelScope]) -> None:
+        with trio.CancelScope() as scope:
+            scope_out.append(scope)
+            record = await queue.take()
+            assert record is not None
+            got.append(record.id)
+
+    async with trio.open_nursery() as nursery:
+        first: list[trio.CancelScope] = []
+        second: list[trio.CancelScope] = []
+        nursery.start_soon(taker, first)
+        await trio.sleep(1)
+        nursery.start_soon(taker, second)
+        await trio.sleep(1)
+        first[0].cancel()  # the first parked taker leaves
+        await trio.sleep(1)
+        queue.send_nowait(row(7))  # must reach the second
+        await trio.sleep(1)
+    assert got == [7]
+    assert first[0].cancelled_caught
