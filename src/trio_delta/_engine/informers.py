@@ -252,22 +252,22 @@ class Informers:
             batch = [await receive.receive()]
         except trio.EndOfChannel:
             return None
-        deadline = trio.current_time() + self._config.flush_interval
-        while len(batch) < self._config.batch_size:
-            try:
-                batch.append(receive.receive_nowait())
-                continue
-            except trio.WouldBlock:
-                pass
-            except trio.EndOfChannel:
-                break
-            with trio.move_on_at(deadline):
+        # One cancel scope for the whole batch: a fast informer's objects
+        # often arrive one at a time, and a scope with a deadline per object
+        # (~7 us) was a large share of the cost of informing one.
+        with trio.move_on_after(self._config.flush_interval):
+            while len(batch) < self._config.batch_size:
+                try:
+                    batch.append(receive.receive_nowait())
+                    continue
+                except trio.WouldBlock:
+                    pass
+                except trio.EndOfChannel:
+                    break
                 try:
                     batch.append(await receive.receive())
                 except trio.EndOfChannel:
                     break
-                continue
-            break  # the deadline passed
         return batch
 
     def _prepare(

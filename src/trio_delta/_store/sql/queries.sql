@@ -19,7 +19,11 @@ upserted as (
         tags, errors, created_at, updated_at, scheduled_at
     )
     select kind, object_id, namespace, 'scheduled', 0, max_attempts, object::json, hash,
-           metadata::json, array(select jsonb_array_elements_text(tags::jsonb)), '[]',
+           metadata::json,
+           -- most objects have no tags: skip the per-row subquery for them
+           case when tags = '[]' then '{{}}'::text[]
+                else array(select jsonb_array_elements_text(tags::jsonb)) end,
+           '[]',
            %(now)s, %(now)s, %(now)s
     from input
     on conflict (kind, object_id) do update set
@@ -59,7 +63,11 @@ upserted as (
         tags, errors, created_at, updated_at, scheduled_at
     )
     select kind, object_id, namespace, 'scheduled', 0, max_attempts, object::json, hash,
-           metadata::json, array(select jsonb_array_elements_text(tags::jsonb)), '[]',
+           metadata::json,
+           -- most objects have no tags: skip the per-row subquery for them
+           case when tags = '[]' then '{{}}'::text[]
+                else array(select jsonb_array_elements_text(tags::jsonb)) end,
+           '[]',
            %(now)s, %(now)s, %(now)s
     from input
     on conflict (kind, object_id) do update set

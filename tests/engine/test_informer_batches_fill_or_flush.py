@@ -1,0 +1,78 @@
+"""An informer batch is written when it holds ``batch_size`` objects, or
+``flush_interval`` after its first object arrived, whichever comes first."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import trio
+import trio.testing
+
+import trio_delta as delta
+from trio_delta._objects import PreparedObject
+from trio_delta._store.base import UpsertResult
+from trio_delta.testing import MemoryStore, open_test_client
+
+
+@dataclass
+class Doc:
+    kind: ClassVar[str] = "doc"
+    key: str
+
+    def id(self) -> str:
+        return self.key
+
+
+class Bursty(delta.Controller[Doc]):
+    """Sends ``bursts`` of objects (each burst at once), pausing between."""
+
+    def __init__(self, bursts: list[int], pause: float) -> None:
+        self.bursts = bursts
+        self.pause = pause
+        self.t0 = 0.0
+
+    async def inform(self, opts: delta.InformOptions, send: trio.MemorySendChannel[Doc]) -> None:
+        self.t0 = trio.current_time()
+        n = 0
+        async with send:
+            for size in self.bursts:
+                for _ in range(size):
+                    await send.send(Doc(f"d{n}"))
+                    n += 1
+                await trio.sleep(self.pause)
+
+    async def work(self, resource: delta.Resource[Doc]) -> None:
+        pass
+
+
+class RecordingStore(MemoryStore):
+    def __init__(self) -> None:
+        super().__init__()
+        self.upserts: list[tuple[float, int]] = []
+
+    async def upsert(self, items: Sequence[PreparedObject], **kwargs: Any
+                     ) -> list[UpsertResult]:
+        self.upserts.append((trio.current_time(), len(items)))
+        return await super().upsert(items, **kwargs)
+
+
+async def test_batches_fill_up_or_flush_after_the_interval(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    store = RecordingStore()
+    ctl = Bursty([25, 3, 0], pause=1.0)
+    controllers = delta.Controllers()
+    delta.add_controller(controllers, ctl)
+    config = delta.Config(random=random.Random(1), client_id="c1", batch_size=10,
+                          flush_interval=0.25, inform_interval=3600)
+    async with open_test_client(controllers, config=config, store=store) as t:
+        await t.run_until(lambda: sum(n for _, n in store.upserts) == 28)
+    sizes = [n for _, n in store.upserts]
+    times = [round(at - ctl.t0, 6) for at, _ in store.upserts]
+    # 25 at once: two full batches at once, the last 5 after the interval;
+    # then the burst of 3, one interval after it arrived (at 1 s).
+    assert sizes == [10, 10, 5, 3]
+    assert times == [0, 0, 0.25, 1.25]
