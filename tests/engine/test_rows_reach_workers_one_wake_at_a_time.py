@@ -1,6 +1,6 @@
-"""The fetcher-to-workers queue wakes one parked worker at a time, yet every
-row of a claim starts at once when work awaits something, and no row is
-lost to closing or to a cancelled taker."""
+"""The fetcher-to-workers queue wakes (or starts) one worker at a time, yet
+every row of a claim starts at once when work awaits something, and no row
+is lost to closing or to a cancelled taker."""
 
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ class Workers:
 async def test_instant_work_is_carried_by_few_workers(
     autojump_clock: trio.testing.MockClock, rows: int,
 ) -> None:
-    queue = RowQueue()
+    queue = RowQueue(lambda: False)
     workers = Workers(queue, 250, 0)
     async with trio.open_nursery() as nursery:
         for i in range(workers.n):
@@ -66,7 +66,7 @@ async def test_instant_work_is_carried_by_few_workers(
 async def test_awaiting_work_still_starts_every_row_at_once(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    queue = RowQueue()
+    queue = RowQueue(lambda: False)
     workers = Workers(queue, 50, 10)
     async with trio.open_nursery() as nursery:
         for i in range(workers.n):
@@ -85,7 +85,7 @@ async def test_awaiting_work_still_starts_every_row_at_once(
 
 
 async def test_close_lets_queued_rows_out_then_ends_every_worker() -> None:
-    queue = RowQueue()
+    queue = RowQueue(lambda: False)
     workers = Workers(queue, 5, 0)
     for i in range(3):
         queue.send_nowait(row(i))
@@ -100,7 +100,7 @@ async def test_close_lets_queued_rows_out_then_ends_every_worker() -> None:
 
 
 async def test_a_cancelled_taker_loses_no_row(autojump_clock: trio.testing.MockClock) -> None:
-    queue = RowQueue()
+    queue = RowQueue(lambda: False)
     got: list[int] = []
 
     async def taker(scope_out: list[trio.CancelScope]) -> None:
@@ -123,3 +123,48 @@ async def test_a_cancelled_taker_loses_no_row(autojump_clock: trio.testing.MockC
         await trio.sleep(1)
     assert got == [7]
     assert first[0].cancelled_caught
+
+
+class SpawningPool:
+    """Workers started on demand by the queue, at most ``cap``."""
+
+    def __init__(self, nursery: trio.Nursery, cap: int, seconds: float) -> None:
+        self.queue = RowQueue(self.spawn)
+        self.nursery = nursery
+        self.cap = cap
+        self.workers = Workers(self.queue, 0, seconds)
+
+    def spawn(self) -> bool:
+        if self.workers.n >= self.cap:
+            return False
+        self.workers.n += 1
+        self.nursery.start_soon(self.run, self.workers.n - 1)
+        return True
+
+    async def run(self, index: int) -> None:
+        self.queue.started()
+        await self.workers.run(index)
+
+
+@pytest.mark.parametrize(("seconds", "started"), [(0, 2), (10, 40)])
+async def test_workers_are_started_only_as_rows_need_them(
+    autojump_clock: trio.testing.MockClock, seconds: float, started: int,
+) -> None:
+    async with trio.open_nursery() as nursery:
+        pool = SpawningPool(nursery, cap=40, seconds=seconds)
+        t0 = trio.current_time()
+        for i in range(40):
+            pool.queue.send_nowait(row(i))
+        await trio.sleep(1)
+        # Instant work: the first task did it all (it started a second one
+        # before it knew). Awaiting work: a task per row,
+        # every one started at once.
+        assert pool.workers.n == started
+        assert len(pool.workers.taken) == 40
+        assert {round(at - t0, 6) for _, _, at in pool.workers.taken} == {0}
+        for i in range(40, 50):  # more than the cap allows at once
+            pool.queue.send_nowait(row(i))
+        await trio.sleep(30)
+        assert pool.workers.n <= 40
+        assert sorted(r for _, r, _ in pool.workers.taken) == list(range(50))
+        pool.queue.close()

@@ -10,14 +10,20 @@ every row still starts within a scheduler pass or so of the previous one;
 when work returns at once, the first worker carries on through the rows
 itself and the second finds little or nothing left.
 
-Rows never outnumber free workers (the fetcher claims only free slots), so
-a queued row always has a worker coming: one already woken, or one that is
-busy and will look again when its work ends.
+Worker tasks are started on demand, up to the pool's ``max_workers``: when a
+row needs a worker and none is parked, the queue asks the pool for a new one
+(``spawn``). With instant work a pool of 500 runs one or two tasks; a
+client no longer starts hundreds of tasks before its first claim.
+
+Rows never outnumber free slots (the fetcher claims only those), so a
+queued row always has a worker coming: one woken or being started, or one
+that is busy and will look again when its work ends.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 
 import trio
 
@@ -25,11 +31,15 @@ from .._store.base import ResourceRecord
 
 
 class RowQueue:
-    def __init__(self) -> None:
+    def __init__(self, spawn: Callable[[], bool]) -> None:
+        """``spawn()`` starts a new worker, which calls :meth:`started`
+        first; it returns False when the pool has all its workers."""
+        self._spawn = spawn
         self._rows: deque[ResourceRecord] = deque()
         self._parked: deque[trio.lowlevel.Task] = deque()
-        self._waking = 0  # parked workers rescheduled that have not run yet
+        self._waking = 0  # workers woken or started that have not run yet
         self._closed = False
+        self.closed = trio.Event()
         self.wakes = 0  # parked workers woken, for tests and profiling
 
     def __len__(self) -> int:
@@ -45,16 +55,25 @@ class RowQueue:
         """No more rows; workers take what is queued, then :meth:`take`
         returns None."""
         self._closed = True
+        self.closed.set()
         while self._parked:
             self._waking += 1
             trio.lowlevel.reschedule(self._parked.popleft())
 
     def _wake_one(self) -> None:
         # One on its way is enough: it wakes the next if rows remain.
-        if self._waking == 0 and self._parked:
+        if self._waking:
+            return
+        if self._parked:
             self._waking += 1
             self.wakes += 1
             trio.lowlevel.reschedule(self._parked.popleft())
+        elif not self._closed and self._spawn():
+            self._waking += 1
+
+    def started(self) -> None:
+        """A worker made by ``spawn`` is running."""
+        self._waking -= 1
 
     async def take(self) -> ResourceRecord | None:
         """The next row (without a checkpoint when one is queued), or None

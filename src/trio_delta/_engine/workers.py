@@ -102,7 +102,8 @@ class WorkerPool:
         self._on_slot_free = on_slot_free
         # Claimed rows never wait here for long: the fetcher sends only as
         # many as there are free workers.
-        self.rows = RowQueue()
+        self.rows = RowQueue(self._spawn)
+        self._spawner: trio.Nursery | None = None
         self._workers: list[_Worker] = []
         self._watcher_idle = False
         self._watcher_wake = trio.Event()
@@ -110,16 +111,24 @@ class WorkerPool:
         self.worked = 0
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Run until the send side is closed and drained."""
+        """Run until the row queue is closed and drained."""
         async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._watch_timeouts)
             async with trio.open_nursery() as workers:
-                for _ in range(self.max_workers):
-                    worker = _Worker()
-                    self._workers.append(worker)
-                    workers.start_soon(self._worker_loop, worker)
-                nursery.start_soon(self._watch_timeouts)
+                self._spawner = workers
                 task_status.started()
-            nursery.cancel_scope.cancel()  # the watcher: every worker is done
+                await self.rows.closed.wait()
+            # Every worker has taken the last rows and returned.
+            nursery.cancel_scope.cancel()  # the watcher
+
+    def _spawn(self) -> bool:
+        """Start one more worker task, unless the pool has all of them."""
+        if self._spawner is None or len(self._workers) >= self.max_workers:
+            return False
+        worker = _Worker()
+        self._workers.append(worker)
+        self._spawner.start_soon(self._worker_loop, worker)
+        return True
 
     def force(self) -> None:
         """Cancel running work and hand back whatever is left."""
@@ -158,6 +167,7 @@ class WorkerPool:
                 await trio.sleep_until(earliest)
 
     async def _worker_loop(self, worker: _Worker) -> None:
+        self.rows.started()
         record: ResourceRecord | None = None
         while True:
             worker.scope = scope = trio.CancelScope()
