@@ -89,23 +89,27 @@ class SlowClaims(MemoryStore):
             self.in_flight -= 1
 
 
-def config() -> delta.Config:
-    return delta.Config(random=random.Random(1), client_id="c1", inform_interval=-1)
+async def work_all(controller: Gauge, objects: list[Any]) -> SlowClaims:
+    """Run a client of 10 workers on a SlowClaims store until ``objects``
+    are all worked; returns the store."""
+    store = SlowClaims()
+    controllers = delta.Controllers()
+    delta.add_controller(controllers, controller)  # type: ignore[arg-type]
+    namespaces = {"default": delta.NamespaceConfig(max_workers=10)}
+    config = delta.Config(random=random.Random(1), client_id="c1", inform_interval=-1)
+    async with open_test_client(controllers, namespaces=namespaces, config=config,
+                                store=store) as t:
+        for obj in objects:
+            await t.client.inform(obj)
+        await t.run_until_idle()
+        rows = await t.client.list_resources()
+    assert [r.state for r in rows] == [delta.ResourceState.SYNCED] * len(objects)
+    return store
 
 
 async def test_two_claims_split_the_free_workers(autojump_clock: trio.testing.MockClock) -> None:
-    store = SlowClaims()
     quick = JobController()
-    controllers = delta.Controllers()
-    delta.add_controller(controllers, quick)
-    namespaces = {"default": delta.NamespaceConfig(max_workers=10)}
-    async with open_test_client(controllers, namespaces=namespaces, config=config(),
-                                store=store) as t:
-        for i in range(40):
-            await t.client.inform(Job(f"j{i}"))
-        await t.run_until_idle()
-        rows = await t.client.list_resources(kind="job")
-    assert [r.state for r in rows] == [delta.ResourceState.SYNCED] * 40
+    store = await work_all(quick, [Job(f"j{i}") for i in range(40)])
     assert store.peak_in_flight == 2
     limits = [sum(r.limit for r in reqs) for _, reqs in store.requests]
     assert max(limits) == 5  # a share: half of max_workers
@@ -120,16 +124,8 @@ async def test_claims_in_flight_respect_parallelism(
     # the order in which Trio wakes the finishing workers and the two claim
     # loops: seeded, and over several seeds, so both orders are checked.
     seed_trio_scheduler(seed)
-    store = SlowClaims()
     quick = CappedController()
-    controllers = delta.Controllers()
-    delta.add_controller(controllers, quick)
-    namespaces = {"default": delta.NamespaceConfig(max_workers=10)}
-    async with open_test_client(controllers, namespaces=namespaces, config=config(),
-                                store=store) as t:
-        for i in range(12):
-            await t.client.inform(Capped(f"c{i}"))
-        await t.run_until_idle()
+    store = await work_all(quick, [Capped(f"c{i}") for i in range(12)])
     assert quick.peak == 3
     # Whatever was in flight, the caps asked for never added up to more than 3.
     for _, requests in store.requests:
