@@ -45,7 +45,7 @@ class Object(Protocol):
 
 
 def check_kind(value: object, *, error: type[Exception] = ConfigError) -> str:
-    if value.__class__ is str and value in _VALID_NAMES:
+    if type(value) is str and value in _VALID_NAMES:
         return value  # pyright: ignore[reportReturnType]
     if not isinstance(value, str) or len(value) > NAME_MAX or not NAME_RE.match(value):
         raise error(
@@ -225,7 +225,7 @@ def prepare_object(
 
     merged = merge_inform_opts(obj, opts)
     namespace = merged.namespace if merged.namespace is not None else "default"
-    if not (namespace.__class__ is str and namespace in _VALID_NAMES):
+    if not (type(namespace) is str and namespace in _VALID_NAMES):
         if (not isinstance(namespace, str) or len(namespace) > NAME_MAX
                 or not NAME_RE.match(namespace)):
             raise ObjectError(f"{kind} {object_id!r}: invalid namespace {short(namespace)}")

@@ -420,6 +420,25 @@ async def test_claim_skips_kinds_capped_at_zero_and_empty_requests(store: Store)
     assert [r.object_id for r in got] == ["i"]
 
 
+async def test_a_kind_cap_holds_across_the_requests_of_one_claim(store: Store) -> None:
+    # A cap is per client: one claim serving two namespaces shares it.
+    for ns in ("one", "two"):
+        await store.upsert([prep(Gadget(f"{ns}-{i}"), namespace=ns) for i in range(2)],
+                           now=at(0))
+    got = await store.claim(
+        [ClaimRequest("one", 5, {"gadget": 1}), ClaimRequest("two", 5, {"gadget": 1})],
+        now=at(5), client_id=CLIENT,
+    )
+    assert len(got) == 1
+    # ... and what one namespace does not use, the next may take.
+    await store.upsert([prep(Gadget("three-0"), namespace="three")], now=at(0))
+    got = await store.claim(
+        [ClaimRequest("empty", 5, {"gadget": 2}), ClaimRequest("three", 5, {"gadget": 2})],
+        now=at(5), client_id=CLIENT,
+    )
+    assert [r.object_id for r in got] == ["three-0"]
+
+
 async def test_claim_results_are_ordered_across_requests(store: Store) -> None:
     await store.upsert([prep(Item("b"), namespace="two")], now=at(0))
     await store.upsert([prep(Item("a"), namespace="one")], now=at(1))

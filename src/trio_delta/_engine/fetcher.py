@@ -60,12 +60,14 @@ class Fetcher:
         }
         self._next_due = math.inf  # trio time of the earliest known scheduled_at
         self._stopping = False
+        self._stopped = trio.Event()
         self.claimed = 0
         self.fetches = 0
 
     def stop(self) -> None:
         """Finish the claims in flight, if any, then return from :meth:`run`."""
         self._stopping = True
+        self._stopped.set()
         self.wake()
 
     def wake(self) -> None:
@@ -87,7 +89,8 @@ class Fetcher:
                 error_delay = 0.05
             except StoreError as exc:
                 log.warning("claiming work failed, retrying in %.2fs: %s", error_delay, exc)
-                await trio.sleep(error_delay)
+                with trio.move_on_after(error_delay):
+                    await self._stopped.wait()  # a stop ends the backoff
                 error_delay = min(error_delay * 2, 5.0)
                 continue
             if not drained:

@@ -42,12 +42,18 @@ def clean_text(text: str, limit: int) -> str:
 
 
 def describe_exception(exc: BaseException) -> str:
-    """``Type: message``, even for an exception whose ``__str__`` raises."""
+    """``Type: message``, even for an exception whose ``__str__`` raises; for
+    an exception group, followed by its first few exceptions (a group's own
+    message says only how many it holds)."""
     try:
         text = str(exc)
     except Exception:
         text = "<exception str() failed>"
-    return f"{type(exc).__name__}: {text}"
+    described = f"{type(exc).__name__}: {text}"
+    if isinstance(exc, BaseExceptionGroup):
+        inner = [describe_exception(e) for e in exc.exceptions[:3]]  # pyright: ignore[reportUnknownVariableType,reportUnknownMemberType,reportUnknownArgumentType]
+        described += " [" + "; ".join(inner) + (" ..." if len(exc.exceptions) > 3 else "") + "]"  # pyright: ignore[reportUnknownMemberType,reportUnknownArgumentType]
+    return described
 
 
 def format_trace(exc: BaseException) -> str:
@@ -171,28 +177,41 @@ class WorkerPool:
         record: ResourceRecord | None = None
         while True:
             worker.scope = scope = trio.CancelScope()
-            with scope:
-                while True:
-                    if record is None:
-                        record = await self.rows.take()
+            failure: Exception | None = None
+            try:
+                with scope:
+                    while True:
                         if record is None:
-                            return  # closed and drained
-                    if scope.cancel_called:
-                        break  # a late cancel, meant for a work that ended: new scope
-                    worker.deadline = trio.current_time() + self._config.work_timeout
-                    worker.record = record
-                    if self._watcher_idle:
-                        self._watcher_wake.set()
-                    outcome = await self._work_one(record)
-                    worker.record = None
-                    done, record = record, None
-                    await self._finish(done, outcome)
+                            record = await self.rows.take()
+                            if record is None:
+                                return  # closed and drained
+                        if scope.cancel_called:
+                            break  # a late cancel, meant for a work that ended: new scope
+                        worker.deadline = trio.current_time() + self._config.work_timeout
+                        worker.record = record
+                        if self._watcher_idle:
+                            self._watcher_wake.set()
+                        outcome = await self._work_one(record)
+                        worker.record = None
+                        done, record = record, None
+                        await self._finish(done, outcome)
+            except Exception as exc:
+                # A work cancelled inside a nursery of its own can raise an
+                # exception group of Cancelled and its own errors; the scope
+                # takes the Cancelled and what is left lands here.
+                if worker.record is None:
+                    raise  # not from a work: ours, and a bug
+                failure = exc
             interrupted, worker.record = worker.record, None
             if interrupted is not None:
-                # Cancelled inside work: the timeout, or a forced stop.
+                # Cancelled inside work (the timeout, or a forced stop), or
+                # failed with what ``_work_one`` could not catch.
                 record = None
                 self.worked += 1
-                await self._finish(interrupted, self._interrupted(interrupted))
+                outcome = (self._failure(interrupted, failure, "")
+                           if failure is not None and not self._forced
+                           else self._interrupted(interrupted))
+                await self._finish(interrupted, outcome)
 
     async def _finish(self, record: ResourceRecord, outcome: Outcome) -> None:
         self._slots.release(record.namespace, record.kind)

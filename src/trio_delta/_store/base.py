@@ -31,7 +31,8 @@ State rules every adapter follows (the conformance suite checks them):
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -119,6 +120,40 @@ class ClaimRequest:
         if uncapped:
             steps.append((uncapped, None))
         return steps
+
+
+class ClaimBudget:
+    """How much each step of one claim call may take.
+
+    A kind's cap is per client, not per namespace: what one request of the
+    call took of a capped kind is not there for the next request (a client
+    serving two namespaces once ran a ``parallelism=1`` kind twice at once).
+    Both adapters claim through this, so they agree::
+
+        budget = ClaimBudget()
+        for request in requests:
+            for kinds, limit in budget.steps(request):
+                rows = ...  # claim up to ``limit`` rows of ``kinds``
+                budget.took(kinds, len(rows))
+    """
+
+    def __init__(self) -> None:
+        self._taken: Counter[str] = Counter()
+        self._remaining = 0
+
+    def steps(self, request: ClaimRequest) -> Iterator[tuple[tuple[str, ...], int]]:
+        self._remaining = request.limit
+        for kinds, cap in request.plan():
+            if cap is not None:
+                cap -= self._taken[kinds[0]]  # a capped step is one kind
+            limit = self._remaining if cap is None else min(cap, self._remaining)
+            if limit > 0:
+                yield kinds, limit
+
+    def took(self, kinds: tuple[str, ...], count: int) -> None:
+        self._remaining -= count
+        if len(kinds) == 1:
+            self._taken[kinds[0]] += count
 
 
 class OutcomeKind(enum.Enum):

@@ -33,6 +33,7 @@ from .._objects import PreparedObject
 from .._types import CLAIMABLE_STATES, ResourceState
 from .base import (
     AppliedOutcome,
+    ClaimBudget,
     ClaimRequest,
     LeaderState,
     Outcome,
@@ -318,14 +319,11 @@ class MemoryStore(MemoryControlPlane):
     ) -> list[ResourceRecord]:
         await trio.lowlevel.checkpoint()
         out: list[ResourceRecord] = []
+        budget = ClaimBudget()
         for req in requests:
             if req.limit <= 0 or not req.kinds:
                 continue
-            remaining = req.limit
-            for kinds, cap in req.plan():
-                limit = remaining if cap is None else min(cap, remaining)
-                if limit <= 0:
-                    continue
+            for kinds, limit in budget.steps(req):
                 due = [r for r in self._rows.values()
                        if self._claimable(r, req.namespace, kinds, now)]
                 rows = sorted(due, key=lambda r: (r.record.scheduled_at, r.record.id))[:limit]
@@ -339,7 +337,7 @@ class MemoryStore(MemoryControlPlane):
                     )
                     self._install(claimed)
                     out.append(claimed.snapshot())
-                remaining -= len(rows)
+                budget.took(kinds, len(rows))
         out.sort(key=lambda r: (r.scheduled_at, r.id))
         return out
 

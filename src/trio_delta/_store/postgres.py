@@ -33,6 +33,7 @@ from ..migrations.runner import LATEST_VERSION
 from .base import (
     MAX_ERRORS,
     AppliedOutcome,
+    ClaimBudget,
     ClaimRequest,
     ControllerState,
     InformClaim,
@@ -237,10 +238,7 @@ class PostgresStore:
 
         async def run() -> R:
             if lane.conn is None or lane.conn.closed:
-                lane.conn = await self._bridge.connect(self._dsn, autocommit=True)
-                set_json_loads(load_json, lane.conn)
-                for statement in lane_settings(lane.name):
-                    await lane.conn.execute(statement)
+                lane.conn = await self._lane_connection(lane.name)
             try:
                 return await fn(lane.conn)
             except psycopg.OperationalError:
@@ -251,6 +249,22 @@ class PostgresStore:
 
         async with lane.lock:
             return await self.call(run, what=what)
+
+    async def _lane_connection(self, name: str) -> Conn:
+        """A new connection with the lane's settings, or none at all: a lane
+        must never run on a connection that missed one of them."""
+        conn = await self._bridge.connect(self._dsn, autocommit=True)
+        try:
+            set_json_loads(load_json, conn)
+            for statement in lane_settings(name):
+                await conn.execute(statement)
+        except BaseException:
+            # Runs on either driver's loop (this may be asyncio code under
+            # trio-asyncio), so no Trio shield: close what can be closed.
+            with contextlib.suppress(Exception):
+                await conn.close()
+            raise
+        return conn
 
     def _free_claim_lane(self) -> str:
         """A claim lane not in use, if there is one (else the first)."""
@@ -427,12 +441,9 @@ class PostgresStore:
 
         async def run(conn: Conn) -> list[ResourceRecord]:
             out: list[ResourceRecord] = []
+            budget = ClaimBudget()
             for req in requests:
-                remaining = req.limit
-                for kinds, cap in req.plan():
-                    limit = remaining if cap is None else min(cap, remaining)
-                    if limit <= 0:
-                        continue
+                for kinds, limit in budget.steps(req):
                     cur = await conn.execute(
                         self._queries["claim"],
                         {"namespace": req.namespace, "kinds": list(kinds), "limit": limit,
@@ -440,7 +451,7 @@ class PostgresStore:
                         binary=True,
                     )
                     rows = await cur.fetchall()
-                    remaining -= len(rows)
+                    budget.took(kinds, len(rows))
                     out.extend(record_from_row(row) for row in rows)
             return out
 
