@@ -45,15 +45,13 @@ class Object(Protocol):
 
 
 def check_kind(value: object, *, error: type[Exception] = ConfigError) -> str:
-    if type(value) is str and value in _VALID_NAMES:
-        return value  # pyright: ignore[reportReturnType]
-    if not isinstance(value, str) or len(value) > NAME_MAX or not NAME_RE.match(value):
+    if not _valid_name(value):
         raise error(
             f"invalid kind {short(value)}: use 1-{NAME_MAX} of [a-z0-9], "
             "with single '_' or '-' between"
         )
-    _remember_valid(value)
-    return value
+    # A str: _valid_name checked, which the type checker cannot see.
+    return value  # pyright: ignore[reportReturnType]
 
 
 # Kinds and namespaces already checked: objects of one kind arrive by the
@@ -63,9 +61,15 @@ _VALID_NAMES: set[str] = set()
 _VALID_NAMES_MAX = 10_000
 
 
-def _remember_valid(name: str) -> None:
-    if len(_VALID_NAMES) < _VALID_NAMES_MAX and type(name) is str:
-        _VALID_NAMES.add(name)
+def _valid_name(value: object) -> bool:
+    """Whether ``value`` is a valid kind or namespace (remembered when so)."""
+    if type(value) is str and value in _VALID_NAMES:
+        return True
+    if not isinstance(value, str) or len(value) > NAME_MAX or not NAME_RE.match(value):
+        return False
+    if len(_VALID_NAMES) < _VALID_NAMES_MAX and type(value) is str:
+        _VALID_NAMES.add(value)
+    return True
 
 
 def object_settings(cls: type[Any]) -> ObjectSettings:
@@ -225,11 +229,8 @@ def prepare_object(
 
     merged = merge_inform_opts(obj, opts)
     namespace = merged.namespace if merged.namespace is not None else "default"
-    if not (type(namespace) is str and namespace in _VALID_NAMES):
-        if (not isinstance(namespace, str) or len(namespace) > NAME_MAX
-                or not NAME_RE.match(namespace)):
-            raise ObjectError(f"{kind} {object_id!r}: invalid namespace {short(namespace)}")
-        _remember_valid(namespace)
+    if not _valid_name(namespace):
+        raise ObjectError(f"{kind} {object_id!r}: invalid namespace {short(namespace)}")
     max_attempts = merged.max_attempts if merged.max_attempts is not None else default_max_attempts
     if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or not (
         1 <= max_attempts <= 32767

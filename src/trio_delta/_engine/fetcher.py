@@ -59,14 +59,12 @@ class Fetcher:
             ns: -(-pool.max_workers // concurrent_claims) for ns, pool in pools.items()
         }
         self._next_due = math.inf  # trio time of the earliest known scheduled_at
-        self._stopping = False
         self._stopped = trio.Event()
         self.claimed = 0
         self.fetches = 0
 
     def stop(self) -> None:
         """Finish the claims in flight, if any, then return from :meth:`run`."""
-        self._stopping = True
         self._stopped.set()
         self.wake()
 
@@ -83,7 +81,7 @@ class Fetcher:
 
     async def _claim_loop(self, i: int) -> None:
         error_delay = 0.05
-        while not self._stopping:
+        while not self._stopped.is_set():
             try:
                 drained = await self._fetch_once(i)
                 error_delay = 0.05
@@ -104,12 +102,12 @@ class Fetcher:
     async def _wait(self, i: int, deadline: float) -> None:
         with trio.move_on_at(deadline):
             await self._wakes[i].wait()
-        if not self._stopping:
+        if not self._stopped.is_set():
             self._wakes[i] = trio.Event()
 
     async def _fetch_once(self, i: int) -> bool:
         """Claim into free slots. True when the queue had less than we could take."""
-        if self._stopping or not self._kinds:
+        if self._stopped.is_set() or not self._kinds:
             return False
         caps = self._slots.kind_caps()
         requests: list[ClaimRequest] = []

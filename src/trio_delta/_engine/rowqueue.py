@@ -38,15 +38,11 @@ class RowQueue:
         self._rows: deque[ResourceRecord] = deque()
         self._parked: deque[trio.lowlevel.Task] = deque()
         self._waking = 0  # workers woken or started that have not run yet
-        self._closed = False
         self.closed = trio.Event()
         self.wakes = 0  # parked workers woken, for tests and profiling
 
-    def __len__(self) -> int:
-        return len(self._rows)
-
     def send_nowait(self, record: ResourceRecord) -> None:
-        if self._closed:
+        if self.closed.is_set():
             raise trio.ClosedResourceError("the worker pool is closed")
         self._rows.append(record)
         self._wake_one()
@@ -54,7 +50,6 @@ class RowQueue:
     def close(self) -> None:
         """No more rows; workers take what is queued, then :meth:`take`
         returns None."""
-        self._closed = True
         self.closed.set()
         while self._parked:
             self._waking += 1
@@ -68,7 +63,7 @@ class RowQueue:
             self._waking += 1
             self.wakes += 1
             trio.lowlevel.reschedule(self._parked.popleft())
-        elif not self._closed and self._spawn():
+        elif not self.closed.is_set() and self._spawn():
             self._waking += 1
 
     def started(self) -> None:
@@ -84,7 +79,7 @@ class RowQueue:
                 if self._rows:
                     self._wake_one()
                 return record
-            if self._closed:
+            if self.closed.is_set():
                 return None
             task = trio.lowlevel.current_task()
             self._parked.append(task)

@@ -48,13 +48,13 @@ class Slots:
 
     def reserve(self, request: ClaimRequest) -> None:
         """Hold what ``request`` may return until :meth:`unreserve`."""
-        self._by_namespace[request.namespace] += request.limit
-        for kind, cap in request.kinds.items():
-            if cap is not None:
-                self._by_kind[kind] += min(cap, request.limit)
+        self._hold(request, 1)
 
     def unreserve(self, request: ClaimRequest) -> None:
-        self._by_namespace[request.namespace] -= request.limit
+        self._hold(request, -1)
+
+    def _hold(self, request: ClaimRequest, sign: int) -> None:
+        self._by_namespace[request.namespace] += sign * request.limit
         for kind, cap in request.kinds.items():
             if cap is not None:
-                self._by_kind[kind] -= min(cap, request.limit)
+                self._by_kind[kind] += sign * min(cap, request.limit)

@@ -208,10 +208,7 @@ class WorkerPool:
                 # failed with what ``_work_one`` could not catch.
                 record = None
                 self.worked += 1
-                outcome = (self._failure(interrupted, failure, "")
-                           if failure is not None and not self._forced
-                           else self._interrupted(interrupted))
-                await self._finish(interrupted, outcome)
+                await self._finish(interrupted, self._interrupted(interrupted, failure))
 
     async def _finish(self, record: ResourceRecord, outcome: Outcome) -> None:
         self._slots.release(record.namespace, record.kind)
@@ -228,9 +225,13 @@ class WorkerPool:
     def _handback(self, record: ResourceRecord) -> Outcome:
         return Outcome(record.id, record.attempt, record.hash, OutcomeKind.HANDBACK)
 
-    def _interrupted(self, record: ResourceRecord) -> Outcome:
+    def _interrupted(self, record: ResourceRecord, failure: Exception | None) -> Outcome:
+        """The outcome of a work the worker's scope ended: handed back in a
+        forced stop, else failed with ``failure``, or else timed out."""
         if self._forced:
             return self._handback(record)
+        if failure is not None:
+            return self._failure(record, failure, "")
         timeout = self._config.work_timeout
         return self._failure(record, TimeoutError(f"work timed out after {timeout:g}s"), "",
                              with_trace=False)
