@@ -70,6 +70,10 @@ def test_invalidate_expires_synced_resources_and_notifies(
     cli: Any, pg_dsn: str, populated: str
 ) -> None:
     base = ("resources", "invalidate", "--dsn", pg_dsn, "--schema", populated)
+    # A synced row may carry the errors of attempts that failed before it synced.
+    sql(pg_dsn, f'update "{populated}".resources set errors = %s::jsonb '
+                "where object_id = 'good-1'",
+        ['[{"at": "2030-01-01T00:00:00+00:00", "attempt": 1, "error": "boom", "trace": ""}]'])
     with _listening(pg_dsn, populated) as payloads:
         result = cli(*base, "--tag", "blue", "--json")
         assert result.code == 0, result.err
@@ -78,6 +82,12 @@ def test_invalidate_expires_synced_resources_and_notifies(
     states = _states(pg_dsn, populated)
     assert states["good-1"][0] == states["good-2"][0] == "expired"
     assert states["good-3"][0] == states["good-4"][0] == "synced"
+    # A new round of work, as Client.invalidate and the expirer start one.
+    assert states["good-1"][1] == states["good-2"][1] == 0
+    assert states["good-3"][1] == 1
+    errors = sql(pg_dsn, f'select object_id, errors from "{populated}".resources '
+                         "where object_id in ('good-1', 'good-2') order by object_id")
+    assert errors == [("good-1", []), ("good-2", [])]
 
     with _listening(pg_dsn, populated) as payloads:
         other = cli(*base, "--namespace", "other")

@@ -100,7 +100,9 @@ with target as (
 ),
 updated as (
     update {schema}.resources as r
-    set state = 'expired', scheduled_at = %(now)s, updated_at = %(now)s
+    -- a new round of work: attempts and errors start again
+    set state = 'expired', attempt = 0, errors = '[]', scheduled_at = %(now)s,
+        updated_at = %(now)s
     from target
     where r.id = target.id and r.state = 'synced'
     returning r.id, r.kind, r.object_id, r.namespace
