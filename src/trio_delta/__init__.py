@@ -36,6 +36,7 @@ from ._types import (
     ResourceRow,
     ResourceState,
 )
+from ._util import fixup_module_metadata
 
 __version__ = "0.1.0"
 
@@ -76,3 +77,6 @@ __all__ = [
     "migrate",
     "open_delta_client",
 ]
+
+fixup_module_metadata(__name__, globals())
+del fixup_module_metadata

@@ -6,14 +6,11 @@ and runs the engine's services under one nursery.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import socket
-from collections import Counter
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, asynccontextmanager
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import trio
@@ -21,10 +18,10 @@ import trio
 from ._config import Config, NamespaceConfig, check_name, check_namespaces
 from ._controllers import Controllers
 from ._engine.clock import Clock
+from ._engine.context import EngineContext
 from ._engine.events import EventHub, Subscription
 from ._engine.informers import stale_check_for
-from ._engine.maintenance import MaintenanceStats
-from ._engine.runtime import Engine
+from ._engine.runtime import ClientStats, Engine
 from ._errors import (
     ClientClosedError,
     ClientFailedError,
@@ -32,8 +29,9 @@ from ._errors import (
     ObjectError,
     ResourceStateError,
 )
-from ._objects import PreparedObject, check_kind, decode_object, encode_json, prepare_object
-from ._store.base import ResourceFilter, ResourceRecord, StaleCheck, Store, StoreTransaction
+from ._objects import PreparedObject, check_kind, encode_json, prepare_object
+from ._store.params import Change, ResourceFilter, StaleCheck, UpsertParams, UpsertResult
+from ._store.port import Store, StoreTransaction
 from ._types import (
     EventCategory,
     InformerState,
@@ -43,6 +41,9 @@ from ._types import (
     ResourceRow,
     ResourceState,
 )
+from ._util import NoPublicConstructor, construct
+
+__all__ = ["Client", "ClientStats", "Transaction", "open_delta_client"]
 
 log = logging.getLogger("trio_delta.client")
 T = TypeVar("T")
@@ -55,21 +56,10 @@ def _make_client_id(config: Config) -> str:
     return f"{socket.gethostname()[:48]}-{os.getpid()}-{suffix}"
 
 
-@dataclass(frozen=True, slots=True)
-class ClientStats:
-    """What a client has done since it started."""
-
-    claimed: int
-    worked: int
-    outcomes_written: int
-    informer_runs: int
-    informer_failures: int
-    maintenance: MaintenanceStats
-
-
-class Transaction:
+class Transaction(metaclass=NoPublicConstructor):
     """A database transaction of the user's; informs made with
-    :meth:`Client.inform_tx` commit or roll back with it."""
+    :meth:`Client.inform_tx` commit or roll back with it. Get one from
+    :meth:`Client.transaction`."""
 
     def __init__(self, store_tx: StoreTransaction) -> None:
         self._store_tx = store_tx
@@ -86,29 +76,18 @@ class Transaction:
         return await self._store_tx.execute(query, params)
 
 
-class Client:
-    """A running trio_delta client. Build it only with :func:`open_delta_client`."""
+class Client(metaclass=NoPublicConstructor):
+    """A running trio_delta client; get one from :func:`open_delta_client`."""
 
-    def __init__(
-        self,
-        store: Store,
-        clock: Clock,
-        controllers: Controllers,
-        namespaces: Mapping[str, NamespaceConfig],
-        config: Config,
-        client_id: str,
-    ) -> None:
-        self._store = store
-        self._clock = clock
-        self._controllers = controllers
+    def __init__(self, ctx: EngineContext, namespaces: Mapping[str, NamespaceConfig]) -> None:
+        self._store = ctx.store
+        self._clock = ctx.clock
+        self._controllers = ctx.controllers
         self._namespaces = namespaces
-        self._config = config
-        self._id = client_id
-        self._events = EventHub(config.event_buffer)
-        self._engine = Engine(
-            store, clock, client_id=client_id, controllers=controllers,
-            namespaces=namespaces, config=config, events=self._events, to_row=self._to_row,
-        )
+        self._config = ctx.config
+        self._id = ctx.client_id
+        self._events = EventHub(ctx.config.event_buffer)
+        self._engine = Engine(ctx, namespaces=namespaces, events=self._events)
         self._closed = False
 
     def __repr__(self) -> str:
@@ -127,16 +106,7 @@ class Client:
     @property
     def stats(self) -> ClientStats:
         """Counters of this client's work so far (a snapshot)."""
-        engine = self._engine
-        return ClientStats(
-            claimed=engine.fetcher.claimed,
-            worked=sum(p.worked for p in engine.pools.values()),
-            outcomes_written=engine.completer.written,
-            informer_runs=engine.informers.runs,
-            informer_failures=engine.informers.failures,
-            maintenance=dataclasses.replace(
-                engine.maintenance.stats, cleaned=Counter(engine.maintenance.stats.cleaned)),
-        )
+        return self._engine.stats()
 
     def force_stop(self) -> None:
         """Skip what remains of the graceful stop: running work is cancelled
@@ -159,11 +129,9 @@ class Client:
     def _stale_check(self, item: PreparedObject) -> StaleCheck | None:
         return stale_check_for(self._controllers.get(item.kind), item.obj.__class__)
 
-    def _result(self, item: PreparedObject, results: list[Any]) -> InformResult[Any]:
-        (result,) = results
-        if result.changed:
-            self._engine.wake(item.namespace)
-        return InformResult(self._to_row(result.record), result.already_exists, result.changed)
+    def _result(self, result: UpsertResult) -> InformResult[Any]:
+        return InformResult(self._controllers.bind(result.row), result.already_exists,
+                            result.changed)
 
     async def inform(self, obj: T, opts: InformOpts | None = None) -> InformResult[T]:
         """Store ``obj`` as a resource and schedule it to be worked.
@@ -173,10 +141,11 @@ class Client:
         :class:`ObjectError` for an invalid object, writing nothing.
         """
         item = self._prepare(obj, opts)
-        results = await self._store.upsert(
-            [item], now=self._clock.now(), is_stale=self._stale_check(item)
-        )
-        return self._result(item, results)
+        (result,) = await self._store.queue.upsert(
+            [item], UpsertParams(self._clock.now(), is_stale=self._stale_check(item)))
+        if result.changed:
+            self._engine.wake(item.namespace)
+        return self._result(result)
 
     async def inform_tx(
         self, tx: Transaction, obj: T, opts: InformOpts | None = None
@@ -188,14 +157,13 @@ class Client:
         if tx._closed:  # pyright: ignore[reportPrivateUsage]
             raise ClientClosedError("this transaction is already over")
         item = self._prepare(obj, opts)
-        results = await self._store.upsert(
-            [item], now=self._clock.now(), is_stale=self._stale_check(item),
-            tx=tx._store_tx,  # pyright: ignore[reportPrivateUsage]
+        (result,) = await self._store.queue.upsert(
+            [item], UpsertParams(self._clock.now(), is_stale=self._stale_check(item)),
+            tx._store_tx,  # pyright: ignore[reportPrivateUsage]
         )
-        (result,) = results
         if result.changed:
             tx._on_commit.append(lambda: self._engine.wake(item.namespace))  # pyright: ignore[reportPrivateUsage]
-        return InformResult(self._to_row(result.record), result.already_exists, result.changed)
+        return self._result(result)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncGenerator[Transaction, None]:
@@ -203,8 +171,8 @@ class Client:
         the block exits normally, rolls back when it raises."""
         if self._closed:
             raise ClientClosedError("the client is stopped")
-        async with self._store.transaction() as store_tx:
-            tx = Transaction(store_tx)
+        async with self._store.queue.transaction() as store_tx:
+            tx = construct(Transaction, store_tx)
             try:
                 yield tx
             finally:
@@ -235,7 +203,7 @@ class Client:
             extra = {"labels": dict(options.labels), "limit": options.limit,
                      "order_by": options.order_by}
             encode_json(extra, what="inform options")
-        await self._store.request_inform(
+        await self._store.control.request_inform(
             kind, now=self._clock.now(), process_existing=bool(process_existing), options=extra
         )
         self._engine.informers.wake(kind)
@@ -247,17 +215,19 @@ class Client:
         it is not synced (pending, failed, ... resources are already due).
         """
         item = self._prepare(obj, None)
-        record = await self._store.invalidate(item.kind, item.object_id, now=self._clock.now())
-        if record is None:
-            current = await self._store.get_resource(item.kind, item.object_id)
+        rows = await self._store.insights.change(
+            Change.INVALIDATE, ResourceFilter(kind=item.kind, object_ids=(item.object_id,)),
+            now=self._clock.now())
+        if not rows:
+            current = await self._store.insights.get_resource(item.kind, item.object_id)
             if current is None:
                 raise ResourceStateError(f"no {item.kind} resource with id {item.object_id!r}")
             raise ResourceStateError(
                 f"{item.kind} {item.object_id!r} is {current.state.value}; only synced "
                 "resources can be invalidated"
             )
-        self._engine.wake(record.namespace)
-        return self._to_row(record)
+        self._engine.wake(rows[0].namespace)
+        return self._controllers.bind(rows[0])
 
     # -- reading --------------------------------------------------------------
 
@@ -265,31 +235,11 @@ class Client:
         """The schedule and last run of ``kind``'s informer, or None if no
         client has registered or requested it yet."""
         check_kind(kind, error=ConfigError)
-        return await self._store.get_controller(kind)
+        return await self._store.control.get_controller(kind)
 
     async def list_informers(self) -> list[InformerState]:
         """Every kind's informer state, ordered by kind."""
-        return await self._store.list_controllers()
-
-    def _to_row(self, record: ResourceRecord) -> ResourceRow[Any]:
-        reg = self._controllers.get(record.kind)
-        obj: Any
-        try:
-            obj = decode_object(record.encoded_object, reg.object_type if reg else None)
-        except Exception as exc:
-            log.warning("%s %r: stored object does not decode to %s (%s); returning plain JSON",
-                        record.kind, record.object_id, reg.object_type.__name__ if reg else "?",
-                        exc)
-            obj = decode_object(record.encoded_object, None)
-        return ResourceRow(
-            id=record.id, kind=record.kind, object_id=record.object_id,
-            namespace=record.namespace, state=record.state, attempt=record.attempt,
-            max_attempts=record.max_attempts, object=obj,
-            encoded_object=record.encoded_object, metadata=record.metadata, tags=record.tags,
-            errors=record.errors, created_at=record.created_at,
-            scheduled_at=record.scheduled_at, attempted_at=record.attempted_at,
-            attempted_by=record.attempted_by, synced_at=record.synced_at,
-        )
+        return await self._store.control.list_controllers()
 
     async def get_resource(self, kind: str, object_id: str) -> ResourceRow[Any] | None:
         """The resource of ``kind`` with ``object_id``, or None."""
@@ -298,8 +248,8 @@ class Client:
             raise ObjectError(f"object_id must be str, got {type(object_id).__name__}")
         if "\x00" in object_id:
             return None  # cannot exist: ids with NUL are rejected at inform
-        record = await self._store.get_resource(kind, object_id)
-        return None if record is None else self._to_row(record)
+        row = await self._store.insights.get_resource(kind, object_id)
+        return None if row is None else self._controllers.bind(row)
 
     async def list_resources(
         self,
@@ -326,11 +276,12 @@ class Client:
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)
                                       or value < 0):
                 raise ConfigError(f"{name} must be a non-negative integer, got {value!r}")
-        records = await self._store.list_resources(
-            ResourceFilter(kind=kind, namespace=namespace, state=parsed_state, limit=limit,
-                           after_id=after_id)
+        rows = await self._store.insights.list_resources(
+            ResourceFilter(kind=kind, namespace=namespace,
+                           states=None if parsed_state is None else (parsed_state,),
+                           limit=limit, after_id=after_id)
         )
-        return [self._to_row(r) for r in records]
+        return [self._controllers.bind(r) for r in rows]
 
     # -- events ---------------------------------------------------------------
 
@@ -386,7 +337,8 @@ async def run_client(
 ) -> AsyncGenerator[Client, None]:
     """Run a client on an open store (Postgres or memory)."""
     clock = Clock(await store.database_now())
-    client = Client(store, clock, controllers, namespaces, config, _make_client_id(config))
+    ctx = EngineContext(store, clock, _make_client_id(config), config, controllers)
+    client = construct(Client, ctx, namespaces)
     engine = client._engine  # pyright: ignore[reportPrivateUsage]
     body_error: BaseException | None = None
     try:

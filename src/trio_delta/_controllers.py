@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, get_args, get_origin
@@ -10,10 +11,13 @@ import trio
 
 from ._config import ObjectSettings
 from ._errors import ConfigError
-from ._objects import check_kind, object_settings
-from ._types import InformOptions, Resource
+from ._objects import check_kind, decode_object, object_settings
+from ._types import InformOptions, Resource, ResourceRow
+
+log = logging.getLogger("trio_delta.client")
 
 T = TypeVar("T")
+R = TypeVar("R", bound=ResourceRow[Any])
 
 
 class Controller(Generic[T]):
@@ -68,7 +72,13 @@ class Registration:
     controller: Controller[Any]
     object_type: type[Any]
     settings: ObjectSettings
-    has_compare: bool
+
+    def decode(self, row: ResourceRow[Any]) -> Any:
+        """``row``'s object as this kind's type, kept in the row; raises when
+        the stored JSON does not fit the type."""
+        obj = decode_object(row.encoded_object, self.object_type)
+        row._set_decoded(obj)  # pyright: ignore[reportPrivateUsage]
+        return obj
 
 
 class Controllers:
@@ -95,6 +105,20 @@ class Controllers:
     def kinds(self) -> tuple[str, ...]:
         return tuple(self._by_kind)
 
+    def bind(self, row: R) -> R:
+        """``row`` with its object decoded to its kind's type: the one place
+        rows read back get their objects. A kind without a controller here,
+        or a stored object that no longer fits the type, stays plain JSON."""
+        reg = self._by_kind.get(row.kind)
+        if reg is not None:
+            try:
+                reg.decode(row)
+            except Exception as exc:
+                log.warning("%s %r: stored object does not decode to %s (%s); returning "
+                            "plain JSON", row.kind, row.object_id, reg.object_type.__name__,
+                            exc)
+        return row
+
     def __repr__(self) -> str:
         return f"Controllers({', '.join(self._by_kind)})"
 
@@ -112,7 +136,6 @@ class Controllers:
             controller=controller,
             object_type=object_type,
             settings=object_settings(object_type),
-            has_compare=callable(getattr(object_type, "compare", None)),
         )
         self._by_kind[kind] = reg
         return reg

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
+import msgspec
+
 T = TypeVar("T")
 
 
@@ -58,12 +60,22 @@ class AttemptError:
     trace: str = ""
 
 
+class _Undecoded:
+    def __repr__(self) -> str:
+        return "<undecoded>"
+
+
+#: A row's ``object`` before anything decoded it.
+_UNDECODED: Any = _Undecoded()
+
+
 @dataclass(frozen=True, slots=True)
 class ResourceRow(Generic[T]):
     """A resource as stored: the object plus its synchronization state.
 
     ``object`` is decoded to the controller's object type when the client has a
-    controller for ``kind``, else it is the plain JSON value.
+    controller for ``kind``, else it is the plain JSON value. It is decoded on
+    first use: rows read for their state never pay for it.
     """
 
     id: int
@@ -73,22 +85,39 @@ class ResourceRow(Generic[T]):
     state: ResourceState
     attempt: int
     max_attempts: int
-    object: T
     encoded_object: bytes
+    """The object as stored (JSON)."""
+    hash: bytes
+    """A digest of ``encoded_object``: a changed object has a new hash."""
     metadata: Mapping[str, Any]
     tags: Sequence[str]
     errors: Sequence[AttemptError]
     created_at: datetime
+    updated_at: datetime
     scheduled_at: datetime
     attempted_at: datetime | None
     attempted_by: str | None
     synced_at: datetime | None
+    # The decoded object, set once; not part of the row's value.
+    _decoded: Any = field(default=_UNDECODED, compare=False, repr=False)
+
+    @property
+    def object(self) -> T:
+        value = self._decoded
+        if value is _UNDECODED:
+            value = msgspec.json.decode(self.encoded_object)
+            self._set_decoded(value)
+        return value
+
+    def _set_decoded(self, value: Any) -> None:
+        # Frozen for users; the row's owner fills in the decoded object once.
+        object.__setattr__(self, "_decoded", value)
 
 
-@dataclass(frozen=True, slots=True)
-class Resource(ResourceRow[T]):
-    """What :meth:`Controller.work` receives: the claimed row, with
-    ``object`` decoded to the controller's type and ``state`` ``pending``."""
+Resource = ResourceRow
+"""What :meth:`Controller.work` receives: the claimed row (``state``
+``pending``), its ``object`` decoded to the controller's type. The same type
+as :class:`ResourceRow`; the name says where it is used."""
 
 
 @dataclass(frozen=True, slots=True)

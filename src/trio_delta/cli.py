@@ -46,11 +46,12 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from ._admin import STATES, Admin, Selection, one_line
+from ._admin import STATES, Admin, one_line, selection
 from ._config import check_name, check_schema
 from ._errors import ConfigError, DeltaError, StoreError
 from ._objects import check_kind
 from ._store.dsn import describe_dsn, normalize_dsn, redact
+from ._store.params import Change, ResourceFilter
 
 if TYPE_CHECKING:
     from ._config import Config, NamespaceConfig
@@ -251,9 +252,13 @@ def migrate(dsn: str | None, schema: str, check: bool) -> int:
     """
     conninfo = _require_dsn(dsn)
     if check:
-        with Admin.connect(conninfo, schema) as admin:
-            version, missing = admin.missing_migrations()
-        where = f"schema {schema!r} on {admin.database}"
+        async def read() -> tuple[str, int, list[Any]]:
+            async with Admin.connect(conninfo, schema) as admin:
+                version, missing = await admin.missing_migrations()
+            return admin.database, version, missing
+
+        database, version, missing = trio.run(read)
+        where = f"schema {schema!r} on {database}"
         if not missing:
             click.echo(f"{where} is current (version {version})")
             return EXIT_OK
@@ -300,10 +305,10 @@ def _relative(now: str, when: str | None) -> str:
     return f"{_ago(seconds)} ago" if seconds >= 0 else _ago(seconds)
 
 
-def _check_known_kind(admin: Admin, kind: str | None) -> None:
+async def _check_known_kind(admin: Admin, kind: str | None) -> None:
     if kind is None:
         return
-    known = admin.known_kinds()
+    known = await admin.known_kinds()
     if kind not in known:
         listing = ", ".join(known) if known else "none yet"
         raise CliFailure(f"unknown kind {kind!r} in schema {admin.schema!r} (known: {listing})")
@@ -324,10 +329,13 @@ def status(dsn: str | None, schema: str, kind: str | None, namespace: str | None
     scheduled one has waited. Per controller: its last and next inform,
     the client informing now and the last error. And the current leader.
     """
-    with Admin.connect(_require_dsn(dsn), schema) as admin:
-        admin.require_current()
-        _check_known_kind(admin, kind)
-        data = admin.status(kind=kind, namespace=namespace)
+    async def read() -> dict[str, Any]:
+        async with Admin.connect(_require_dsn(dsn), schema) as admin:
+            await admin.require_current()
+            await _check_known_kind(admin, kind)
+            return await admin.status(kind=kind, namespace=namespace)
+
+    data = trio.run(read)
     if as_json:
         _echo_json(data)
         return EXIT_OK
@@ -384,11 +392,10 @@ def resources() -> None:
 
 def _selection(kind: str | None, namespace: str | None, states: tuple[str, ...],
                tags: tuple[str, ...] | None, object_ids: tuple[str, ...], limit: int | None,
-               ) -> Selection:
+               ) -> ResourceFilter:
     if object_ids and kind is None:
         raise click.UsageError("OBJECT_IDs need --kind")
-    return Selection(kind=kind, namespace=namespace, states=states or None, tags=tags,
-                     object_ids=object_ids or None, limit=limit)
+    return selection(kind, namespace, states, tags, object_ids, limit)
 
 
 def _last_error(resource: dict[str, Any]) -> str:
@@ -431,11 +438,15 @@ def list_(dsn: str | None, schema: str, kind: str | None, namespace: str | None,
           states: tuple[str, ...], tags: tuple[str, ...] | None, limit: int,
           as_json: bool) -> int:
     """List resources matching the filters, lowest id first."""
-    selection = _selection(kind, namespace, states, tags, (), limit)
-    with Admin.connect(_require_dsn(dsn), schema) as admin:
-        admin.require_current()
-        _check_known_kind(admin, kind)
-        rows = admin.list_resources(selection)
+    flt = _selection(kind, namespace, states, tags, (), limit)
+
+    async def read() -> list[dict[str, Any]]:
+        async with Admin.connect(_require_dsn(dsn), schema) as admin:
+            await admin.require_current()
+            await _check_known_kind(admin, kind)
+            return await admin.list_resources(flt)
+
+    rows = trio.run(read)
     if as_json:
         _echo_json(rows)
     else:
@@ -452,12 +463,16 @@ def list_(dsn: str | None, schema: str, kind: str | None, namespace: str | None,
 @json_option
 def show(dsn: str | None, schema: str, kind: str, object_id: str, as_json: bool) -> int:
     """Show one resource: its state, object, tags, metadata and errors."""
-    with Admin.connect(_require_dsn(dsn), schema) as admin:
-        admin.require_current()
-        resource = admin.get_resource(kind, object_id)
-        if resource is None:
-            _check_known_kind(admin, kind)
-            raise CliFailure(f"no {kind} resource with id {object_id!r}")
+    async def read() -> dict[str, Any]:
+        async with Admin.connect(_require_dsn(dsn), schema) as admin:
+            await admin.require_current()
+            found = await admin.get_resource(kind, object_id)
+            if found is None:
+                await _check_known_kind(admin, kind)
+                raise CliFailure(f"no {kind} resource with id {object_id!r}")
+            return found
+
+    resource = trio.run(read)
     if as_json:
         _echo_json(resource)
         return EXIT_OK
@@ -484,28 +499,30 @@ def show(dsn: str | None, schema: str, kind: str, object_id: str, as_json: bool)
     return EXIT_OK
 
 
-def _change(verb: str, dsn: str | None, schema: str, selection: Selection, all_: bool,
-            as_json: bool, dry_run: bool, eligible: Sequence[str],
-            act: Callable[[Admin, Selection], list[dict[str, Any]]]) -> int:
-    if selection.is_everything and not all_:
+def _change(verb: str, dsn: str | None, schema: str, flt: ResourceFilter, all_: bool,
+            as_json: bool, dry_run: bool, change: Change) -> int:
+    if flt.is_everything and not all_:
         raise click.UsageError(f"say which resources to {verb}: give filters or OBJECT_IDs, "
                                "or --all for every one")
-    with Admin.connect(_require_dsn(dsn), schema) as admin:
-        admin.require_current()
-        _check_known_kind(admin, selection.kind)
-        if dry_run:
-            states = tuple(s for s in (selection.states or eligible) if s in eligible)
-            rows = admin.list_resources(Selection(
-                kind=selection.kind, namespace=selection.namespace, states=states,
-                tags=selection.tags, object_ids=selection.object_ids, limit=selection.limit))
-        else:
-            rows = act(admin, selection)
-        skipped: dict[str, str] = {}
-        if selection.object_ids and selection.kind is not None:
-            done = {r["object_id"] for r in rows}
-            rest = [i for i in selection.object_ids if i not in done]
-            current = admin.states_of(selection.kind, rest) if rest else {}
-            skipped = {i: current.get(i, "not found") for i in rest}
+    eligible = tuple(s.value for s in change.states)
+
+    async def act() -> tuple[list[dict[str, Any]], dict[str, str]]:
+        async with Admin.connect(_require_dsn(dsn), schema) as admin:
+            await admin.require_current()
+            await _check_known_kind(admin, flt.kind)
+            if dry_run:
+                rows = await admin.list_resources(flt.narrowed(change.states))
+            else:
+                rows = await admin.change(change, flt)
+            skipped: dict[str, str] = {}
+            if flt.object_ids and flt.kind is not None:
+                done = {r["object_id"] for r in rows}
+                rest = [i for i in flt.object_ids if i not in done]
+                current = await admin.states_of(flt.kind, rest) if rest else {}
+                skipped = {i: current.get(i, "not found") for i in rest}
+            return rows, skipped
+
+    rows, skipped = trio.run(act)
     done_verb = {"retry": "retried", "invalidate": "invalidated", "delete": "deleted"}[verb]
     if as_json:
         _echo_json({"dry_run": dry_run, "count": len(rows),
@@ -550,8 +567,7 @@ def retry(dsn: str | None, schema: str, kind: str | None, namespace: str | None,
     """
     return _change("retry", dsn, schema,
                    _selection(kind, namespace, states, tags, object_ids, limit),
-                   all_, as_json, dry_run, ("failed", "degraded"),
-                   lambda admin, sel: admin.retry(sel))
+                   all_, as_json, dry_run, Change.RETRY)
 
 
 @resources.command(epilog=EPILOG)
@@ -571,8 +587,7 @@ def invalidate(dsn: str | None, schema: str, kind: str | None, namespace: str | 
     """
     return _change("invalidate", dsn, schema,
                    _selection(kind, namespace, states, tags, object_ids, limit),
-                   all_, as_json, dry_run, ("synced",),
-                   lambda admin, sel: admin.invalidate(sel))
+                   all_, as_json, dry_run, Change.INVALIDATE)
 
 
 @resources.command(epilog=EPILOG)
@@ -595,11 +610,9 @@ def delete(dsn: str | None, schema: str, kind: str | None, namespace: str | None
     later inform of a changed object schedules it again). With --hard the
     rows are removed at once.
     """
-    eligible = STATES if hard else tuple(s for s in STATES if s != "deleted")
     return _change("delete", dsn, schema,
                    _selection(kind, namespace, states, tags, object_ids, limit),
-                   all_, as_json, dry_run, eligible,
-                   lambda admin, sel: admin.delete(sel, hard=hard))
+                   all_, as_json, dry_run, Change.HARD_DELETE if hard else Change.DELETE)
 
 
 # -- run -----------------------------------------------------------------------------

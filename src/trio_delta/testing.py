@@ -33,9 +33,11 @@ import trio.testing
 from ._client import Client, check_controllers, run_client
 from ._config import Config, NamespaceConfig, check_namespaces
 from ._controllers import Controllers
-from ._store.base import ResourceFilter, Store
 from ._store.memory import DEFAULT_ANCHOR, MemoryStore
+from ._store.params import ResourceFilter
+from ._store.port import Store
 from ._types import CLAIMABLE_STATES, Event, ResourceRow, ResourceState
+from ._util import NoPublicConstructor, construct, fixup_module_metadata
 
 __all__ = [
     "DEFAULT_ANCHOR",
@@ -62,35 +64,65 @@ def seed_trio_scheduler(seed: int) -> None:
     _run._r.seed(seed)  # pyright: ignore[reportPrivateUsage]
 
 
-class _ObservedStore:
-    """Forwards to the memory store and signals after every call, so waiting
+class _Changes:
+    """An event set (and replaced) after every store call, so waiting
     helpers re-check state exactly when something may have changed."""
 
-    def __init__(self, store: MemoryStore) -> None:
-        self._store = store
-        self.changed = trio.Event()
+    def __init__(self) -> None:
+        self.event = trio.Event()
+
+    def signal(self) -> None:
+        self.event.set()
+        self.event = trio.Event()
+
+
+class _ObservedPart:
+    """Forwards to one part of the memory store, signalling after each call."""
+
+    def __init__(self, part: object, changes: _Changes) -> None:
+        self._part = part
+        self._changes = changes
 
     def __getattr__(self, name: str) -> Any:
-        attr: Any = getattr(self._store, name)
+        attr: Any = getattr(self._part, name)
         if not inspect.iscoroutinefunction(attr):
             return attr  # transaction() and listen() are context managers
         fn = cast(Callable[..., Awaitable[Any]], attr)
+        changes = self._changes
 
         async def observed(*args: Any, **kwargs: Any) -> Any:
             try:
                 return await fn(*args, **kwargs)
             finally:
-                self.changed.set()
-                self.changed = trio.Event()
+                changes.signal()
 
         return observed
 
 
-class TestClient:
-    """A running client on a memory store, with helpers for tests.
+class _ObservedStore:
+    """The memory store as the engine sees it, each part observed."""
 
-    Build it with :func:`open_test_client`.
-    """
+    def __init__(self, store: MemoryStore) -> None:
+        self._store = store
+        self.changes = _Changes()
+        self.schema = store.schema
+        self.queue = _ObservedPart(store.queue, self.changes)
+        self.control = _ObservedPart(store.control, self.changes)
+        self.insights = _ObservedPart(store.insights, self.changes)
+
+    async def database_now(self) -> datetime:
+        return await self._store.database_now()
+
+    async def schema_version(self) -> int | None:
+        return await self._store.schema_version()
+
+    async def aclose(self) -> None:
+        await self._store.aclose()
+
+
+class TestClient(metaclass=NoPublicConstructor):
+    """A running client on a memory store, with helpers for tests; get one
+    from :func:`open_test_client`."""
 
     __test__ = False  # not a pytest test class
 
@@ -111,13 +143,13 @@ class TestClient:
     async def idle(self) -> bool:
         """Nothing is being worked, due now, or due to be informed now."""
         now = self.now()
-        for row in await self.store.list_resources(ResourceFilter()):
+        for row in await self.store.insights.list_resources(ResourceFilter()):
             if row.state is ResourceState.PENDING:
                 return False
             if (row.state in CLAIMABLE_STATES and row.scheduled_at <= now
                     and row.kind in self._kinds and row.namespace in self._namespaces):
                 return False
-        for state in await self.store.list_controllers():
+        for state in await self.store.control.list_controllers():
             if state.kind not in self._kinds:
                 continue
             if state.lease_owner is not None or state.requested_at is not None:
@@ -138,7 +170,7 @@ class TestClient:
                 return
             # Work is due or running but every task waits on time: let the
             # (autojump) clock move on, and look again after the next change.
-            await self._observed.changed.wait()
+            await self._observed.changes.event.wait()
 
     async def advance(self, seconds: float) -> None:
         """Let ``seconds`` of engine time pass, then run until idle."""
@@ -154,7 +186,7 @@ class TestClient:
                 result = await result
             if result:
                 return
-            await self._observed.changed.wait()
+            await self._observed.changes.event.wait()
 
     async def state_of(self, kind: str, object_id: str) -> ResourceState | None:
         row = await self.client.get_resource(kind, object_id)
@@ -192,7 +224,7 @@ async def open_test_client(
         run_client(cast(Store, observed), controllers, checked, config) as client,
         trio.open_nursery() as nursery,
     ):
-        tc = TestClient(client, store, observed, controllers, checked)
+        tc = construct(TestClient, client, store, observed, controllers, checked)
         with client.subscribe() as subscription:
 
             async def record() -> None:
@@ -203,3 +235,6 @@ async def open_test_client(
             yield tc
             nursery.cancel_scope.cancel()
 
+
+
+fixup_module_metadata(__name__, globals())

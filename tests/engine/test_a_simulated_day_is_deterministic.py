@@ -109,7 +109,7 @@ async def simulate_day(seed: int) -> Trace:
             events = list(a.events)
         await trio.sleep(12 * HOUR)
         events += b.events
-        leader = await store.get_leader("default")
+        leader = await store.control.get_leader("default")
     trace += [
         (round((e.timestamp - DEFAULT_ANCHOR).total_seconds(), 3),
          e.category.value, e.resource.object_id, e.resource.state.value, e.resource.attempt)

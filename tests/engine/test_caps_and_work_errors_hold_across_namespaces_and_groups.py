@@ -23,7 +23,8 @@ import trio.testing
 
 import trio_delta as delta
 from trio_delta._errors import StoreError
-from trio_delta._store.base import ClaimRequest, ResourceRecord
+from trio_delta._store.memory.queue import MemoryQueue
+from trio_delta._store.params import ClaimRequest
 from trio_delta.testing import MemoryStore, open_test_client
 
 
@@ -130,11 +131,17 @@ async def test_an_error_group_from_a_timed_out_work_fails_only_that_resource(
     assert good.state is delta.ResourceState.SYNCED
 
 
-class FailingClaims(MemoryStore):
+class FailingClaimsQueue(MemoryQueue):
     async def claim(self, requests: Sequence[ClaimRequest], *, now: datetime,
-                    client_id: str) -> list[ResourceRecord]:
+                    client_id: str) -> list[delta.Resource[Any]]:
         await trio.lowlevel.checkpoint()
         raise StoreError("claiming: the database is unreachable")
+
+
+class FailingClaims(MemoryStore):
+    def __init__(self) -> None:
+        super().__init__()
+        self.queue = FailingClaimsQueue(self.tables)
 
 
 async def test_a_stop_ends_the_fetchers_backoff_at_once(

@@ -16,7 +16,9 @@ import trio.testing
 
 import trio_delta as delta
 from trio_delta._engine.slots import Slots
-from trio_delta._store.base import ClaimRequest, ResourceRecord
+from trio_delta._store.memory.queue import MemoryQueue
+from trio_delta._store.memory.tables import Tables
+from trio_delta._store.params import ClaimRequest
 from trio_delta.testing import MemoryStore, open_test_client, seed_trio_scheduler
 
 
@@ -67,18 +69,18 @@ class CappedController(Gauge, delta.Controller[Capped]):
     pass
 
 
-class SlowClaims(MemoryStore):
+class SlowClaimsQueue(MemoryQueue):
     """Each claim takes 1 s of (mock) time; records every request and how
     many claims were in flight together."""
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, tables: Tables) -> None:
+        super().__init__(tables)
         self.requests: list[tuple[float, list[ClaimRequest]]] = []
         self.in_flight = 0
         self.peak_in_flight = 0
 
     async def claim(self, requests: Sequence[ClaimRequest], *, now: datetime,
-                    client_id: str) -> list[ResourceRecord]:
+                    client_id: str) -> list[delta.Resource[Any]]:
         self.requests.append((trio.current_time(), list(requests)))
         self.in_flight += 1
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
@@ -87,6 +89,12 @@ class SlowClaims(MemoryStore):
             return await super().claim(requests, now=now, client_id=client_id)
         finally:
             self.in_flight -= 1
+
+
+class SlowClaims(MemoryStore):
+    def __init__(self) -> None:
+        super().__init__()
+        self.queue = SlowClaimsQueue(self.tables)
 
 
 async def work_all(controller: Gauge, objects: list[Any]) -> SlowClaims:
@@ -110,8 +118,8 @@ async def work_all(controller: Gauge, objects: list[Any]) -> SlowClaims:
 async def test_two_claims_split_the_free_workers(autojump_clock: trio.testing.MockClock) -> None:
     quick = JobController()
     store = await work_all(quick, [Job(f"j{i}") for i in range(40)])
-    assert store.peak_in_flight == 2
-    limits = [sum(r.limit for r in reqs) for _, reqs in store.requests]
+    assert store.queue.peak_in_flight == 2
+    limits = [sum(r.limit for r in reqs) for _, reqs in store.queue.requests]
     assert max(limits) == 5  # a share: half of max_workers
     assert quick.peak == 10
 
@@ -128,7 +136,7 @@ async def test_claims_in_flight_respect_parallelism(
     store = await work_all(quick, [Capped(f"c{i}") for i in range(12)])
     assert quick.peak == 3
     # Whatever was in flight, the caps asked for never added up to more than 3.
-    for _, requests in store.requests:
+    for _, requests in store.queue.requests:
         for request in requests:
             cap = request.kinds["capped"]
             assert cap is not None

@@ -6,14 +6,16 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import trio
 import trio.testing
 
 import trio_delta as delta
 from trio_delta._objects import PreparedObject
-from trio_delta._store.base import UpsertResult
+from trio_delta._store.memory.queue import MemoryQueue
+from trio_delta._store.memory.tables import Tables
+from trio_delta._store.params import UpsertParams
 from trio_delta.testing import MemoryStore, open_test_client
 
 
@@ -48,15 +50,20 @@ class Bursty(delta.Controller[Doc]):
         pass
 
 
+class RecordingQueue(MemoryQueue):
+    def __init__(self, tables: Tables) -> None:
+        super().__init__(tables)
+        self.upserts: list[tuple[float, int]] = []
+
+    async def upsert_quiet(self, items: Sequence[PreparedObject], params: UpsertParams) -> None:
+        self.upserts.append((trio.current_time(), len(items)))
+        await super().upsert_quiet(items, params)
+
+
 class RecordingStore(MemoryStore):
     def __init__(self) -> None:
         super().__init__()
-        self.upserts: list[tuple[float, int]] = []
-
-    async def upsert(self, items: Sequence[PreparedObject], **kwargs: Any
-                     ) -> list[UpsertResult]:
-        self.upserts.append((trio.current_time(), len(items)))
-        return await super().upsert(items, **kwargs)
+        self.queue = RecordingQueue(self.tables)
 
 
 async def test_batches_fill_up_or_flush_after_the_interval(
@@ -69,9 +76,9 @@ async def test_batches_fill_up_or_flush_after_the_interval(
     config = delta.Config(random=random.Random(1), client_id="c1", batch_size=10,
                           flush_interval=0.25, inform_interval=3600)
     async with open_test_client(controllers, config=config, store=store) as t:
-        await t.run_until(lambda: sum(n for _, n in store.upserts) == 28)
-    sizes = [n for _, n in store.upserts]
-    times = [round(at - ctl.t0, 6) for at, _ in store.upserts]
+        await t.run_until(lambda: sum(n for _, n in store.queue.upserts) == 28)
+    sizes = [n for _, n in store.queue.upserts]
+    times = [round(at - ctl.t0, 6) for at, _ in store.queue.upserts]
     # 25 at once: two full batches at once, the last 5 after the interval;
     # then the burst of 3, one interval after it arrived (at 1 s).
     assert sizes == [10, 10, 5, 3]

@@ -5,21 +5,21 @@ is lost to closing or to a cancelled taker."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 import trio
 import trio.testing
 
 from trio_delta._engine.rowqueue import RowQueue
-from trio_delta._store.base import ResourceRecord
-from trio_delta._types import ResourceState
+from trio_delta._types import Resource, ResourceState
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-def row(i: int) -> ResourceRecord:
-    return ResourceRecord(i, "k", f"o{i}", "default", ResourceState.PENDING, 1, 3, b"{}", b"h",
-                          {}, (), (), T0, T0, T0, T0, "me", None)
+def row(i: int) -> Resource[Any]:
+    return Resource(i, "k", f"o{i}", "default", ResourceState.PENDING, 1, 3, b"{}", b"h",
+                    {}, (), (), T0, T0, T0, T0, "me", None)
 
 
 class Workers:

@@ -124,7 +124,7 @@ async def test_poll_fallback_finds_work_without_notifications(
     # Another client (no controllers) informs; this one never hears a NOTIFY.
     async with open_test_client(controllers(ctl), config=cfg(poll_interval=2.5),
                                 store=store) as t:
-        monkeypatch.setattr(store, "_notify", lambda names: None)
+        monkeypatch.setattr(store.tables, "notify", lambda names: None)
         await trio.sleep(0.5)
         async with open_test_client(delta.Controllers(), store=store,
                                     config=cfg(client_id="c2")) as other:
@@ -147,7 +147,7 @@ async def test_shutdown_is_graceful_then_forced_then_handed_back(
         stop_at = trio.current_time()
     stopped_at = trio.current_time()
     assert stopped_at - stop_at == pytest.approx(7.0)
-    record = await store.get_resource("job", "a")
+    record = await store.insights.get_resource("job", "a")
     assert record is not None
     assert record.state is delta.ResourceState.SCHEDULED
     assert record.attempt == 0
@@ -171,7 +171,7 @@ async def test_leader_takes_over_after_ttl_when_the_leader_vanishes(
             lost_at = trio.current_time()
             await b.run_until(lambda: b.client.is_leader)
             took = trio.current_time() - lost_at
-            leader = await store.get_leader("default")
+            leader = await store.control.get_leader("default")
     assert leader is not None
     assert leader.leader_id == "b"
     # a's lease (renewed at most ttl/3 before) must run out; b retries every ttl/3
@@ -222,10 +222,10 @@ async def test_rescue_after_work_timeout_plus_grace(
         await ghost.client.inform(Job("r"))
     # A claim by a client that then disappears.
     now = (await store.database_now())
-    from trio_delta._store.base import ClaimRequest
+    from trio_delta._store.params import ClaimRequest
 
-    (claimed,) = await store.claim([ClaimRequest("default", 1, {"job": None})], now=now,
-                                   client_id="ghost")
+    (claimed,) = await store.queue.claim([ClaimRequest("default", 1, {"job": None})],
+                                         now=now, client_id="ghost")
     async with open_test_client(controllers(ctl), store=store, config=config) as t:
         t0 = trio.current_time()
         await t.run_until(lambda: bool(ctl.calls))

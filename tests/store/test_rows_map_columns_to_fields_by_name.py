@@ -9,10 +9,9 @@ import json
 import re
 from datetime import UTC, datetime, timedelta
 
-from trio_delta import Resource
-from trio_delta._engine.workers import make_resource
-from trio_delta._store.base import ResourceRecord
-from trio_delta._store.postgres import load_json, record_from_row
+from trio_delta import ResourceRow
+from trio_delta._store.memory.tables import StoredRow
+from trio_delta._store.postgres import load_json, row_from_columns
 from trio_delta._store.queries import RESOURCE_COLUMNS
 from trio_delta._types import AttemptError, ResourceState
 
@@ -29,7 +28,7 @@ def column_names() -> list[str]:
     return names
 
 
-def test_record_from_row_reads_each_column_into_its_field() -> None:
+def test_row_from_columns_reads_each_column_into_its_field() -> None:
     names = column_names()
     values = {
         "id": 7, "kind": "kind-x", "object_id": "oid-x", "namespace": "ns-x",
@@ -42,8 +41,8 @@ def test_record_from_row_reads_each_column_into_its_field() -> None:
         "attempted_by": "client-x", "synced_at": T0 + timedelta(seconds=4),
     }
     assert sorted(names) == sorted(values)
-    record = record_from_row(tuple(values[n] for n in names))
-    assert record == ResourceRecord(
+    row = row_from_columns(tuple(values[n] for n in names))
+    assert row == ResourceRow(
         id=7, kind="kind-x", object_id="oid-x", namespace="ns-x",
         state=ResourceState.PENDING, attempt=2, max_attempts=9, encoded_object=b'{"a":1}',
         hash=b"hash", metadata={"m": 1}, tags=("t1", "t2"),
@@ -54,22 +53,27 @@ def test_record_from_row_reads_each_column_into_its_field() -> None:
     )
 
 
-def test_make_resource_copies_every_shared_field_by_name() -> None:
+def test_memory_snapshots_copy_every_field_by_name() -> None:
     # Every field a distinct value, so a swap of two neighbours shows.
-    record = ResourceRecord(
+    row: ResourceRow[object] = ResourceRow(
         id=1, kind="k", object_id="o", namespace="n", state=ResourceState.PENDING,
         attempt=3, max_attempts=4, encoded_object=b"{}", hash=b"h", metadata={"x": 1},
         tags=("t",), errors=(), created_at=T0, updated_at=T0 + timedelta(seconds=1),
         scheduled_at=T0 + timedelta(seconds=2), attempted_at=T0 + timedelta(seconds=3),
         attempted_by="me", synced_at=T0 + timedelta(seconds=4),
     )
-    obj = object()
-    resource = make_resource(record, obj)
-    assert resource.object is obj
-    for field in dataclasses.fields(Resource):
-        if field.name == "object":
-            continue
-        assert getattr(resource, field.name) == getattr(record, field.name), field.name
+    snapshot = StoredRow(row, b'{"x": 1}').snapshot()
+    for field in dataclasses.fields(ResourceRow):
+        assert getattr(snapshot, field.name) == getattr(row, field.name), field.name
+    assert snapshot.metadata is not row.metadata  # each snapshot its own mapping
+
+
+def test_object_decodes_once_on_first_use() -> None:
+    row: ResourceRow[object] = ResourceRow(
+        1, "k", "o", "n", ResourceState.SYNCED, 1, 1, b'{"a": [1]}', b"h", {}, (), (),
+        T0, T0, T0, None, None, None)
+    assert row.object == {"a": [1]}
+    assert row.object is row.object
 
 
 def test_empty_metadata_and_errors_are_read_without_decoding() -> None:
@@ -79,10 +83,10 @@ def test_empty_metadata_and_errors_are_read_without_decoding() -> None:
         "attempt": 0, "max_attempts": 1, "object": "{}", "hash": b"", "metadata": "{}",
         "tags": [], "errors": "[]", "created_at": T0, "updated_at": T0, "scheduled_at": T0,
     }
-    record = record_from_row(tuple(row[n] for n in names))
-    assert record.metadata == {}
-    assert record.errors == ()
-    assert record.state is ResourceState.UNKNOWN  # a state from a newer version
+    read = row_from_columns(tuple(row[n] for n in names))
+    assert read.metadata == {}
+    assert read.errors == ()
+    assert read.state is ResourceState.UNKNOWN  # a state from a newer version
 
 
 def test_json_from_the_database_loads_like_the_standard_library() -> None:

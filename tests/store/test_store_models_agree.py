@@ -21,20 +21,21 @@ from hypothesis import strategies as st
 
 import trio_delta as delta
 from trio_delta._objects import PreparedObject, prepare_object
-from trio_delta._store.base import (
+from trio_delta._store.memory import open_memory_store
+from trio_delta._store.params import (
     AppliedOutcome,
+    Change,
     ClaimRequest,
     Outcome,
     OutcomeKind,
+    RescueParams,
     ResourceFilter,
-    ResourceRecord,
-    Store,
-    StoreTransaction,
+    UpsertParams,
     UpsertResult,
 )
-from trio_delta._store.memory import open_memory_store
+from trio_delta._store.port import Store, StoreTransaction
 from trio_delta._store.postgres import open_postgres_store
-from trio_delta._types import AttemptError, InformOpts, ResourceState
+from trio_delta._types import AttemptError, InformOpts, ResourceRow, ResourceState
 
 from ..conftest import drop_schema
 
@@ -83,9 +84,11 @@ class Upsert:
 
     def prepared(self) -> list[PreparedObject]:
         return [
-            prepare_object(TYPES[kind](key, value),
-                           InformOpts(namespace=ns, metadata={"m": meta}),
-                           default_max_attempts=3)
+            prepare_object(
+                TYPES[kind](key, value),
+                InformOpts(namespace=ns, metadata={"m": meta}),
+                default_max_attempts=3,
+            )
             for kind, key, value, ns, meta in self.items
         ]
 
@@ -146,14 +149,27 @@ class Maintain:
     state: ResourceState
 
 
-Op = (Upsert | Claim | Complete | InTransaction | ListResources | NextScheduled | Invalidate
-      | Maintain)
+Op = (
+    Upsert
+    | Claim
+    | Complete
+    | InTransaction
+    | ListResources
+    | NextScheduled
+    | Invalidate
+    | Maintain
+)
 
 upsert_ops = st.builds(
     Upsert,
     items=st.lists(
-        st.tuples(st.sampled_from(KINDS), st.sampled_from(KEYS), st.integers(0, 2),
-                  st.sampled_from(NAMESPACES), st.integers(0, 1)),
+        st.tuples(
+            st.sampled_from(KINDS),
+            st.sampled_from(KEYS),
+            st.integers(0, 2),
+            st.sampled_from(NAMESPACES),
+            st.integers(0, 1),
+        ),
         max_size=4,
     ),
     process_existing=st.booleans(),
@@ -162,39 +178,60 @@ upsert_ops = st.builds(
 claim_ops = st.builds(
     Claim,
     requests=st.lists(
-        st.tuples(st.sampled_from(NAMESPACES), st.integers(0, 3),
-                  st.dictionaries(st.sampled_from(KINDS), st.none() | st.integers(0, 2),
-                                  max_size=2)),
-        min_size=1, max_size=2,
+        st.tuples(
+            st.sampled_from(NAMESPACES),
+            st.integers(0, 3),
+            st.dictionaries(st.sampled_from(KINDS), st.none() | st.integers(0, 2), max_size=2),
+        ),
+        min_size=1,
+        max_size=2,
     ),
     client=st.sampled_from(CLIENTS),
 )
 maintain_ops = st.builds(
-    Maintain, what=st.sampled_from(["rescue", "expire", "clean"]), back=st.integers(0, 4),
+    Maintain,
+    what=st.sampled_from(["rescue", "expire", "clean"]),
+    back=st.integers(0, 4),
     namespace=st.sampled_from(NAMESPACES),
     state=st.sampled_from([ResourceState.DELETED, ResourceState.DEGRADED, ResourceState.SYNCED]),
 )
 list_ops = st.builds(
-    ListResources, kind=st.none() | st.sampled_from(KINDS),
+    ListResources,
+    kind=st.none() | st.sampled_from(KINDS),
     namespace=st.none() | st.sampled_from(NAMESPACES),
     state=st.none() | st.sampled_from(list(ResourceState)),
-    limit=st.none() | st.integers(0, 3), after_id=st.none() | st.integers(0, 6),
+    limit=st.none() | st.integers(0, 3),
+    after_id=st.none() | st.integers(0, 6),
 )
 ops: st.SearchStrategy[Op] = st.one_of(
     upsert_ops,
     claim_ops,
     claim_ops,
-    st.builds(Complete, picks=st.lists(
-        st.tuples(st.integers(0, 4), st.sampled_from(list(OutcomeKind)), st.integers(0, 3),
-                  st.integers(0, 5).map(lambda n: n > 0)),
-        min_size=1, max_size=3,
-    )),
-    st.builds(InTransaction, batches=st.lists(upsert_ops, min_size=1, max_size=2),
-              while_open=st.lists(claim_ops | maintain_ops | list_ops, max_size=2),
-              commit=st.booleans()),
+    st.builds(
+        Complete,
+        picks=st.lists(
+            st.tuples(
+                st.integers(0, 4),
+                st.sampled_from(list(OutcomeKind)),
+                st.integers(0, 3),
+                st.integers(0, 5).map(lambda n: n > 0),
+            ),
+            min_size=1,
+            max_size=3,
+        ),
+    ),
+    st.builds(
+        InTransaction,
+        batches=st.lists(upsert_ops, min_size=1, max_size=2),
+        while_open=st.lists(claim_ops | maintain_ops | list_ops, max_size=2),
+        commit=st.booleans(),
+    ),
     list_ops,
-    st.builds(NextScheduled, namespaces=st.lists(st.sampled_from(NAMESPACES), max_size=2),
-              kinds=st.lists(st.sampled_from(KINDS), max_size=2)),
+    st.builds(
+        NextScheduled,
+        namespaces=st.lists(st.sampled_from(NAMESPACES), max_size=2),
+        kinds=st.lists(st.sampled_from(KINDS), max_size=2),
+    ),
     st.builds(Invalidate, kind=st.sampled_from(KINDS), key=st.sampled_from(KEYS)),
     maintain_ops,
 )
@@ -205,17 +242,31 @@ scenarios = st.lists(st.tuples(st.integers(0, 2), ops), max_size=16)
 # -- running a scenario on one store ----------------------------------------------
 
 
-def norm(rec: ResourceRecord) -> tuple[Any, ...]:
+def norm(rec: ResourceRow[Any]) -> tuple[Any, ...]:
     return (
-        rec.id, rec.kind, rec.object_id, rec.namespace, rec.state, rec.attempt, rec.max_attempts,
-        msgspec.json.decode(rec.encoded_object), rec.hash, dict(rec.metadata), tuple(rec.tags),
-        tuple(rec.errors), rec.created_at, rec.updated_at, rec.scheduled_at, rec.attempted_at,
-        rec.attempted_by, rec.synced_at,
+        rec.id,
+        rec.kind,
+        rec.object_id,
+        rec.namespace,
+        rec.state,
+        rec.attempt,
+        rec.max_attempts,
+        msgspec.json.decode(rec.encoded_object),
+        rec.hash,
+        dict(rec.metadata),
+        tuple(rec.tags),
+        tuple(rec.errors),
+        rec.created_at,
+        rec.updated_at,
+        rec.scheduled_at,
+        rec.attempted_at,
+        rec.attempted_by,
+        rec.synced_at,
     )
 
 
 def norm_upserts(results: list[UpsertResult]) -> list[Any]:
-    return [(r.already_exists, r.changed, norm(r.record)) for r in results]
+    return [(r.already_exists, r.changed, norm(r.row)) for r in results]
 
 
 def norm_applied(applied: list[AppliedOutcome]) -> list[Any]:
@@ -227,17 +278,15 @@ class Runner:
     """Applies operations to one store; ``claimed`` is every record it claimed."""
 
     store: Store
-    claimed: list[ResourceRecord] = field(default_factory=list[ResourceRecord])
+    claimed: list[ResourceRow[Any]] = field(default_factory=list[ResourceRow[Any]])
 
     async def upsert(self, op: Upsert, now: datetime, tx: StoreTransaction | None) -> Any:
-        return norm_upserts(await self.store.upsert(
-            op.prepared(), now=now, process_existing=op.process_existing,
-            is_stale=stale_by_value if op.stale_check else None, tx=tx,
-        ))
+        params = UpsertParams(now, op.process_existing, stale_by_value if op.stale_check else None)
+        return norm_upserts(await self.store.queue.upsert(op.prepared(), params, tx))
 
     async def claim(self, op: Claim, now: datetime) -> Any:
         requests = [ClaimRequest(ns, limit, kinds) for ns, limit, kinds in op.requests]
-        records = await self.store.claim(requests, now=now, client_id=op.client)
+        records = await self.store.queue.claim(requests, now=now, client_id=op.client)
         self.claimed.extend(records)
         return [norm(r) for r in records]
 
@@ -249,7 +298,10 @@ class Runner:
             rec = self.claimed[-1 - back % len(self.claimed)]
             err = AttemptError(at=now, attempt=rec.attempt, error=f"{kind.value} {rec.attempt}")
             outcome = Outcome(
-                id=rec.id, attempt=rec.attempt, hash=rec.hash, kind=kind,
+                id=rec.id,
+                attempt=rec.attempt,
+                hash=rec.hash,
+                kind=kind,
                 error=err if kind in (OutcomeKind.FAILED, OutcomeKind.DEGRADED) else None,
                 retry_at=now + timedelta(seconds=retry) if kind is OutcomeKind.FAILED else None,
             )
@@ -260,7 +312,9 @@ class Runner:
         applied: list[Any] = []
         for client in (*CLIENTS, "intruder"):
             batch = [o for o, c in outcomes.values() if c == client]
-            applied += norm_applied(await self.store.complete(batch, now=now, client_id=client))
+            applied += norm_applied(
+                await self.store.queue.complete(batch, now=now, client_id=client)
+            )
         return applied
 
     async def run(self, op: Op, now: datetime) -> Any:
@@ -274,28 +328,37 @@ class Runner:
             case InTransaction():
                 return await self.in_transaction(op, now)
             case ListResources():
-                records = await self.store.list_resources(ResourceFilter(
-                    kind=op.kind, namespace=op.namespace, state=op.state, limit=op.limit,
-                    after_id=op.after_id))
+                records = await self.store.insights.list_resources(
+                    ResourceFilter(
+                        kind=op.kind,
+                        namespace=op.namespace,
+                        states=None if op.state is None else (op.state,),
+                        limit=op.limit,
+                        after_id=op.after_id,
+                    )
+                )
                 return [norm(r) for r in records]
             case NextScheduled():
-                return await self.store.next_scheduled_at(op.namespaces, op.kinds)
+                return await self.store.queue.next_scheduled_at(op.namespaces, op.kinds)
             case Invalidate():
-                rec = await self.store.invalidate(op.kind, op.key, now=now)
-                return None if rec is None else norm(rec)
+                rows = await self.store.insights.change(
+                    Change.INVALIDATE, ResourceFilter(kind=op.kind, object_ids=(op.key,)), now=now
+                )
+                return norm(rows[0]) if rows else None
             case Maintain():
                 return await self.maintain(op, now)
 
     async def maintain(self, op: Maintain, now: datetime) -> int:
         cut_off = now - timedelta(seconds=op.back)
         if op.what == "rescue":
-            return await self.store.rescue(now=now, stuck_before=cut_off, limit=1000,
-                                           error="stuck")
+            return await self.store.control.rescue(RescueParams(now, cut_off, 1000, "stuck"))
         if op.what == "expire":
-            return await self.store.expire(op.namespace, now=now, synced_before=cut_off,
-                                           limit=1000)
-        return await self.store.clean(op.namespace, op.state, updated_before=cut_off,
-                                      limit=1000)
+            return await self.store.control.expire(
+                op.namespace, now=now, synced_before=cut_off, limit=1000
+            )
+        return await self.store.control.clean(
+            op.namespace, op.state, updated_before=cut_off, limit=1000
+        )
 
     async def in_transaction(self, op: InTransaction, now: datetime) -> Any:
         out: list[Any] = []
@@ -304,7 +367,7 @@ class Runner:
             pass
 
         try:
-            async with self.store.transaction() as tx:
+            async with self.store.queue.transaction() as tx:
                 for batch in op.batches:
                     out.append(await self.upsert(batch, now, tx))
                 for other in op.while_open:
@@ -316,8 +379,8 @@ class Runner:
         return out
 
     async def everything(self) -> Any:
-        rows = [norm(r) for r in await self.store.list_resources(ResourceFilter())]
-        return rows, await self.store.next_scheduled_at(NAMESPACES, KINDS)
+        rows = [norm(r) for r in await self.store.insights.list_resources(ResourceFilter())]
+        return rows, await self.store.queue.next_scheduled_at(NAMESPACES, KINDS)
 
 
 async def run_both(dsn: str, schema: str, scenario: list[tuple[int, Op]]) -> None:
@@ -327,9 +390,10 @@ async def run_both(dsn: str, schema: str, scenario: list[tuple[int, Op]]) -> Non
 
 
 async def compare(dsn: str, schema: str, scenario: list[tuple[int, Op]]) -> None:
-    async with open_memory_store() as memory, open_postgres_store(
-        dsn, schema=schema, pool_size=2
-    ) as pg:
+    async with (
+        open_memory_store() as memory,
+        open_postgres_store(dsn, schema=schema, pool_size=2) as pg,
+    ):
         mem, ref = Runner(memory), Runner(pg)
         now = T0
         for step, (advance, op) in enumerate(scenario):
@@ -374,10 +438,19 @@ PROFILES = [
     Profile(0, 0.5, list(OutcomeKind)),
     Profile(1, 0.3, list(OutcomeKind)),
     # Failures of objects that never change: errors pile up past the cap.
-    Profile(2, 0.0, [OutcomeKind.FAILED] * 8 + [OutcomeKind.HANDBACK],
-            rounds=80, process_existing=0.0, keys=1, maintenance=False, stray=0.0),
-    Profile(3, 0.2, [OutcomeKind.FAILED, OutcomeKind.SYNCED, OutcomeKind.DELETED,
-                     OutcomeKind.DEGRADED]),
+    Profile(
+        2,
+        0.0,
+        [OutcomeKind.FAILED] * 8 + [OutcomeKind.HANDBACK],
+        rounds=80,
+        process_existing=0.0,
+        keys=1,
+        maintenance=False,
+        stray=0.0,
+    ),
+    Profile(
+        3, 0.2, [OutcomeKind.FAILED, OutcomeKind.SYNCED, OutcomeKind.DELETED, OutcomeKind.DEGRADED]
+    ),
 ]
 
 
@@ -388,41 +461,79 @@ def long_scenario(profile: Profile) -> list[tuple[int, Op]]:
 
     def upsert() -> Upsert:
         items: list[tuple[str, str, int, str, int]] = []
-        keys = KEYS[:profile.keys]
+        keys = KEYS[: profile.keys]
         for key in rng.sample(keys, rng.randint(1, len(keys))):
             kind = rng.choice(KINDS)
             if rng.random() < change:
                 values[kind, key] = rng.randint(0, 3)
-            items.append((kind, key, values[kind, key], rng.choice(NAMESPACES[:1] * 3 + NAMESPACES),
-                          0))
-        return Upsert(items, process_existing=rng.random() < profile.process_existing,
-                      stale_check=rng.random() < 0.5)
+            items.append(
+                (kind, key, values[kind, key], rng.choice(NAMESPACES[:1] * 3 + NAMESPACES), 0)
+            )
+        return Upsert(
+            items,
+            process_existing=rng.random() < profile.process_existing,
+            stale_check=rng.random() < 0.5,
+        )
 
     def claim() -> Claim:
-        return Claim([(ns, rng.randint(1, 3), {k: rng.choice([None, 1, 2]) for k in KINDS})
-                      for ns in NAMESPACES], rng.choice(CLIENTS))
+        return Claim(
+            [
+                (ns, rng.randint(1, 3), {k: rng.choice([None, 1, 2]) for k in KINDS})
+                for ns in NAMESPACES
+            ],
+            rng.choice(CLIENTS),
+        )
 
     scenario: list[tuple[int, Op]] = []
     for _ in range(profile.rounds):
         scenario.append((rng.randint(0, 2), upsert()))
         if rng.random() < 0.3:  # a transaction holding rows while others claim and maintain
-            maintain = Maintain(rng.choice(["rescue", "expire"]), 0, rng.choice(NAMESPACES),
-                                ResourceState.SYNCED)
-            scenario.append((rng.randint(0, 2), InTransaction(
-                [upsert()], [claim(), maintain] if profile.maintenance else [claim()],
-                rng.random() < 0.7)))
+            maintain = Maintain(
+                rng.choice(["rescue", "expire"]), 0, rng.choice(NAMESPACES), ResourceState.SYNCED
+            )
+            scenario.append(
+                (
+                    rng.randint(0, 2),
+                    InTransaction(
+                        [upsert()],
+                        [claim(), maintain] if profile.maintenance else [claim()],
+                        rng.random() < 0.7,
+                    ),
+                )
+            )
         scenario.append((rng.randint(0, 2), claim()))
-        scenario.append((rng.randint(0, 1), Complete(
-            [(rng.randint(0, 3) if rng.random() < profile.stray else rng.randint(0, 1),
-              rng.choice(kinds), rng.randint(0, 2), rng.random() >= profile.stray)
-             for _ in range(3)])))
+        scenario.append(
+            (
+                rng.randint(0, 1),
+                Complete(
+                    [
+                        (
+                            rng.randint(0, 3)
+                            if rng.random() < profile.stray
+                            else rng.randint(0, 1),
+                            rng.choice(kinds),
+                            rng.randint(0, 2),
+                            rng.random() >= profile.stray,
+                        )
+                        for _ in range(3)
+                    ]
+                ),
+            )
+        )
         if rng.random() < 0.15:
             scenario.append((0, Invalidate(rng.choice(KINDS), rng.choice(KEYS))))
         if profile.maintenance and rng.random() < 0.15:
-            scenario.append((0, Maintain(rng.choice(["rescue", "expire", "clean"]),
-                                         rng.randint(0, 6), rng.choice(NAMESPACES),
-                                         rng.choice([ResourceState.DELETED,
-                                                     ResourceState.DEGRADED]))))
+            scenario.append(
+                (
+                    0,
+                    Maintain(
+                        rng.choice(["rescue", "expire", "clean"]),
+                        rng.randint(0, 6),
+                        rng.choice(NAMESPACES),
+                        rng.choice([ResourceState.DELETED, ResourceState.DEGRADED]),
+                    ),
+                )
+            )
     return scenario
 
 

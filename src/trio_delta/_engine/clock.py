@@ -25,5 +25,3 @@ class Clock:
         """The ``trio.current_time()`` value at which ``at`` arrives."""
         return self._t0 + (at - self._anchor).total_seconds()
 
-    def after(self, seconds: float) -> datetime:
-        return self.now() + timedelta(seconds=seconds)

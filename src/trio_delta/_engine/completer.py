@@ -1,12 +1,14 @@
 """The completer: writes work outcomes back to the store in batches.
 
-Workers hand outcomes over a bounded channel (a slow database slows the
-workers rather than growing memory). The completer takes everything already
-waiting, up to ``batch_size``, and writes it in one statement: under load
-batches fill themselves while the previous write is in flight, and an idle
-system pays no batching delay. A failed write is retried with backoff; the
-store applies outcomes idempotently (guarded by the claimed attempt), so a
-retry after an unknown result cannot double-apply.
+Workers hand their completions (the resource and the work's result) over a
+bounded channel (a slow database slows the workers rather than growing
+memory). A :class:`Judge` turns each into the outcome the store records.
+The completer takes everything already waiting, up to ``batch_size``, and
+writes it in one statement: under load batches fill themselves while the
+previous write is in flight, and an idle system pays no batching delay. A
+failed write is retried with backoff; the store applies outcomes
+idempotently (guarded by the claimed attempt), so a retry after an unknown
+result cannot double-apply.
 """
 
 from __future__ import annotations
@@ -14,42 +16,29 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import Any
 
 import trio
 
 from .._errors import StoreError
-from .._store.base import AppliedOutcome, Outcome, OutcomeKind, ResourceRecord, Store
-from .clock import Clock
+from .._store.params import AppliedOutcome, Outcome, OutcomeKind
+from .._types import ResourceRow
+from .context import EngineContext
+from .results import Completion, Judge
 
 log = logging.getLogger("trio_delta.completer")
 
-
-@dataclass(slots=True)  # one per worked resource: not frozen, cheaper to build
-class Completion:
-    outcome: Outcome
-    record: ResourceRecord
-    """The claimed row, for events."""
-
-
-OnApplied = Callable[[list[tuple[Completion, AppliedOutcome]]], None]
+#: Called with the rows the written outcomes changed, as they are now.
+OnApplied = Callable[[list[ResourceRow[Any]]], None]
 
 
 class Completer:
-    def __init__(
-        self,
-        store: Store,
-        clock: Clock,
-        client_id: str,
-        *,
-        batch_size: int,
-        buffer: int,
-        on_applied: OnApplied,
-    ) -> None:
-        self._store = store
-        self._clock = clock
-        self._client_id = client_id
-        self._batch_size = batch_size
+    def __init__(self, ctx: EngineContext, *, buffer: int, on_applied: OnApplied) -> None:
+        self._queue = ctx.store.queue
+        self._clock = ctx.clock
+        self._client_id = ctx.client_id
+        self._batch_size = ctx.config.batch_size
+        self._judge = Judge(ctx)
         self._on_applied = on_applied
         self.send, self._receive = trio.open_memory_channel[Completion](buffer)
         self.written = 0
@@ -69,11 +58,12 @@ class Completer:
                 await self._write(batch)
 
     async def _write(self, batch: list[Completion]) -> None:
+        outcomes = [self._judge.outcome(c) for c in batch]
         delay = 0.05
         while True:
             try:
-                applied = await self._store.complete(
-                    [c.outcome for c in batch], now=self._clock.now(), client_id=self._client_id
+                applied = await self._queue.complete(
+                    outcomes, now=self._clock.now(), client_id=self._client_id
                 )
                 break
             except StoreError as exc:
@@ -83,31 +73,30 @@ class Completer:
                 delay = min(delay * 2, 5.0)
         self.written += len(applied)
         self.batches += 1
+        by_id = {o.id: (o, c) for o, c in zip(outcomes, batch, strict=True)}
         if len(applied) < len(batch):
             applied_ids = {a.id for a in applied}
-            for c in batch:
-                if c.outcome.id not in applied_ids:
+            for o, c in by_id.values():
+                if o.id not in applied_ids:
                     log.info(
                         "outcome %s for %s %r attempt %d not applied: the claim was lost "
                         "(rescued or handed back meanwhile)",
-                        c.outcome.kind.value, c.record.kind, c.record.object_id,
-                        c.outcome.attempt,
+                        o.kind.value, c.resource.kind, c.resource.object_id, o.attempt,
                     )
-        by_id = {c.outcome.id: c for c in batch}
-        pairs = [(by_id[a.id], a) for a in applied if a.id in by_id]
-        if pairs:
-            self._on_applied(pairs)
+        rows = [applied_row(*by_id[a.id], a) for a in applied if a.id in by_id]
+        if rows:
+            self._on_applied(rows)
 
 
-def applied_record(completion: Completion, applied: AppliedOutcome) -> ResourceRecord:
-    """The claimed record as it is after ``applied``."""
-    rec = completion.record
-    errors = rec.errors
-    outcome = completion.outcome
+def applied_row(outcome: Outcome, completion: Completion, applied: AppliedOutcome
+                ) -> ResourceRow[Any]:
+    """The claimed resource's row as it is after ``applied``."""
+    resource = completion.resource
+    errors = resource.errors
     if outcome.error is not None and outcome.kind is not OutcomeKind.HANDBACK:
         errors = (*errors, outcome.error)
     return dataclasses.replace(
-        rec,
+        resource,
         state=applied.state,
         attempt=applied.attempt,
         scheduled_at=applied.scheduled_at,

@@ -15,8 +15,8 @@ from collections.abc import Mapping
 import trio
 
 from .._errors import StoreError
-from .._store.base import ClaimRequest, Store
-from .clock import Clock
+from .._store.params import ClaimRequest
+from .context import EngineContext
 from .slots import Slots
 from .workers import WorkerPool
 
@@ -34,23 +34,19 @@ CONCURRENT_CLAIMS = 2
 class Fetcher:
     def __init__(
         self,
-        store: Store,
-        clock: Clock,
-        client_id: str,
+        ctx: EngineContext,
         *,
         pools: Mapping[str, WorkerPool],
         slots: Slots,
-        kinds: tuple[str, ...],
-        poll_interval: float,
         concurrent_claims: int = CONCURRENT_CLAIMS,
     ) -> None:
-        self._store = store
-        self._clock = clock
-        self._client_id = client_id
+        self._queue = ctx.store.queue
+        self._clock = ctx.clock
+        self._client_id = ctx.client_id
         self._pools = pools
         self._slots = slots
-        self._kinds = kinds
-        self._poll_interval = poll_interval
+        self._kinds = ctx.controllers.kinds()
+        self._poll_interval = ctx.config.poll_interval
         self._wakes = [trio.Event() for _ in range(concurrent_claims)]
         # One claim takes at most its share of a namespace's workers, so
         # that when all of them free up at once (short work), the claims
@@ -61,7 +57,6 @@ class Fetcher:
         self._next_due = math.inf  # trio time of the earliest known scheduled_at
         self._stopped = trio.Event()
         self.claimed = 0
-        self.fetches = 0
 
     def stop(self) -> None:
         """Finish the claims in flight, if any, then return from :meth:`run`."""
@@ -123,18 +118,17 @@ class Fetcher:
         for request in requests:
             self._slots.reserve(request)
         try:
-            records = await self._store.claim(requests, now=self._clock.now(),
-                                              client_id=self._client_id)
+            resources = await self._queue.claim(requests, now=self._clock.now(),
+                                                client_id=self._client_id)
         finally:
             for request in requests:
                 self._slots.unreserve(request)
-        self.fetches += 1
-        self.claimed += len(records)
-        for record in records:
-            self._slots.take(record.namespace, record.kind)
-            self._pools[record.namespace].rows.send_nowait(record)
-        if len(records) < wanted:
-            nxt = await self._store.next_scheduled_at(
+        self.claimed += len(resources)
+        for resource in resources:
+            self._slots.take(resource.namespace, resource.kind)
+            self._pools[resource.namespace].rows.send_nowait(resource)
+        if len(resources) < wanted:
+            nxt = await self._queue.next_scheduled_at(
                 [r.namespace for r in requests], self._kinds
             )
             now = trio.current_time()

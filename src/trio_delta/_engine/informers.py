@@ -22,14 +22,13 @@ from typing import Any
 
 import trio
 
-from .._config import Config
-from .._controllers import Controllers, Registration
+from .._controllers import Registration
 from .._errors import ObjectError, StoreError
 from .._objects import PreparedObject, decode_object, prepare_object
-from .._store.base import InformClaim, StaleCheck, Store
+from .._store.params import InformClaim, InformLease, InformRunEnd, StaleCheck, UpsertParams
 from .._types import InformOptions
-from .clock import Clock
-from .workers import MAX_MESSAGE, clean_text, describe_exception
+from .context import EngineContext
+from .results import MAX_MESSAGE, clean_text, describe_exception
 
 log = logging.getLogger("trio_delta.informer")
 
@@ -64,23 +63,15 @@ class RunStats:
 
 
 class Informers:
-    def __init__(
-        self,
-        store: Store,
-        clock: Clock,
-        client_id: str,
-        *,
-        controllers: Controllers,
-        config: Config,
-        on_written: Callable[[set[str]], None],
-    ) -> None:
-        self._store = store
-        self._clock = clock
-        self._client_id = client_id
-        self._controllers = controllers
-        self._config = config
+    def __init__(self, ctx: EngineContext, *, on_written: Callable[[set[str]], None]) -> None:
+        self._control = ctx.store.control
+        self._queue = ctx.store.queue
+        self._clock = ctx.clock
+        self._client_id = ctx.client_id
+        self._controllers = ctx.controllers
+        self._config = ctx.config
         self._on_written = on_written
-        self._wakes: dict[str, trio.Event] = {reg.kind: trio.Event() for reg in controllers}
+        self._wakes: dict[str, trio.Event] = {reg.kind: trio.Event() for reg in ctx.controllers}
         self._stopping = False
         self.runs = 0
         self.failures = 0
@@ -108,7 +99,7 @@ class Informers:
         delay = 0.1
         while schedule:
             try:
-                await self._store.ensure_controllers(schedule, now=now)
+                await self._control.ensure_controllers(schedule, now=now)
                 break
             except StoreError as exc:
                 log.warning("registering informers failed, retrying in %.1fs: %s", delay, exc)
@@ -126,9 +117,8 @@ class Informers:
             now = self._clock.now()
             lease_until = now + timedelta(seconds=self._config.inform_timeout + LEASE_GRACE)
             try:
-                claim = await self._store.claim_inform(
-                    reg.kind, now=now, client_id=self._client_id, lease_until=lease_until
-                )
+                claim = await self._control.claim_inform(
+                    InformLease(reg.kind, self._client_id, now, lease_until))
                 if claim is not None:
                     await self._run_once(reg, claim)
                     continue
@@ -145,7 +135,7 @@ class Informers:
     async def _next_check(self, kind: str) -> float:
         """When to look again: the schedule, a lease's end, or a poll."""
         poll = trio.current_time() + max(5 * self._config.poll_interval, 1.0)
-        state = await self._store.get_controller(kind)
+        state = await self._control.get_controller(kind)
         if state is None:
             return poll
         due = math.inf
@@ -223,11 +213,10 @@ class Informers:
             log.info("informer %s: %d objects, %d written, %d rejected", reg.kind, stats.sent,
                      stats.written, stats.rejected)
         try:
-            await self._store.finish_inform(
-                reg.kind, now=now, client_id=self._client_id, cursor=cursor,
-                reschedule=interval >= 0, next_inform_at=next_at,
-                requested_at=claim.requested_at, error=error,
-            )
+            await self._control.finish_inform(InformRunEnd(
+                reg.kind, self._client_id, now, cursor=cursor, reschedule=interval >= 0,
+                next_inform_at=next_at, requested_at=claim.requested_at, error=error,
+            ))
         except StoreError as exc:
             log.error("informer %s: could not record the run (the lease expires by itself): %s",
                       reg.kind, exc)
@@ -301,11 +290,8 @@ class Informers:
                 delay = 0.1
                 for attempt in range(1, WRITE_ATTEMPTS + 1):
                     try:
-                        await self._store.upsert(
-                            items, now=self._clock.now(),
-                            process_existing=claim.process_existing, is_stale=is_stale,
-                            want_records=False,
-                        )
+                        await self._queue.upsert_quiet(items, UpsertParams(
+                            self._clock.now(), claim.process_existing, is_stale))
                         break
                     except StoreError as exc:
                         if attempt == WRITE_ATTEMPTS:

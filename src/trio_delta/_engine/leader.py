@@ -16,8 +16,7 @@ from datetime import timedelta
 import trio
 
 from .._errors import StoreError
-from .._store.base import Store
-from .clock import Clock
+from .context import EngineContext
 
 log = logging.getLogger("trio_delta.leader")
 
@@ -25,16 +24,15 @@ LEADER_NAME = "default"
 
 
 class LeaderElector:
-    def __init__(self, store: Store, clock: Clock, client_id: str, *, ttl: float) -> None:
-        self._store = store
-        self._clock = clock
-        self._client_id = client_id
-        self._ttl = ttl
+    def __init__(self, ctx: EngineContext) -> None:
+        self._control = ctx.store.control
+        self._clock = ctx.clock
+        self._client_id = ctx.client_id
+        self._ttl = ctx.config.leader_ttl
         self._lease_end = -1.0  # trio time our current lease runs out
         self._wake = trio.Event()
         self.changed = trio.Event()
         """Set (and replaced) whenever leadership is won or lost."""
-        self.elections_won = 0
 
     @property
     def is_leader(self) -> bool:
@@ -58,7 +56,7 @@ class LeaderElector:
             # A renewal that cannot land before our lease ends is a loss.
             with trio.move_on_at(self._lease_end if was_leader else sent_at + self._ttl):
                 try:
-                    won = await self._store.elect(
+                    won = await self._control.elect(
                         LEADER_NAME, client_id=self._client_id, now=now,
                         expires_at=now + timedelta(seconds=self._ttl),
                     )
@@ -67,7 +65,6 @@ class LeaderElector:
             if won:
                 self._lease_end = sent_at + self._ttl
                 if not was_leader:
-                    self.elections_won += 1
                     log.info("client %s is now the leader", self._client_id)
                     self._signal()
             else:
@@ -87,7 +84,7 @@ class LeaderElector:
         self._signal()
         with trio.move_on_after(2.0):
             try:
-                await self._store.resign(LEADER_NAME, client_id=self._client_id)
+                await self._control.resign(LEADER_NAME, client_id=self._client_id)
                 log.info("client %s resigned leadership", self._client_id)
             except StoreError as exc:
                 log.warning("resigning leadership failed (it expires by itself): %s", exc)

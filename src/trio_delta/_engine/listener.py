@@ -14,7 +14,7 @@ from collections.abc import Callable
 import trio
 
 from .._errors import StoreError
-from .._store.base import Store
+from .._store.port import Store
 
 log = logging.getLogger("trio_delta.listener")
 
@@ -29,7 +29,7 @@ async def run_listener(
     delay = 0.1
     while True:
         try:
-            async with store.listen() as listener:
+            async with store.queue.listen() as listener:
                 if delay > 0.1:
                     log.info("LISTEN connection re-established")
                 delay = 0.1

@@ -12,8 +12,8 @@ itself and the second finds little or nothing left.
 
 Worker tasks are started on demand, up to the pool's ``max_workers``: when a
 row needs a worker and none is parked, the queue asks the pool for a new one
-(``spawn``). With instant work a pool of 500 runs one or two tasks; a
-client no longer starts hundreds of tasks before its first claim.
+(``spawn``). With instant work a pool of 500 runs one or two tasks, and
+a client starts no task before it has a row for it.
 
 Rows never outnumber free slots (the fetcher claims only those), so a
 queued row always has a worker coming: one woken or being started, or one
@@ -24,10 +24,11 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 import trio
 
-from .._store.base import ResourceRecord
+from .._types import Resource
 
 
 class RowQueue:
@@ -35,16 +36,16 @@ class RowQueue:
         """``spawn()`` starts a new worker, which calls :meth:`started`
         first; it returns False when the pool has all its workers."""
         self._spawn = spawn
-        self._rows: deque[ResourceRecord] = deque()
+        self._rows: deque[Resource[Any]] = deque()
         self._parked: deque[trio.lowlevel.Task] = deque()
         self._waking = 0  # workers woken or started that have not run yet
         self.closed = trio.Event()
         self.wakes = 0  # parked workers woken, for tests and profiling
 
-    def send_nowait(self, record: ResourceRecord) -> None:
+    def send_nowait(self, resource: Resource[Any]) -> None:
         if self.closed.is_set():
             raise trio.ClosedResourceError("the worker pool is closed")
-        self._rows.append(record)
+        self._rows.append(resource)
         self._wake_one()
 
     def close(self) -> None:
@@ -70,7 +71,7 @@ class RowQueue:
         """A worker made by ``spawn`` is running."""
         self._waking -= 1
 
-    async def take(self) -> ResourceRecord | None:
+    async def take(self) -> Resource[Any] | None:
         """The next row (without a checkpoint when one is queued), or None
         once the queue is closed and empty."""
         while True:

@@ -1,7 +1,7 @@
 """Wires the engine's services together and runs the shutdown phases.
 
-Start order: completer, worker pools, fetcher, listener; each reports ready
-through ``nursery.start``. Stop (DESIGN decision 7):
+Start order: completer, worker pools, fetcher, listener, informers, leader
+elector, maintenance; each reports ready through ``nursery.start``. Stop:
 
 1. no new claims: the fetcher and listener stop (the fetcher finishes a
    claim in flight, so no claimed row is dropped on the floor);
@@ -18,22 +18,21 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import trio
 
-from .._config import Config, NamespaceConfig
-from .._controllers import Controllers
-from .._store.base import AppliedOutcome, Store
+from .._config import NamespaceConfig
 from .._types import Event, EventCategory, ResourceRow, ResourceState
-from .clock import Clock
-from .completer import Completer, Completion, applied_record
+from .completer import Completer
+from .context import EngineContext
 from .events import EventHub
 from .fetcher import Fetcher
 from .informers import Informers
 from .leader import LeaderElector
 from .listener import run_listener
-from .maintenance import Maintenance
+from .maintenance import Maintenance, MaintenanceStats
 from .slots import Slots
 from .workers import WorkerPool
 
@@ -53,6 +52,18 @@ _CATEGORY = {
 }
 
 Service = Callable[..., Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class ClientStats:
+    """What a client has done since it started (a snapshot)."""
+
+    claimed: int
+    worked: int
+    outcomes_written: int
+    informer_runs: int
+    informer_failures: int
+    maintenance: MaintenanceStats
 
 
 class _ServiceHandle:
@@ -75,50 +86,44 @@ class _ServiceHandle:
 class Engine:
     def __init__(
         self,
-        store: Store,
-        clock: Clock,
+        ctx: EngineContext,
         *,
-        client_id: str,
-        controllers: Controllers,
         namespaces: Mapping[str, NamespaceConfig],
-        config: Config,
         events: EventHub,
-        to_row: Callable[[Any], ResourceRow[Any]],
     ) -> None:
-        self._store = store
-        self._clock = clock
-        self._config = config
+        self._ctx = ctx
+        self._config = ctx.config
         self._events = events
-        self._to_row = to_row
-        self.slots = Slots({ns: c.max_workers for ns, c in namespaces.items()}, controllers)
+        self.slots = Slots({ns: c.max_workers for ns, c in namespaces.items()}, ctx.controllers)
         total_workers = sum(c.max_workers for c in namespaces.values())
         self.completer = Completer(
-            store, clock, client_id, batch_size=config.batch_size,
-            buffer=max(total_workers, config.batch_size), on_applied=self._publish,
+            ctx, buffer=max(total_workers, ctx.config.batch_size), on_applied=self._publish,
         )
         self.pools = {
             ns: WorkerPool(
-                ns, c.max_workers, controllers=controllers, config=config, clock=clock,
-                slots=self.slots, completions=self.completer.send, on_slot_free=self._slot_free,
+                ctx, ns, c.max_workers, slots=self.slots, completions=self.completer.send,
+                on_slot_free=self._slot_free,
             )
             for ns, c in namespaces.items()
         }
-        self.fetcher = Fetcher(
-            store, clock, client_id, pools=self.pools, slots=self.slots,
-            kinds=controllers.kinds(), poll_interval=config.poll_interval,
-        )
-        self.informers = Informers(
-            store, clock, client_id, controllers=controllers, config=config,
-            on_written=self._informed,
-        )
-        self.elector = LeaderElector(store, clock, client_id, ttl=config.leader_ttl)
-        self.maintenance = Maintenance(
-            store, clock, self.elector, namespaces=namespaces, config=config
-        )
+        self.fetcher = Fetcher(ctx, pools=self.pools, slots=self.slots)
+        self.informers = Informers(ctx, on_written=self._informed)
+        self.elector = LeaderElector(ctx)
+        self.maintenance = Maintenance(ctx, self.elector, namespaces=namespaces)
         self._handles: dict[str, _ServiceHandle] = {}
         self._stopping = False
         self._force_requested = False
         self._grace_scope: trio.CancelScope | None = None
+
+    def stats(self) -> ClientStats:
+        return ClientStats(
+            claimed=self.fetcher.claimed,
+            worked=sum(p.worked for p in self.pools.values()),
+            outcomes_written=self.completer.written,
+            informer_runs=self.informers.runs,
+            informer_failures=self.informers.failures,
+            maintenance=self.maintenance.stats.snapshot(),
+        )
 
     def force(self) -> None:
         """End the graceful phase now (or skip it, if stop has not begun)."""
@@ -154,15 +159,14 @@ class Engine:
         if not namespaces.isdisjoint(self.pools):
             self.fetcher.wake()
 
-    def _publish(self, pairs: list[tuple[Completion, AppliedOutcome]]) -> None:
+    def _publish(self, rows: list[ResourceRow[Any]]) -> None:
         if not self._events.has_subscribers():
             return
-        now = self._clock.now()
-        for completion, applied in pairs:
-            category = _CATEGORY.get(applied.state)
+        now = self._ctx.clock.now()
+        for row in rows:
+            category = _CATEGORY.get(row.state)
             if category is not None:
-                row = self._to_row(applied_record(completion, applied))
-                self._events.publish(Event(category, row, now))
+                self._events.publish(Event(category, self._ctx.controllers.bind(row), now))
 
     async def _start(self, nursery: trio.Nursery, name: str, fn: Service, *args: Any) -> None:
         handle = _ServiceHandle(name)
@@ -174,7 +178,7 @@ class Engine:
         for ns, pool in self.pools.items():
             await self._start(nursery, f"pool:{ns}", pool.run)
         await self._start(nursery, "fetcher", self.fetcher.run)
-        await self._start(nursery, "listener", run_listener, self._store, self.on_payload)
+        await self._start(nursery, "listener", run_listener, self._ctx.store, self.on_payload)
         await self._start(nursery, "informers", self.informers.run)
         await self._start(nursery, "elector", self.elector.run)
         await self._start(nursery, "maintenance", self.maintenance.run)

@@ -1,6 +1,6 @@
 """Worker slot accounting shared by the fetcher and the worker pools.
 
-The fetcher claims only what can start now (DESIGN decision 3): per
+The fetcher claims only what can start now: per
 namespace, ``max_workers`` minus what is in flight; per kind with a
 ``parallelism``, that cap minus the kind's work in flight in this client.
 A claim still in flight *reserves* what it may return, so a second claim
@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Mapping
 
 from .._controllers import Controllers
-from .._store.base import ClaimRequest
+from .._store.params import ClaimRequest
 
 
 class Slots:

@@ -1,4 +1,10 @@
-"""Named SQL queries, kept as package data in ``sql/queries.sql``."""
+"""Every SQL statement trio_delta runs, kept as package data in ``sql/*.sql``.
+
+Each file holds ``-- name: NAME`` blocks (a statement) and ``-- fragment:
+NAME`` blocks (text a statement includes as ``{NAME}``). One loader, one
+composition for every caller: the Postgres store's parts and the producer
+functions all read their statements from :class:`Queries`.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ from importlib import resources
 
 from psycopg import sql
 
+#: The resource columns, in :class:`~trio_delta.ResourceRow`'s field order.
 RESOURCE_COLUMNS = (
     "r.id, r.kind, r.object_id, r.namespace, r.state, r.attempt, r.max_attempts, "
     "r.object::text as object, r.hash, r.metadata::text as metadata, r.tags, "
@@ -15,25 +22,35 @@ RESOURCE_COLUMNS = (
     "r.updated_at, r.scheduled_at, r.attempted_at, r.attempted_by, r.synced_at"
 )
 
-_NAME_LINE = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
+#: The query files, in the package's ``sql/`` folder.
+QUERY_FILES = ("queries.sql", "insights.sql")
+
+_BLOCK_LINE = re.compile(r"^-- (name|fragment): (\w+)\s*$", re.MULTILINE)
 
 
-def parse_named_queries(text: str) -> dict[str, str]:
-    """Split ``text`` into ``{name: sql}`` at ``-- name: NAME`` lines."""
-    parts = _NAME_LINE.split(text)
-    # parts = [preamble, name1, body1, name2, body2, ...]
-    queries: dict[str, str] = {}
-    for name, body in zip(parts[1::2], parts[2::2], strict=True):
-        if name in queries:
-            raise ValueError(f"query {name!r} is defined twice")
-        queries[name] = body.strip()
-    return queries
+def parse_named_queries(text: str) -> dict[tuple[str, str], str]:
+    """Split ``text`` into ``{(block, name): sql}`` at ``-- name: NAME`` and
+    ``-- fragment: NAME`` lines (block is ``name`` or ``fragment``)."""
+    parts = _BLOCK_LINE.split(text)
+    # parts = [preamble, block1, name1, body1, block2, name2, body2, ...]
+    blocks: dict[tuple[str, str], str] = {}
+    for block, name, body in zip(parts[1::3], parts[2::3], parts[3::3], strict=True):
+        if (block, name) in blocks:
+            raise ValueError(f"{block} {name!r} is defined twice")
+        blocks[(block, name)] = body.strip()
+    return blocks
 
 
 @cache
-def _raw_queries() -> dict[str, str]:
-    text = resources.files("trio_delta._store").joinpath("sql/queries.sql").read_text("utf-8")
-    return parse_named_queries(text)
+def _raw_blocks() -> dict[tuple[str, str], str]:
+    folder = resources.files("trio_delta._store").joinpath("sql")
+    blocks: dict[tuple[str, str], str] = {}
+    for file in QUERY_FILES:
+        for key, body in parse_named_queries(folder.joinpath(file).read_text("utf-8")).items():
+            if key in blocks:
+                raise ValueError(f"{key[0]} {key[1]!r} is defined in two query files")
+            blocks[key] = body
+    return blocks
 
 
 class Queries:
@@ -42,9 +59,14 @@ class Queries:
     def __init__(self, schema: str) -> None:
         ident = sql.Identifier(schema)
         columns = sql.SQL(RESOURCE_COLUMNS)  # a constant of ours, not user data
-        self._composed: dict[str, sql.Composed] = {
+        raw = _raw_blocks()
+        fragments = {
             name: sql.SQL(body).format(schema=ident, columns=columns)  # pyright: ignore[reportArgumentType]
-            for name, body in _raw_queries().items()
+            for (block, name), body in raw.items() if block == "fragment"
+        }
+        self._composed: dict[str, sql.Composed] = {
+            name: sql.SQL(body).format(schema=ident, columns=columns, **fragments)  # pyright: ignore[reportArgumentType]
+            for (block, name), body in raw.items() if block == "name"
         }
 
     def __getitem__(self, name: str) -> sql.Composed:

@@ -1,11 +1,14 @@
 -- trio_delta's queries, one per "-- name:" block.
 -- {schema} is the configured schema, always quoted as an identifier;
--- {columns} is the resource column list. Every value is a bound parameter;
+-- {columns} is the resource column list; a placeholder named after a
+-- "-- fragment:" block of these files stands for that block's text. Every value is a bound parameter;
 -- the batch arrays go in binary (%(x)b), which spares psycopg escaping every
 -- element as text (it halved the time of an informer batch).
 -- Time comes from the engine as %(now)s: no now() here decides anything.
 
--- name: upsert
+-- fragment: upsert_rows
+-- The body both forms of the upsert share; each closes the "upserted" CTE
+-- with a RETURNING clause of its own.
 with input as (
     select *
     from unnest(
@@ -40,6 +43,10 @@ upserted as (
         scheduled_at = case when r.state = 'pending' then r.scheduled_at
                             else excluded.scheduled_at end
     where r.hash <> excluded.hash or (%(process_existing)s and r.state <> 'pending')
+
+-- name: upsert
+-- The rows written, for inform: the caller wants the resource back.
+{upsert_rows}
     returning {columns}, (r.xmax = 0) as inserted
 ),
 notified as (
@@ -49,41 +56,9 @@ notified as (
 select upserted.* from upserted, (select count(*) from notified) as n
 
 -- name: upsert_quiet
--- As upsert, for informer batches: returns one count instead of the rows.
-with input as (
-    select *
-    from unnest(
-        %(kind)b::text[], %(object_id)b::text[], %(namespace)b::text[], %(object)b::text[],
-        %(hash)b::bytea[], %(metadata)b::text[], %(tags)b::text[], %(max_attempts)b::int[]
-    ) as i(kind, object_id, namespace, object, hash, metadata, tags, max_attempts)
-),
-upserted as (
-    insert into {schema}.resources as r (
-        kind, object_id, namespace, state, attempt, max_attempts, object, hash, metadata,
-        tags, errors, created_at, updated_at, scheduled_at
-    )
-    select kind, object_id, namespace, 'scheduled', 0, max_attempts, object::json, hash,
-           metadata::json,
-           -- most objects have no tags: skip the per-row subquery for them
-           case when tags = '[]' then '{{}}'::text[]
-                else array(select jsonb_array_elements_text(tags::jsonb)) end,
-           '[]',
-           %(now)s, %(now)s, %(now)s
-    from input
-    on conflict (kind, object_id) do update set
-        namespace = excluded.namespace,
-        max_attempts = excluded.max_attempts,
-        object = excluded.object,
-        hash = excluded.hash,
-        metadata = excluded.metadata,
-        tags = excluded.tags,
-        updated_at = excluded.updated_at,
-        state = case when r.state = 'pending' then r.state else 'scheduled' end,
-        attempt = case when r.state = 'pending' then r.attempt else 0 end,
-        errors = case when r.state = 'pending' then r.errors else '[]'::jsonb end,
-        scheduled_at = case when r.state = 'pending' then r.scheduled_at
-                            else excluded.scheduled_at end
-    where r.hash <> excluded.hash or (%(process_existing)s and r.state <> 'pending')
+-- One count instead of the rows, for informer batches: reading every
+-- object's JSON back would be waste.
+{upsert_rows}
     returning r.namespace, r.state
 ),
 notified as (
@@ -188,40 +163,11 @@ where namespace = any(%(namespaces)s::text[])
   and kind = any(%(kinds)s::text[])
   and state in ('scheduled', 'failed', 'expired')
 
--- name: get_resource
-select {columns}
-from {schema}.resources as r
-where kind = %(kind)s and object_id = %(object_id)s
-
--- name: list_resources
-select {columns}
-from {schema}.resources as r
-where (%(kind)s::text is null or kind = %(kind)s::text)
-  and (%(namespace)s::text is null or namespace = %(namespace)s::text)
-  and (%(state)s::text is null or state = %(state)s::text)
-  and id > coalesce(%(after_id)s::bigint, 0)
-order by id
-limit %(limit)s::bigint
-
 -- name: schema_version
 select coalesce(max(version), 0) from {schema}.migrations
 
 -- name: database_now
 select now()
-
--- name: invalidate
-with updated as (
-    update {schema}.resources as r
-    -- a new round of work: attempts start again
-    set state = 'expired', attempt = 0, errors = '[]', scheduled_at = %(now)s,
-        updated_at = %(now)s
-    where kind = %(kind)s and object_id = %(object_id)s and state = 'synced'
-    returning {columns}
-),
-notified as (
-    select pg_notify(%(channel)s, namespace) from updated
-)
-select updated.* from updated, (select count(*) from notified) as n
 
 -- name: ensure_controllers
 insert into {schema}.controllers as c (kind, next_inform_at, created_at, updated_at)

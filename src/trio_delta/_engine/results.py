@@ -1,0 +1,134 @@
+"""What a work's result means for its row.
+
+A worker captures what ``Controller.work`` did as an :mod:`outcome` (a
+``Value`` or an ``Error``) and hands it, with the resource, to the outcome
+writer; :class:`Judge` turns that into what the store records: synced,
+deleted, failed with a retry time, or degraded when out of attempts. A row
+the client gives up without a verdict (a forced stop) is handed back.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import outcome
+
+from .._errors import ResourceDelete
+from .._store.params import Outcome, OutcomeKind
+from .._types import AttemptError, Resource
+from .context import EngineContext
+
+log = logging.getLogger("trio_delta.worker")
+
+MAX_TRACE = 8000
+MAX_MESSAGE = 2000
+#: The longest retry delay a retry policy may ask for.
+MAX_RETRY_DELAY = 365 * 24 * 3600.0
+
+
+class WorkTimeout(Exception):
+    """The work ran past ``Config.work_timeout`` and was cancelled."""
+
+
+class Undecodable(Exception):
+    """The stored object no longer fits the controller's object type."""
+
+
+@dataclass(slots=True)  # one per worked resource: not frozen, cheaper to build
+class Completion:
+    """A claimed resource and what became of it: ``result`` is the work's
+    outcome, None for a row handed back without one."""
+
+    resource: Resource[Any]
+    result: outcome.Outcome[object] | None
+
+
+def clean_text(text: str, limit: int) -> str:
+    """Text Postgres' jsonb can hold: no NUL, no lone surrogates, bounded."""
+    text = text.replace("\x00", "\\x00")
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def describe_exception(exc: BaseException) -> str:
+    """``Type: message``, even for an exception whose ``__str__`` raises; for
+    an exception group, followed by its first few exceptions (a group's own
+    message says only how many it holds)."""
+    try:
+        text = str(exc)
+    except Exception:
+        text = "<exception str() failed>"
+    if isinstance(exc, Undecodable):
+        return f"cannot decode the stored object: {text}"
+    if isinstance(exc, WorkTimeout):
+        return f"TimeoutError: {text}"
+    described = f"{type(exc).__name__}: {text}"
+    if isinstance(exc, BaseExceptionGroup):
+        inner = [describe_exception(e) for e in exc.exceptions[:3]]  # pyright: ignore[reportUnknownVariableType,reportUnknownMemberType,reportUnknownArgumentType]
+        described += " [" + "; ".join(inner) + (" ..." if len(exc.exceptions) > 3 else "") + "]"  # pyright: ignore[reportUnknownMemberType,reportUnknownArgumentType]
+    return described
+
+
+def format_trace(exc: BaseException) -> str:
+    if isinstance(exc, WorkTimeout):
+        return ""  # where a cancelled work stood says nothing about why it was late
+    try:
+        return "".join(traceback.format_exception(exc))
+    except Exception:
+        return describe_exception(exc)
+
+
+def handback(resource: Resource[Any]) -> Outcome:
+    return Outcome(resource.id, resource.attempt, resource.hash, OutcomeKind.HANDBACK)
+
+
+class Judge:
+    """Turns completions into the outcomes the store writes."""
+
+    def __init__(self, ctx: EngineContext) -> None:
+        self._clock = ctx.clock
+        self._config = ctx.config
+
+    def outcome(self, completion: Completion) -> Outcome:
+        resource, result = completion.resource, completion.result
+        if result is None:
+            return handback(resource)
+        if not isinstance(result, outcome.Error):
+            return Outcome(resource.id, resource.attempt, resource.hash, OutcomeKind.SYNCED)
+        error = result.error
+        if isinstance(error, ResourceDelete):
+            log.info("%s %r deleted by work: %s", resource.kind, resource.object_id,
+                     error.reason)
+            return Outcome(resource.id, resource.attempt, resource.hash, OutcomeKind.DELETED)
+        return self._failure(resource, error)
+
+    def _failure(self, resource: Resource[Any], exc: BaseException) -> Outcome:
+        now = self._clock.now()
+        message = clean_text(describe_exception(exc), MAX_MESSAGE)
+        trace = clean_text(format_trace(exc), MAX_TRACE)
+        error = AttemptError(at=now, attempt=resource.attempt, error=message, trace=trace)
+        if resource.attempt >= resource.max_attempts:
+            log.error("%s %r degraded after %d attempts: %s", resource.kind,
+                      resource.object_id, resource.attempt, message)
+            return Outcome(resource.id, resource.attempt, resource.hash, OutcomeKind.DEGRADED,
+                           error=error)
+        delay = self._retry_delay(resource.attempt)
+        log.warning("%s %r attempt %d/%d failed, retry in %.3gs: %s", resource.kind,
+                    resource.object_id, resource.attempt, resource.max_attempts, delay, message)
+        return Outcome(resource.id, resource.attempt, resource.hash, OutcomeKind.FAILED,
+                       error=error, retry_at=now + timedelta(seconds=delay))
+
+    def _retry_delay(self, attempt: int) -> float:
+        try:
+            delay = float(self._config.retry_policy(attempt))
+        except Exception:
+            log.exception("retry_policy(%d) raised; retrying in 1s", attempt)
+            return 1.0
+        if not delay >= 0:  # also catches NaN
+            log.error("retry_policy(%d) returned %r; retrying in 1s", attempt, delay)
+            return 1.0
+        return min(delay, MAX_RETRY_DELAY)

@@ -1,0 +1,288 @@
+"""The resource queue of the memory store: upsert, claim, complete.
+
+It follows the Postgres adapter (the reference semantics) rule for rule,
+including what a test can see (see :mod:`.tables`). Every method passes a
+checkpoint first, so code on the memory store meets the same scheduling
+points as on Postgres.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import replace
+from datetime import datetime
+from typing import Any
+
+import trio
+
+from ..._errors import StoreError
+from ..._objects import PreparedObject
+from ..._types import CLAIMABLE_STATES, Resource, ResourceRow, ResourceState
+from ..params import (
+    AppliedOutcome,
+    ClaimBudget,
+    ClaimRequest,
+    Outcome,
+    OutcomeKind,
+    UpsertParams,
+    UpsertResult,
+    dedupe,
+)
+from ..port import StoreTransaction
+from .tables import Key, MemoryListener, MemoryTransaction, StoredRow, Tables, with_error
+
+
+class MemoryQueue:
+    """The queue part of :class:`~trio_delta._store.memory.MemoryStore`."""
+
+    def __init__(self, tables: Tables) -> None:
+        self._t = tables
+
+    async def upsert(
+        self, items: Sequence[PreparedObject], params: UpsertParams,
+        tx: StoreTransaction | None = None,
+    ) -> list[UpsertResult]:
+        await trio.lowlevel.checkpoint()
+        unique = dedupe(items)
+        if not unique:
+            return []
+        now, process_existing, is_stale = params.now, params.process_existing, params.is_stale
+        mtx: MemoryTransaction | None = None
+        if tx is not None:
+            if not isinstance(tx, MemoryTransaction) or tx.tables is not self._t:
+                raise TypeError("tx must come from this client's transaction()")
+            if tx.closed:
+                raise StoreError("inform failed: the transaction is already over")
+            mtx = tx
+        keys = [(item.kind, item.object_id) for item in unique]
+        await self._t.wait_unlocked(keys, mtx)
+        if mtx is not None:
+            if mtx.closed:
+                raise StoreError("inform failed: the transaction is already over")
+            # Like the upsert's row locks: held until the transaction ends.
+            for key in keys:
+                self._t.locks[key] = mtx
+        # From here on nothing awaits: the upsert is atomic.
+        to_write: list[PreparedObject] = []
+        for item, key in zip(unique, keys, strict=True):
+            old = self._t.view(key, mtx)
+            if (
+                is_stale is not None
+                and old is not None
+                and old.row.hash != item.hash
+                and is_stale(item, old.row.encoded_object)
+            ):
+                continue
+            to_write.append(item)
+        written: dict[Key, tuple[StoredRow, bool]] = {}
+        for item in to_write:
+            new_id = self._t.next_id()  # consumed even when nothing is written, as in Postgres
+            key = (item.kind, item.object_id)
+            old = self._t.view(key, mtx)
+            if old is None:
+                row = self._new_row(new_id, item, now)
+            elif old.row.hash != item.hash or (
+                process_existing and old.row.state is not ResourceState.PENDING
+            ):
+                row = self._changed_row(old, item, now)
+            else:
+                continue
+            if mtx is not None:
+                mtx.staged[key] = row
+            else:
+                self._t.install(row)
+            written[key] = (row, old is None)
+        namespaces = {
+            row.row.namespace
+            for row, _ in written.values()
+            if row.row.state is ResourceState.SCHEDULED
+        }
+        if mtx is not None:
+            mtx.namespaces |= namespaces
+        else:
+            self._t.notify(namespaces)
+        results: list[UpsertResult] = []
+        for key in keys:
+            if key in written:
+                row, inserted = written[key]
+                results.append(UpsertResult(row.snapshot(), not inserted, changed=True))
+            else:
+                row = self._t.view(key, mtx)
+                assert row is not None
+                results.append(UpsertResult(row.snapshot(), already_exists=True, changed=False))
+        return results
+
+    @staticmethod
+    def _new_row(row_id: int, item: PreparedObject, now: datetime) -> StoredRow:
+        row: ResourceRow[Any] = ResourceRow(
+            id=row_id,
+            kind=item.kind,
+            object_id=item.object_id,
+            namespace=item.namespace,
+            state=ResourceState.SCHEDULED,
+            attempt=0,
+            max_attempts=item.max_attempts,
+            encoded_object=item.encoded,
+            hash=item.hash,
+            metadata={},
+            tags=item.tags,
+            errors=(),
+            created_at=now,
+            updated_at=now,
+            scheduled_at=now,
+            attempted_at=None,
+            attempted_by=None,
+            synced_at=None,
+        )
+        return StoredRow(row, item.metadata)
+
+    @staticmethod
+    def _changed_row(old: StoredRow, item: PreparedObject, now: datetime) -> StoredRow:
+        pending = old.row.state is ResourceState.PENDING
+        row = replace(
+            old.row,
+            namespace=item.namespace,
+            max_attempts=item.max_attempts,
+            encoded_object=item.encoded,
+            hash=item.hash,
+            tags=item.tags,
+            updated_at=now,
+            state=old.row.state if pending else ResourceState.SCHEDULED,
+            attempt=old.row.attempt if pending else 0,
+            errors=old.row.errors if pending else (),
+            scheduled_at=old.row.scheduled_at if pending else now,
+        )
+        return StoredRow(row, item.metadata)
+
+    def _claimable(
+        self, row: StoredRow, namespace: str, kinds: tuple[str, ...], now: datetime
+    ) -> bool:
+        rec = row.row
+        return (
+            rec.namespace == namespace
+            and rec.kind in kinds
+            and rec.state in CLAIMABLE_STATES
+            and rec.scheduled_at <= now
+            and row.key not in self._t.locks  # FOR UPDATE SKIP LOCKED
+        )
+
+    async def claim(
+        self, requests: Sequence[ClaimRequest], *, now: datetime, client_id: str
+    ) -> list[Resource[Any]]:
+        await trio.lowlevel.checkpoint()
+        out: list[Resource[Any]] = []
+        budget = ClaimBudget()
+        for req in requests:
+            if req.limit <= 0 or not req.kinds:
+                continue
+            for kinds, limit in budget.steps(req):
+                due = [r for r in self._t.rows.values()
+                       if self._claimable(r, req.namespace, kinds, now)]
+                rows = sorted(due, key=lambda r: (r.row.scheduled_at, r.row.id))[:limit]
+                for row in rows:
+                    claimed = row.update(
+                        state=ResourceState.PENDING,
+                        attempt=row.row.attempt + 1,
+                        attempted_at=now,
+                        attempted_by=client_id,
+                        updated_at=now,
+                    )
+                    self._t.install(claimed)
+                    out.append(claimed.snapshot())
+                budget.took(kinds, len(rows))
+        out.sort(key=lambda r: (r.scheduled_at, r.id))
+        return out
+
+    async def complete(
+        self, outcomes: Sequence[Outcome], *, now: datetime, client_id: str
+    ) -> list[AppliedOutcome]:
+        await trio.lowlevel.checkpoint()
+        if not outcomes:
+            return []
+        assert all(o.kind is not OutcomeKind.FAILED or o.retry_at is not None for o in outcomes)
+        keys = [self._t.rows[o.id].key for o in outcomes if o.id in self._t.rows]
+        await self._t.wait_unlocked(keys, None)
+        applied: list[AppliedOutcome] = []
+        namespaces: set[str] = set()
+        for outcome in outcomes:
+            row = self._t.rows.get(outcome.id)
+            if (
+                row is None
+                or row.row.state is not ResourceState.PENDING
+                or row.row.attempt != outcome.attempt
+                or row.row.attempted_by != client_id
+            ):
+                continue
+            row = row.update(**self._outcome_changes(row.row, outcome, now))
+            self._t.install(row)
+            rec = row.row
+            applied.append(AppliedOutcome(rec.id, rec.state, rec.attempt, rec.scheduled_at,
+                                          rec.synced_at))
+            if rec.state is ResourceState.SCHEDULED:
+                namespaces.add(rec.namespace)
+        self._t.notify(namespaces)
+        return applied
+
+    @staticmethod
+    def _outcome_changes(rec: ResourceRow[Any], outcome: Outcome, now: datetime) -> dict[str, Any]:
+        """The ``complete`` query's ``set`` clause, case for case."""
+        handback = outcome.kind is OutcomeKind.HANDBACK
+        changed = rec.hash != outcome.hash
+        if handback or changed:
+            state, scheduled_at = ResourceState.SCHEDULED, now
+        else:
+            state = ResourceState(outcome.kind.value)
+            scheduled_at = rec.scheduled_at
+            if outcome.kind is OutcomeKind.FAILED:
+                assert outcome.retry_at is not None
+                scheduled_at = outcome.retry_at
+        attempt = rec.attempt - 1 if handback else 0 if changed else rec.attempt
+        synced = outcome.kind is OutcomeKind.SYNCED and not changed
+        errors = rec.errors
+        if not handback and changed:
+            errors = ()  # a new version starts without the old one's errors
+        elif not handback and outcome.error is not None:
+            errors = with_error(errors, outcome.error)
+        return {
+            "state": state,
+            "attempt": attempt,
+            "scheduled_at": scheduled_at,
+            "synced_at": now if synced else rec.synced_at,
+            "errors": errors,
+            "updated_at": now,
+        }
+
+    async def upsert_quiet(self, items: Sequence[PreparedObject], params: UpsertParams) -> None:
+        await self.upsert(items, params)
+
+    async def next_scheduled_at(
+        self, namespaces: Sequence[str], kinds: Sequence[str]
+    ) -> datetime | None:
+        await trio.lowlevel.checkpoint()
+        times = [
+            r.row.scheduled_at
+            for r in self._t.rows.values()
+            if r.row.namespace in namespaces
+            and r.row.kind in kinds
+            and r.row.state in CLAIMABLE_STATES
+        ]
+        return min(times, default=None)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncGenerator[MemoryTransaction, None]:
+        await trio.lowlevel.checkpoint()
+        tx = MemoryTransaction(self._t)
+        committed = False
+        try:
+            yield tx
+            await trio.lowlevel.checkpoint()
+            self._t.end(tx, commit=True)
+            committed = True
+        finally:
+            if not committed:
+                self._t.end(tx, commit=False)
+
+
+    def listen(self) -> AbstractAsyncContextManager[MemoryListener]:
+        return self._t.listen()

@@ -1,0 +1,290 @@
+"""The values the store port takes and returns.
+
+Rows are :class:`~trio_delta.ResourceRow` (the one row type); everything else
+a store method needs beyond a few arguments comes as one small params object,
+so adapters and callers agree on one shape.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from .._objects import PreparedObject
+from .._types import AttemptError, InformerState, ResourceRow, ResourceState
+
+#: Most errors kept per resource; older ones are dropped first.
+MAX_ERRORS = 20
+
+
+def dedupe(items: Sequence[PreparedObject]) -> list[PreparedObject]:
+    """The last item per (kind, id), in the order of first appearance.
+
+    One statement cannot update a row twice, and the later inform is the
+    newer intent; both adapters upsert what this returns."""
+    latest: dict[tuple[str, str], PreparedObject] = {}
+    for item in items:
+        latest[(item.kind, item.object_id)] = item
+    return list(latest.values())
+
+
+# -- the queue ---------------------------------------------------------------------
+
+#: ``is_stale(incoming, stored_encoded) -> True`` when the stored object is
+#: newer than the incoming one (per the object's ``compare``).
+StaleCheck = Callable[[PreparedObject, bytes], bool]
+
+
+@dataclass(frozen=True, slots=True)
+class UpsertParams:
+    """How to write a batch of objects.
+
+    ``process_existing`` reschedules unchanged rows too (not pending ones);
+    ``is_stale`` skips objects older than the stored ones.
+    """
+
+    now: datetime
+    process_existing: bool = False
+    is_stale: StaleCheck | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UpsertResult:
+    row: ResourceRow[Any]
+    already_exists: bool
+    changed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimRequest:
+    """Claim up to ``limit`` rows of ``kinds`` in ``namespace``.
+
+    A kind mapped to a number may take at most that many of them; adapters
+    claim the capped kinds first (each with what is left of ``limit``), then
+    the uncapped kinds together.
+    """
+
+    namespace: str
+    limit: int
+    kinds: Mapping[str, int | None]
+
+    def plan(self) -> list[tuple[tuple[str, ...], int | None]]:
+        """Capped kinds one by one (with their cap), then the uncapped ones."""
+        steps: list[tuple[tuple[str, ...], int | None]] = [
+            ((kind, ), cap) for kind, cap in self.kinds.items() if cap is not None and cap > 0
+        ]
+        uncapped = tuple(kind for kind, cap in self.kinds.items() if cap is None)
+        if uncapped:
+            steps.append((uncapped, None))
+        return steps
+
+
+class ClaimBudget:
+    """How much each step of one claim call may take.
+
+    A kind's cap is per client, not per namespace: what one request of the
+    call took of a capped kind is not there for the next request (a client
+    serving two namespaces once ran a ``parallelism=1`` kind twice at once).
+    Both adapters claim through this, so they agree::
+
+        budget = ClaimBudget()
+        for request in requests:
+            for kinds, limit in budget.steps(request):
+                rows = ...  # claim up to ``limit`` rows of ``kinds``
+                budget.took(kinds, len(rows))
+    """
+
+    def __init__(self) -> None:
+        self._taken: Counter[str] = Counter()
+        self._remaining = 0
+
+    def steps(self, request: ClaimRequest) -> Iterator[tuple[tuple[str, ...], int]]:
+        self._remaining = request.limit
+        for kinds, cap in request.plan():
+            if cap is not None:
+                cap -= self._taken[kinds[0]]  # a capped step is one kind
+            limit = self._remaining if cap is None else min(cap, self._remaining)
+            if limit > 0:
+                yield kinds, limit
+
+    def took(self, kinds: tuple[str, ...], count: int) -> None:
+        self._remaining -= count
+        if len(kinds) == 1:
+            self._taken[kinds[0]] += count
+
+
+class OutcomeKind(enum.Enum):
+    SYNCED = "synced"
+    FAILED = "failed"
+    DEGRADED = "degraded"
+    DELETED = "deleted"
+    HANDBACK = "handback"
+
+
+# Outcome and AppliedOutcome: made once per worked resource, so plain
+# slotted dataclasses (a frozen one costs ~1 us more to build); read-only
+# by convention.
+
+
+@dataclass(slots=True)
+class Outcome:
+    """The result of working one claimed row.
+
+    ``attempt`` and ``hash`` are the claimed row's; ``retry_at`` is set for
+    ``FAILED``; ``error`` for ``FAILED`` and ``DEGRADED``.
+    """
+
+    id: int
+    attempt: int
+    hash: bytes
+    kind: OutcomeKind
+    error: AttemptError | None = None
+    retry_at: datetime | None = None
+
+
+@dataclass(slots=True)
+class AppliedOutcome:
+    """What an outcome did to its row."""
+
+    id: int
+    state: ResourceState
+    attempt: int
+    scheduled_at: datetime
+    synced_at: datetime | None
+
+
+# -- the control plane ------------------------------------------------------------
+
+#: A kind's row in the controllers table (public as ``InformerState``).
+ControllerState = InformerState
+
+
+@dataclass(frozen=True, slots=True)
+class InformLease:
+    """Take ``kind``'s informer lease until ``lease_until``, if a run is due."""
+
+    kind: str
+    client_id: str
+    now: datetime
+    lease_until: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class InformClaim:
+    """An informer run this client won the lease for."""
+
+    cursor: datetime | None
+    requested_at: datetime | None
+    process_existing: bool
+    options: Mapping[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class InformRunEnd:
+    """How an informer run ended.
+
+    The lease is released; ``cursor`` advances the kind's cursor when given;
+    ``next_inform_at`` replaces the schedule when ``reschedule``; the request
+    the run served (``requested_at``) is cleared, a newer one stays.
+    """
+
+    kind: str
+    client_id: str
+    now: datetime
+    cursor: datetime | None
+    reschedule: bool
+    next_inform_at: datetime | None
+    requested_at: datetime | None
+    error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class LeaderState:
+    leader_id: str
+    elected_at: datetime
+    expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class RescueParams:
+    """Fail (or degrade) up to ``limit`` rows pending since before
+    ``stuck_before``, recording ``error``."""
+
+    now: datetime
+    stuck_before: datetime
+    limit: int
+    error: str
+
+
+# -- insights ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceFilter:
+    """Which resources to read or change; None matches everything.
+
+    ``states`` and ``object_ids`` match any of theirs, ``tags`` all of
+    theirs. Rows come lowest id first, after ``after_id``, at most ``limit``.
+    """
+
+    kind: str | None = None
+    namespace: str | None = None
+    states: tuple[ResourceState, ...] | None = None
+    tags: tuple[str, ...] | None = None
+    object_ids: tuple[str, ...] | None = None
+    after_id: int | None = None
+    limit: int | None = None
+
+    @property
+    def is_everything(self) -> bool:
+        return (self.kind, self.namespace, self.states, self.tags, self.object_ids) == (
+            None, None, None, None, None)
+
+    def narrowed(self, states: tuple[ResourceState, ...]) -> ResourceFilter:
+        """This filter, for those of ``states`` it allows."""
+        allowed = states if self.states is None else tuple(s for s in states
+                                                           if s in self.states)
+        return ResourceFilter(self.kind, self.namespace, allowed, self.tags, self.object_ids,
+                              self.after_id, self.limit)
+
+
+class Change(enum.Enum):
+    """What an operator may do to resources, and the states each acts on."""
+
+    RETRY = "retry"
+    """failed/degraded -> scheduled now, attempts and errors start again."""
+    INVALIDATE = "invalidate"
+    """synced -> expired, due now, attempts and errors start again."""
+    DELETE = "delete"
+    """any state -> deleted (removed by the cleaner after retention)."""
+    HARD_DELETE = "hard_delete"
+    """removed at once."""
+
+    @property
+    def states(self) -> tuple[ResourceState, ...]:
+        return _CHANGE_STATES[self]
+
+
+_KNOWN = tuple(s for s in ResourceState if s is not ResourceState.UNKNOWN)
+_CHANGE_STATES: dict[Change, tuple[ResourceState, ...]] = {
+    Change.RETRY: (ResourceState.FAILED, ResourceState.DEGRADED),
+    Change.INVALIDATE: (ResourceState.SYNCED,),
+    Change.DELETE: tuple(s for s in _KNOWN if s is not ResourceState.DELETED),
+    Change.HARD_DELETE: _KNOWN,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class StateCount:
+    """How many resources of a kind and namespace are in a state."""
+
+    kind: str
+    namespace: str
+    state: ResourceState
+    count: int
+    oldest_scheduled_at: datetime | None
+    """The earliest ``scheduled_at`` among them (scheduled rows only)."""

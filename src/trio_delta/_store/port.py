@@ -1,0 +1,249 @@
+"""The store port: what the engine, the client and the command line ask of storage.
+
+Split by who asks, each part a protocol of its own:
+
+* :class:`QueueStore`: the resource queue (upsert, claim, complete), used by
+  informs, the fetcher, the workers' outcome writer;
+* :class:`ControlStore`: the control plane (informer schedule, leader
+  election, maintenance), used by the engine's background services;
+* :class:`InsightStore`: reading and changing resources from outside the
+  control loop (the client's look-ups, the command line's administration).
+
+A :class:`Store` holds one of each as ``queue``, ``control`` and
+``insights``. Two adapters implement it with identical semantics:
+:mod:`.postgres` (psycopg, through the one bridge module) and :mod:`.memory`
+(in-process, for deterministic tests); the conformance suite runs the same
+tests against both. Time never comes from a store: every method that
+decides anything by time takes ``now`` from the engine's clock.
+
+State rules every adapter follows:
+
+* upsert, new row: ``scheduled`` at ``now``, attempt 0.
+* upsert, existing row, same hash: unchanged, unless ``process_existing`` and
+  the row is not ``pending``: then it is rescheduled like a changed row.
+* upsert, existing row, stale per ``is_stale`` (the stored object is newer):
+  ignored entirely, ``process_existing`` or not: an older version cannot
+  reschedule anything.
+* upsert, existing row, changed: object, hash, namespace, metadata, tags and
+  max_attempts replaced; when not ``pending`` it becomes ``scheduled`` at
+  ``now`` with attempt 0 and no errors. A ``pending`` row keeps its state; its
+  outcome then sees the hash differ and reschedules it.
+* claim: claimable rows (scheduled, failed, expired) with ``scheduled_at <=
+  now``, oldest ``scheduled_at`` then id first, skipping rows another claimer
+  holds; each becomes ``pending``, ``attempt + 1``, ``attempted_at = now``,
+  ``attempted_by = client_id``.
+* complete: applies only where the row is still ``pending`` with the claimed
+  attempt and ``attempted_by``; if the hash changed meanwhile the row is
+  rescheduled at ``now`` (attempt 0) instead, except for handbacks, which
+  always restore ``scheduled`` at ``now`` with the attempt before the claim.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from datetime import datetime
+from typing import Any, Protocol
+
+from .._objects import PreparedObject
+from .._types import Resource, ResourceRow, ResourceState
+from .params import (
+    AppliedOutcome,
+    Change,
+    ClaimRequest,
+    ControllerState,
+    InformClaim,
+    InformLease,
+    InformRunEnd,
+    LeaderState,
+    Outcome,
+    RescueParams,
+    ResourceFilter,
+    StateCount,
+    UpsertParams,
+    UpsertResult,
+)
+
+
+class StoreTransaction(Protocol):
+    """A transaction of the user's, which informs may join."""
+
+    async def execute(
+        self, query: str, params: Sequence[Any] | Mapping[str, Any] | None = None
+    ) -> list[tuple[Any, ...]]:
+        """Run the user's SQL; returns the rows, if the statement has any."""
+        ...
+
+
+class Listener(Protocol):
+    async def wait(self) -> str:
+        """The next notification's payload; raises :class:`StoreError` when
+        the connection is lost."""
+        ...
+
+
+class QueueStore(Protocol):
+    """The resource queue."""
+
+    async def upsert(
+        self, items: Sequence[PreparedObject], params: UpsertParams,
+        tx: StoreTransaction | None = None,
+    ) -> list[UpsertResult]:
+        """Insert or update ``items`` in one transaction (``tx`` if given).
+
+        Later items win over earlier ones with the same kind and id. Returns a
+        result per distinct item, in input order. Wakes listeners of the
+        namespaces that gained claimable rows, on commit.
+        """
+        ...
+
+    async def upsert_quiet(self, items: Sequence[PreparedObject], params: UpsertParams) -> None:
+        """:meth:`upsert` for informer batches: the same writes, no rows read back."""
+        ...
+
+    async def claim(
+        self, requests: Sequence[ClaimRequest], *, now: datetime, client_id: str
+    ) -> list[Resource[Any]]:
+        """Claim rows per the requests; oldest ``scheduled_at`` first."""
+        ...
+
+    async def complete(
+        self, outcomes: Sequence[Outcome], *, now: datetime, client_id: str
+    ) -> list[AppliedOutcome]:
+        """Apply outcomes atomically; returns those that applied."""
+        ...
+
+    async def next_scheduled_at(
+        self, namespaces: Sequence[str], kinds: Sequence[str]
+    ) -> datetime | None:
+        """Earliest ``scheduled_at`` of a claimable row, or None."""
+        ...
+
+    def transaction(self) -> AbstractAsyncContextManager[StoreTransaction]:
+        """A transaction: commits on normal exit, rolls back on an exception."""
+        ...
+
+    def listen(self) -> AbstractAsyncContextManager[Listener]:
+        """Subscribe to wake-ups; raises :class:`StoreError` when it cannot.
+
+        Payloads: a namespace (rows became claimable there), ``inform:KIND``
+        (an informer run was requested), ``leader:NAME`` (a leader resigned).
+        """
+        ...
+
+
+class ControlStore(Protocol):
+    """The informer schedule, leader election and maintenance."""
+
+    async def ensure_controllers(
+        self, schedule: Mapping[str, datetime | None], *, now: datetime
+    ) -> None:
+        """Create missing controller rows with ``next_inform_at`` from
+        ``schedule``; a row without a schedule (and no lease) gets one. Existing
+        schedules are kept, so they survive restarts."""
+        ...
+
+    async def claim_inform(self, lease: InformLease) -> InformClaim | None:
+        """Take the kind's informer lease when a run is due (``next_inform_at
+        <= now`` or requested) and no unexpired lease is held."""
+        ...
+
+    async def finish_inform(self, end: InformRunEnd) -> None:
+        """Record how a run ended (see :class:`InformRunEnd`); only the
+        lease holder's end counts."""
+        ...
+
+    async def request_inform(
+        self, kind: str, *, now: datetime, process_existing: bool,
+        options: Mapping[str, Any] | None,
+    ) -> None:
+        """Ask for a run of ``kind``'s informer as soon as possible."""
+        ...
+
+    async def get_controller(self, kind: str) -> ControllerState | None: ...
+
+    async def list_controllers(self) -> list[ControllerState]: ...
+
+    async def elect(
+        self, name: str, *, client_id: str, now: datetime, expires_at: datetime
+    ) -> bool:
+        """Become or stay leader when nobody else holds an unexpired lease."""
+        ...
+
+    async def resign(self, name: str, *, client_id: str) -> None:
+        """Give up leadership (if held) and wake the followers."""
+        ...
+
+    async def get_leader(self, name: str) -> LeaderState | None: ...
+
+    async def rescue(self, params: RescueParams) -> int:
+        """Fail (or degrade, when out of attempts) pending rows attempted
+        before ``stuck_before``, recording ``error``; claimable at ``now``."""
+        ...
+
+    async def expire(
+        self, namespace: str, *, now: datetime, synced_before: datetime, limit: int
+    ) -> int:
+        """Expire synced rows of ``namespace`` synced before ``synced_before``
+        (attempts and errors start afresh, as for :attr:`Change.INVALIDATE`)."""
+        ...
+
+    async def clean(
+        self, namespace: str, state: ResourceState, *, updated_before: datetime, limit: int
+    ) -> int:
+        """Delete up to ``limit`` rows in ``state`` last updated before the cut-off."""
+        ...
+
+
+class InsightStore(Protocol):
+    """Reading resources, and changing them by hand."""
+
+    async def get_resource(self, kind: str, object_id: str) -> ResourceRow[Any] | None: ...
+
+    async def list_resources(self, flt: ResourceFilter) -> list[ResourceRow[Any]]:
+        """Matching rows ordered by id; all of them when ``limit`` is None."""
+        ...
+
+    async def count_states(self, flt: ResourceFilter) -> list[StateCount]:
+        """Resources per kind, namespace and state (``limit`` and
+        ``after_id`` ignored), ordered by those three."""
+        ...
+
+    async def known_kinds(self) -> list[str]:
+        """Every kind with a controller row or a resource, sorted."""
+        ...
+
+    async def change(
+        self, change: Change, flt: ResourceFilter, *, now: datetime
+    ) -> list[ResourceRow[Any]]:
+        """Apply ``change`` to the matching rows in the states it acts on
+        (lowest ids first, at most ``limit``); returns them as they are now
+        (as they were, for a hard delete). Wakes the namespaces that gained
+        claimable rows."""
+        ...
+
+
+class Store(Protocol):
+    """A database of one schema, as the three parts above."""
+
+    @property
+    def schema(self) -> str: ...
+
+    @property
+    def queue(self) -> QueueStore: ...
+
+    @property
+    def control(self) -> ControlStore: ...
+
+    @property
+    def insights(self) -> InsightStore: ...
+
+    async def database_now(self) -> datetime:
+        """The database's current time, to anchor the engine's clock."""
+        ...
+
+    async def schema_version(self) -> int | None:
+        """The applied migration version; None when the schema has no tables."""
+        ...
+
+    async def aclose(self) -> None: ...

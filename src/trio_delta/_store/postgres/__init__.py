@@ -1,0 +1,105 @@
+"""The Postgres adapter of the store port (psycopg 3, through the bridge).
+
+:class:`PostgresStore` is one schema on one database, as the port's three
+parts over one set of connections (see :mod:`.connections`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncGenerator
+from contextlib import asynccontextmanager
+from datetime import datetime
+
+import psycopg
+
+from ...migrations.runner import LATEST_VERSION, check_version
+from .._bridge import Bridge, Driver, Pool, open_bridge
+from .connections import (
+    Conn,
+    Connections,
+    lane_settings,
+    load_json,
+    notify_channel,
+    row_from_columns,
+)
+from .control import PostgresControl
+from .insights import PostgresInsights
+from .queue import PostgresListener, PostgresQueue, PostgresTransaction
+
+__all__ = [
+    "PostgresListener",
+    "PostgresStore",
+    "PostgresTransaction",
+    "lane_settings",
+    "load_json",
+    "notify_channel",
+    "open_postgres_store",
+    "row_from_columns",
+]
+
+log = logging.getLogger("trio_delta.store")
+
+
+class PostgresStore:
+    """The store on a Postgres database; open it with :func:`open_postgres_store`."""
+
+    def __init__(self, *, dsn: str, schema: str, bridge: Bridge, pool: Pool) -> None:
+        self.connections = Connections(dsn=dsn, schema=schema, bridge=bridge, pool=pool)
+        self.schema = schema
+        self.queue = PostgresQueue(self.connections)
+        self.control = PostgresControl(self.connections)
+        self.insights = PostgresInsights(self.connections)
+
+    def __repr__(self) -> str:
+        return f"<PostgresStore {self.connections.describe()} schema={self.schema}>"
+
+    async def database_now(self) -> datetime:
+        async def run(conn: Conn) -> datetime:
+            cur = await conn.execute(self.connections.queries["database_now"])
+            row = await cur.fetchone()
+            assert row is not None
+            return row[0]
+
+        return await self.connections.on_lane("claim", run, "reading the database time")
+
+    async def schema_version(self) -> int | None:
+        async def run(conn: Conn) -> int | None:
+            try:
+                cur = await conn.execute(self.connections.queries["schema_version"])
+            except psycopg.errors.UndefinedTable:
+                return None
+            row = await cur.fetchone()
+            return None if row is None else int(row[0])
+
+        return await self.connections.on_lane("claim", run, "checking the schema")
+
+    async def aclose(self) -> None:
+        await self.connections.aclose()
+
+
+@asynccontextmanager
+async def open_postgres_store(
+    dsn: str, *, schema: str, pool_size: int, driver: Driver = "native",
+    check_schema: bool = True,
+) -> AsyncGenerator[PostgresStore, None]:
+    """Open the driver, a connection pool and the store.
+
+    The first statement runs at once, so a bad DSN fails here with one clear
+    error; with ``check_schema`` it raises :class:`NotMigratedError` unless
+    the schema is current.
+    """
+    async with open_bridge(driver) as bridge:
+        pool = bridge.pool(dsn, max_size=pool_size)
+        store = PostgresStore(dsn=dsn, schema=schema, bridge=bridge, pool=pool)
+        try:
+            version = await store.schema_version()
+            if check_schema:
+                check_version(version, schema)
+                if version is not None and version > LATEST_VERSION:
+                    log.warning("schema %r is at version %d, newer than this library's %d; "
+                                "upgrade trio_delta", schema, version, LATEST_VERSION)
+            await store.connections.call(lambda: pool.open(wait=False), what="opening the pool")
+            yield store
+        finally:
+            await store.aclose()

@@ -1,0 +1,110 @@
+-- Reading resources and changing them by hand: the client's look-ups and
+-- the command line's administration share these. Conventions as in
+-- queries.sql; every query that selects resources does it by the one
+-- resource filter below (a null parameter matches everything).
+
+-- fragment: resource_filter
+    (%(kind)s::text is null or r.kind = %(kind)s::text)
+    and (%(namespace)s::text is null or r.namespace = %(namespace)s::text)
+    and (%(states)s::text[] is null or r.state = any(%(states)s::text[]))
+    and (%(tags)s::text[] is null or r.tags @> %(tags)s::text[])
+    and (%(object_ids)s::text[] is null or r.object_id = any(%(object_ids)s::text[]))
+    and r.id > coalesce(%(after_id)s::bigint, 0)
+
+-- name: get_resource
+select {columns}
+from {schema}.resources as r
+where kind = %(kind)s and object_id = %(object_id)s
+
+-- name: list_resources
+select {columns}
+from {schema}.resources as r
+where {resource_filter}
+order by r.id
+limit %(limit)s::bigint
+
+-- name: count_states
+select r.kind, r.namespace, r.state, count(*),
+       min(r.scheduled_at) filter (where r.state = 'scheduled')
+from {schema}.resources as r
+where {resource_filter}
+group by r.kind, r.namespace, r.state
+order by r.kind, r.namespace, r.state
+
+-- name: known_kinds
+select kind from {schema}.controllers
+union
+select distinct kind from {schema}.resources
+order by kind
+
+-- name: retry
+-- failed/degraded -> scheduled now: a new round of work, attempts and
+-- errors start again.
+with target as (
+    select r.id from {schema}.resources as r
+    where {resource_filter}
+    order by r.id
+    limit %(limit)s::bigint
+),
+updated as (
+    update {schema}.resources as r
+    set state = 'scheduled', attempt = 0, errors = '[]', scheduled_at = %(now)s,
+        updated_at = %(now)s
+    from target
+    -- again: the row may have changed since the target was read
+    where r.id = target.id and r.state = any(%(states)s::text[])
+    returning {columns}
+),
+notified as (
+    select pg_notify(%(channel)s, namespace) from (select distinct namespace from updated) as n
+)
+select updated.* from updated, (select count(*) from notified) as n order by id
+
+-- name: invalidate
+-- synced -> expired, due now: a new round of work, as the expirer starts one.
+with target as (
+    select r.id from {schema}.resources as r
+    where {resource_filter}
+    order by r.id
+    limit %(limit)s::bigint
+),
+updated as (
+    update {schema}.resources as r
+    set state = 'expired', attempt = 0, errors = '[]', scheduled_at = %(now)s,
+        updated_at = %(now)s
+    from target
+    -- again: the row may have changed since the target was read
+    where r.id = target.id and r.state = any(%(states)s::text[])
+    returning {columns}
+),
+notified as (
+    select pg_notify(%(channel)s, namespace) from (select distinct namespace from updated) as n
+)
+select updated.* from updated, (select count(*) from notified) as n order by id
+
+-- name: delete
+-- -> deleted; the cleaner removes it after deleted_retention. A worker still
+-- running it cannot complete it (an outcome needs 'pending').
+with target as (
+    select r.id from {schema}.resources as r
+    where {resource_filter}
+    order by r.id
+    limit %(limit)s::bigint
+)
+update {schema}.resources as r
+set state = 'deleted', updated_at = %(now)s
+from target
+where r.id = target.id and r.state = any(%(states)s::text[])
+returning {columns}
+
+-- name: hard_delete
+with target as (
+    select r.id from {schema}.resources as r
+    where {resource_filter}
+    order by r.id
+    limit %(limit)s::bigint
+)
+delete from {schema}.resources as r
+using target
+where r.id = target.id
+returning {columns}

@@ -1,0 +1,54 @@
+"""Small helpers for the package's own classes."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+class NoPublicConstructor(type):
+    """A metaclass for handles that only their factory may build: calling
+    the class raises :class:`TypeError`; the factory uses :func:`construct`."""
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(
+            f"{cls.__module__}.{cls.__qualname__} has no public constructor; "
+            "get one from the function that opens it"
+        )
+
+
+def construct(cls: type[T], *args: Any, **kwargs: Any) -> T:
+    """An instance of ``cls``, a class of :class:`NoPublicConstructor`."""
+    instance: T = type.__call__(cls, *args, **kwargs)
+    return instance
+
+
+def fixup_module_metadata(module_name: str, namespace: Mapping[str, Any]) -> None:
+    """Make the public names of ``namespace`` report ``module_name`` as their
+    module (``trio_delta.Client``, not ``trio_delta._client.Client``), so
+    reprs, docs and pickles show where users import them from."""
+    seen: set[int] = set()
+
+    def fix(name: str, obj: Any) -> None:
+        if id(obj) in seen:
+            return
+        seen.add(id(obj))
+        mod: Any = getattr(obj, "__module__", None)
+        if not isinstance(mod, str) or not mod.startswith("trio_delta."):
+            return
+        if not any(part.startswith("_") for part in mod.split(".")):
+            return  # defined in a public module: its name is already right
+        obj.__module__ = module_name
+        if isinstance(obj, type):
+            for attr_name, attr in obj.__dict__.items():
+                if attr_name.startswith("_") or not callable(attr):
+                    continue
+                qual: Any = getattr(attr, "__qualname__", None)
+                if isinstance(qual, str) and qual.startswith(obj.__qualname__ + "."):
+                    fix(attr_name, attr)
+
+    for name, obj in namespace.items():
+        if not name.startswith("_"):
+            fix(name, obj)
