@@ -152,7 +152,7 @@ class Client(metaclass=NoPublicConstructor):
     ) -> InformResult[T]:
         """Like :meth:`inform`, inside the user's transaction ``tx``: the
         resource becomes visible (and workers are woken) only on commit."""
-        if not isinstance(tx, Transaction):  # pyright: ignore[reportUnnecessaryIsInstance]
+        if not isinstance(tx, Transaction):
             raise ConfigError("tx must come from client.transaction()")
         if tx._closed:  # pyright: ignore[reportPrivateUsage]
             raise ClientClosedError("this transaction is already over")
@@ -244,7 +244,7 @@ class Client(metaclass=NoPublicConstructor):
     async def get_resource(self, kind: str, object_id: str) -> ResourceRow[Any] | None:
         """The resource of ``kind`` with ``object_id``, or None."""
         check_kind(kind, error=ConfigError)
-        if not isinstance(object_id, str):  # pyright: ignore[reportUnnecessaryIsInstance]
+        if not isinstance(object_id, str):
             raise ObjectError(f"object_id must be str, got {type(object_id).__name__}")
         if "\x00" in object_id:
             return None  # cannot exist: ids with NUL are rejected at inform
@@ -385,7 +385,7 @@ async def open_delta_client(
     from ._store.postgres import open_postgres_store
 
     config = config if config is not None else Config()
-    if not isinstance(config, Config):  # pyright: ignore[reportUnnecessaryIsInstance]
+    if not isinstance(config, Config):
         raise ConfigError(f"config must be a trio_delta.Config, got {config!r}")
     checked = check_namespaces(namespaces)
     check_controllers(controllers)

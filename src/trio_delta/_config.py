@@ -230,12 +230,12 @@ def check_namespaces(
     """Validate and freeze the ``namespaces`` argument of ``open_delta_client``."""
     if namespaces is None:
         return MappingProxyType({"default": NamespaceConfig()})
-    if not isinstance(namespaces, Mapping) or not namespaces:  # pyright: ignore[reportUnnecessaryIsInstance]
+    if not isinstance(namespaces, Mapping) or not namespaces:
         raise ConfigError("namespaces must be a non-empty mapping of name -> NamespaceConfig")
     out: dict[str, NamespaceConfig] = {}
     for name, ns in namespaces.items():
         check_name("namespace", name)
-        if not isinstance(ns, NamespaceConfig):  # pyright: ignore[reportUnnecessaryIsInstance]
+        if not isinstance(ns, NamespaceConfig):
             raise ConfigError(f"namespace {name!r}: expected NamespaceConfig, got {ns!r}")
         out[name] = ns
     return MappingProxyType(out)

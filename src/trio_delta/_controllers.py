@@ -123,7 +123,7 @@ class Controllers:
         return f"Controllers({', '.join(self._by_kind)})"
 
     def _add(self, controller: Controller[Any]) -> Registration:
-        if not isinstance(controller, Controller):  # pyright: ignore[reportUnnecessaryIsInstance]
+        if not isinstance(controller, Controller):
             raise ConfigError(f"expected a Controller instance, got {controller!r}")
         object_type = controller_object_type(controller)
         kind = check_kind(getattr(object_type, "kind", None))

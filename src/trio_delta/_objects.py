@@ -92,7 +92,7 @@ def _has_non_finite(value: Any) -> bool:
             if not math.isfinite(item):
                 return True
         elif isinstance(item, Mapping):
-            pending.extend(item.values())  # pyright: ignore[reportUnknownArgumentType,reportUnknownMemberType]
+            pending.extend(item.values())  # pyright: ignore[reportUnknownArgumentType]
         elif isinstance(item, list | tuple):
             pending.extend(item)  # pyright: ignore[reportUnknownArgumentType]
     return False
@@ -139,7 +139,7 @@ def _depth(value: Any) -> int:
         item, level = pending.pop()
         if isinstance(item, Mapping):
             deepest = max(deepest, level + 1)
-            pending.extend((v, level + 1) for v in item.values())  # pyright: ignore[reportUnknownVariableType,reportUnknownMemberType,reportUnknownArgumentType]
+            pending.extend((v, level + 1) for v in item.values())  # pyright: ignore[reportUnknownVariableType,reportUnknownArgumentType]
         elif isinstance(item, list | tuple):
             deepest = max(deepest, level + 1)
             pending.extend((v, level + 1) for v in item)  # pyright: ignore[reportUnknownVariableType,reportUnknownArgumentType]
@@ -196,7 +196,7 @@ def merge_inform_opts(obj: Any, opts: InformOpts | None) -> InformOpts:
         raise ObjectError(f"{type(obj).__name__}.inform_opts() must return InformOpts")
     if opts is None:
         return base
-    if not isinstance(opts, InformOpts):  # pyright: ignore[reportUnnecessaryIsInstance]
+    if not isinstance(opts, InformOpts):
         raise ObjectError(f"opts must be InformOpts or None, got {opts!r}")
     return InformOpts(
         namespace=opts.namespace if opts.namespace is not None else base.namespace,
@@ -242,7 +242,7 @@ def prepare_object(
         raise ObjectError(f"{kind} {object_id!r}: metadata must be a mapping, "
                           f"got {type(merged.metadata).__name__}")
     metadata_value = dict(merged.metadata) if merged.metadata is not None else {}
-    if not all(isinstance(k, str) for k in metadata_value):  # pyright: ignore[reportUnnecessaryIsInstance]
+    if not all(isinstance(k, str) for k in metadata_value):
         raise ObjectError(f"{kind} {object_id!r}: metadata keys must be strings")
     metadata = (
         encode_json(metadata_value, what=f"{kind} {object_id!r} metadata")

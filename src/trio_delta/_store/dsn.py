@@ -21,7 +21,7 @@ def redact(text: str) -> str:
 def normalize_dsn(dsn: str) -> str:
     """Check ``dsn`` parses as a libpq connection string or URL; return it in
     key=value form. Raises :class:`ConfigError` (without the password)."""
-    if not isinstance(dsn, str):  # pyright: ignore[reportUnnecessaryIsInstance]
+    if not isinstance(dsn, str):
         raise ConfigError(f"dsn must be a string, got {type(dsn).__name__}")
     try:
         return make_conninfo(dsn)
