@@ -13,11 +13,9 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
-
 from ._config import check_schema
 from ._errors import StoreError
-from ._store.dsn import describe_dsn, normalize_dsn, redact
+from ._store.dsn import describe_dsn, normalize_dsn, redact, with_connect_timeout
 from ._store.params import Change, ResourceFilter
 from ._store.port import Store
 from ._types import ResourceRow, ResourceState
@@ -25,8 +23,6 @@ from .migrations.runner import Migration, check_version, missing_migrations
 
 #: The states as stored, in the order tables show them.
 STATES: tuple[str, ...] = tuple(s.value for s in ResourceState if s is not ResourceState.UNKNOWN)
-#: Seconds to wait for a connection unless the DSN says otherwise.
-CONNECT_TIMEOUT = 5
 #: The leader name the engine elects under.
 LEADER = "default"
 
@@ -70,14 +66,6 @@ def resource_dict(row: ResourceRow[Any]) -> dict[str, Any]:
     }
 
 
-def with_connect_timeout(conninfo: str) -> str:
-    """``conninfo`` with ``connect_timeout`` set when it has none, so an
-    unreachable server fails in seconds rather than minutes."""
-    if conninfo_to_dict(conninfo).get("connect_timeout"):
-        return conninfo
-    return make_conninfo(conninfo, connect_timeout=CONNECT_TIMEOUT)
-
-
 def selection(kind: str | None = None, namespace: str | None = None,
               states: Sequence[str] | None = None, tags: Sequence[str] | None = None,
               object_ids: Sequence[str] | None = None, limit: int | None = None
@@ -113,7 +101,7 @@ class Admin:
         connected = False
         try:
             async with open_postgres_store(conninfo, schema=schema, pool_size=1,
-                                           check_schema=False) as store:
+                                           check_schema=False, writable=False) as store:
                 connected = True
                 yield cls(store, database)
         except StoreError as exc:

@@ -381,7 +381,7 @@ async def open_delta_client(
     when the schema is missing or old, before anything runs. Leaving the block
     stops the client gracefully, then forcibly (see :attr:`Config.shutdown_grace`).
     """
-    from ._store.dsn import normalize_dsn
+    from ._store.dsn import normalize_dsn, with_connect_timeout
     from ._store.postgres import open_postgres_store
 
     config = config if config is not None else Config()
@@ -389,7 +389,7 @@ async def open_delta_client(
         raise ConfigError(f"config must be a trio_delta.Config, got {config!r}")
     checked = check_namespaces(namespaces)
     check_controllers(controllers)
-    conninfo = normalize_dsn(dsn)
+    conninfo = with_connect_timeout(normalize_dsn(dsn))
     pool_size = config.pool_size or _default_pool_size(checked)
     driver = "native" if config.driver == "native" else "trio-asyncio"
     async with open_postgres_store(conninfo, schema=config.schema, pool_size=pool_size,

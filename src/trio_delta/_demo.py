@@ -26,13 +26,13 @@ from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 from rich.table import Table
 
-from ._admin import STATES, with_connect_timeout
+from ._admin import STATES
 from ._client import Client, open_delta_client
 from ._config import Config, NamespaceConfig
 from ._controllers import Controller, Controllers, add_controller
 from ._errors import StoreError
 from ._migrate import migrate
-from ._store.dsn import describe_dsn, normalize_dsn, redact
+from ._store.dsn import describe_dsn, normalize_dsn, redact, with_connect_timeout
 from ._types import InformOptions, Resource
 
 #: The schema the demo creates (and drops first): nothing else lives there.

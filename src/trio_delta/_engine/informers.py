@@ -73,6 +73,7 @@ class Informers:
         self._on_written = on_written
         self._wakes: dict[str, trio.Event] = {reg.kind: trio.Event() for reg in ctx.controllers}
         self._stopping = False
+        self._stopped = trio.Event()
         self.runs = 0
         self.failures = 0
 
@@ -88,27 +89,42 @@ class Informers:
     def stop(self) -> None:
         """Graceful phase: start no new runs (a running one may finish)."""
         self._stopping = True
+        self._stopped.set()
         for event in self._wakes.values():
             event.set()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        # Ready at once: registering the kinds may wait (a locked controllers
+        # row, a database that refuses writes for now), and a client must
+        # start and work resources meanwhile; the informers follow when it
+        # lands.
+        task_status.started()
+        if not await self._register():
+            return
+        async with trio.open_nursery() as nursery:
+            for reg in self._controllers:
+                nursery.start_soon(self._kind_loop, reg)
+
+    async def _register(self) -> bool:
+        """Create the kinds' controller rows, retrying with backoff; False
+        when the client stops first."""
         now = self._clock.now()
         schedule = {
             reg.kind: (now if self.interval(reg) >= 0 else None) for reg in self._controllers
         }
+        if not schedule:
+            return False
         delay = 0.1
-        while schedule:
+        while not self._stopping:
             try:
                 await self._control.ensure_controllers(schedule, now=now)
-                break
+                return True
             except StoreError as exc:
                 log.warning("registering informers failed, retrying in %.1fs: %s", delay, exc)
-                await trio.sleep(delay)
-                delay = min(delay * 2, 10.0)
-        async with trio.open_nursery() as nursery:
-            for reg in self._controllers:
-                nursery.start_soon(self._kind_loop, reg)
-            task_status.started()
+            with trio.move_on_after(delay):
+                await self._stopped.wait()
+            delay = min(delay * 2, 10.0)
+        return False
 
     async def _kind_loop(self, reg: Registration) -> None:
         delay = 0.1

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import re
 
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from .._errors import ConfigError
+
+#: Seconds to wait for a connection unless the DSN (or PGCONNECT_TIMEOUT) says
+#: otherwise: libpq's own default is to wait as long as TCP does, minutes
+#: for an unreachable host, and nothing should hang that long unannounced.
+CONNECT_TIMEOUT = 10
 
 _URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@\s]*(@)")
 _KV_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
@@ -40,3 +46,11 @@ def describe_dsn(dsn: str) -> str:
     port = params.get("port") or "5432"
     db = params.get("dbname") or ""
     return f"{user}@{host}:{port}/{db}" if user else f"{host}:{port}/{db}"
+
+
+def with_connect_timeout(conninfo: str) -> str:
+    """``conninfo`` with ``connect_timeout`` set when neither it nor the
+    environment sets one, so an unreachable server fails in seconds."""
+    if conninfo_to_dict(conninfo).get("connect_timeout") or os.environ.get("PGCONNECT_TIMEOUT"):
+        return conninfo
+    return make_conninfo(conninfo, connect_timeout=CONNECT_TIMEOUT)

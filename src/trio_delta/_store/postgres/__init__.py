@@ -13,6 +13,8 @@ from datetime import datetime
 
 import psycopg
 
+from ..._errors import StoreError
+
 from ...migrations.runner import LATEST_VERSION, check_version
 from .._bridge import Bridge, Driver, Pool, open_bridge
 from .connections import (
@@ -74,6 +76,23 @@ class PostgresStore:
 
         return await self.connections.on_lane("claim", run, "checking the schema")
 
+    async def read_only_reason(self) -> str | None:
+        """Why this database takes no writes (a hot standby, read-only by
+        default), or None when it does."""
+        async def run(conn: Conn) -> tuple[bool, bool]:
+            cur = await conn.execute(self.connections.queries["read_only"])
+            row = await cur.fetchone()
+            assert row is not None
+            return bool(row[0]), bool(row[1])
+
+        standby, read_only = await self.connections.on_lane("claim", run,
+                                                            "checking the database is writable")
+        if standby:
+            return "it is a hot standby in recovery"
+        if read_only:
+            return "default_transaction_read_only is on"
+        return None
+
     async def aclose(self) -> None:
         await self.connections.aclose()
 
@@ -81,13 +100,14 @@ class PostgresStore:
 @asynccontextmanager
 async def open_postgres_store(
     dsn: str, *, schema: str, pool_size: int, driver: Driver = "native",
-    check_schema: bool = True,
+    check_schema: bool = True, writable: bool = True,
 ) -> AsyncGenerator[PostgresStore, None]:
     """Open the driver, a connection pool and the store.
 
     The first statement runs at once, so a bad DSN fails here with one clear
     error; with ``check_schema`` it raises :class:`NotMigratedError` unless
-    the schema is current.
+    the schema is current, and with ``writable`` :class:`StoreError` when
+    the database takes no writes (a client there would only ever fail).
     """
     async with open_bridge(driver) as bridge:
         pool = bridge.pool(dsn, max_size=pool_size)
@@ -99,6 +119,11 @@ async def open_postgres_store(
                 if version is not None and version > LATEST_VERSION:
                     log.warning("schema %r is at version %d, newer than this library's %d; "
                                 "upgrade trio_delta", schema, version, LATEST_VERSION)
+            if writable and (reason := await store.read_only_reason()) is not None:
+                raise StoreError(
+                    f"database {store.connections.describe()} is read-only ({reason}): "
+                    "trio_delta writes to it; point the DSN at the primary (libpq's "
+                    "target_session_attrs=read-write picks it among several hosts)")
             await store.connections.call(lambda: pool.open(wait=False), what="opening the pool")
             yield store
         finally:

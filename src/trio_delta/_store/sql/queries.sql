@@ -169,6 +169,10 @@ select coalesce(max(version), 0) from {schema}.migrations
 -- name: database_now
 select now()
 
+-- name: read_only
+-- Why writes would fail here, or nulls: a standby, or read-only by default.
+select pg_is_in_recovery(), current_setting('transaction_read_only') = 'on'
+
 -- name: ensure_controllers
 insert into {schema}.controllers as c (kind, next_inform_at, created_at, updated_at)
 select kind, next_at, %(now)s, %(now)s
