@@ -14,7 +14,6 @@ from datetime import datetime
 import psycopg
 
 from ..._errors import StoreError
-
 from ...migrations.runner import LATEST_VERSION, check_version
 from .._bridge import Bridge, Driver, Pool, open_bridge
 from .connections import (
