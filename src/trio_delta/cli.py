@@ -833,7 +833,7 @@ def demo(dsn: str | None, users: int, rounds: int, embedded: bool) -> int:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            import pgserver  # type: ignore[import-untyped]
+            import pgserver
     except ImportError:
         raise CliFailure("no database configured or reachable, and pgserver is not installed: "
                          "pip install 'trio-delta[embedded]', or pass --dsn") from None

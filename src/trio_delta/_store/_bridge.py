@@ -28,7 +28,7 @@ from __future__ import annotations
 
 # trio_asyncio must be imported before psycopg's modules are used: it replaces
 # asyncio.get_running_loop with a version that knows its loop.
-import trio_asyncio  # pyright: ignore[reportMissingTypeStubs]  # isort: skip
+import trio_asyncio  # isort: skip
 
 import asyncio
 import contextlib
@@ -76,7 +76,7 @@ class TrioConnection(psycopg.AsyncConnection[Any]):
     ``asyncio.Lock`` never touches an event loop.
     """
 
-    async def wait(  # type: ignore[override]
+    async def wait(
         self,
         gen: Generator[Any, Any, R],
         interval: float = 0.0,
@@ -118,7 +118,7 @@ async def native_connect(conninfo: str, *, autocommit: bool) -> TrioConnection:
     pgconn.nonblocking = 1
     conn = TrioConnection(pgconn)
     conn._autocommit = autocommit  # pyright: ignore[reportPrivateUsage]  # no server round trip needed
-    return conn  # pyright: ignore[reportReturnType]
+    return conn
 
 
 def _still_connected(conn: Conn) -> bool:
