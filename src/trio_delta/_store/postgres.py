@@ -8,7 +8,7 @@ Every public method crosses the bridge once.
 
 from __future__ import annotations
 
-from ._bridge import Bridge, Driver, Pool, open_bridge  # isort: skip  (patches asyncio first)
+from ._bridge import Bridge, Driver, Pool, open_bridge  # isort: skip  (order no longer matters)
 
 import collections
 import contextlib
