@@ -203,7 +203,7 @@ def test_psycopg_whose_wait_changed_shape_is_refused_at_import() -> None:
     """))
     assert proc.returncode != 0
     last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("ImportError: trio_delta needs psycopg >=3.2.0,<3.4"), last
+    assert last.startswith("ImportError: trio_delta needs psycopg >=3.2.1,<3.4"), last
     assert f"the installed psycopg {psycopg.__version__} has AsyncConnection.wait(" in last
     assert "deadline" in last
 

@@ -33,7 +33,7 @@ import trio
 from psycopg import pq
 
 # The range pyproject.toml pins and `nox -s psycopg` tests.
-SUPPORTED = ">=3.2.0,<3.4"
+SUPPORTED = ">=3.2.1,<3.4"
 
 log = logging.getLogger("trio_delta.store")
 
