@@ -279,3 +279,28 @@ def test_supported_range_is_the_one_pinned() -> None:
     pyproject = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
     pins = [dep for dep in pyproject["project"]["dependencies"] if dep.startswith("psycopg[")]
     assert pins == [f"psycopg[binary]{trio_psycopg.SUPPORTED}"]
+
+
+def test_trio_asyncio_driver_that_cannot_load_says_why() -> None:
+    # As on Python 3.14, where trio-asyncio 0.16 fails to import.
+    proc = run_python(textwrap.dedent("""
+        import sys
+
+        import trio
+
+        sys.modules["trio_asyncio"] = None  # its import now fails
+        from trio_delta._store._bridge import open_bridge
+
+        async def main():
+            async with open_bridge("trio-asyncio"):
+                pass
+
+        try:
+            trio.run(main)
+        except ImportError as exc:
+            print(exc)
+    """))
+    assert proc.returncode == 0, proc.stderr
+    expected = "the trio-asyncio driver cannot load trio_asyncio on Python 3."
+    assert proc.stdout.startswith(expected), proc.stdout
+    assert proc.stdout.rstrip().endswith("use the native driver")

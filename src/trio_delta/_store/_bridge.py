@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, Literal, ParamSpec, Protocol, TypeVar
@@ -189,8 +190,15 @@ def _trio_asyncio() -> Any:
     """trio_asyncio, imported on first use of its driver: importing it
     replaces asyncio's loop look-ups process-wide, which psycopg must then
     follow."""
-    import trio_asyncio  # pyright: ignore[reportMissingTypeStubs]
-
+    try:
+        import trio_asyncio  # pyright: ignore[reportMissingTypeStubs]
+    except (ImportError, AttributeError) as exc:
+        # trio-asyncio 0.16 subclasses asyncio.AbstractChildWatcher, gone in
+        # Python 3.14: say so, not just the AttributeError.
+        raise ImportError(
+            f"the trio-asyncio driver cannot load trio_asyncio on Python "
+            f"{sys.version.split()[0]} ({type(exc).__name__}: {exc}); use the native driver"
+        ) from exc
     follow_patched_asyncio()
     return trio_asyncio
 
