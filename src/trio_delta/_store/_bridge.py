@@ -1,23 +1,23 @@
-"""The only module that deals with psycopg's asyncio side.
+"""The store's database driver: psycopg serving Trio.
 
 psycopg 3 speaks asyncio, not Trio. Two drivers make it serve Trio:
 
 ``native`` (the default)
-    psycopg's ``AsyncConnection`` drives libpq through small generators and
-    asks its ``wait()`` method to block until the socket is ready. We
-    override that one method to wait with Trio (``wait_readable`` /
-    ``wait_writable``), so queries run straight on Trio: no second event loop,
-    no hop between loops. Connections are opened by libpq in a worker thread
-    (``PQconnectdb``: DNS, TLS, multiple hosts all as libpq does them), and a
-    small Trio connection pool replaces psycopg_pool, which is asyncio-only.
-    Measured on a trivial query: about 0.14 ms a round trip, against 0.68 ms
-    through trio-asyncio and 0.22 ms with synchronous psycopg.
+    psycopg's ``AsyncConnection`` with its waiting done by Trio
+    (:mod:`.trio_psycopg`, the one module that relies on psycopg's
+    internals), so queries run straight on Trio: no second event loop, no
+    hop between loops. A small Trio connection pool replaces psycopg_pool,
+    which is asyncio-only. Measured on a trivial query: about 0.14 ms a
+    round trip, against 0.68 ms through trio-asyncio and 0.22 ms with
+    synchronous psycopg.
 
 ``trio-asyncio``
     psycopg's own asyncio code runs on a trio-asyncio loop opened for the
     store's lifetime, with psycopg_pool; every store call crosses over once.
     The design's original choice, kept as a fallback for anything the native
-    wait does not cover.
+    wait does not cover. trio_asyncio (which patches asyncio process-wide
+    when imported) and psycopg_pool are imported only when this driver is
+    opened: importing trio_delta patches nothing.
 
 Both expose the same small surface to :mod:`.postgres`: ``run`` (await a
 coroutine function in the right world), ``connect``, and a pool with
@@ -26,31 +26,21 @@ coroutine function in the right world), ``connect``, and a pool with
 
 from __future__ import annotations
 
-# trio_asyncio must be imported before psycopg's modules are used: it replaces
-# asyncio.get_running_loop with a version that knows its loop.
-import trio_asyncio  # isort: skip
-
 import asyncio
 import contextlib
-import select
-from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
+import sys
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, Literal, ParamSpec, Protocol, TypeVar
 
 import msgspec
 import psycopg
-import psycopg.waiting
 import trio
 from psycopg import pq
 from psycopg.types.json import set_json_loads
-from psycopg.waiting import Ready, Wait
-from psycopg_pool import AsyncConnectionPool
 
-# psycopg.waiting did `from asyncio import get_running_loop` when it was first
-# imported, which may be before trio_asyncio patched asyncio (a user who
-# imports psycopg first). That original C function does not see trio-asyncio's
-# loop and fails with "no running event loop"; point it at the patched one.
-psycopg.waiting.get_running_loop = asyncio.get_running_loop  # type: ignore[attr-defined]
+from .trio_psycopg import TrioConnection, Wait, follow_patched_asyncio, ready_now
+from .trio_psycopg import connect as native_connect
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -65,60 +55,7 @@ def _fast_json(conn: Conn) -> Conn:
     return conn
 
 
-# -- the native driver --------------------------------------------------------
-
-
-class TrioConnection(psycopg.AsyncConnection[Any]):
-    """An ``AsyncConnection`` whose waiting is done by Trio.
-
-    Only ever used by one task at a time (callers serialize), which keeps
-    psycopg's internal asyncio lock uncontended: an uncontended
-    ``asyncio.Lock`` never touches an event loop.
-    """
-
-    async def wait(
-        self,
-        gen: Generator[Any, Any, R],
-        interval: float = 0.0,
-        timeout: float | None = None,  # noqa: ASYNC109 - psycopg's signature
-    ) -> R:
-        fileno = self.pgconn.socket
-        try:
-            state = next(gen)
-            while True:
-                if state & Wait.W:
-                    await trio.lowlevel.wait_writable(fileno)
-                    ready = Ready.W
-                    if state & Wait.R and select.select([fileno], [], [], 0)[0]:
-                        ready |= Ready.R
-                else:
-                    await trio.lowlevel.wait_readable(fileno)
-                    ready = Ready.R
-                state = gen.send(ready)
-        except StopIteration as done:
-            result: R = done.value
-            return result
-        except BaseException:
-            # Cancelled (or failed) mid-protocol: the connection's state is
-            # unknown, so it is closed; the server ends the session.
-            if not self.closed and self.pgconn.transaction_status == pq.TransactionStatus.ACTIVE:
-                self.pgconn.finish()
-                self._closed = True
-            raise
-
-
-async def native_connect(conninfo: str, *, autocommit: bool) -> TrioConnection:
-    """Open a connection with libpq in a worker thread, then hand it to Trio."""
-    pgconn = await trio.to_thread.run_sync(pq.PGconn.connect, conninfo.encode(),
-                                           abandon_on_cancel=True)
-    if pgconn.status != pq.ConnStatus.OK:
-        message = pgconn.get_error_message()
-        pgconn.finish()
-        raise psycopg.OperationalError(message)
-    pgconn.nonblocking = 1
-    conn = TrioConnection(pgconn)
-    conn._autocommit = autocommit  # pyright: ignore[reportPrivateUsage]  # no server round trip needed
-    return conn
+# -- the native driver's pool ----------------------------------------------
 
 
 def _still_connected(conn: Conn) -> bool:
@@ -130,7 +67,7 @@ def _still_connected(conn: Conn) -> bool:
     """
     if conn.closed or conn.pgconn.status != pq.ConnStatus.OK:
         return False
-    return not select.select([conn.pgconn.socket], [], [], 0)[0]
+    return not ready_now(conn.pgconn.socket, Wait.R)
 
 
 class TrioPool:
@@ -223,8 +160,8 @@ class Bridge:
         async def call() -> R:
             return await fn(*args, **kwargs)
 
-        result: R = await trio_asyncio.aio_as_trio(call)()  # pyright: ignore[reportUnknownMemberType,reportUnknownVariableType]
-        return result  # pyright: ignore[reportUnknownVariableType]
+        result: R = await _trio_asyncio().aio_as_trio(call)()
+        return result
 
     async def connect(self, conninfo: str, *, autocommit: bool) -> Conn:
         """Open one connection (call through :meth:`run`)."""
@@ -235,6 +172,8 @@ class Bridge:
     def pool(self, conninfo: str, *, max_size: int) -> Pool:
         if self.driver == "native":
             return TrioPool(conninfo, max_size=max_size)
+        from psycopg_pool import AsyncConnectionPool  # asyncio-only: this driver's alone
+
         pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
             conninfo, min_size=1, max_size=max_size, open=False, name="trio_delta",
             configure=_configure_async, kwargs={"autocommit": True},
@@ -245,6 +184,23 @@ class Bridge:
 async def _configure_async(conn: Conn) -> None:
     _fast_json(conn)
     await asyncio.sleep(0)
+
+
+def _trio_asyncio() -> Any:
+    """trio_asyncio, imported on first use of its driver: importing it
+    replaces asyncio's loop look-ups process-wide, which psycopg must then
+    follow."""
+    try:
+        import trio_asyncio
+    except (ImportError, AttributeError) as exc:
+        # trio-asyncio 0.16 subclasses asyncio.AbstractChildWatcher, gone in
+        # Python 3.14: say so, not just the AttributeError.
+        raise ImportError(
+            f"the trio-asyncio driver cannot load trio_asyncio on Python "
+            f"{sys.version.split()[0]} ({type(exc).__name__}: {exc}); use the native driver"
+        ) from exc
+    follow_patched_asyncio()
+    return trio_asyncio
 
 
 def _sole_exception(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
@@ -271,7 +227,7 @@ async def open_bridge(driver: Driver = "native") -> AsyncGenerator[Bridge, None]
         yield Bridge(driver)
         return
     try:
-        async with trio_asyncio.open_loop():  # pyright: ignore[reportUnknownMemberType]
+        async with _trio_asyncio().open_loop():
             yield Bridge(driver)
     except BaseExceptionGroup as group:
         sole = _sole_exception(group)

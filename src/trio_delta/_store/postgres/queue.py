@@ -13,7 +13,6 @@ import msgspec
 import psycopg
 import trio
 from psycopg import sql
-from psycopg.generators import notifies as notifies_gen
 
 from ..._objects import PreparedObject
 from ..._types import Resource, ResourceRow, ResourceState
@@ -29,6 +28,7 @@ from ..params import (
     dedupe,
 )
 from ..port import StoreTransaction
+from ..trio_psycopg import read_notifies
 from .connections import (
     Conn,
     Connections,
@@ -76,7 +76,7 @@ class PostgresListener:
 
     async def wait(self) -> str:
         async def receive() -> None:
-            for notify in await self._conn.wait(notifies_gen(self._conn.pgconn)):
+            for notify in await read_notifies(self._conn):
                 self._pending.append(notify.extra.decode(self._encoding))
 
         while not self._pending:
