@@ -16,6 +16,7 @@ from datetime import timedelta
 import trio
 
 from .._errors import StoreError
+from .clock import ClockSync
 from .context import EngineContext
 
 log = logging.getLogger("trio_delta.leader")
@@ -24,8 +25,9 @@ LEADER_NAME = "default"
 
 
 class LeaderElector:
-    def __init__(self, ctx: EngineContext) -> None:
+    def __init__(self, ctx: EngineContext, clock_sync: ClockSync) -> None:
         self._control = ctx.store.control
+        self._clock_sync = clock_sync
         self._clock = ctx.clock
         self._client_id = ctx.client_id
         self._ttl = ctx.config.leader_ttl
@@ -51,11 +53,14 @@ class LeaderElector:
         while True:
             was_leader = self.is_leader
             sent_at = trio.current_time()
-            now = self._clock.now()
             won = False
             # A renewal that cannot land before our lease ends is a loss.
             with trio.move_on_at(self._lease_end if was_leader else sent_at + self._ttl):
                 try:
+                    # Leases are compared across clients: judge them by the
+                    # database's time, not a clock that may have drifted.
+                    await self._clock_sync.sync()
+                    now = self._clock.now()
                     won = await self._control.elect(
                         LEADER_NAME, client_id=self._client_id, now=now,
                         expires_at=now + timedelta(seconds=self._ttl),

@@ -25,6 +25,7 @@ import trio
 
 from .._config import NamespaceConfig
 from .._types import Event, EventCategory, ResourceRow, ResourceState
+from .clock import ClockSync
 from .completer import Completer
 from .context import EngineContext
 from .events import EventHub
@@ -108,8 +109,9 @@ class Engine:
         }
         self.fetcher = Fetcher(ctx, pools=self.pools, slots=self.slots)
         self.informers = Informers(ctx, on_written=self._informed)
-        self.elector = LeaderElector(ctx)
-        self.maintenance = Maintenance(ctx, self.elector, namespaces=namespaces)
+        self.clock_sync = ClockSync(ctx.clock, ctx.store.database_now)
+        self.elector = LeaderElector(ctx, self.clock_sync)
+        self.maintenance = Maintenance(ctx, self.elector, self.clock_sync, namespaces=namespaces)
         self._handles: dict[str, _ServiceHandle] = {}
         self._stopping = False
         self._force_requested = False

@@ -19,6 +19,7 @@ import trio
 
 from ..._config import NamespaceConfig
 from ..._errors import StoreError
+from ..clock import ClockSync
 from ..context import EngineContext
 from ..leader import LeaderElector
 from .cleaner import Cleaner, CleanerConfig
@@ -46,9 +47,10 @@ class MaintenanceStats:
 
 
 class Maintenance:
-    def __init__(self, ctx: EngineContext, elector: LeaderElector, *,
+    def __init__(self, ctx: EngineContext, elector: LeaderElector, clock_sync: ClockSync, *,
                  namespaces: Mapping[str, NamespaceConfig]) -> None:
         self._clock = ctx.clock
+        self._clock_sync = clock_sync
         self._elector = elector
         self._interval = ctx.config.maintenance_interval
         self.rescuer = Rescuer(ctx, elector, RescuerConfig.of(ctx.config))
@@ -72,6 +74,8 @@ class Maintenance:
     async def run_once(self, budget: float) -> None:
         """One pass of rescuer, expirer and cleaner; stops early when leadership
         is lost or the time budget (a trio time) is spent."""
+        # What is stuck or expired is judged against other clients' times.
+        await self._clock_sync.sync()
         started = self._clock.now()
         self.stats.rescued += await self.rescuer.run_once(budget)
         self.stats.expired += await self.expirer.run_once(budget)
