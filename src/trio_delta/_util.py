@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, TypeVar
+from collections.abc import Mapping, Sequence
+from typing import Any, TypeVar, cast
 
 T = TypeVar("T")
 
@@ -52,3 +52,18 @@ def fixup_module_metadata(module_name: str, namespace: Mapping[str, Any]) -> Non
     for name, obj in namespace.items():
         if not name.startswith("_"):
             fix(name, obj)
+
+
+def leaf_exceptions(exc: BaseException) -> list[BaseException]:
+    """The exceptions in ``exc`` that are not groups, depth first; ``[exc]``
+    when it is not a group."""
+    leaves: list[BaseException] = []
+    pending: list[BaseException] = [exc]
+    while pending:
+        current = pending.pop()
+        if isinstance(current, BaseExceptionGroup):
+            inner = cast("Sequence[BaseException]", current.exceptions)  # pyright: ignore[reportUnknownMemberType]
+            pending.extend(reversed(inner))
+        else:
+            leaves.append(current)
+    return leaves

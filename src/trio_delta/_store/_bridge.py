@@ -39,6 +39,7 @@ import trio
 from psycopg import pq
 from psycopg.types.json import set_json_loads
 
+from .._util import leaf_exceptions
 from .trio_psycopg import TrioConnection, Wait, follow_patched_asyncio, ready_now
 from .trio_psycopg import connect as native_connect
 
@@ -204,14 +205,7 @@ def _trio_asyncio() -> Any:
 
 
 def _sole_exception(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
-    leaves: list[BaseException] = []
-    pending: list[BaseException] = [group]
-    while pending:
-        exc = pending.pop()
-        if isinstance(exc, BaseExceptionGroup):
-            pending.extend(exc.exceptions)  # pyright: ignore[reportUnknownMemberType,reportUnknownArgumentType]
-        else:
-            leaves.append(exc)
+    leaves = leaf_exceptions(group)
     return leaves[0] if len(leaves) == 1 else None
 
 

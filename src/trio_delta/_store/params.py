@@ -268,6 +268,11 @@ class Change(enum.Enum):
     def states(self) -> tuple[ResourceState, ...]:
         return _CHANGE_STATES[self]
 
+    @property
+    def restarts_to(self) -> ResourceState | None:
+        """The state a change that starts a new round of work leaves rows in."""
+        return _RESTARTS_TO.get(self)
+
 
 _KNOWN = tuple(s for s in ResourceState if s is not ResourceState.UNKNOWN)
 _CHANGE_STATES: dict[Change, tuple[ResourceState, ...]] = {
@@ -276,6 +281,9 @@ _CHANGE_STATES: dict[Change, tuple[ResourceState, ...]] = {
     Change.DELETE: tuple(s for s in _KNOWN if s is not ResourceState.DELETED),
     Change.HARD_DELETE: _KNOWN,
 }
+
+
+_RESTARTS_TO = {Change.RETRY: ResourceState.SCHEDULED, Change.INVALIDATE: ResourceState.EXPIRED}
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,6 +32,8 @@ import psycopg.errors
 import trio
 from psycopg import pq
 
+from .._util import leaf_exceptions
+
 # The range pyproject.toml pins and `nox -s psycopg` tests.
 SUPPORTED = ">=3.2.1,<3.4"
 
@@ -114,14 +116,7 @@ def ready_now(fileno: int, wait: int) -> Ready:
 def _as_single_wait(group: BaseExceptionGroup[BaseException]) -> BaseException:
     """What a single wait would have raised in place of the two waits'
     group: anything but Cancelled first (Ctrl-C, a socket error)."""
-    leaves: list[BaseException] = []
-    pending: list[BaseException] = [group]
-    while pending:
-        exc = pending.pop()
-        if isinstance(exc, BaseExceptionGroup):
-            pending.extend(exc.exceptions)  # pyright: ignore[reportUnknownMemberType,reportUnknownArgumentType]
-        else:
-            leaves.append(exc)
+    leaves = leaf_exceptions(group)
     return next((e for e in leaves if not isinstance(e, trio.Cancelled)), leaves[0])
 
 

@@ -12,9 +12,7 @@ from datetime import timedelta
 
 from ..._config import Config, NamespaceConfig, retention_for
 from ..._types import ResourceState
-from ..context import EngineContext
-from ..leader import LeaderElector
-from .batches import in_batches
+from .batches import MaintenanceService
 
 log = logging.getLogger("trio_delta.maintenance")
 
@@ -37,13 +35,7 @@ class CleanerConfig:
         })
 
 
-class Cleaner:
-    def __init__(self, ctx: EngineContext, elector: LeaderElector, config: CleanerConfig
-                 ) -> None:
-        self._control = ctx.store.control
-        self._clock = ctx.clock
-        self._elector = elector
-        self.config = config
+class Cleaner(MaintenanceService[CleanerConfig]):
 
     async def run_once(self, budget: float) -> Counter[str]:
         """Delete what is past retention now; rows deleted by ``"namespace/state"``."""
@@ -51,8 +43,8 @@ class Cleaner:
         cleaned: Counter[str] = Counter()
         for (name, state), retention in self.config.retention.items():
             cut = now - timedelta(seconds=retention)
-            count = await in_batches(
-                self._elector, budget,
+            count = await self.batches(
+                budget,
                 lambda name=name, state=state, cut=cut: self._control.clean(
                     name, state, updated_before=cut, limit=self.config.batch),
                 self.config.batch,

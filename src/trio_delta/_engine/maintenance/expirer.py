@@ -9,9 +9,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from ..._config import NamespaceConfig
-from ..context import EngineContext
-from ..leader import LeaderElector
-from .batches import in_batches
+from .batches import MaintenanceService
 
 log = logging.getLogger("trio_delta.maintenance")
 
@@ -28,13 +26,7 @@ class ExpirerConfig:
                     if ns.resource_expiry is not None})
 
 
-class Expirer:
-    def __init__(self, ctx: EngineContext, elector: LeaderElector, config: ExpirerConfig
-                 ) -> None:
-        self._control = ctx.store.control
-        self._clock = ctx.clock
-        self._elector = elector
-        self.config = config
+class Expirer(MaintenanceService[ExpirerConfig]):
 
     async def run_once(self, budget: float) -> int:
         """Expire what is due now; the number of rows expired."""
@@ -42,8 +34,8 @@ class Expirer:
         total = 0
         for name, expiry in self.config.expiry.items():
             synced_before = now - timedelta(seconds=expiry)
-            expired = await in_batches(
-                self._elector, budget,
+            expired = await self.batches(
+                budget,
                 lambda name=name, cut=synced_before: self._control.expire(
                     name, now=self._clock.now(), synced_before=cut,
                     limit=self.config.batch),

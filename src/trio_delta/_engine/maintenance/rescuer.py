@@ -13,9 +13,7 @@ from datetime import timedelta
 
 from ..._config import Config
 from ..._store.params import RescueParams
-from ..context import EngineContext
-from ..leader import LeaderElector
-from .batches import in_batches
+from .batches import MaintenanceService
 
 log = logging.getLogger("trio_delta.maintenance")
 
@@ -33,19 +31,13 @@ class RescuerConfig:
         return cls(stuck_after=config.work_timeout + config.rescue_after)
 
 
-class Rescuer:
-    def __init__(self, ctx: EngineContext, elector: LeaderElector, config: RescuerConfig
-                 ) -> None:
-        self._control = ctx.store.control
-        self._clock = ctx.clock
-        self._elector = elector
-        self.config = config
+class Rescuer(MaintenanceService[RescuerConfig]):
 
     async def run_once(self, budget: float) -> int:
         """Rescue what is stuck now; the number of rows rescued."""
         stuck_before = self._clock.now() - timedelta(seconds=self.config.stuck_after)
-        rescued = await in_batches(
-            self._elector, budget,
+        rescued = await self.batches(
+            budget,
             lambda: self._control.rescue(RescueParams(
                 now=self._clock.now(), stuck_before=stuck_before, limit=self.config.batch,
                 error=RESCUE_ERROR)),

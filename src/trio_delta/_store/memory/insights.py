@@ -87,13 +87,11 @@ class MemoryInsights:
                 self._t.remove(stored)
                 out.append(stored.snapshot())
                 continue
-            if change is Change.DELETE:
+            if change.restarts_to is None:
                 stored = stored.update(state=ResourceState.DELETED, updated_at=now)
             else:
-                state = (ResourceState.SCHEDULED if change is Change.RETRY
-                         else ResourceState.EXPIRED)
-                stored = stored.update(state=state, attempt=0, errors=(), scheduled_at=now,
-                                       updated_at=now)
+                stored = stored.update(state=change.restarts_to, attempt=0, errors=(),
+                                       scheduled_at=now, updated_at=now)
                 woken.add(stored.row.namespace)
             self._t.install(stored)
             out.append(stored.snapshot())

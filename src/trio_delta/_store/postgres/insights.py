@@ -60,5 +60,9 @@ class PostgresInsights:
     ) -> list[ResourceRow[Any]]:
         params = filter_params(flt.narrowed(change.states))
         params |= {"now": now, "channel": self._c.channel}
-        rows = await self._rows(change.value, params, f"{change.value} resources")
+        query = change.value
+        if change.restarts_to is not None:
+            query = "restart"
+            params["to_state"] = change.restarts_to.value
+        rows = await self._rows(query, params, f"{change.value} resources")
         return sorted(rows, key=lambda r: r.id)

@@ -37,9 +37,10 @@ union
 select distinct kind from {schema}.resources
 order by kind
 
--- name: retry
--- failed/degraded -> scheduled now: a new round of work, attempts and
--- errors start again.
+-- name: restart
+-- A new round of work, due now, attempts and errors starting again:
+-- failed/degraded -> scheduled (retry), synced -> expired (invalidate, as
+-- the expirer does).
 with target as (
     select r.id from {schema}.resources as r
     where {resource_filter}
@@ -48,29 +49,7 @@ with target as (
 ),
 updated as (
     update {schema}.resources as r
-    set state = 'scheduled', attempt = 0, errors = '[]', scheduled_at = %(now)s,
-        updated_at = %(now)s
-    from target
-    -- again: the row may have changed since the target was read
-    where r.id = target.id and r.state = any(%(states)s::text[])
-    returning {columns}
-),
-notified as (
-    select pg_notify(%(channel)s, namespace) from (select distinct namespace from updated) as n
-)
-select updated.* from updated, (select count(*) from notified) as n order by id
-
--- name: invalidate
--- synced -> expired, due now: a new round of work, as the expirer starts one.
-with target as (
-    select r.id from {schema}.resources as r
-    where {resource_filter}
-    order by r.id
-    limit %(limit)s::bigint
-),
-updated as (
-    update {schema}.resources as r
-    set state = 'expired', attempt = 0, errors = '[]', scheduled_at = %(now)s,
+    set state = %(to_state)s, attempt = 0, errors = '[]', scheduled_at = %(now)s,
         updated_at = %(now)s
     from target
     -- again: the row may have changed since the target was read
