@@ -12,6 +12,11 @@ elector, maintenance; each reports ready through ``nursery.start``. Stop:
 
 Leadership is resigned at the very start (maintenance stops there anyway),
 so a follower takes over within moments rather than after the grace.
+
+A BaseException from a work (KeyboardInterrupt, SystemExit, ...) forces a
+stop at once: its attempt is failed, every other row handed back, and the
+body of ``open_delta_client`` cancelled (``body_scope``); the client then
+re-raises it (``fatal``) once every outcome is written.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from .informers import Informers
 from .leader import LeaderElector
 from .listener import run_listener
 from .maintenance import Maintenance, MaintenanceStats
+from .results import describe_exception
 from .slots import Slots
 from .workers import WorkerPool
 
@@ -102,7 +108,7 @@ class Engine:
         self.pools = {
             ns: WorkerPool(
                 ctx, ns, c.max_workers, slots=self.slots, completions=self.completer.send,
-                on_slot_free=self._slot_free,
+                on_slot_free=self._slot_free, on_fatal=self._work_raised,
             )
             for ns, c in namespaces.items()
         }
@@ -114,6 +120,11 @@ class Engine:
         self._stopping = False
         self._force_requested = False
         self._grace_scope: trio.CancelScope | None = None
+        #: What a work raised that must end the client, once it has stopped.
+        self.fatal: BaseException | None = None
+        #: Around the body of ``open_delta_client``: cancelled to stop the
+        #: client when a work raised ``fatal``.
+        self.body_scope = trio.CancelScope()
 
     def stats(self) -> ClientStats:
         return ClientStats(
@@ -130,6 +141,22 @@ class Engine:
         self._force_requested = True
         if self._grace_scope is not None:
             self._grace_scope.cancel()
+
+    def _work_raised(self, exc: BaseException) -> None:
+        """A work raised ``exc``, a BaseException that is no cancellation of
+        ours: end the client as it would end any program, but hand the other
+        rows back first rather than leave them to the rescuer."""
+        if self.fatal is not None:
+            return
+        self.fatal = exc
+        log.error("work raised %s: stopping the client, handing running work back",
+                  describe_exception(exc))
+        self._stopping = True  # a freed slot must not start another claim
+        self.fetcher.stop()
+        for pool in self.pools.values():
+            pool.force()
+        self.force()
+        self.body_scope.cancel()
 
     def on_payload(self, payload: str | None) -> None:
         """Route a LISTEN payload (None: the connection was re-established)."""

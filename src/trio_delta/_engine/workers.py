@@ -5,6 +5,13 @@ One pool per namespace, its worker tasks started on demand up to
 is captured as an :mod:`outcome` and handed to the outcome writer; a forced
 stop cancels running work, and what was cancelled, or never started, is
 handed back to the store instead of being failed.
+
+A BaseException from a work that is not the engine's cancellation
+(KeyboardInterrupt, SystemExit, the user's own) fails that attempt and is
+reported to ``on_fatal``, which stops the client; the pool itself never
+raises it, so the other rows can still be handed back and every outcome
+written. A ``trio.Cancelled`` raised while nothing had cancelled the work
+only fails its attempt.
 """
 
 from __future__ import annotations
@@ -18,9 +25,38 @@ import trio
 
 from .._types import Resource
 from .context import EngineContext
-from .results import Completion, Undecodable, WorkTimeout, describe_exception
+from .results import Completion, StrayCancelled, Undecodable, WorkTimeout, describe_exception
 from .rowqueue import RowQueue
 from .slots import Slots
+
+
+def _cancelled_around_us() -> bool:
+    """Whether the running task is cancelled now: the engine cancelled its
+    work (timeout, forced stop) or something around the pool did."""
+    return trio.current_effective_deadline() == -math.inf
+
+
+def _first_fatal(exc: BaseException) -> BaseException | None:
+    """The first exception in ``exc`` that must end the client: a
+    BaseException that is neither an Exception nor a Cancelled."""
+    if isinstance(exc, BaseExceptionGroup):
+        for sub in exc.exceptions:  # pyright: ignore[reportUnknownVariableType,reportUnknownMemberType]
+            found = _first_fatal(sub)  # pyright: ignore[reportUnknownArgumentType]
+            if found is not None:
+                return found
+        return None
+    if isinstance(exc, Exception | trio.Cancelled):
+        return None
+    return exc
+
+
+def _without_cancelled(exc: BaseException) -> BaseException | None:
+    if isinstance(exc, trio.Cancelled):
+        return None
+    if isinstance(exc, BaseExceptionGroup):
+        _, rest = exc.split(trio.Cancelled)  # pyright: ignore[reportUnknownVariableType,reportUnknownMemberType]
+        return rest  # pyright: ignore[reportUnknownVariableType]
+    return exc
 
 
 class _Worker:
@@ -44,6 +80,7 @@ class WorkerPool:
         slots: Slots,
         completions: trio.MemorySendChannel[Completion],
         on_slot_free: Callable[[], None],
+        on_fatal: Callable[[BaseException], None],
     ) -> None:
         self.namespace = namespace
         self.max_workers = max_workers
@@ -52,6 +89,7 @@ class WorkerPool:
         self._slots = slots
         self._completions = completions
         self._on_slot_free = on_slot_free
+        self._on_fatal = on_fatal
         # Claimed rows never wait here for long: the fetcher sends only as
         # many as there are free workers.
         self.rows = RowQueue(self._spawn)
@@ -123,7 +161,7 @@ class WorkerPool:
         resource: Resource[Any] | None = None
         while True:
             worker.scope = scope = trio.CancelScope()
-            failure: Exception | None = None
+            failure: BaseException | None = None
             try:
                 with scope:
                     while True:
@@ -138,23 +176,31 @@ class WorkerPool:
                         if self._watcher_idle:
                             self._watcher_wake.set()
                         result = await self._work_one(resource)
-                        worker.resource = None
-                        done, resource = resource, None
-                        await self._finish(done, result)
-            except Exception as exc:
+                        resource = None
+                        await self._settle(worker, result)
+            except BaseException as exc:
                 # A work cancelled inside a nursery of its own can raise an
                 # exception group of Cancelled and its own errors; the scope
-                # takes the Cancelled and what is left lands here.
+                # takes the Cancelled and what is left lands here, as does a
+                # cancel of the whole pool and a BaseException raised while
+                # the work was being cancelled.
                 if worker.resource is None:
-                    raise  # not from a work: ours, and a bug
+                    raise  # not from a work: ours (a bug), or the pool cancelled between works
                 failure = exc
-            interrupted, worker.resource = worker.resource, None
-            if interrupted is not None:
-                # Cancelled inside work (the timeout, or a forced stop), or
-                # failed with what ``_work_one`` could not catch.
+            if worker.resource is not None:
+                # Cancelled inside work (the timeout, a forced stop, the pool
+                # cancelled), or failed with what ``_work_one`` could not catch.
                 resource = None
                 self.worked += 1
-                await self._finish(interrupted, self._interrupted(failure))
+                await self._settle(worker, self._interrupted(failure))
+                # Cancelled from outside the worker's scope: end this task.
+                await trio.lowlevel.checkpoint_if_cancelled()
+
+    async def _settle(self, worker: _Worker, result: outcome.Outcome[object] | None) -> None:
+        """Hand on the result of the work ``worker`` ran."""
+        resource, worker.resource = worker.resource, None
+        assert resource is not None
+        await self._finish(resource, result)
 
     async def _finish(self, resource: Resource[Any], result: outcome.Outcome[object] | None
                       ) -> None:
@@ -169,9 +215,18 @@ class WorkerPool:
             with trio.CancelScope(shield=True):
                 await self._completions.send(completion)
 
-    def _interrupted(self, failure: Exception | None) -> outcome.Outcome[object] | None:
-        """The result of a work the worker's scope ended: none (handed back)
-        in a forced stop, else ``failure``, or else a timeout."""
+    def _interrupted(self, failure: BaseException | None) -> outcome.Outcome[object] | None:
+        """The result of a work the worker's scope ended, or that raised what
+        ``_work_one`` let through: a BaseException that must end the client
+        fails the attempt; otherwise none (handed back) in a forced stop or
+        when the pool itself was cancelled, else ``failure``, or else a
+        timeout."""
+        if failure is not None and not isinstance(failure, Exception):
+            fatal = _first_fatal(failure)
+            if fatal is not None:
+                self._on_fatal(fatal)
+                return outcome.Error(_without_cancelled(failure) or fatal)
+            return None  # cancelled from outside the worker: hand it back
         if self._forced:
             return None
         if failure is not None:
@@ -196,7 +251,30 @@ class WorkerPool:
         if isinstance(result, outcome.Error):
             error = result.error
             if not isinstance(error, Exception):
-                result.unwrap()  # Cancelled, KeyboardInterrupt, ...: not a verdict
+                if _cancelled_around_us():
+                    result.unwrap()  # our cancel (with whatever came along): the loop sorts it
+                return self._not_cancelled(error)
             if self._forced:
                 return None  # the work failed because we stopped it
         return result
+
+    def _not_cancelled(self, error: BaseException) -> outcome.Outcome[object] | None:
+        """The result of a work that raised a BaseException while nothing had
+        cancelled it."""
+        fatal = _first_fatal(error)
+        if fatal is not None:
+            # Recorded as this attempt's failure; the client stops and
+            # re-raises it once every outcome is written.
+            self._on_fatal(fatal)
+            return outcome.Error(_without_cancelled(error) or fatal)
+        rest = _without_cancelled(error)
+        if self._forced:
+            return None
+        if rest is not None:
+            return outcome.Error(rest)  # errors, beside a stray Cancelled
+        # Re-raised outside the cancel scope it belonged to, most likely: it
+        # is the work's failure, and must not end the worker (Trio would take
+        # it for the cancellation of something around it).
+        stray = StrayCancelled("work raised trio.Cancelled, but nothing had cancelled it")
+        stray.__cause__ = error
+        return outcome.Error(stray)
