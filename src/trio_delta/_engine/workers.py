@@ -4,7 +4,8 @@ One pool per namespace, its worker tasks started on demand up to
 ``max_workers`` and kept (no task spawned per resource). Each work's result
 is captured as an :mod:`outcome` and handed to the outcome writer; a forced
 stop cancels running work, and what was cancelled, or never started, is
-handed back to the store instead of being failed.
+handed back to the store instead of being failed. Work that ignores the
+cancel is handed back without waiting for it (:meth:`WorkerPool.abandon`).
 
 A BaseException from a work that is not the engine's cancellation
 (KeyboardInterrupt, SystemExit, the user's own) fails that attempt and is
@@ -16,6 +17,7 @@ only fails its attempt.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 from typing import Any
@@ -28,6 +30,8 @@ from .context import EngineContext
 from .results import Completion, StrayCancelled, Undecodable, WorkTimeout, describe_exception
 from .rowqueue import RowQueue
 from .slots import Slots
+
+log = logging.getLogger("trio_delta.worker")
 
 
 def _cancelled_around_us() -> bool:
@@ -62,10 +66,11 @@ def _without_cancelled(exc: BaseException) -> BaseException | None:
 class _Worker:
     """One worker task's state, read by the pool's timeout watcher."""
 
-    __slots__ = ("deadline", "resource", "scope")
+    __slots__ = ("deadline", "handed_back", "resource", "scope")
 
     def __init__(self) -> None:
         self.resource: Resource[Any] | None = None  # in work now
+        self.handed_back = False  # its row was given up while the work ran on
         self.deadline = math.inf
         self.scope = trio.CancelScope()
 
@@ -126,6 +131,30 @@ class WorkerPool:
         for worker in self._workers:
             if worker.resource is not None:
                 worker.scope.cancel()
+
+    def in_work(self) -> list[Resource[Any]]:
+        """The resources whose work has not ended, handed back or not."""
+        return [w.resource for w in self._workers if w.resource is not None]
+
+    async def abandon(self) -> list[Resource[Any]]:
+        """Hand back the rows of works still running after :meth:`force`.
+
+        Trio cannot end a work that ignores cancellation (a blocking call in
+        a thread that may not be abandoned, a shielded wait), and the client
+        cannot exit before it does; its row must not wait for that, or a
+        process killed meanwhile leaves it to the rescuer. Whatever such a
+        work returns later is dropped (and the store would refuse it: the
+        row is no longer this claim's).
+        """
+        given_up: list[Resource[Any]] = []
+        for worker in self._workers:
+            resource = worker.resource
+            if resource is None or worker.handed_back:
+                continue
+            worker.handed_back = True
+            given_up.append(resource)
+            await self._finish(resource, None)
+        return given_up
 
     # Each work call needs a cancel scope (timeout, forced stop), but making
     # one with a deadline per resource cost ~7 us of Trio bookkeeping, a
@@ -197,9 +226,15 @@ class WorkerPool:
                 await trio.lowlevel.checkpoint_if_cancelled()
 
     async def _settle(self, worker: _Worker, result: outcome.Outcome[object] | None) -> None:
-        """Hand on the result of the work ``worker`` ran."""
+        """Hand on the result of the work ``worker`` ran, unless its row was
+        already handed back."""
         resource, worker.resource = worker.resource, None
         assert resource is not None
+        if worker.handed_back:
+            worker.handed_back = False
+            log.info("%s %r: work ended after its row was handed back; its result is "
+                     "dropped", resource.kind, resource.object_id)
+            return
         await self._finish(resource, result)
 
     async def _finish(self, resource: Resource[Any], result: outcome.Outcome[object] | None
@@ -208,12 +243,18 @@ class WorkerPool:
         self._on_slot_free()
         completion = Completion(resource, result)
         try:
-            self._completions.send_nowait(completion)
-        except trio.WouldBlock:
-            # Shielded: a completion must reach the completer even while the
-            # pool is torn down, or the claim would wait for the rescuer.
-            with trio.CancelScope(shield=True):
-                await self._completions.send(completion)
+            try:
+                self._completions.send_nowait(completion)
+            except trio.WouldBlock:
+                # Shielded: a completion must reach the completer even while
+                # the pool is torn down, or the claim would wait for the rescuer.
+                with trio.CancelScope(shield=True):
+                    await self._completions.send(completion)
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            # The stop gave up on writing outcomes (or the completer was
+            # cancelled): nothing can record this one now.
+            log.error("%s %r: the outcome writer is gone; the rescuer will retry this "
+                      "resource", resource.kind, resource.object_id)
 
     def _interrupted(self, failure: BaseException | None) -> outcome.Outcome[object] | None:
         """The result of a work the worker's scope ended, or that raised what
