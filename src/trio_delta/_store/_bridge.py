@@ -107,10 +107,28 @@ class TrioConnection(psycopg.AsyncConnection[Any]):
             raise
 
 
+#: Threads that open connections are limited apart from Trio's default
+#: limiter, which user work shares: works blocked in 40 threads would
+#: otherwise keep the store from opening any connection (even the one that
+#: writes outcomes at stop). A connection is opened per pool slot and lane,
+#: a few dozen at most, so this bounds nothing in practice.
+_CONNECT_THREADS: trio.lowlevel.RunVar[trio.CapacityLimiter] = trio.lowlevel.RunVar(
+    "trio_delta_connect_threads")
+
+
+def _connect_threads() -> trio.CapacityLimiter:
+    try:
+        return _CONNECT_THREADS.get()
+    except LookupError:
+        limiter = trio.CapacityLimiter(64)
+        _CONNECT_THREADS.set(limiter)
+        return limiter
+
+
 async def native_connect(conninfo: str, *, autocommit: bool) -> TrioConnection:
     """Open a connection with libpq in a worker thread, then hand it to Trio."""
     pgconn = await trio.to_thread.run_sync(pq.PGconn.connect, conninfo.encode(),
-                                           abandon_on_cancel=True)
+                                           abandon_on_cancel=True, limiter=_connect_threads())
     if pgconn.status != pq.ConnStatus.OK:
         message = pgconn.get_error_message()
         pgconn.finish()
