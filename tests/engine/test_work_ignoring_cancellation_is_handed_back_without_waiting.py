@@ -118,3 +118,38 @@ async def test_forced_stop_hands_back_stubborn_work_before_waiting_for_it(
     assert "job 'stuck-a'" in waiting[0]
     assert "job 'stuck-b'" in waiting[0]
     assert "polite" not in waiting[0]
+
+
+async def test_forced_stop_hands_back_rows_no_worker_had_taken(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # The stop begins while a claim's rows are still being passed to newly
+    # started workers; once stopping, no more workers start, and the ones
+    # running will not come back for the rest.
+    ctl = Stubborn()
+    controllers = delta.Controllers()
+    delta.add_controller(controllers, ctl)
+    config = delta.Config(random=random.Random(1), client_id="c1", inform_interval=-1,
+                          shutdown_grace=GRACE)
+    namespaces = {"default": delta.NamespaceConfig(max_workers=30)}
+    store = MemoryStore(anchor=DEFAULT_ANCHOR)
+    keys = [f"stuck-{i}" for i in range(30)]
+    seen: dict[str, ResourceRow[object]] = {}
+
+    async def look_while_stopping(stop_began: float) -> None:
+        await trio.sleep_until(stop_began + GRACE + CANCEL_WAIT + 0.01)
+        seen.update(await _rows(store))
+
+    async with (trio.open_nursery() as nursery,
+                open_test_client(controllers, namespaces=namespaces, config=config,
+                                 store=store) as t):
+        async with t.client.transaction() as tx:  # one claim for all of them
+            for key in keys:
+                await t.client.inform_tx(tx, Job(key))
+        while t.client.stats.claimed < len(keys):
+            await trio.lowlevel.checkpoint()
+        nursery.start_soon(look_while_stopping, trio.current_time())
+
+    assert len(ctl.started) < len(keys)  # some rows never reached a worker
+    assert {k: (r.state, r.attempt) for k, r in seen.items()} == dict.fromkeys(
+        keys, (S.SCHEDULED, 0))

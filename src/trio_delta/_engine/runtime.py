@@ -279,11 +279,18 @@ class Engine:
     async def _abandon_stuck_work(self) -> None:
         # Hand the rows back now: the client cannot end before these works
         # do, and a process killed while it waits must not strand them.
-        stuck = [r for pool in self.pools.values() for r in await pool.abandon()]
+        stuck: list[Resource[Any]] = []
+        queued = 0
+        for pool in self.pools.values():
+            running, waiting = await pool.abandon()
+            stuck += running
+            queued += waiting
         if stuck:
             log.warning("%d running work items ignore cancellation; their rows are handed "
                         "back and the client waits for them to end: %s", len(stuck),
                         name_resources(stuck))
+        if queued:
+            log.warning("%d claimed resources no worker had started are handed back", queued)
 
     async def _stop_fetcher(self) -> None:
         # Cancelling the fetcher mid-claim could commit a claim whose rows we

@@ -136,15 +136,18 @@ class WorkerPool:
         """The resources whose work has not ended, handed back or not."""
         return [w.resource for w in self._workers if w.resource is not None]
 
-    async def abandon(self) -> list[Resource[Any]]:
-        """Hand back the rows of works still running after :meth:`force`.
+    async def abandon(self) -> tuple[list[Resource[Any]], int]:
+        """Hand back the rows of works still running after :meth:`force`,
+        and the rows queued for workers; returns the former and how many
+        of the latter.
 
         Trio cannot end a work that ignores cancellation (a blocking call in
         a thread that may not be abandoned, a shielded wait), and the client
         cannot exit before it does; its row must not wait for that, or a
         process killed meanwhile leaves it to the rescuer. Whatever such a
         work returns later is dropped (and the store would refuse it: the
-        row is no longer this claim's).
+        row is no longer this claim's). Queued rows may be waiting for just
+        those workers: no new worker starts once the stop has begun.
         """
         given_up: list[Resource[Any]] = []
         for worker in self._workers:
@@ -154,7 +157,10 @@ class WorkerPool:
             worker.handed_back = True
             given_up.append(resource)
             await self._finish(resource, None)
-        return given_up
+        queued = self.rows.drain()
+        for resource in queued:
+            await self._finish(resource, None)
+        return given_up, len(queued)
 
     # Each work call needs a cancel scope (timeout, forced stop), but making
     # one with a deadline per resource cost ~7 us of Trio bookkeeping, a
