@@ -211,8 +211,10 @@ class WorkerPool:
                         if self._watcher_idle:
                             self._watcher_wake.set()
                         result = await self._work_one(resource)
-                        resource = None
-                        await self._settle(worker, result)
+                        worker.resource = None
+                        done, resource = resource, None
+                        if not self._handed_back(worker, done):
+                            await self._finish(done, result)
             except BaseException as exc:
                 # A work cancelled inside a nursery of its own can raise an
                 # exception group of Cancelled and its own errors; the scope
@@ -222,26 +224,28 @@ class WorkerPool:
                 if worker.resource is None:
                     raise  # not from a work: ours (a bug), or the pool cancelled between works
                 failure = exc
-            if worker.resource is not None:
+            interrupted, worker.resource = worker.resource, None
+            if interrupted is not None:
                 # Cancelled inside work (the timeout, a forced stop, the pool
                 # cancelled), or failed with what ``_work_one`` could not catch.
                 resource = None
                 self.worked += 1
-                await self._settle(worker, self._interrupted(failure))
+                result = self._interrupted(failure)
+                if not self._handed_back(worker, interrupted):
+                    await self._finish(interrupted, result)
                 # Cancelled from outside the worker's scope: end this task.
                 await trio.lowlevel.checkpoint_if_cancelled()
 
-    async def _settle(self, worker: _Worker, result: outcome.Outcome[object] | None) -> None:
-        """Hand on the result of the work ``worker`` ran, unless its row was
-        already handed back."""
-        resource, worker.resource = worker.resource, None
-        assert resource is not None
-        if worker.handed_back:
-            worker.handed_back = False
-            log.info("%s %r: work ended after its row was handed back; its result is "
-                     "dropped", resource.kind, resource.object_id)
-            return
-        await self._finish(resource, result)
+    @staticmethod
+    def _handed_back(worker: _Worker, resource: Resource[Any]) -> bool:
+        """Whether the row of the work that just ended was handed back while
+        it ran (then its result is dropped)."""
+        if not worker.handed_back:
+            return False
+        worker.handed_back = False
+        log.info("%s %r: work ended after its row was handed back; its result is dropped",
+                 resource.kind, resource.object_id)
+        return True
 
     async def _finish(self, resource: Resource[Any], result: outcome.Outcome[object] | None
                       ) -> None:
