@@ -341,13 +341,15 @@ async def run_client(
     client = construct(Client, ctx, namespaces)
     engine = client._engine  # pyright: ignore[reportPrivateUsage]
     body_error: BaseException | None = None
+    failure: BaseException | None = None
     try:
         async with trio.open_nursery() as nursery:
             await engine.start(nursery)
             log.info("client %s started: kinds %s, namespaces %s", client.id,
                      list(controllers.kinds()), dict(namespaces))
             try:
-                yield client
+                with engine.body_scope:  # cancelled when a work raised a BaseException
+                    yield client
             except BaseException as exc:
                 body_error = exc
                 raise
@@ -356,9 +358,17 @@ async def run_client(
                 with trio.CancelScope(shield=True):
                     await engine.stop()
                 nursery.cancel_scope.cancel()
-                log.info("client %s stopped", client.id)
     except BaseExceptionGroup as group:
-        raise _failure_from_group(group, body_error) from None
+        failure = _failure_from_group(group, body_error)
+    log.info("client %s stopped", client.id)
+    if engine.fatal is not None:
+        # Raised by a work: a KeyboardInterrupt or SystemExit leaves as
+        # itself, as Trio raises them, and so does any other BaseException
+        # (wrapping it in ClientFailedError, an Exception, would let
+        # ``except Exception`` catch what was meant to end the program).
+        raise engine.fatal
+    if failure is not None:
+        raise failure from None
 
 
 def check_controllers(controllers: object) -> Controllers:

@@ -21,6 +21,9 @@ Exit codes:
          namespace or schema, no database given
     3    ``migrate --check``: the schema is behind this version of trio-delta
     130  interrupted (Ctrl-C)
+    128+N  ``run`` ended by a second signal N (143 for SIGTERM) while work
+         blocked in threads that ignore cancellation, once its resources
+         were handed back
 
 Errors are one line on stderr (``-v`` adds the traceback where there is
 one); passwords in connection strings are never printed.
@@ -28,6 +31,7 @@ one); passwords in connection strings are never printed.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import logging
@@ -38,7 +42,7 @@ import traceback
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, cast
 
 import click
 import trio
@@ -680,24 +684,86 @@ def _parse_namespace(ctx: click.Context, param: click.Parameter,
     return out
 
 
+#: After the second signal, how long the client may take to end once its
+#: stop is over before the process exits without it (see ``_exit_now``).
+EXIT_AFTER_STOP = 1.0
+
+
+def _exit_now(signum: int) -> NoReturn:
+    """End the process at once with the code of death by ``signum``.
+
+    Only for a second signal while work blocks in a thread that ignores
+    cancellation: Trio cannot end a task waiting for such a thread, so
+    neither ``trio.run`` nor ``sys.exit`` returns before the thread does,
+    maybe never. ``os._exit`` skips the interpreter's clean-up, which is
+    safe once the stop has handed every claimed row back and written every
+    outcome; the blocked threads' own work is lost, which is what a second
+    signal asks for.
+    """
+    logging.shutdown()
+    for stream in (sys.stderr, sys.stdout):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(128 + signum)
+
+
 async def _run_client(dsn: str, controllers: Controllers,
                       namespaces: Mapping[str, NamespaceConfig], config: Config) -> None:
     from ._client import Client, open_delta_client
+    from ._engine.runtime import FLUSH_TIMEOUT, name_resources
 
     stop = trio.Event()
     running: list[Client] = []
 
+    def stuck_work() -> str | None:
+        """The work the stopped client still waits for, if any."""
+        engine = running[0]._engine  # pyright: ignore[reportPrivateUsage]
+        stuck = engine.running_work()
+        if not engine.stopped.is_set() or not stuck:
+            return None
+        return f"{len(stuck)} work item(s) that ignore cancellation: {name_resources(stuck)}"
+
+    async def tell_if_stuck() -> None:
+        await running[0]._engine.stopped.wait()  # pyright: ignore[reportPrivateUsage]
+        stuck = stuck_work()
+        if stuck is not None:
+            _note(f"waiting for {stuck} (their rows are handed back); send the signal "
+                  "again to exit without waiting")
+
+    async def exit_if_stuck(signum: int) -> None:
+        # Once the forced stop has handed the rows back (a stuck database
+        # gets FLUSH_TIMEOUT), a client still running waits for threads.
+        engine = running[0]._engine  # pyright: ignore[reportPrivateUsage]
+        with trio.move_on_after(FLUSH_TIMEOUT + EXIT_AFTER_STOP):
+            await engine.stopped.wait()
+        stuck = stuck_work()
+        if stuck is None:
+            # Nothing known to block: the client normally ends within
+            # moments; past that, something else (an informer) blocks.
+            await trio.sleep(EXIT_AFTER_STOP)
+        _note(f"exiting without waiting for {stuck or 'the client to end'}")
+        _exit_now(signum)
+
     async def watch(signals: AsyncIterator[int]) -> None:
+        forced = False
         async for signum in signals:
             name = signal.Signals(signum).name
             if not stop.is_set():
                 _note(f"{name}: stopping gracefully (up to {config.shutdown_grace:g}s for "
                       "running work); send it again to force")
                 stop.set()
-            else:
+                if running:
+                    nursery.start_soon(tell_if_stuck)
+            elif not forced:
                 _note(f"{name}: forcing stop; unfinished work is handed back")
+                forced = True
                 for client in running:
                     client.force_stop()
+                if running:
+                    nursery.start_soon(exit_if_stuck, signum)
+            else:
+                _note(f"{name}: exiting at once")
+                _exit_now(signum)
 
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
@@ -733,7 +799,9 @@ def run(target: str, dsn: str | None, schema: str, max_workers: int,
     ATTR is a trio_delta.Controllers object or a function returning one;
     MODULE is imported with the current directory on sys.path. SIGINT or
     SIGTERM stops gracefully (running work may finish within the shutdown
-    grace); a second signal forces the stop. Exits 0 after a clean stop.
+    grace); a second signal forces the stop. Exits 0 after a clean stop, or
+    128+signal when a second signal ends it while work blocks in threads
+    that ignore cancellation (their resources are handed back first).
 
     \b
     Example:

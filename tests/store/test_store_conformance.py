@@ -643,6 +643,20 @@ async def test_handback_restores_the_attempt_and_schedules_at_now(store: Store) 
     assert (await claim_one(store, at(5), client_id="client-b")).attempt == 2
 
 
+async def test_late_outcome_of_a_handed_back_claim_is_not_applied(store: Store) -> None:
+    # A forced stop hands back work that ignores cancellation before it ends;
+    # if it ever ends, its outcome must change nothing.
+    await upsert(store, [prep(Item("a"))], now=at(0))
+    rec = await claim_one(store, at(1))
+    await store.queue.complete([outcome(rec, OutcomeKind.HANDBACK)], now=at(2), client_id=CLIENT)
+    before = await get(store, "a")
+    for kind in (OutcomeKind.SYNCED, OutcomeKind.DELETED, OutcomeKind.HANDBACK):
+        assert await store.queue.complete([outcome(rec, kind)], now=at(3),
+                                          client_id=CLIENT) == []
+    assert await get(store, "a") == before
+    assert (before.state, before.attempt, before.synced_at) == (S.SCHEDULED, 0, None)
+
+
 async def test_guard_rejects_stale_attempt_other_client_and_finished_rows(store: Store) -> None:
     await upsert(store, [prep(Item("a"))], now=at(0))
     first = await claim_one(store, at(1))

@@ -38,6 +38,12 @@ class Undecodable(Exception):
     """The stored object no longer fits the controller's object type."""
 
 
+class StrayCancelled(Exception):
+    """The work raised ``trio.Cancelled`` while nothing had cancelled it (a
+    Cancelled re-raised outside its own cancel scope, say); the original is
+    the ``__cause__``."""
+
+
 @dataclass(slots=True)  # one per worked resource: not frozen, cheaper to build
 class Completion:
     """A claimed resource and what became of it: ``result`` is the work's

@@ -56,6 +56,14 @@ class RowQueue:
             self._waking += 1
             trio.lowlevel.reschedule(self._parked.popleft())
 
+    def drain(self) -> list[Resource[Any]]:
+        """Remove and return every queued row (for a forced stop whose
+        workers are stuck in work that ignores cancellation: no worker may
+        ever come for them)."""
+        rows = list(self._rows)
+        self._rows.clear()
+        return rows
+
     def _wake_one(self) -> None:
         # One on its way is enough: it wakes the next if rows remain.
         if self._waking:

@@ -7,11 +7,18 @@ elector, maintenance; each reports ready through ``nursery.start``. Stop:
    claim in flight, so no claimed row is dropped on the floor);
 2. graceful: in-flight work may finish within ``shutdown_grace``;
 3. forced: remaining work is cancelled and handed back (``scheduled``, attempt
-   restored) so another client picks it up at once;
+   restored) so another client picks it up at once; work still running
+   ``CANCEL_WAIT`` after the cancel ignores it, and its row is handed back
+   without waiting for it (its result, if it comes, is dropped);
 4. the completer writes every outcome, within ``FLUSH_TIMEOUT``.
 
 Leadership is resigned at the very start (maintenance stops there anyway),
 so a follower takes over within moments rather than after the grace.
+
+A BaseException from a work (KeyboardInterrupt, SystemExit, ...) forces a
+stop at once: its attempt is failed, every other row handed back, and the
+body of ``open_delta_client`` cancelled (``body_scope``); the client then
+re-raises it (``fatal``) once every outcome is written.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ from typing import Any
 import trio
 
 from .._config import NamespaceConfig
-from .._types import Event, EventCategory, ResourceRow, ResourceState
+from .._types import Event, EventCategory, Resource, ResourceRow, ResourceState
 from .clock import ClockSync
 from .completer import Completer
 from .context import EngineContext
@@ -34,6 +41,7 @@ from .informers import Informers
 from .leader import LeaderElector
 from .listener import run_listener
 from .maintenance import Maintenance, MaintenanceStats
+from .results import describe_exception
 from .slots import Slots
 from .workers import WorkerPool
 
@@ -44,6 +52,12 @@ log = logging.getLogger("trio_delta.engine")
 FLUSH_TIMEOUT = 10.0
 #: How long a claim in flight at stop may take before it is cancelled.
 FETCH_STOP_TIMEOUT = 5.0
+#: How long cancelled work may take to end before its row is handed back
+#: anyway. Work that honours cancellation ends within a scheduler pass or a
+#: short shielded clean-up; waiting longer would only widen the window in
+#: which a process killed during the stop strands rows, waiting less would
+#: hand back rows whose work is still cleaning up.
+CANCEL_WAIT = 0.25
 
 _CATEGORY = {
     ResourceState.SYNCED: EventCategory.OBJECT_SYNCED,
@@ -65,6 +79,12 @@ class ClientStats:
     informer_runs: int
     informer_failures: int
     maintenance: MaintenanceStats
+
+
+def name_resources(resources: list[Resource[Any]], most: int = 20) -> str:
+    """``kind 'id', ...`` for a log line, the first ``most`` of them."""
+    names = ", ".join(f"{r.kind} {r.object_id!r}" for r in resources[:most])
+    return names + (f" and {len(resources) - most} more" if len(resources) > most else "")
 
 
 class _ServiceHandle:
@@ -103,7 +123,7 @@ class Engine:
         self.pools = {
             ns: WorkerPool(
                 ctx, ns, c.max_workers, slots=self.slots, completions=self.completer.send,
-                on_slot_free=self._slot_free,
+                on_slot_free=self._slot_free, on_fatal=self._work_raised,
             )
             for ns, c in namespaces.items()
         }
@@ -116,6 +136,14 @@ class Engine:
         self._stopping = False
         self._force_requested = False
         self._grace_scope: trio.CancelScope | None = None
+        #: What a work raised that must end the client, once it has stopped.
+        self.fatal: BaseException | None = None
+        #: Around the body of ``open_delta_client``: cancelled to stop the
+        #: client when a work raised ``fatal``.
+        self.body_scope = trio.CancelScope()
+        #: Set when :meth:`stop` is over: every claimed row written or handed
+        #: back (or given up after ``FLUSH_TIMEOUT``).
+        self.stopped = trio.Event()
 
     def stats(self) -> ClientStats:
         return ClientStats(
@@ -132,6 +160,27 @@ class Engine:
         self._force_requested = True
         if self._grace_scope is not None:
             self._grace_scope.cancel()
+
+    def running_work(self) -> list[Resource[Any]]:
+        """Resources whose work has not ended (after a forced stop: work that
+        ignores cancellation, its row already handed back)."""
+        return [r for pool in self.pools.values() for r in pool.in_work()]
+
+    def _work_raised(self, exc: BaseException) -> None:
+        """A work raised ``exc``, a BaseException that is no cancellation of
+        ours: end the client as it would end any program, but hand the other
+        rows back first rather than leave them to the rescuer."""
+        if self.fatal is not None:
+            return
+        self.fatal = exc
+        log.error("work raised %s: stopping the client, handing running work back",
+                  describe_exception(exc))
+        self._stopping = True  # a freed slot must not start another claim
+        self.fetcher.stop()
+        for pool in self.pools.values():
+            pool.force()
+        self.force()
+        self.body_scope.cancel()
 
     def on_payload(self, payload: str | None) -> None:
         """Route a LISTEN payload (None: the connection was re-established)."""
@@ -187,6 +236,12 @@ class Engine:
 
     async def stop(self) -> None:
         """Run the shutdown phases; call shielded."""
+        try:
+            await self._stop()
+        finally:
+            self.stopped.set()
+
+    async def _stop(self) -> None:
         self._stopping = True
         self._handles["listener"].scope.cancel()
         # Leadership only serves maintenance, which stops now: hand it over
@@ -213,15 +268,31 @@ class Engine:
             informers.scope.cancel()
             for pool in self.pools.values():
                 pool.force()
-            if not await self._wait_all([*pool_handles, informers], FLUSH_TIMEOUT):
-                for handle in pool_handles:
-                    handle.scope.cancel()
+            if not await self._wait_all(pool_handles, CANCEL_WAIT):
+                await self._abandon_stuck_work()
+            await self._wait_all([informers], FLUSH_TIMEOUT)
         self.completer.send.close()
         completer = self._handles["completer"]
         if not await self._wait_all([completer], FLUSH_TIMEOUT):
             log.error("outcomes could not be written within %gs; the rescuer will retry "
                       "those resources", FLUSH_TIMEOUT)
             completer.scope.cancel()
+
+    async def _abandon_stuck_work(self) -> None:
+        # Hand the rows back now: the client cannot end before these works
+        # do, and a process killed while it waits must not strand them.
+        stuck: list[Resource[Any]] = []
+        queued = 0
+        for pool in self.pools.values():
+            running, waiting = await pool.abandon()
+            stuck += running
+            queued += waiting
+        if stuck:
+            log.warning("%d running work items ignore cancellation; their rows are handed "
+                        "back and the client waits for them to end: %s", len(stuck),
+                        name_resources(stuck))
+        if queued:
+            log.warning("%d claimed resources no worker had started are handed back", queued)
 
     async def _stop_fetcher(self) -> None:
         # Cancelling the fetcher mid-claim could commit a claim whose rows we

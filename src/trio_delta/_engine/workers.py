@@ -4,11 +4,20 @@ One pool per namespace, its worker tasks started on demand up to
 ``max_workers`` and kept (no task spawned per resource). Each work's result
 is captured as an :mod:`outcome` and handed to the outcome writer; a forced
 stop cancels running work, and what was cancelled, or never started, is
-handed back to the store instead of being failed.
+handed back to the store instead of being failed. Work that ignores the
+cancel is handed back without waiting for it (:meth:`WorkerPool.abandon`).
+
+A BaseException from a work that is not the engine's cancellation
+(KeyboardInterrupt, SystemExit, the user's own) fails that attempt and is
+reported to ``on_fatal``, which stops the client; the pool itself never
+raises it, so the other rows can still be handed back and every outcome
+written. A ``trio.Cancelled`` raised while nothing had cancelled the work
+only fails its attempt.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 from typing import Any
@@ -18,18 +27,50 @@ import trio
 
 from .._types import Resource
 from .context import EngineContext
-from .results import Completion, Undecodable, WorkTimeout, describe_exception
+from .results import Completion, StrayCancelled, Undecodable, WorkTimeout, describe_exception
 from .rowqueue import RowQueue
 from .slots import Slots
+
+log = logging.getLogger("trio_delta.worker")
+
+
+def _cancelled_around_us() -> bool:
+    """Whether the running task is cancelled now: the engine cancelled its
+    work (timeout, forced stop) or something around the pool did."""
+    return trio.current_effective_deadline() == -math.inf
+
+
+def _first_fatal(exc: BaseException) -> BaseException | None:
+    """The first exception in ``exc`` that must end the client: a
+    BaseException that is neither an Exception nor a Cancelled."""
+    if isinstance(exc, BaseExceptionGroup):
+        for sub in exc.exceptions:  # pyright: ignore[reportUnknownVariableType,reportUnknownMemberType]
+            found = _first_fatal(sub)  # pyright: ignore[reportUnknownArgumentType]
+            if found is not None:
+                return found
+        return None
+    if isinstance(exc, Exception | trio.Cancelled):
+        return None
+    return exc
+
+
+def _without_cancelled(exc: BaseException) -> BaseException | None:
+    if isinstance(exc, trio.Cancelled):
+        return None
+    if isinstance(exc, BaseExceptionGroup):
+        _, rest = exc.split(trio.Cancelled)  # pyright: ignore[reportUnknownVariableType,reportUnknownMemberType]
+        return rest  # pyright: ignore[reportUnknownVariableType]
+    return exc
 
 
 class _Worker:
     """One worker task's state, read by the pool's timeout watcher."""
 
-    __slots__ = ("deadline", "resource", "scope")
+    __slots__ = ("deadline", "handed_back", "resource", "scope")
 
     def __init__(self) -> None:
         self.resource: Resource[Any] | None = None  # in work now
+        self.handed_back = False  # its row was given up while the work ran on
         self.deadline = math.inf
         self.scope = trio.CancelScope()
 
@@ -44,6 +85,7 @@ class WorkerPool:
         slots: Slots,
         completions: trio.MemorySendChannel[Completion],
         on_slot_free: Callable[[], None],
+        on_fatal: Callable[[BaseException], None],
     ) -> None:
         self.namespace = namespace
         self.max_workers = max_workers
@@ -52,6 +94,7 @@ class WorkerPool:
         self._slots = slots
         self._completions = completions
         self._on_slot_free = on_slot_free
+        self._on_fatal = on_fatal
         # Claimed rows never wait here for long: the fetcher sends only as
         # many as there are free workers.
         self.rows = RowQueue(self._spawn)
@@ -89,6 +132,36 @@ class WorkerPool:
             if worker.resource is not None:
                 worker.scope.cancel()
 
+    def in_work(self) -> list[Resource[Any]]:
+        """The resources whose work has not ended, handed back or not."""
+        return [w.resource for w in self._workers if w.resource is not None]
+
+    async def abandon(self) -> tuple[list[Resource[Any]], int]:
+        """Hand back the rows of works still running after :meth:`force`,
+        and the rows queued for workers; returns the former and how many
+        of the latter.
+
+        Trio cannot end a work that ignores cancellation (a blocking call in
+        a thread that may not be abandoned, a shielded wait), and the client
+        cannot exit before it does; its row must not wait for that, or a
+        process killed meanwhile leaves it to the rescuer. Whatever such a
+        work returns later is dropped (and the store would refuse it: the
+        row is no longer this claim's). Queued rows may be waiting for just
+        those workers: no new worker starts once the stop has begun.
+        """
+        given_up: list[Resource[Any]] = []
+        for worker in self._workers:
+            resource = worker.resource
+            if resource is None or worker.handed_back:
+                continue
+            worker.handed_back = True
+            given_up.append(resource)
+            await self._finish(resource, None)
+        queued = self.rows.drain()
+        for resource in queued:
+            await self._finish(resource, None)
+        return given_up, len(queued)
+
     # Each work call needs a cancel scope (timeout, forced stop), but making
     # one with a deadline per resource cost ~7 us of Trio bookkeeping, a
     # noticeable share of a no-op resource's cost. Instead each worker task
@@ -123,7 +196,7 @@ class WorkerPool:
         resource: Resource[Any] | None = None
         while True:
             worker.scope = scope = trio.CancelScope()
-            failure: Exception | None = None
+            failure: BaseException | None = None
             try:
                 with scope:
                     while True:
@@ -140,21 +213,39 @@ class WorkerPool:
                         result = await self._work_one(resource)
                         worker.resource = None
                         done, resource = resource, None
-                        await self._finish(done, result)
-            except Exception as exc:
+                        if not self._handed_back(worker, done):
+                            await self._finish(done, result)
+            except BaseException as exc:
                 # A work cancelled inside a nursery of its own can raise an
                 # exception group of Cancelled and its own errors; the scope
-                # takes the Cancelled and what is left lands here.
+                # takes the Cancelled and what is left lands here, as does a
+                # cancel of the whole pool and a BaseException raised while
+                # the work was being cancelled.
                 if worker.resource is None:
-                    raise  # not from a work: ours, and a bug
+                    raise  # not from a work: ours (a bug), or the pool cancelled between works
                 failure = exc
             interrupted, worker.resource = worker.resource, None
             if interrupted is not None:
-                # Cancelled inside work (the timeout, or a forced stop), or
-                # failed with what ``_work_one`` could not catch.
+                # Cancelled inside work (the timeout, a forced stop, the pool
+                # cancelled), or failed with what ``_work_one`` could not catch.
                 resource = None
                 self.worked += 1
-                await self._finish(interrupted, self._interrupted(failure))
+                result = self._interrupted(failure)
+                if not self._handed_back(worker, interrupted):
+                    await self._finish(interrupted, result)
+                # Cancelled from outside the worker's scope: end this task.
+                await trio.lowlevel.checkpoint_if_cancelled()
+
+    @staticmethod
+    def _handed_back(worker: _Worker, resource: Resource[Any]) -> bool:
+        """Whether the row of the work that just ended was handed back while
+        it ran (then its result is dropped)."""
+        if not worker.handed_back:
+            return False
+        worker.handed_back = False
+        log.info("%s %r: work ended after its row was handed back; its result is dropped",
+                 resource.kind, resource.object_id)
+        return True
 
     async def _finish(self, resource: Resource[Any], result: outcome.Outcome[object] | None
                       ) -> None:
@@ -162,16 +253,31 @@ class WorkerPool:
         self._on_slot_free()
         completion = Completion(resource, result)
         try:
-            self._completions.send_nowait(completion)
-        except trio.WouldBlock:
-            # Shielded: a completion must reach the completer even while the
-            # pool is torn down, or the claim would wait for the rescuer.
-            with trio.CancelScope(shield=True):
-                await self._completions.send(completion)
+            try:
+                self._completions.send_nowait(completion)
+            except trio.WouldBlock:
+                # Shielded: a completion must reach the completer even while
+                # the pool is torn down, or the claim would wait for the rescuer.
+                with trio.CancelScope(shield=True):
+                    await self._completions.send(completion)
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            # The stop gave up on writing outcomes (or the completer was
+            # cancelled): nothing can record this one now.
+            log.error("%s %r: the outcome writer is gone; the rescuer will retry this "
+                      "resource", resource.kind, resource.object_id)
 
-    def _interrupted(self, failure: Exception | None) -> outcome.Outcome[object] | None:
-        """The result of a work the worker's scope ended: none (handed back)
-        in a forced stop, else ``failure``, or else a timeout."""
+    def _interrupted(self, failure: BaseException | None) -> outcome.Outcome[object] | None:
+        """The result of a work the worker's scope ended, or that raised what
+        ``_work_one`` let through: a BaseException that must end the client
+        fails the attempt; otherwise none (handed back) in a forced stop or
+        when the pool itself was cancelled, else ``failure``, or else a
+        timeout."""
+        if failure is not None and not isinstance(failure, Exception):
+            fatal = _first_fatal(failure)
+            if fatal is not None:
+                self._on_fatal(fatal)
+                return outcome.Error(_without_cancelled(failure) or fatal)
+            return None  # cancelled from outside the worker: hand it back
         if self._forced:
             return None
         if failure is not None:
@@ -196,7 +302,30 @@ class WorkerPool:
         if isinstance(result, outcome.Error):
             error = result.error
             if not isinstance(error, Exception):
-                result.unwrap()  # Cancelled, KeyboardInterrupt, ...: not a verdict
+                if _cancelled_around_us():
+                    result.unwrap()  # our cancel (with whatever came along): the loop sorts it
+                return self._not_cancelled(error)
             if self._forced:
                 return None  # the work failed because we stopped it
         return result
+
+    def _not_cancelled(self, error: BaseException) -> outcome.Outcome[object] | None:
+        """The result of a work that raised a BaseException while nothing had
+        cancelled it."""
+        fatal = _first_fatal(error)
+        if fatal is not None:
+            # Recorded as this attempt's failure; the client stops and
+            # re-raises it once every outcome is written.
+            self._on_fatal(fatal)
+            return outcome.Error(_without_cancelled(error) or fatal)
+        rest = _without_cancelled(error)
+        if self._forced:
+            return None
+        if rest is not None:
+            return outcome.Error(rest)  # errors, beside a stray Cancelled
+        # Re-raised outside the cancel scope it belonged to, most likely: it
+        # is the work's failure, and must not end the worker (Trio would take
+        # it for the cancellation of something around it).
+        stray = StrayCancelled("work raised trio.Cancelled, but nothing had cancelled it")
+        stray.__cause__ = error
+        return outcome.Error(stray)

@@ -95,6 +95,24 @@ _CANCEL_AGAIN = 1.0
 _CANCEL_BOUND = 5.0
 
 
+#: Threads that open and cancel connections are limited apart from Trio's
+#: default limiter, which user work shares: works blocked in 40 threads
+#: would otherwise keep the store from opening any connection (even the one
+#: that writes outcomes at stop). A connection is opened per pool slot and
+#: lane, a few dozen at most, so this bounds nothing in practice.
+_DRIVER_THREADS: trio.lowlevel.RunVar[trio.CapacityLimiter] = trio.lowlevel.RunVar(
+    "trio_delta_driver_threads")
+
+
+def _driver_threads() -> trio.CapacityLimiter:
+    try:
+        return _DRIVER_THREADS.get()
+    except LookupError:
+        limiter = trio.CapacityLimiter(64)
+        _DRIVER_THREADS.set(limiter)
+        return limiter
+
+
 def ready_now(fileno: int, wait: int) -> Ready:
     """What of ``wait`` the socket is ready for right now (poll(), so no
     FD_SETSIZE limit). An error or hang-up reads as ready: libpq then
@@ -241,7 +259,8 @@ class TrioConnection(psycopg.AsyncConnection[Any]):
             try:
                 while exchange.live:
                     # PQcancel blocks (a connection of its own): in a thread.
-                    await trio.to_thread.run_sync(cancel.cancel, abandon_on_cancel=True)
+                    await trio.to_thread.run_sync(cancel.cancel, abandon_on_cancel=True,
+                                                  limiter=_driver_threads())
                     with trio.move_on_after(_CANCEL_AGAIN):
                         await exchange.run()
             except (psycopg.Error, OSError) as exc:
@@ -257,7 +276,7 @@ async def connect(conninfo: str, *, autocommit: bool) -> TrioConnection:
     DNS, TLS, several hosts, ``connect_timeout``, all as libpq does them),
     then hand it to Trio."""
     pgconn = await trio.to_thread.run_sync(
-        pq.PGconn.connect, conninfo.encode(), abandon_on_cancel=True
+        pq.PGconn.connect, conninfo.encode(), abandon_on_cancel=True, limiter=_driver_threads()
     )
     if pgconn.status != pq.ConnStatus.OK:
         message = pgconn.get_error_message()
