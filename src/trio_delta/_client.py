@@ -393,6 +393,6 @@ async def open_delta_client(
     pool_size = config.pool_size or _default_pool_size(checked)
     driver = "native" if config.driver == "native" else "trio-asyncio"
     async with open_postgres_store(conninfo, schema=config.schema, pool_size=pool_size,
-                                   driver=driver) as store, \
+                                   driver=driver, lock_timeout=config.lock_timeout) as store, \
             run_client(store, controllers, checked, config) as client:
         yield client

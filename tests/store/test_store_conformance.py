@@ -4,6 +4,7 @@ against both adapters: Postgres (the reference) and the memory store."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, cast
@@ -99,16 +100,27 @@ def backend(request: pytest.FixtureRequest) -> tuple[str, str, str]:
     return ("postgres", request.getfixturevalue("pg_dsn"), request.getfixturevalue("schema_name"))
 
 
-@pytest.fixture
-async def store(backend: tuple[str, str, str]) -> AsyncIterator[Store]:
+@asynccontextmanager
+async def lock_bounded_store(
+    backend: tuple[str, str, str], *, lock_timeout: float | None
+) -> AsyncIterator[Store]:
+    """The backend's store, whose upserts wait at most ``lock_timeout`` for a
+    row another transaction holds."""
     kind, dsn, schema = backend
     if kind == "memory":
-        async with open_memory_store() as memory:
+        async with open_memory_store(lock_timeout=lock_timeout) as memory:
             yield memory
         return
     await delta.migrate(dsn, schema=schema)
-    async with open_postgres_store(dsn, schema=schema, pool_size=4) as pg:
+    async with open_postgres_store(dsn, schema=schema, pool_size=4,
+                                   lock_timeout=lock_timeout) as pg:
         yield pg
+
+
+@pytest.fixture
+async def store(backend: tuple[str, str, str]) -> AsyncIterator[Store]:
+    async with lock_bounded_store(backend, lock_timeout=None) as opened:
+        yield opened
 
 
 # -- helpers --------------------------------------------------------------------
@@ -914,6 +926,54 @@ async def test_outcome_for_a_row_held_by_a_transaction_waits_for_commit(store: S
             assert done == []
     assert done == [0]  # it saw the committed change: rescheduled
     assert (await get(store, "a")).state is S.SCHEDULED
+
+
+async def test_upsert_of_a_row_held_by_a_transaction_gives_up_naming_it(
+    backend: tuple[str, str, str],
+) -> None:
+    async with lock_bounded_store(backend, lock_timeout=0.3) as store:
+        await upsert(store, [prep(Item("a", 1)), prep(Item("b", 1))], now=at(0))
+        async with store.queue.transaction() as tx:
+            await upsert(store, [prep(Item("b", 2))], now=at(1), tx=tx)
+            started = trio.current_time()
+            with trio.fail_after(5), pytest.raises(delta.LockTimeoutError) as caught:
+                await upsert(store, [prep(Item("b", 3))], now=at(2))
+            assert 0.25 <= trio.current_time() - started < 3
+            assert (caught.value.kind, caught.value.object_id) == ("item", "b")
+            assert "item 'b'" in str(caught.value)
+            assert "lock" in str(caught.value)
+            assert not caught.value.maybe_applied
+            # Another row is not held up, and nothing of the failed one was written.
+            await upsert(store, [prep(Item("a", 2))], now=at(3))
+            assert decoded(await get(store, "b"))["value"] == 1
+        assert decoded(await get(store, "b"))["value"] == 2
+
+
+async def test_a_quiet_batch_gives_up_naming_the_held_row(
+    backend: tuple[str, str, str],
+) -> None:
+    async with lock_bounded_store(backend, lock_timeout=0.3) as store:
+        await upsert(store, [prep(Item(k, 1)) for k in "abc"], now=at(0))
+        async with store.queue.transaction() as tx:
+            await upsert(store, [prep(Item("b", 2))], now=at(1), tx=tx)
+            with trio.fail_after(5), pytest.raises(delta.LockTimeoutError) as caught:
+                await store.queue.upsert_quiet([prep(Item(k, 3)) for k in "abc"],
+                                               UpsertParams(at(2)))
+            assert (caught.value.kind, caught.value.object_id) == ("item", "b")
+        assert [decoded(await get(store, k))["value"] for k in "abc"] == [1, 2, 1]
+
+
+async def test_upsert_in_a_transaction_gives_up_on_a_row_another_holds(
+    backend: tuple[str, str, str],
+) -> None:
+    async with lock_bounded_store(backend, lock_timeout=0.3) as store:
+        await upsert(store, [prep(Item("a", 1))], now=at(0))
+        async with store.queue.transaction() as holder:
+            await upsert(store, [prep(Item("a", 2))], now=at(1), tx=holder)
+            with trio.fail_after(5), pytest.raises(delta.LockTimeoutError, match="item 'a'"):
+                async with store.queue.transaction() as tx:
+                    await upsert(store, [prep(Item("a", 3))], now=at(2), tx=tx)
+        assert decoded(await get(store, "a"))["value"] == 2
 
 
 async def test_upsert_rejects_a_foreign_transaction(store: Store) -> None:

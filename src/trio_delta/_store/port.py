@@ -36,6 +36,9 @@ State rules every adapter follows:
   attempt and ``attempted_by``; if the hash changed meanwhile the row is
   rescheduled at ``now`` (attempt 0) instead, except for handbacks, which
   always restore ``scheduled`` at ``now`` with the attempt before the claim.
+* upsert of a row another transaction holds waits at most the store's lock
+  timeout, then raises :class:`~trio_delta.LockTimeoutError` naming the row,
+  writing nothing.
 """
 
 from __future__ import annotations

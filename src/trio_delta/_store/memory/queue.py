@@ -56,7 +56,7 @@ class MemoryQueue:
                 raise StoreError("inform failed: the transaction is already over")
             mtx = tx
         keys = [(item.kind, item.object_id) for item in unique]
-        await self._t.wait_unlocked(keys, mtx)
+        await self._t.wait_unlocked(keys, mtx, self._t.lock_timeout)
         if mtx is not None:
             if mtx.closed:
                 raise StoreError("inform failed: the transaction is already over")

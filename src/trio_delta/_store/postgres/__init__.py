@@ -44,8 +44,10 @@ log = logging.getLogger("trio_delta.store")
 class PostgresStore:
     """The store on a Postgres database; open it with :func:`open_postgres_store`."""
 
-    def __init__(self, *, dsn: str, schema: str, bridge: Bridge, pool: Pool) -> None:
-        self.connections = Connections(dsn=dsn, schema=schema, bridge=bridge, pool=pool)
+    def __init__(self, *, dsn: str, schema: str, bridge: Bridge, pool: Pool,
+                 lock_timeout: float | None = None) -> None:
+        self.connections = Connections(dsn=dsn, schema=schema, bridge=bridge, pool=pool,
+                                       lock_timeout=lock_timeout)
         self.schema = schema
         self.queue = PostgresQueue(self.connections)
         self.control = PostgresControl(self.connections)
@@ -81,17 +83,19 @@ class PostgresStore:
 @asynccontextmanager
 async def open_postgres_store(
     dsn: str, *, schema: str, pool_size: int, driver: Driver = "native",
-    check_schema: bool = True,
+    check_schema: bool = True, lock_timeout: float | None = None,
 ) -> AsyncGenerator[PostgresStore, None]:
     """Open the driver, a connection pool and the store.
 
     The first statement runs at once, so a bad DSN fails here with one clear
     error; with ``check_schema`` it raises :class:`NotMigratedError` unless
-    the schema is current.
+    the schema is current. ``lock_timeout`` bounds every lock wait of the
+    store's own statements (None: no bound).
     """
     async with open_bridge(driver) as bridge:
         pool = bridge.pool(dsn, max_size=pool_size)
-        store = PostgresStore(dsn=dsn, schema=schema, bridge=bridge, pool=pool)
+        store = PostgresStore(dsn=dsn, schema=schema, bridge=bridge, pool=pool,
+                              lock_timeout=lock_timeout)
         try:
             version = await store.schema_version()
             if check_schema:

@@ -20,6 +20,7 @@ from typing import Any, LiteralString, TypeVar
 import msgspec
 import psycopg
 import trio
+from psycopg import pq
 from psycopg.types.json import set_json_loads
 
 from ..._errors import StoreError
@@ -48,8 +49,27 @@ def notify_channel(schema: str) -> str:
 
 
 def store_error(exc: BaseException, what: str) -> StoreError:
+    if isinstance(exc, psycopg.errors.LockNotAvailable):
+        # The server refused the statement: it was rolled back, for sure.
+        return StoreError(f"{what} failed: a lock another transaction holds was not "
+                          "released within the lock timeout", maybe_applied=False)
     maybe_applied = isinstance(exc, psycopg.OperationalError)
     return StoreError(f"{what} failed: {redact(str(exc)).strip()}", maybe_applied=maybe_applied)
+
+
+def lock_timeout_ms(seconds: float | None) -> str:
+    """``lock_timeout`` as Postgres takes it: milliseconds, ``0`` for none."""
+    if seconds is None:
+        return "0"
+    return str(min(max(round(seconds * 1000), 1), 2**31 - 1))
+
+
+def idle_and_healthy(conn: Conn) -> bool:
+    """Whether a connection that just failed a statement can take the next
+    one: the server refused the statement (a lock timeout, a constraint)
+    but the session itself is fine, outside any transaction."""
+    return (not conn.closed and conn.pgconn.status == pq.ConnStatus.OK
+            and conn.pgconn.transaction_status == pq.TransactionStatus.IDLE)
 
 
 def load_json(data: str | bytes) -> Any:
@@ -126,25 +146,35 @@ def lane_settings(name: str) -> list[LiteralString]:
 class _Lane:
     """A dedicated autocommit connection for one hot path, reconnected on loss."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, lock_timeout: float | None) -> None:
         self.name = name
+        self.lock_timeout = lock_timeout
         self.conn: Conn | None = None
         self.lock = trio.Lock()
 
+    async def drop(self) -> None:
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.close()
 
 
 class Connections:
     """The pool and the lanes of one store, and the one way across the bridge."""
 
-    def __init__(self, *, dsn: str, schema: str, bridge: Bridge, pool: Pool) -> None:
+    def __init__(self, *, dsn: str, schema: str, bridge: Bridge, pool: Pool,
+                 lock_timeout: float | None = None) -> None:
         self.dsn = dsn
         self.schema = schema
         self.bridge = bridge
         self.pool = pool
         self.queries = Queries(schema)
         self.channel = notify_channel(schema)
+        self.lock_timeout = lock_timeout
+        """The longest any lock wait of this store lasts (None: no bound)."""
         self._lanes = {
-            name: _Lane(name) for name in (*CLAIM_LANES, "complete", "inform", "leader")
+            name: _Lane(name, lock_timeout)
+            for name in (*CLAIM_LANES, "complete", "inform", "leader")
         }
 
     def describe(self) -> str:
@@ -165,26 +195,32 @@ class Connections:
 
         async def run() -> R:
             if lane.conn is None or lane.conn.closed:
-                lane.conn = await self._lane_connection(lane.name)
+                lane.conn = await self._lane_connection(lane)
+            conn = lane.conn
             try:
-                return await fn(lane.conn)
-            except psycopg.OperationalError:
-                # The connection may be dead; drop it so the next call reconnects.
-                conn, lane.conn = lane.conn, None
-                await conn.close()
+                return await fn(conn)
+            except psycopg.Error:
+                if not idle_and_healthy(conn):
+                    await lane.drop()  # it may be dead: the next call reconnects
                 raise
 
         async with lane.lock:
             return await self.call(run, what=what)
 
-    async def _lane_connection(self, name: str) -> Conn:
+    async def _lane_connection(self, lane: _Lane) -> Conn:
         """A new connection with the lane's settings, or none at all: a lane
         must never run on a connection that missed one of them."""
         conn = await self.bridge.connect(self.dsn, autocommit=True)
         try:
             set_json_loads(load_json, conn)
-            for statement in lane_settings(name):
+            for statement in lane_settings(lane.name):
                 await conn.execute(statement)
+            if lane.lock_timeout is not None:
+                # No statement of a lane waits on a lock without bound: a
+                # backend left waiting would outlive a call given up on (and
+                # its connection), and still commit when the lock goes.
+                await conn.execute(self.queries["set_lock_timeout"],
+                                   {"lock_timeout": lock_timeout_ms(lane.lock_timeout)})
         except BaseException:
             # Runs on either driver's loop (this may be asyncio code under
             # trio-asyncio), so no Trio shield: close what can be closed.

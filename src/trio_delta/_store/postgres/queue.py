@@ -27,12 +27,15 @@ from ..params import (
     UpsertParams,
     UpsertResult,
     dedupe,
+    lock_timeout_error,
 )
 from ..port import StoreTransaction
 from .connections import (
     Conn,
     Connections,
     encode_error,
+    idle_and_healthy,
+    lock_timeout_ms,
     row_from_columns,
 )
 
@@ -154,6 +157,26 @@ class PostgresQueue:
                 results.append(UpsertResult(unchanged[key], already_exists=True, changed=False))
         return results
 
+    async def _held(self, conn: Conn, items: Sequence[PreparedObject]) -> list[tuple[str, str]]:
+        """The (kind, id) of ``items`` whose rows another transaction holds,
+        for an error to name; one item is named without asking."""
+        if len(items) == 1:
+            return [(items[0].kind, items[0].object_id)]
+        if not idle_and_healthy(conn):
+            return []  # a user's transaction the failure aborted: cannot ask
+        cur = await conn.execute(
+            self._queries["held_rows"],
+            {"kind": [i.kind for i in items], "object_id": [i.object_id for i in items]},
+        )
+        return [(kind, object_id) for kind, object_id in await cur.fetchall()]
+
+    def _lock_timeout_param(self) -> dict[str, str]:
+        return {"lock_timeout": lock_timeout_ms(self._c.lock_timeout)}
+
+    @property
+    def _bounds_informs(self) -> bool:
+        return self._c.lock_timeout is not None
+
     async def upsert(
         self, items: Sequence[PreparedObject], params: UpsertParams,
         tx: StoreTransaction | None = None,
@@ -165,15 +188,40 @@ class PostgresQueue:
             if not isinstance(tx, PostgresTransaction):
                 raise TypeError("tx must come from this client's transaction()")
             conn = tx.conn
+
+            async def in_users_transaction() -> list[UpsertResult]:
+                if not self._bounds_informs:
+                    return await self._bounded(conn, unique, params)
+                # The bound holds for this inform only: the user's own later
+                # statements keep the lock_timeout they had.
+                cur = await conn.execute(self._queries["scope_lock_timeout"],
+                                         self._lock_timeout_param())
+                row = await cur.fetchone()
+                assert row is not None
+                results = await self._bounded(conn, unique, params)
+                await conn.execute(self._queries["set_local_lock_timeout"],
+                                   {"lock_timeout": row[0]})
+                return results
+
             async with tx.lock:
-                return await self._c.call(lambda: self._upsert_on(conn, unique, params),
-                                          what="inform")
+                return await self._c.call(in_users_transaction, what="inform")
 
         async def in_transaction(conn: Conn) -> list[UpsertResult]:
             async with conn.transaction():
-                return await self._upsert_on(conn, unique, params)
+                if self._bounds_informs:
+                    await conn.execute(self._queries["set_local_lock_timeout"],
+                                       self._lock_timeout_param())
+                return await self._bounded(conn, unique, params)
 
         return await self._c.on_pool(in_transaction, "inform")
+
+    async def _bounded(self, conn: Conn, items: list[PreparedObject], params: UpsertParams
+                       ) -> list[UpsertResult]:
+        try:
+            return await self._upsert_on(conn, items, params)
+        except psycopg.errors.LockNotAvailable as exc:
+            raise lock_timeout_error("inform", await self._held(conn, items),
+                                     self._c.lock_timeout) from exc
 
     async def upsert_quiet(self, items: Sequence[PreparedObject], params: UpsertParams) -> None:
         unique = dedupe(items)
@@ -181,11 +229,16 @@ class PostgresQueue:
             return
 
         async def in_transaction(conn: Conn) -> None:
-            async with conn.transaction():
-                to_write = await self._fresh(conn, unique, params)
-                if to_write:
-                    await conn.execute(self._queries["upsert_quiet"],
-                                       self._upsert_params(to_write, params))
+            try:
+                async with conn.transaction():
+                    to_write = await self._fresh(conn, unique, params)
+                    if to_write:
+                        await conn.execute(self._queries["upsert_quiet"],
+                                           self._upsert_params(to_write, params))
+            except psycopg.errors.LockNotAvailable as exc:
+                # Rolled back: the lane may ask which rows were held.
+                raise lock_timeout_error("informer batch", await self._held(conn, unique),
+                                         self._c.lock_timeout) from exc
 
         await self._c.on_lane("inform", in_transaction, "informer batch")
 

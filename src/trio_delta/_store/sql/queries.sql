@@ -156,6 +156,38 @@ notified as (
 select id, state, attempt, scheduled_at, synced_at
 from updated, (select count(*) from notified) as n
 
+-- name: set_lock_timeout
+-- A lane's bound on every lock wait of its session, in milliseconds.
+select set_config('lock_timeout', %(lock_timeout)s, false)
+
+-- name: set_local_lock_timeout
+-- The same for the rest of the current transaction only.
+select set_config('lock_timeout', %(lock_timeout)s, true)
+
+-- name: scope_lock_timeout
+-- The same inside a user's transaction, returning the value in force
+-- before, to be put back (set_local_lock_timeout) for the user's later
+-- statements.
+select old, set_config('lock_timeout', %(lock_timeout)s, true)
+from (select current_setting('lock_timeout') as old offset 0) as s
+
+-- name: held_rows
+-- Which of these rows another transaction holds now, to name them in an
+-- error. The rows it could lock are released as the statement ends.
+with lockable as (
+    select r.id
+    from {schema}.resources as r
+    join unnest(%(kind)s::text[], %(object_id)s::text[]) as i(kind, object_id)
+        on r.kind = i.kind and r.object_id = i.object_id
+    for update of r skip locked
+)
+select r.kind, r.object_id
+from {schema}.resources as r
+join unnest(%(kind)s::text[], %(object_id)s::text[]) as i(kind, object_id)
+    on r.kind = i.kind and r.object_id = i.object_id
+where r.id not in (select id from lockable)
+order by r.id
+
 -- name: next_scheduled_at
 select min(scheduled_at)
 from {schema}.resources
