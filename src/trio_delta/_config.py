@@ -168,7 +168,7 @@ class Config:
     lock_timeout: float = 10.0
     """Longest an inform waits for a row another transaction holds before it
     fails with ``LockTimeoutError``; it also bounds every lock wait on the
-    client's own connections."""
+    client's own connections, and an outcome held up longer is logged."""
     maintenance_interval: float = 60.0
     """The leader runs rescuer, expirer and cleaner this often."""
     rescue_after: float = 60.0

@@ -178,6 +178,19 @@ class AppliedOutcome:
     synced_at: datetime | None
 
 
+@dataclass(slots=True)
+class Completed:
+    """What :meth:`~.port.QueueStore.complete` did with a batch of outcomes.
+
+    ``locked`` holds the ids of outcomes left alone because another
+    transaction held their row: they are neither applied nor refused, and
+    may be completed again later.
+    """
+
+    applied: list[AppliedOutcome]
+    locked: list[int]
+
+
 # -- the control plane ------------------------------------------------------------
 
 #: A kind's row in the controllers table (public as ``InformerState``).

@@ -22,6 +22,7 @@ from ..params import (
     AppliedOutcome,
     ClaimBudget,
     ClaimRequest,
+    Completed,
     Outcome,
     OutcomeKind,
     UpsertParams,
@@ -271,9 +272,9 @@ class PostgresQueue:
 
     async def complete(
         self, outcomes: Sequence[Outcome], *, now: datetime, client_id: str
-    ) -> list[AppliedOutcome]:
+    ) -> Completed:
         if not outcomes:
-            return []
+            return Completed([], [])
         params = {
             "id": [o.id for o in outcomes],
             "attempt": [o.attempt for o in outcomes],
@@ -288,11 +289,16 @@ class PostgresQueue:
         }
         assert all(o.kind is not OutcomeKind.FAILED or o.retry_at is not None for o in outcomes)
 
-        async def run(conn: Conn) -> list[AppliedOutcome]:
+        async def run(conn: Conn) -> Completed:
             cur = await conn.execute(self._queries["complete"], params, binary=True)
             parse = ResourceState.parse
-            return [AppliedOutcome(r[0], parse(r[1]), r[2], r[3], r[4])
-                    for r in await cur.fetchall()]
+            done = Completed([], [])
+            for r in await cur.fetchall():
+                if r[5]:
+                    done.locked.append(r[0])
+                else:
+                    done.applied.append(AppliedOutcome(r[0], parse(r[1]), r[2], r[3], r[4]))
+            return done
 
         return await self._c.on_lane("complete", run, "writing outcomes")
 

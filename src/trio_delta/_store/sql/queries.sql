@@ -113,6 +113,16 @@ with outcome as materialized (
         %(error)b::text[], %(retry_at)b::timestamptz[]
     ) as o(id, attempt, hash, outcome, error, retry_at)
 ),
+-- The batch's rows, locked here without waiting (as strongly as the update
+-- below locks them): a row another transaction holds (a user's open
+-- transaction that informed it, a SELECT ... FOR UPDATE) is skipped and
+-- reported below, so one held row cannot stall the whole batch, and with it
+-- every worker behind the outcome writer.
+target as materialized (
+    select id from {schema}.resources
+    where id = any(%(id)b::bigint[])
+    for no key update skip locked
+),
 updated as (
     update {schema}.resources as r
     set state = case
@@ -138,11 +148,11 @@ updated as (
             else r.errors || jsonb_build_array(o.error::jsonb) end,
         updated_at = %(now)s
     from outcome as o
-    -- Rows are found by primary key ("id = any"), then matched to their
-    -- outcome. The guard on state is written so that no index on state can
+    -- Rows are found by primary key ("id = any", the locked ones), then
+    -- matched to their outcome. The guard on state is written so that no index on state can
     -- serve it: with one, the planner (estimating few pending rows) joined
     -- every pending row against every outcome, 100 x 100 per batch.
-    where r.id = any(%(id)b::bigint[])
+    where r.id = any(array(select id from target))
       and r.id = o.id
       and (r.state = 'pending') is true
       and r.attempt = o.attempt
@@ -152,9 +162,17 @@ updated as (
 notified as (
     select pg_notify(%(channel)s, namespace)
     from (select distinct namespace from updated where state = 'scheduled') as n
+),
+-- Skipped rows that exist (a deleted row is no reason to try again).
+held as (
+    select id from {schema}.resources
+    where id = any(array(
+        select o.id from outcome as o where not exists (select from target as t where t.id = o.id)))
 )
-select id, state, attempt, scheduled_at, synced_at
+select id, state, attempt, scheduled_at, synced_at, false as held
 from updated, (select count(*) from notified) as n
+union all
+select id, null, null, null, null, true from held
 
 -- name: set_lock_timeout
 -- A lane's bound on every lock wait of its session, in milliseconds.
