@@ -1406,6 +1406,17 @@ async def test_one_leader_at_a_time_until_its_lease_expires(store: Store) -> Non
     assert await store.control.get_leader("m") == delta_leader("c2", at(17), at(27))
 
 
+async def test_a_late_renewal_never_shortens_the_lease(store: Store) -> None:
+    """A renewal the client gave up on may still commit after a newer one
+    (its statement was on its way, or waiting for a lock, on a connection the
+    client abandoned): the newer lease, the one the leader acts on, stands."""
+    assert await store.control.elect("m", client_id="c1", now=at(0), expires_at=at(10))
+    assert await store.control.elect("m", client_id="c1", now=at(6), expires_at=at(16))
+    await store.control.elect("m", client_id="c1", now=at(3), expires_at=at(13))  # the late one
+    assert await store.control.get_leader("m") == delta_leader("c1", at(0), at(16))
+    assert not await store.control.elect("m", client_id="c2", now=at(14), expires_at=at(24))
+
+
 async def test_only_the_leader_can_resign(store: Store) -> None:
     await store.control.elect("m", client_id="c1", now=at(0), expires_at=at(10))
     await store.control.resign("m", client_id="c2")

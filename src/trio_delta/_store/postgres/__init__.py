@@ -45,9 +45,11 @@ class PostgresStore:
     """The store on a Postgres database; open it with :func:`open_postgres_store`."""
 
     def __init__(self, *, dsn: str, schema: str, bridge: Bridge, pool: Pool,
-                 lock_timeout: float | None = None) -> None:
+                 lock_timeout: float | None = None,
+                 leader_lock_timeout: float | None = None) -> None:
         self.connections = Connections(dsn=dsn, schema=schema, bridge=bridge, pool=pool,
-                                       lock_timeout=lock_timeout)
+                                       lock_timeout=lock_timeout,
+                                       leader_lock_timeout=leader_lock_timeout)
         self.schema = schema
         self.queue = PostgresQueue(self.connections)
         self.control = PostgresControl(self.connections)
@@ -84,18 +86,21 @@ class PostgresStore:
 async def open_postgres_store(
     dsn: str, *, schema: str, pool_size: int, driver: Driver = "native",
     check_schema: bool = True, lock_timeout: float | None = None,
+    leader_lock_timeout: float | None = None,
 ) -> AsyncGenerator[PostgresStore, None]:
     """Open the driver, a connection pool and the store.
 
     The first statement runs at once, so a bad DSN fails here with one clear
     error; with ``check_schema`` it raises :class:`NotMigratedError` unless
     the schema is current. ``lock_timeout`` bounds every lock wait of the
-    store's own statements (None: no bound).
+    store's own statements (None: no bound); the leader's connection uses
+    ``leader_lock_timeout`` instead, when given.
     """
     async with open_bridge(driver) as bridge:
         pool = bridge.pool(dsn, max_size=pool_size)
         store = PostgresStore(dsn=dsn, schema=schema, bridge=bridge, pool=pool,
-                              lock_timeout=lock_timeout)
+                              lock_timeout=lock_timeout,
+                              leader_lock_timeout=leader_lock_timeout)
         try:
             version = await store.schema_version()
             if check_schema:

@@ -167,7 +167,8 @@ class Connections:
     """The pool and the lanes of one store, and the one way across the bridge."""
 
     def __init__(self, *, dsn: str, schema: str, bridge: Bridge, pool: Pool,
-                 lock_timeout: float | None = None) -> None:
+                 lock_timeout: float | None = None,
+                 leader_lock_timeout: float | None = None) -> None:
         self.dsn = dsn
         self.schema = schema
         self.bridge = bridge
@@ -177,9 +178,10 @@ class Connections:
         self.lock_timeout = lock_timeout
         """The longest any lock wait of this store lasts (None: no bound)."""
         self._lanes = {
-            name: _Lane(name, lock_timeout)
-            for name in (*CLAIM_LANES, "complete", "inform", "leader")
+            name: _Lane(name, lock_timeout) for name in (*CLAIM_LANES, "complete", "inform")
         }
+        self._lanes["leader"] = _Lane(
+            "leader", lock_timeout if leader_lock_timeout is None else leader_lock_timeout)
 
     def describe(self) -> str:
         return describe_dsn(self.dsn)

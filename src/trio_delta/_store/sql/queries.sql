@@ -282,13 +282,18 @@ from {schema}.controllers
 order by kind
 
 -- name: elect
+-- A renewal never moves the expiry back: one the client gave up on (sent
+-- earlier, on a connection it abandoned) may commit after a newer one, and
+-- must not shorten the lease the leader acts on.
 insert into {schema}.leader as l (name, leader_id, elected_at, expires_at)
 values (%(name)s, %(client_id)s, %(now)s, %(expires_at)s)
 on conflict (name) do update
     set leader_id = excluded.leader_id,
         elected_at = case when l.leader_id = excluded.leader_id then l.elected_at
                           else excluded.elected_at end,
-        expires_at = excluded.expires_at
+        expires_at = case when l.leader_id = excluded.leader_id
+                          then greatest(l.expires_at, excluded.expires_at)
+                          else excluded.expires_at end
     where l.leader_id = excluded.leader_id or l.expires_at < %(now)s
 returning leader_id
 
