@@ -25,7 +25,11 @@ from psycopg.types.json import set_json_loads
 
 from ..._errors import StoreError
 from ..._types import AttemptError, ResourceRow, ResourceState
-from .._bridge import Bridge, Pool
+from .._bridge import (
+    Bridge,
+    Pool,
+    _still_connected,  # pyright: ignore[reportPrivateUsage]  # the pool's own check, shared
+)
 from ..dsn import describe_dsn, redact
 from ..queries import Queries
 
@@ -70,6 +74,13 @@ def idle_and_healthy(conn: Conn) -> bool:
     but the session itself is fine, outside any transaction."""
     return (not conn.closed and conn.pgconn.status == pq.ConnStatus.OK
             and conn.pgconn.transaction_status == pq.TransactionStatus.IDLE)
+
+
+def _never_ran(exc: psycopg.Error) -> bool:
+    """The server closed the session as idle just as the statement was sent:
+    it ended the session without reading the statement, so running it again
+    on a new connection cannot apply it twice."""
+    return exc.sqlstate == "57P05"  # idle_session_timeout
 
 
 def load_json(data: str | bytes) -> Any:
@@ -200,15 +211,29 @@ class Connections:
         lane = self._lanes[lane_name]
 
         async def run() -> R:
-            if lane.conn is None or lane.conn.closed:
-                lane.conn = await self._lane_connection(lane)
-            conn = lane.conn
-            try:
-                return await fn(conn)
-            except psycopg.Error:
-                if not idle_and_healthy(conn):
-                    await lane.drop()  # it may be dead: the next call reconnects
-                raise
+            retried = False
+            while True:
+                if lane.conn is not None and not _still_connected(lane.conn):
+                    # Closed by the server while idle (idle_session_timeout, a
+                    # restart, a proxy): found before sending anything, so
+                    # reconnecting loses nothing.
+                    log.debug("the %s connection was closed by the server; reconnecting",
+                              lane.name)
+                    await lane.drop()
+                if lane.conn is None:
+                    lane.conn = await self._lane_connection(lane)
+                conn = lane.conn
+                try:
+                    return await fn(conn)
+                except psycopg.Error as exc:
+                    if idle_and_healthy(conn):
+                        raise  # refused by the server; the session is fine
+                    await lane.drop()  # the next call reconnects
+                    if retried or not _never_ran(exc):
+                        raise
+                    log.debug("the %s connection was closed by the server as the statement "
+                              "was sent; sending it again on a new one", lane.name)
+                    retried = True
 
         async with lane.lock:
             return await self.call(run, what=what)

@@ -40,6 +40,9 @@ from .connections import (
     row_from_columns,
 )
 
+#: The server version that has ``idle_session_timeout`` (Postgres 14).
+IDLE_SESSION_TIMEOUT_SINCE = 140000
+
 
 class PostgresTransaction:
     """A user transaction on a pooled connection (see ``Client.transaction``)."""
@@ -343,7 +346,17 @@ class PostgresQueue:
     async def listen(self) -> AsyncGenerator[PostgresListener, None]:
         async def connect() -> Conn:
             conn = await self._c.bridge.connect(self._c.dsn, autocommit=True)
-            await conn.execute(sql.SQL("listen {}").format(sql.Identifier(self._c.channel)))
+            try:
+                if conn.info.server_version >= IDLE_SESSION_TIMEOUT_SINCE:
+                    # Waiting idle for notifications is this session's job: a
+                    # server closing idle sessions would drop it every few
+                    # seconds, and the notifications sent while it reconnects.
+                    await conn.execute("set idle_session_timeout = 0")
+                await conn.execute(sql.SQL("listen {}").format(sql.Identifier(self._c.channel)))
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await conn.close()
+                raise
             return conn
 
         conn = await self._c.call(connect, what="LISTEN")
