@@ -68,5 +68,7 @@ async def test_the_outcome_join_never_rescans_the_batch(
     # The quadratic shape: a join filter discarding (n - 1) rows per row.
     assert "Rows Removed by Join Filter" not in plan, plan
     assert "JIT" not in plan, plan
+    # Rows, to lock or to update, are found by primary key, never by a scan.
+    assert "Seq Scan" not in plan, plan
     update = next(line for line in plan.splitlines() if "Update on resources" in line)
     assert "rows=400" in update, plan

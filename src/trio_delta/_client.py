@@ -402,7 +402,11 @@ async def open_delta_client(
     conninfo = with_connect_timeout(normalize_dsn(dsn))
     pool_size = config.pool_size or _default_pool_size(checked)
     driver = "native" if config.driver == "native" else "trio-asyncio"
+    # The leader's statements give up well before its lease would run out,
+    # rather than be cancelled mid-wait and leave their backend waiting.
+    leader_lock_timeout = min(config.lock_timeout, config.leader_ttl / 3)
     async with open_postgres_store(conninfo, schema=config.schema, pool_size=pool_size,
-                                   driver=driver) as store, \
+                                   driver=driver, lock_timeout=config.lock_timeout,
+                                   leader_lock_timeout=leader_lock_timeout) as store, \
             run_client(store, controllers, checked, config) as client:
         yield client

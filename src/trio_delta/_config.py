@@ -165,6 +165,10 @@ class Config:
     """The fetcher looks for work at least this often even without a NOTIFY."""
     leader_ttl: float = 15.0
     """Leadership lasts this long unless renewed (renewed every third)."""
+    lock_timeout: float = 10.0
+    """Longest an inform waits for a row another transaction holds before it
+    fails with ``LockTimeoutError``; it also bounds every lock wait on the
+    client's own connections, and an outcome held up longer is logged."""
     maintenance_interval: float = 60.0
     """The leader runs rescuer, expirer and cleaner this often."""
     rescue_after: float = 60.0
@@ -198,7 +202,7 @@ class Config:
             if f.name in {"inform_interval"}:
                 _check_duration(f.name, getattr(self, f.name), allow_negative=True)
             elif f.name in {"work_timeout", "inform_timeout", "poll_interval", "leader_ttl",
-                            "maintenance_interval", "flush_interval"}:
+                            "lock_timeout", "maintenance_interval", "flush_interval"}:
                 _check_duration(f.name, getattr(self, f.name), allow_zero=False)
             elif f.name in {"inform_jitter", "rescue_after", "synced_retention",
                             "degraded_retention", "deleted_retention", "shutdown_grace"}:

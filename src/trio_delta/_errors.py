@@ -32,6 +32,21 @@ class StoreError(DeltaError):
         self.maybe_applied = maybe_applied
 
 
+class LockTimeoutError(StoreError):
+    """A row stayed locked by another transaction for longer than
+    :attr:`Config.lock_timeout`; nothing was written.
+
+    ``kind`` and ``object_id`` name the row (for a batch, the first one found
+    held; None when it was released before it could be named).
+    """
+
+    def __init__(self, message: str, *, kind: str | None = None,
+                 object_id: str | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.object_id = object_id
+
+
 class ResourceStateError(DeltaError):
     """An operation is not allowed in the resource's current state (for example
     invalidating a resource that is not synced)."""

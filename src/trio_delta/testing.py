@@ -218,7 +218,8 @@ async def open_test_client(
     checked = check_namespaces(namespaces)
     if config is None:
         config = Config(random=random.Random(seed), client_id="test-client")
-    store = store if store is not None else MemoryStore(anchor=DEFAULT_ANCHOR)
+    if store is None:
+        store = MemoryStore(anchor=DEFAULT_ANCHOR, lock_timeout=config.lock_timeout)
     observed = _ObservedStore(store)
     async with (
         run_client(cast(Store, observed), controllers, checked, config) as client,

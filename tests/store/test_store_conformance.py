@@ -4,6 +4,7 @@ against both adapters: Postgres (the reference) and the memory store."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, cast
@@ -18,6 +19,7 @@ from trio_delta._objects import PreparedObject, prepare_object
 from trio_delta._store.memory import MemoryStore, open_memory_store
 from trio_delta._store.params import (
     MAX_ERRORS,
+    AppliedOutcome,
     Change,
     ClaimRequest,
     ControllerState,
@@ -99,16 +101,27 @@ def backend(request: pytest.FixtureRequest) -> tuple[str, str, str]:
     return ("postgres", request.getfixturevalue("pg_dsn"), request.getfixturevalue("schema_name"))
 
 
-@pytest.fixture
-async def store(backend: tuple[str, str, str]) -> AsyncIterator[Store]:
+@asynccontextmanager
+async def lock_bounded_store(
+    backend: tuple[str, str, str], *, lock_timeout: float | None
+) -> AsyncIterator[Store]:
+    """The backend's store, whose upserts wait at most ``lock_timeout`` for a
+    row another transaction holds."""
     kind, dsn, schema = backend
     if kind == "memory":
-        async with open_memory_store() as memory:
+        async with open_memory_store(lock_timeout=lock_timeout) as memory:
             yield memory
         return
     await delta.migrate(dsn, schema=schema)
-    async with open_postgres_store(dsn, schema=schema, pool_size=4) as pg:
+    async with open_postgres_store(dsn, schema=schema, pool_size=4,
+                                   lock_timeout=lock_timeout) as pg:
         yield pg
+
+
+@pytest.fixture
+async def store(backend: tuple[str, str, str]) -> AsyncIterator[Store]:
+    async with lock_bounded_store(backend, lock_timeout=None) as opened:
+        yield opened
 
 
 # -- helpers --------------------------------------------------------------------
@@ -199,8 +212,16 @@ def error(rec: ResourceRow[Any], now: datetime, text: str = "boom") -> AttemptEr
     return AttemptError(at=now, attempt=rec.attempt, error=text, trace="Traceback ...")
 
 
+async def complete(store: Store, outcomes: list[Outcome], *, now: datetime,
+                   client_id: str) -> list[AppliedOutcome]:
+    """The outcomes that applied, where no row is held by a transaction."""
+    done = await store.queue.complete(outcomes, now=now, client_id=client_id)
+    assert done.locked == []
+    return done.applied
+
+
 async def fail(store: Store, rec: ResourceRow[Any], now: datetime, retry_at: datetime) -> None:
-    (applied,) = await store.queue.complete(
+    (applied,) = await complete(store,
         [outcome(rec, OutcomeKind.FAILED, error=error(rec, now), retry_at=retry_at)],
         now=now,
         client_id=CLIENT,
@@ -224,7 +245,7 @@ async def synced_row(store: Store, item: PreparedObject) -> ResourceRow[Any]:
     """``item`` stored, worked once and synced at t=2."""
     await upsert(store, [item], now=at(0))
     rec = await claim_one(store, at(1), namespace=item.namespace, kinds={item.kind: None})
-    await store.queue.complete([outcome(rec, OutcomeKind.SYNCED)], now=at(2), client_id=CLIENT)
+    await complete(store, [outcome(rec, OutcomeKind.SYNCED)], now=at(2), client_id=CLIENT)
     return await get(store, rec.object_id, rec.kind)
 
 
@@ -344,7 +365,7 @@ async def test_process_existing_reschedules_an_unchanged_row(store: Store) -> No
     rec = await claim_one(store, at(1))
     await fail(store, rec, at(2), retry_at=at(3))
     rec = await claim_one(store, at(3))
-    await store.queue.complete([outcome(rec, OutcomeKind.SYNCED)], now=at(4), client_id=CLIENT)
+    await complete(store, [outcome(rec, OutcomeKind.SYNCED)], now=at(4), client_id=CLIENT)
     (result,) = await upsert(store, [prep(Item("a", 1))], now=at(10), process_existing=True)
     new = result.row
     assert (result.already_exists, result.changed) == (True, True)
@@ -459,7 +480,7 @@ async def test_claim_only_takes_claimable_states(store: Store) -> None:
     )
     recs = {r.object_id: r for r in await claim(store, at(1), limit=5)}
     assert set(recs) == {"synced", "failed", "degraded", "deleted", "pending"}
-    await store.queue.complete(
+    await complete(store,
         [
             outcome(recs["synced"], OutcomeKind.SYNCED),
             outcome(
@@ -558,7 +579,7 @@ async def test_claim_results_are_ordered_across_requests(store: Store) -> None:
 async def test_synced_outcome_marks_row_synced(store: Store) -> None:
     await upsert(store, [prep(Item("a"))], now=at(0))
     rec = await claim_one(store, at(1))
-    (applied,) = await store.queue.complete(
+    (applied,) = await complete(store,
         [outcome(rec, OutcomeKind.SYNCED)], now=at(3), client_id=CLIENT
     )
     assert (applied.id, applied.state, applied.attempt) == (rec.id, S.SYNCED, 1)
@@ -572,7 +593,7 @@ async def test_failed_outcome_records_error_and_retries_at_retry_at(store: Store
     await upsert(store, [prep(Item("a"))], now=at(0))
     rec = await claim_one(store, at(1))
     err = error(rec, at(2))
-    (applied,) = await store.queue.complete(
+    (applied,) = await complete(store,
         [outcome(rec, OutcomeKind.FAILED, error=err, retry_at=at(7))], now=at(2), client_id=CLIENT
     )
     assert (applied.state, applied.attempt, applied.scheduled_at, applied.synced_at) == (
@@ -587,7 +608,7 @@ async def test_failed_outcome_records_error_and_retries_at_retry_at(store: Store
     again = await claim_one(store, at(7))
     assert (again.attempt, again.errors) == (2, (err,))
     err2 = error(again, at(8), "again")
-    await store.queue.complete(
+    await complete(store,
         [outcome(again, OutcomeKind.FAILED, error=err2, retry_at=at(9))],
         now=at(8),
         client_id=CLIENT,
@@ -600,7 +621,7 @@ async def test_synced_after_failures_keeps_the_error_history(store: Store) -> No
     rec = await claim_one(store, at(1))
     await fail(store, rec, at(2), retry_at=at(3))
     rec = await claim_one(store, at(3))
-    await store.queue.complete([outcome(rec, OutcomeKind.SYNCED)], now=at(4), client_id=CLIENT)
+    await complete(store, [outcome(rec, OutcomeKind.SYNCED)], now=at(4), client_id=CLIENT)
     row = await get(store, "a")
     assert (row.state, row.attempt, len(row.errors)) == (S.SYNCED, 2, 1)
 
@@ -609,7 +630,7 @@ async def test_degraded_outcome_records_error_and_is_not_claimable(store: Store)
     await upsert(store, [prep(Item("a"))], now=at(0))
     rec = await claim_one(store, at(1))
     err = error(rec, at(2), "out of attempts")
-    (applied,) = await store.queue.complete(
+    (applied,) = await complete(store,
         [outcome(rec, OutcomeKind.DEGRADED, error=err)], now=at(2), client_id=CLIENT
     )
     assert (applied.state, applied.attempt, applied.scheduled_at) == (S.DEGRADED, 1, at(0))
@@ -621,7 +642,7 @@ async def test_degraded_outcome_records_error_and_is_not_claimable(store: Store)
 async def test_deleted_outcome_marks_row_deleted(store: Store) -> None:
     await upsert(store, [prep(Item("a"))], now=at(0))
     rec = await claim_one(store, at(1))
-    (applied,) = await store.queue.complete(
+    (applied,) = await complete(store,
         [outcome(rec, OutcomeKind.DELETED)], now=at(2), client_id=CLIENT
     )
     assert (applied.state, applied.attempt, applied.synced_at) == (S.DELETED, 1, None)
@@ -634,7 +655,7 @@ async def test_handback_restores_the_attempt_and_schedules_at_now(store: Store) 
     rec = await claim_one(store, at(1))
     await fail(store, rec, at(2), retry_at=at(3))
     rec = await claim_one(store, at(4))
-    (applied,) = await store.queue.complete(
+    (applied,) = await complete(store,
         [outcome(rec, OutcomeKind.HANDBACK)], now=at(5), client_id=CLIENT
     )
     assert (applied.state, applied.attempt, applied.scheduled_at) == (S.SCHEDULED, 1, at(5))
@@ -648,11 +669,10 @@ async def test_late_outcome_of_a_handed_back_claim_is_not_applied(store: Store) 
     # if it ever ends, its outcome must change nothing.
     await upsert(store, [prep(Item("a"))], now=at(0))
     rec = await claim_one(store, at(1))
-    await store.queue.complete([outcome(rec, OutcomeKind.HANDBACK)], now=at(2), client_id=CLIENT)
+    await complete(store, [outcome(rec, OutcomeKind.HANDBACK)], now=at(2), client_id=CLIENT)
     before = await get(store, "a")
     for kind in (OutcomeKind.SYNCED, OutcomeKind.DELETED, OutcomeKind.HANDBACK):
-        assert await store.queue.complete([outcome(rec, kind)], now=at(3),
-                                          client_id=CLIENT) == []
+        assert await complete(store, [outcome(rec, kind)], now=at(3), client_id=CLIENT) == []
     assert await get(store, "a") == before
     assert (before.state, before.attempt, before.synced_at) == (S.SCHEDULED, 0, None)
 
@@ -660,30 +680,30 @@ async def test_late_outcome_of_a_handed_back_claim_is_not_applied(store: Store) 
 async def test_guard_rejects_stale_attempt_other_client_and_finished_rows(store: Store) -> None:
     await upsert(store, [prep(Item("a"))], now=at(0))
     first = await claim_one(store, at(1))
-    await store.queue.complete([outcome(first, OutcomeKind.HANDBACK)], now=at(2), client_id=CLIENT)
+    await complete(store, [outcome(first, OutcomeKind.HANDBACK)], now=at(2), client_id=CLIENT)
     current = await claim_one(store, at(3))
     before = await get(store, "a")
     rejected = [
         outcome(current, OutcomeKind.SYNCED),  # wrong client, below
     ]
-    assert await store.queue.complete(rejected, now=at(4), client_id="client-b") == []
+    assert await complete(store, rejected, now=at(4), client_id="client-b") == []
     stale = Outcome(
         id=current.id, attempt=current.attempt + 1, hash=current.hash, kind=OutcomeKind.SYNCED
     )
-    assert await store.queue.complete([stale], now=at(4), client_id=CLIENT) == []
+    assert await complete(store, [stale], now=at(4), client_id=CLIENT) == []
     missing = Outcome(id=999, attempt=1, hash=current.hash, kind=OutcomeKind.SYNCED)
-    assert await store.queue.complete([missing], now=at(4), client_id=CLIENT) == []
+    assert await complete(store, [missing], now=at(4), client_id=CLIENT) == []
     assert await get(store, "a") == before
     assert (
         len(
-            await store.queue.complete(
+            await complete(store,
                 [outcome(current, OutcomeKind.SYNCED)], now=at(5), client_id=CLIENT
             )
         )
         == 1
     )
     assert (
-        await store.queue.complete(
+        await complete(store,
             [outcome(current, OutcomeKind.DELETED)], now=at(6), client_id=CLIENT
         )
         == []
@@ -697,7 +717,7 @@ async def test_outcome_of_an_earlier_claim_is_rejected(store: Store) -> None:
     await fail(store, old, at(2), retry_at=at(3))
     new = await claim_one(store, at(3))
     assert (
-        await store.queue.complete([outcome(old, OutcomeKind.SYNCED)], now=at(4), client_id=CLIENT)
+        await complete(store, [outcome(old, OutcomeKind.SYNCED)], now=at(4), client_id=CLIENT)
         == []
     )
     assert (await get(store, "a")).state is S.PENDING
@@ -707,7 +727,7 @@ async def test_outcome_of_an_earlier_claim_is_rejected(store: Store) -> None:
 async def test_complete_applies_a_batch_and_reports_only_what_applied(store: Store) -> None:
     await upsert(store, [prep(Item(k)) for k in "abc"], now=at(0))
     a, b, c = await claim(store, at(1))
-    applied = await store.queue.complete(
+    applied = await complete(store,
         [
             outcome(a, OutcomeKind.SYNCED),
             Outcome(b.id, 7, b.hash, OutcomeKind.SYNCED),
@@ -718,7 +738,7 @@ async def test_complete_applies_a_batch_and_reports_only_what_applied(store: Sto
     )
     assert sorted((x.id, x.state) for x in applied) == [(a.id, S.SYNCED), (c.id, S.DELETED)]
     assert (await get(store, "b")).state is S.PENDING
-    assert await store.queue.complete([], now=at(3), client_id=CLIENT) == []
+    assert await complete(store, [], now=at(3), client_id=CLIENT) == []
 
 
 @pytest.mark.parametrize(
@@ -735,7 +755,7 @@ async def test_outcome_after_object_changed_reschedules_at_now_with_attempt_zero
         extra["error"] = error(rec, at(3))
     if kind is OutcomeKind.FAILED:
         extra["retry_at"] = at(50)
-    (applied,) = await store.queue.complete(
+    (applied,) = await complete(store,
         [outcome(rec, kind, **extra)], now=at(3), client_id=CLIENT
     )
     assert (applied.state, applied.attempt, applied.scheduled_at, applied.synced_at) == (
@@ -757,7 +777,7 @@ async def test_outcome_after_object_changed_clears_errors_of_the_old_object(
     await fail(store, rec, at(2), retry_at=at(3))
     rec = await claim_one(store, at(3))
     await upsert(store, [prep(Item("a", 2))], now=at(4))
-    await store.queue.complete([outcome(rec, OutcomeKind.SYNCED)], now=at(5), client_id=CLIENT)
+    await complete(store, [outcome(rec, OutcomeKind.SYNCED)], now=at(5), client_id=CLIENT)
     row = await get(store, "a")
     assert (row.state, row.attempt) == (S.SCHEDULED, 0)
     assert row.errors == ()
@@ -769,7 +789,7 @@ async def test_handback_after_object_changed_still_restores_the_attempt(store: S
     await fail(store, rec, at(2), retry_at=at(3))
     rec = await claim_one(store, at(3))
     await upsert(store, [prep(Item("a", 2))], now=at(4))
-    (applied,) = await store.queue.complete(
+    (applied,) = await complete(store,
         [outcome(rec, OutcomeKind.HANDBACK)], now=at(5), client_id=CLIENT
     )
     assert (applied.state, applied.attempt, applied.scheduled_at) == (S.SCHEDULED, 1, at(5))
@@ -907,27 +927,93 @@ async def test_claim_skips_rows_held_by_an_open_transaction(store: Store) -> Non
     assert [(r.object_id, decoded(r)["value"]) for r in got] == [("a", 1), ("b", 2)]
 
 
-async def test_outcome_for_a_row_held_by_a_transaction_waits_for_commit(store: Store) -> None:
+async def test_outcomes_for_rows_held_by_a_transaction_are_skipped_and_reported(
+    store: Store,
+) -> None:
+    await upsert(store, [prep(Item(k, 1)) for k in "abc"], now=at(0))
+    a, b, c = await claim(store, at(1))
+    with trio.fail_after(5):  # skipped, never waited for
+        async with store.queue.transaction() as tx:
+            await upsert(store, [prep(Item("b", 2))], now=at(2), tx=tx)
+            done = await store.queue.complete(
+                [outcome(r, OutcomeKind.SYNCED) for r in (a, b, c)], now=at(3),
+                client_id=CLIENT)
+            assert sorted(x.id for x in done.applied) == [a.id, c.id]
+            assert done.locked == [b.id]
+            assert (await get(store, "b")).state is S.PENDING
+    # Once the transaction is over, the same outcome applies, and sees the
+    # change committed meanwhile: rescheduled for the new version.
+    done = await store.queue.complete([outcome(b, OutcomeKind.SYNCED)], now=at(4),
+                                      client_id=CLIENT)
+    assert ([(x.id, x.state, x.attempt) for x in done.applied], done.locked) == (
+        [(b.id, S.SCHEDULED, 0)], [])
+
+
+async def test_a_held_row_is_reported_even_when_its_outcome_would_not_apply(
+    store: Store,
+) -> None:
+    """The guard is checked once the row is free; rows that are gone are not
+    reported (there is nothing to wait for)."""
     await upsert(store, [prep(Item("a", 1))], now=at(0))
     rec = await claim_one(store, at(1))
-    done: list[int] = []
-
-    async def complete() -> None:
-        done.extend(
-            a.attempt
-            for a in await store.queue.complete(
-                [outcome(rec, OutcomeKind.SYNCED)], now=at(3), client_id=CLIENT
-            )
-        )
-
-    with trio.fail_after(5):  # a waiter nobody wakes fails rather than hangs
-        async with trio.open_nursery() as nursery, store.queue.transaction() as tx:
+    ghost = Outcome(id=999, attempt=1, hash=rec.hash, kind=OutcomeKind.SYNCED)
+    with trio.fail_after(5):  # skipped, never waited for
+        async with store.queue.transaction() as tx:
             await upsert(store, [prep(Item("a", 2))], now=at(2), tx=tx)
-            nursery.start_soon(complete)
-            await trio.sleep(0.3)
-            assert done == []
-    assert done == [0]  # it saw the committed change: rescheduled
-    assert (await get(store, "a")).state is S.SCHEDULED
+            done = await store.queue.complete([outcome(rec, OutcomeKind.SYNCED), ghost],
+                                              now=at(3), client_id="client-b")
+            assert (done.applied, done.locked) == ([], [rec.id])
+    done = await store.queue.complete([outcome(rec, OutcomeKind.SYNCED)], now=at(4),
+                                      client_id="client-b")
+    assert (done.applied, done.locked) == ([], [])
+
+
+async def test_upsert_of_a_row_held_by_a_transaction_gives_up_naming_it(
+    backend: tuple[str, str, str],
+) -> None:
+    async with lock_bounded_store(backend, lock_timeout=0.3) as store:
+        await upsert(store, [prep(Item("a", 1)), prep(Item("b", 1))], now=at(0))
+        async with store.queue.transaction() as tx:
+            await upsert(store, [prep(Item("b", 2))], now=at(1), tx=tx)
+            started = trio.current_time()
+            with trio.fail_after(5), pytest.raises(delta.LockTimeoutError) as caught:
+                await upsert(store, [prep(Item("b", 3))], now=at(2))
+            assert 0.25 <= trio.current_time() - started < 3
+            assert (caught.value.kind, caught.value.object_id) == ("item", "b")
+            assert "item 'b'" in str(caught.value)
+            assert "lock" in str(caught.value)
+            assert not caught.value.maybe_applied
+            # Another row is not held up, and nothing of the failed one was written.
+            await upsert(store, [prep(Item("a", 2))], now=at(3))
+            assert decoded(await get(store, "b"))["value"] == 1
+        assert decoded(await get(store, "b"))["value"] == 2
+
+
+async def test_a_quiet_batch_gives_up_naming_the_held_row(
+    backend: tuple[str, str, str],
+) -> None:
+    async with lock_bounded_store(backend, lock_timeout=0.3) as store:
+        await upsert(store, [prep(Item(k, 1)) for k in "abc"], now=at(0))
+        async with store.queue.transaction() as tx:
+            await upsert(store, [prep(Item("b", 2))], now=at(1), tx=tx)
+            with trio.fail_after(5), pytest.raises(delta.LockTimeoutError) as caught:
+                await store.queue.upsert_quiet([prep(Item(k, 3)) for k in "abc"],
+                                               UpsertParams(at(2)))
+            assert (caught.value.kind, caught.value.object_id) == ("item", "b")
+        assert [decoded(await get(store, k))["value"] for k in "abc"] == [1, 2, 1]
+
+
+async def test_upsert_in_a_transaction_gives_up_on_a_row_another_holds(
+    backend: tuple[str, str, str],
+) -> None:
+    async with lock_bounded_store(backend, lock_timeout=0.3) as store:
+        await upsert(store, [prep(Item("a", 1))], now=at(0))
+        async with store.queue.transaction() as holder:
+            await upsert(store, [prep(Item("a", 2))], now=at(1), tx=holder)
+            with trio.fail_after(5), pytest.raises(delta.LockTimeoutError, match="item 'a'"):
+                async with store.queue.transaction() as tx:
+                    await upsert(store, [prep(Item("a", 3))], now=at(2), tx=tx)
+        assert decoded(await get(store, "a"))["value"] == 2
 
 
 async def test_upsert_rejects_a_foreign_transaction(store: Store) -> None:
@@ -994,7 +1080,7 @@ async def test_listener_is_not_woken_by_writes_that_make_nothing_claimable(store
         await upsert(store, [prep(Item("s1"), namespace="sentinel")], now=at(3))
         assert await next_payload(listener) == "sentinel"
         # The outcome sees the changed hash: rescheduled, so claimable again.
-        await store.queue.complete([outcome(rec, OutcomeKind.SYNCED)], now=at(4), client_id=CLIENT)
+        await complete(store, [outcome(rec, OutcomeKind.SYNCED)], now=at(4), client_id=CLIENT)
         assert await next_payload(listener) == "default"
         rec = await claim_one(store, at(5))
         await fail(store, rec, at(6), retry_at=at(9))  # claimable only later: no wake-up
@@ -1006,7 +1092,7 @@ async def test_listener_wakes_on_handback(store: Store) -> None:
     await upsert(store, [prep(Item("a"), namespace="alpha")], now=at(0))
     rec = await claim_one(store, at(1), namespace="alpha")
     async with store.queue.listen() as listener:
-        await store.queue.complete(
+        await complete(store,
             [outcome(rec, OutcomeKind.HANDBACK)], now=at(2), client_id=CLIENT
         )
         assert await next_payload(listener) == "alpha"
@@ -1079,7 +1165,7 @@ async def mixed_rows(store: Store) -> None:
         await upsert(store, [prep(Item(key), max_attempts=attempts)], now=at(3))
         rec = await claim_one(store, at(4))
         kind = OutcomeKind.FAILED if attempts > 1 else OutcomeKind.DEGRADED
-        await store.queue.complete(
+        await complete(store,
             [
                 outcome(
                     rec, kind, error=error(rec, at(4)), retry_at=at(100) if attempts > 1 else None
@@ -1333,6 +1419,17 @@ async def test_one_leader_at_a_time_until_its_lease_expires(store: Store) -> Non
     assert await store.control.get_leader("m") == delta_leader("c2", at(17), at(27))
 
 
+async def test_a_late_renewal_never_shortens_the_lease(store: Store) -> None:
+    """A renewal the client gave up on may still commit after a newer one
+    (its statement was on its way, or waiting for a lock, on a connection the
+    client abandoned): the newer lease, the one the leader acts on, stands."""
+    assert await store.control.elect("m", client_id="c1", now=at(0), expires_at=at(10))
+    assert await store.control.elect("m", client_id="c1", now=at(6), expires_at=at(16))
+    await store.control.elect("m", client_id="c1", now=at(3), expires_at=at(13))  # the late one
+    assert await store.control.get_leader("m") == delta_leader("c1", at(0), at(16))
+    assert not await store.control.elect("m", client_id="c2", now=at(14), expires_at=at(24))
+
+
 async def test_only_the_leader_can_resign(store: Store) -> None:
     await store.control.elect("m", client_id="c1", now=at(0), expires_at=at(10))
     await store.control.resign("m", client_id="c2")
@@ -1395,7 +1492,7 @@ async def test_expire_turns_old_synced_rows_of_a_namespace_claimable(store: Stor
     for i, key in enumerate("abc"):
         await upsert(store, [prep(Item(key))], now=at(0))
         rec = await claim_one(store, at(1))
-        await store.queue.complete(
+        await complete(store,
             [outcome(rec, OutcomeKind.SYNCED)], now=at(4 - i), client_id=CLIENT
         )
     await synced_row(store, prep(Item("other"), namespace="other"))
@@ -1418,7 +1515,7 @@ async def test_clean_deletes_old_rows_of_one_state_and_namespace(store: Store) -
         store, [prep(Item(k)) for k in "abcd"] + [prep(Item("o"), namespace="other")], now=at(0)
     )
     recs = await claim(store, at(1), limit=3)
-    await store.queue.complete(
+    await complete(store,
         [outcome(r, OutcomeKind.DELETED) for r in recs], now=at(2), client_id=CLIENT
     )
     await upsert(store, [prep(Item("o"), namespace="other")], now=at(3))
@@ -1430,7 +1527,7 @@ async def test_clean_deletes_old_rows_of_one_state_and_namespace(store: Store) -
         "o",
     ]
     assert (
-        await store.queue.complete(
+        await complete(store,
             [outcome(recs[0], OutcomeKind.SYNCED)], now=at(4), client_id=CLIENT
         )
         == []

@@ -23,9 +23,9 @@ import trio_delta as delta
 from trio_delta._objects import PreparedObject, prepare_object
 from trio_delta._store.memory import open_memory_store
 from trio_delta._store.params import (
-    AppliedOutcome,
     Change,
     ClaimRequest,
+    Completed,
     Outcome,
     OutcomeKind,
     RescueParams,
@@ -107,10 +107,10 @@ class Complete:
 @dataclass(frozen=True)
 class InTransaction:
     """Upserts in a transaction; meanwhile, outside it, ``while_open`` (ops that
-    skip locked rows or only read: a write to a held row would wait forever)."""
+    skip locked rows or only read: an upsert of a held row would wait)."""
 
     batches: list[Upsert]
-    while_open: list[Claim | Maintain | ListResources | NextScheduled]
+    while_open: list[Claim | Complete | Maintain | ListResources | NextScheduled]
     commit: bool
 
 
@@ -203,27 +203,29 @@ list_ops = st.builds(
     limit=st.none() | st.integers(0, 3),
     after_id=st.none() | st.integers(0, 6),
 )
+complete_ops = st.builds(
+    Complete,
+    picks=st.lists(
+        st.tuples(
+            st.integers(0, 4),
+            st.sampled_from(list(OutcomeKind)),
+            st.integers(0, 3),
+            st.integers(0, 5).map(lambda n: n > 0),
+        ),
+        min_size=1,
+        max_size=3,
+    ),
+)
 ops: st.SearchStrategy[Op] = st.one_of(
     upsert_ops,
     claim_ops,
     claim_ops,
-    st.builds(
-        Complete,
-        picks=st.lists(
-            st.tuples(
-                st.integers(0, 4),
-                st.sampled_from(list(OutcomeKind)),
-                st.integers(0, 3),
-                st.integers(0, 5).map(lambda n: n > 0),
-            ),
-            min_size=1,
-            max_size=3,
-        ),
-    ),
+    complete_ops,
     st.builds(
         InTransaction,
         batches=st.lists(upsert_ops, min_size=1, max_size=2),
-        while_open=st.lists(claim_ops | maintain_ops | list_ops, max_size=2),
+        # Outcomes skip the rows the transaction holds, and say which.
+        while_open=st.lists(claim_ops | complete_ops | maintain_ops | list_ops, max_size=2),
         commit=st.booleans(),
     ),
     list_ops,
@@ -269,8 +271,9 @@ def norm_upserts(results: list[UpsertResult]) -> list[Any]:
     return [(r.already_exists, r.changed, norm(r.row)) for r in results]
 
 
-def norm_applied(applied: list[AppliedOutcome]) -> list[Any]:
-    return sorted((a.id, a.state, a.attempt, a.scheduled_at, a.synced_at) for a in applied)
+def norm_applied(done: Completed) -> list[Any]:
+    return sorted([(a.id, a.state, a.attempt, a.scheduled_at, a.synced_at)
+                   for a in done.applied] + [(row_id, "locked") for row_id in done.locked])
 
 
 @dataclass

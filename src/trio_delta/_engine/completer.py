@@ -9,12 +9,19 @@ previous write is in flight, and an idle system pays no batching delay. A
 failed write is retried with backoff; the store applies outcomes
 idempotently (guarded by the claimed attempt), so a retry after an unknown
 result cannot double-apply.
+
+An outcome whose row another transaction holds (a user's open transaction
+that informed the object again, a ``SELECT ... FOR UPDATE``) is not waited
+for: the store skips it, the rest of the batch is written, and the completer
+keeps it aside and tries again with backoff, in later batches. One held row
+thus never stops the outcomes of the others, nor the workers behind them.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -31,6 +38,25 @@ log = logging.getLogger("trio_delta.completer")
 #: Called with the rows the written outcomes changed, as they are now.
 OnApplied = Callable[[list[ResourceRow[Any]]], None]
 
+#: First and longest wait before an outcome whose row was held is tried again.
+HELD_RETRY_FIRST = 0.05
+HELD_RETRY_MAX = 2.0
+
+
+@dataclasses.dataclass(slots=True)
+class _Held:
+    """An outcome whose row another transaction held at the last try."""
+
+    outcome: Outcome
+    completion: Completion
+    since: float  # trio time of the first try that found the row held
+    retry_at: float
+    delay: float
+    reported: bool = False
+
+
+Pending = tuple[Outcome, Completion]
+
 
 class Completer:
     def __init__(self, ctx: EngineContext, *, buffer: int, on_applied: OnApplied) -> None:
@@ -38,31 +64,60 @@ class Completer:
         self._clock = ctx.clock
         self._client_id = ctx.client_id
         self._batch_size = ctx.config.batch_size
+        self._report_after = ctx.config.lock_timeout
         self._judge = Judge(ctx)
         self._on_applied = on_applied
         self.send, self._receive = trio.open_memory_channel[Completion](buffer)
+        self._held: dict[int, _Held] = {}
         self.written = 0
         self.batches = 0
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Write outcomes until the send side is closed and everything is written."""
         task_status.started()
+        receiving = True
         async with self._receive:
-            async for first in self._receive:
-                batch = [first]
-                while len(batch) < self._batch_size:
+            while receiving or self._held:
+                batch = self._due()
+                if not batch:
+                    # Nothing held is due: wait for a completion, or until
+                    # the first held outcome is.
+                    with trio.move_on_at(self._next_retry()):
+                        if receiving:
+                            try:
+                                batch.append(self._pending(await self._receive.receive()))
+                            except trio.EndOfChannel:
+                                receiving = False
+                        else:
+                            await trio.sleep_forever()
+                while receiving and len(batch) < self._batch_size:
                     try:
-                        batch.append(self._receive.receive_nowait())
-                    except (trio.WouldBlock, trio.EndOfChannel):
+                        batch.append(self._pending(self._receive.receive_nowait()))
+                    except trio.WouldBlock:
                         break
-                await self._write(batch)
+                    except trio.EndOfChannel:
+                        receiving = False
+                if batch:
+                    await self._write(batch)
 
-    async def _write(self, batch: list[Completion]) -> None:
-        outcomes = [self._judge.outcome(c) for c in batch]
+    def _pending(self, completion: Completion) -> Pending:
+        return (self._judge.outcome(completion), completion)
+
+    def _next_retry(self) -> float:
+        return min((h.retry_at for h in self._held.values()), default=math.inf)
+
+    def _due(self) -> list[Pending]:
+        """Held outcomes due for another try, up to a batch."""
+        now = trio.current_time()
+        due = [h for h in self._held.values() if h.retry_at <= now][: self._batch_size]
+        return [(h.outcome, h.completion) for h in due]
+
+    async def _write(self, batch: list[Pending]) -> None:
+        outcomes = [o for o, _ in batch]
         delay = 0.05
         while True:
             try:
-                applied = await self._queue.complete(
+                done = await self._queue.complete(
                     outcomes, now=self._clock.now(), client_id=self._client_id
                 )
                 break
@@ -71,21 +126,55 @@ class Completer:
                             len(batch), delay, exc)
                 await trio.sleep(delay)
                 delay = min(delay * 2, 5.0)
-        self.written += len(applied)
+        self.written += len(done.applied)
         self.batches += 1
-        by_id = {o.id: (o, c) for o, c in zip(outcomes, batch, strict=True)}
-        if len(applied) < len(batch):
-            applied_ids = {a.id for a in applied}
+        by_id = {o.id: (o, c) for o, c in batch}
+        locked = set(done.locked)
+        for row_id in locked:
+            self._hold(*by_id[row_id])
+        if len(done.applied) + len(locked) < len(by_id):
+            applied_ids = {a.id for a in done.applied}
             for o, c in by_id.values():
-                if o.id not in applied_ids:
+                if o.id not in applied_ids and o.id not in locked:
+                    self._held.pop(o.id, None)
                     log.info(
                         "outcome %s for %s %r attempt %d not applied: the claim was lost "
                         "(rescued or handed back meanwhile)",
                         o.kind.value, c.resource.kind, c.resource.object_id, o.attempt,
                     )
-        rows = [applied_row(*by_id[a.id], a) for a in applied if a.id in by_id]
+        for a in done.applied:
+            self._release(a.id)
+        rows = [applied_row(*by_id[a.id], a) for a in done.applied if a.id in by_id]
         if rows:
             self._on_applied(rows)
+
+    def _hold(self, outcome: Outcome, completion: Completion) -> None:
+        now = trio.current_time()
+        held = self._held.get(outcome.id)
+        if held is None:
+            held = self._held[outcome.id] = _Held(outcome, completion, since=now, retry_at=now,
+                                                  delay=HELD_RETRY_FIRST)
+        else:
+            held.delay = min(held.delay * 2, HELD_RETRY_MAX)
+        held.retry_at = now + held.delay
+        waited = now - held.since
+        if not held.reported and waited >= self._report_after:
+            held.reported = True
+            resource = completion.resource
+            log.warning(
+                "%s %r has been locked by another transaction for %.1fs: its %s outcome "
+                "waits (other outcomes are written meanwhile) and is retried until the "
+                "lock is released", resource.kind, resource.object_id, waited,
+                outcome.kind.value,
+            )
+
+    def _release(self, row_id: int) -> None:
+        held = self._held.pop(row_id, None)
+        if held is not None and held.reported:
+            resource = held.completion.resource
+            log.info("%s %r: the lock was released; its %s outcome was written after "
+                     "waiting %.1fs", resource.kind, resource.object_id,
+                     held.outcome.kind.value, trio.current_time() - held.since)
 
 
 def applied_row(outcome: Outcome, completion: Completion, applied: AppliedOutcome

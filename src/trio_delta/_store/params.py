@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from .._errors import LockTimeoutError
 from .._objects import PreparedObject
 from .._types import AttemptError, InformerState, ResourceRow, ResourceState
 
@@ -30,6 +31,26 @@ def dedupe(items: Sequence[PreparedObject]) -> list[PreparedObject]:
     for item in items:
         latest[(item.kind, item.object_id)] = item
     return list(latest.values())
+
+
+def lock_timeout_error(what: str, held: Sequence[tuple[str, str]], seconds: float | None
+                       ) -> LockTimeoutError:
+    """The error of ``what`` (an upsert) given up after waiting ``seconds`` for
+    rows another transaction holds; ``held``: the (kind, id) of those rows,
+    as far as they are known."""
+    if held:
+        kind, object_id = held[0]
+        rows = f"{kind} {object_id!r}" + (f" (and {len(held) - 1} more)" if len(held) > 1
+                                          else "")
+    else:
+        kind = object_id = None
+        rows = "one of its rows"
+    return LockTimeoutError(
+        f"{what} failed: {rows} stayed locked by another transaction for "
+        + ("longer than the lock timeout" if seconds is None else f"{seconds:g}s")
+        + " (Config.lock_timeout); nothing was written",
+        kind=kind, object_id=object_id,
+    )
 
 
 # -- the queue ---------------------------------------------------------------------
@@ -155,6 +176,19 @@ class AppliedOutcome:
     attempt: int
     scheduled_at: datetime
     synced_at: datetime | None
+
+
+@dataclass(slots=True)
+class Completed:
+    """What :meth:`~.port.QueueStore.complete` did with a batch of outcomes.
+
+    ``locked`` holds the ids of outcomes left alone because another
+    transaction held their row: they are neither applied nor refused, and
+    may be completed again later.
+    """
+
+    applied: list[AppliedOutcome]
+    locked: list[int]
 
 
 # -- the control plane ------------------------------------------------------------

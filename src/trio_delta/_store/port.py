@@ -36,6 +36,11 @@ State rules every adapter follows:
   attempt and ``attempted_by``; if the hash changed meanwhile the row is
   rescheduled at ``now`` (attempt 0) instead, except for handbacks, which
   always restore ``scheduled`` at ``now`` with the attempt before the claim.
+  A row another transaction holds is skipped, never waited for, and its id
+  reported as ``locked`` (the rest of the batch is applied).
+* upsert of a row another transaction holds waits at most the store's lock
+  timeout, then raises :class:`~trio_delta.LockTimeoutError` naming the row,
+  writing nothing.
 """
 
 from __future__ import annotations
@@ -48,9 +53,9 @@ from typing import Any, Protocol
 from .._objects import PreparedObject
 from .._types import Resource, ResourceRow, ResourceState
 from .params import (
-    AppliedOutcome,
     Change,
     ClaimRequest,
+    Completed,
     ControllerState,
     InformClaim,
     InformLease,
@@ -109,8 +114,9 @@ class QueueStore(Protocol):
 
     async def complete(
         self, outcomes: Sequence[Outcome], *, now: datetime, client_id: str
-    ) -> list[AppliedOutcome]:
-        """Apply outcomes atomically; returns those that applied."""
+    ) -> Completed:
+        """Apply outcomes in one statement: those that applied, and the ids
+        of those whose rows another transaction held (not waited for)."""
         ...
 
     async def next_scheduled_at(

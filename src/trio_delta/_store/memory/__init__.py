@@ -35,11 +35,12 @@ DEFAULT_ANCHOR = datetime(2030, 1, 1, tzinfo=UTC)
 class MemoryStore:
     """The store in process memory; see the module docstring."""
 
-    def __init__(self, *, anchor: datetime = DEFAULT_ANCHOR) -> None:
+    def __init__(self, *, anchor: datetime = DEFAULT_ANCHOR,
+                 lock_timeout: float | None = None) -> None:
         self.schema = "memory"
         self._anchor = anchor
         self._started_at: float | None = None
-        self.tables = Tables()
+        self.tables = Tables(lock_timeout=lock_timeout)
         self.queue = MemoryQueue(self.tables)
         self.control = MemoryControl(self.tables)
         self.insights = MemoryInsights(self.tables)
@@ -67,10 +68,11 @@ class MemoryStore:
 
 @asynccontextmanager
 async def open_memory_store(
-    *, anchor: datetime = DEFAULT_ANCHOR
+    *, anchor: datetime = DEFAULT_ANCHOR, lock_timeout: float | None = None,
 ) -> AsyncGenerator[MemoryStore, None]:
-    """A fresh, empty memory store whose ``database_now()`` is ``anchor``."""
-    store = MemoryStore(anchor=anchor)
+    """A fresh, empty memory store whose ``database_now()`` is ``anchor``;
+    upserts wait at most ``lock_timeout`` for rows a transaction holds."""
+    store = MemoryStore(anchor=anchor, lock_timeout=lock_timeout)
     try:
         yield store
     finally:

@@ -131,7 +131,8 @@ class MemoryControl:
         if old is None:
             self._t.leaders[name] = LeaderState(client_id, now, expires_at)
         elif old.leader_id == client_id:
-            self._t.leaders[name] = replace(old, expires_at=expires_at)
+            # Never back: a late renewal must not shorten a newer lease.
+            self._t.leaders[name] = replace(old, expires_at=max(old.expires_at, expires_at))
         elif old.expires_at < now:
             self._t.leaders[name] = LeaderState(client_id, now, expires_at)
         else:

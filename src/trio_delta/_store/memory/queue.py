@@ -23,6 +23,7 @@ from ..params import (
     AppliedOutcome,
     ClaimBudget,
     ClaimRequest,
+    Completed,
     Outcome,
     OutcomeKind,
     UpsertParams,
@@ -56,7 +57,7 @@ class MemoryQueue:
                 raise StoreError("inform failed: the transaction is already over")
             mtx = tx
         keys = [(item.kind, item.object_id) for item in unique]
-        await self._t.wait_unlocked(keys, mtx)
+        await self._t.wait_unlocked(keys, mtx, self._t.lock_timeout)
         if mtx is not None:
             if mtx.closed:
                 raise StoreError("inform failed: the transaction is already over")
@@ -196,17 +197,20 @@ class MemoryQueue:
 
     async def complete(
         self, outcomes: Sequence[Outcome], *, now: datetime, client_id: str
-    ) -> list[AppliedOutcome]:
+    ) -> Completed:
         await trio.lowlevel.checkpoint()
         if not outcomes:
-            return []
+            return Completed([], [])
         assert all(o.kind is not OutcomeKind.FAILED or o.retry_at is not None for o in outcomes)
-        keys = [self._t.rows[o.id].key for o in outcomes if o.id in self._t.rows]
-        await self._t.wait_unlocked(keys, None)
-        applied: list[AppliedOutcome] = []
+        done = Completed([], [])
         namespaces: set[str] = set()
         for outcome in outcomes:
             row = self._t.rows.get(outcome.id)
+            if row is not None and row.key in self._t.locks:
+                # FOR UPDATE SKIP LOCKED: reported, never waited for.
+                if outcome.id not in done.locked:
+                    done.locked.append(outcome.id)
+                continue
             if (
                 row is None
                 or row.row.state is not ResourceState.PENDING
@@ -217,12 +221,12 @@ class MemoryQueue:
             row = row.update(**self._outcome_changes(row.row, outcome, now))
             self._t.install(row)
             rec = row.row
-            applied.append(AppliedOutcome(rec.id, rec.state, rec.attempt, rec.scheduled_at,
-                                          rec.synced_at))
+            done.applied.append(AppliedOutcome(rec.id, rec.state, rec.attempt,
+                                               rec.scheduled_at, rec.synced_at))
             if rec.state is ResourceState.SCHEDULED:
                 namespaces.add(rec.namespace)
         self._t.notify(namespaces)
-        return applied
+        return done
 
     @staticmethod
     def _outcome_changes(rec: ResourceRow[Any], outcome: Outcome, now: datetime) -> dict[str, Any]:

@@ -20,7 +20,7 @@ import trio
 
 from ..._errors import ConfigError
 from ..._types import AttemptError, ResourceRow
-from ..params import MAX_ERRORS, ControllerState, LeaderState
+from ..params import MAX_ERRORS, ControllerState, LeaderState, lock_timeout_error
 
 Key = tuple[str, str]
 
@@ -92,7 +92,9 @@ class MemoryListener:
 class Tables:
     """The resources, controllers and leader tables of one memory store."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, lock_timeout: float | None = None) -> None:
+        self.lock_timeout = lock_timeout
+        """How long an upsert waits for rows a transaction holds (None: no bound)."""
         self.rows: dict[int, StoredRow] = {}
         self.ids: dict[Key, int] = {}
         self._last_id = 0
@@ -124,11 +126,18 @@ class Tables:
     def _blocked(self, keys: Iterable[Key], tx: MemoryTransaction | None) -> bool:
         return any(self.locks.get(key, tx) is not tx for key in keys)
 
-    async def wait_unlocked(self, keys: Sequence[Key], tx: MemoryTransaction | None) -> None:
+    async def wait_unlocked(self, keys: Sequence[Key], tx: MemoryTransaction | None,
+                            lock_timeout: float | None = None) -> None:
         """Wait while another transaction holds any of ``keys`` (Postgres would
-        block on the row lock until that transaction ends)."""
-        while self._blocked(keys, tx):
-            await self._released.wait()
+        block on the row lock until that transaction ends), at most
+        ``lock_timeout`` seconds: then :class:`LockTimeoutError`, as from
+        Postgres' ``lock_timeout``."""
+        with trio.move_on_after(math.inf if lock_timeout is None else lock_timeout):
+            while self._blocked(keys, tx):
+                await self._released.wait()
+            return
+        held = [key for key in keys if self.locks.get(key, tx) is not tx]
+        raise lock_timeout_error("inform", held, lock_timeout)
 
     def notify(self, payloads: Iterable[str]) -> None:
         for payload in sorted(set(payloads)):

@@ -45,8 +45,12 @@ log = logging.getLogger("trio_delta.store")
 class PostgresStore:
     """The store on a Postgres database; open it with :func:`open_postgres_store`."""
 
-    def __init__(self, *, dsn: str, schema: str, bridge: Bridge, pool: Pool) -> None:
-        self.connections = Connections(dsn=dsn, schema=schema, bridge=bridge, pool=pool)
+    def __init__(self, *, dsn: str, schema: str, bridge: Bridge, pool: Pool,
+                 lock_timeout: float | None = None,
+                 leader_lock_timeout: float | None = None) -> None:
+        self.connections = Connections(dsn=dsn, schema=schema, bridge=bridge, pool=pool,
+                                       lock_timeout=lock_timeout,
+                                       leader_lock_timeout=leader_lock_timeout)
         self.schema = schema
         self.queue = PostgresQueue(self.connections)
         self.control = PostgresControl(self.connections)
@@ -99,7 +103,8 @@ class PostgresStore:
 @asynccontextmanager
 async def open_postgres_store(
     dsn: str, *, schema: str, pool_size: int, driver: Driver = "native",
-    check_schema: bool = True, writable: bool = True,
+    check_schema: bool = True, writable: bool = True, lock_timeout: float | None = None,
+    leader_lock_timeout: float | None = None,
 ) -> AsyncGenerator[PostgresStore, None]:
     """Open the driver, a connection pool and the store.
 
@@ -107,10 +112,15 @@ async def open_postgres_store(
     error; with ``check_schema`` it raises :class:`NotMigratedError` unless
     the schema is current, and with ``writable`` :class:`StoreError` when
     the database takes no writes (a client there would only ever fail).
+    ``lock_timeout`` bounds every lock wait of the store's own statements
+    (None: no bound); the leader's connection uses ``leader_lock_timeout``
+    instead, when given.
     """
     async with open_bridge(driver) as bridge:
         pool = bridge.pool(dsn, max_size=pool_size)
-        store = PostgresStore(dsn=dsn, schema=schema, bridge=bridge, pool=pool)
+        store = PostgresStore(dsn=dsn, schema=schema, bridge=bridge, pool=pool,
+                              lock_timeout=lock_timeout,
+                              leader_lock_timeout=leader_lock_timeout)
         try:
             version = await store.schema_version()
             if check_schema:

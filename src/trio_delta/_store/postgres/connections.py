@@ -20,11 +20,16 @@ from typing import Any, LiteralString, TypeVar
 import msgspec
 import psycopg
 import trio
+from psycopg import pq
 from psycopg.types.json import set_json_loads
 
 from ..._errors import StoreError
 from ..._types import AttemptError, ResourceRow, ResourceState
-from .._bridge import Bridge, Pool
+from .._bridge import (
+    Bridge,
+    Pool,
+    _still_connected,  # pyright: ignore[reportPrivateUsage]  # the pool's own check, shared
+)
 from ..dsn import describe_dsn, redact
 from ..queries import Queries
 
@@ -48,8 +53,34 @@ def notify_channel(schema: str) -> str:
 
 
 def store_error(exc: BaseException, what: str) -> StoreError:
+    if isinstance(exc, psycopg.errors.LockNotAvailable):
+        # The server refused the statement: it was rolled back, for sure.
+        return StoreError(f"{what} failed: a lock another transaction holds was not "
+                          "released within the lock timeout", maybe_applied=False)
     maybe_applied = isinstance(exc, psycopg.OperationalError)
     return StoreError(f"{what} failed: {redact(str(exc)).strip()}", maybe_applied=maybe_applied)
+
+
+def lock_timeout_ms(seconds: float | None) -> str:
+    """``lock_timeout`` as Postgres takes it: milliseconds, ``0`` for none."""
+    if seconds is None:
+        return "0"
+    return str(min(max(round(seconds * 1000), 1), 2**31 - 1))
+
+
+def idle_and_healthy(conn: Conn) -> bool:
+    """Whether a connection that just failed a statement can take the next
+    one: the server refused the statement (a lock timeout, a constraint)
+    but the session itself is fine, outside any transaction."""
+    return (not conn.closed and conn.pgconn.status == pq.ConnStatus.OK
+            and conn.pgconn.transaction_status == pq.TransactionStatus.IDLE)
+
+
+def _never_ran(exc: psycopg.Error) -> bool:
+    """The server closed the session as idle just as the statement was sent:
+    it ended the session without reading the statement, so running it again
+    on a new connection cannot apply it twice."""
+    return exc.sqlstate == "57P05"  # idle_session_timeout
 
 
 def load_json(data: str | bytes) -> Any:
@@ -120,32 +151,48 @@ def lane_settings(name: str) -> list[LiteralString]:
         # With nested loops off, the join is a hash join over the rows found
         # by primary key, linear whatever the estimates.
         settings.append("set enable_nestloop = off")
+        # For the same reason it once scanned the whole table for the rows
+        # to lock: 400 ids in a literal array looked like most of a table
+        # without statistics. Every row is found by primary key.
+        settings.append("set enable_seqscan = off")
     return settings
 
 
 class _Lane:
     """A dedicated autocommit connection for one hot path, reconnected on loss."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, lock_timeout: float | None) -> None:
         self.name = name
+        self.lock_timeout = lock_timeout
         self.conn: Conn | None = None
         self.lock = trio.Lock()
 
+    async def drop(self) -> None:
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.close()
 
 
 class Connections:
     """The pool and the lanes of one store, and the one way across the bridge."""
 
-    def __init__(self, *, dsn: str, schema: str, bridge: Bridge, pool: Pool) -> None:
+    def __init__(self, *, dsn: str, schema: str, bridge: Bridge, pool: Pool,
+                 lock_timeout: float | None = None,
+                 leader_lock_timeout: float | None = None) -> None:
         self.dsn = dsn
         self.schema = schema
         self.bridge = bridge
         self.pool = pool
         self.queries = Queries(schema)
         self.channel = notify_channel(schema)
+        self.lock_timeout = lock_timeout
+        """The longest any lock wait of this store lasts (None: no bound)."""
         self._lanes = {
-            name: _Lane(name) for name in (*CLAIM_LANES, "complete", "inform", "leader")
+            name: _Lane(name, lock_timeout) for name in (*CLAIM_LANES, "complete", "inform")
         }
+        self._lanes["leader"] = _Lane(
+            "leader", lock_timeout if leader_lock_timeout is None else leader_lock_timeout)
 
     def describe(self) -> str:
         return describe_dsn(self.dsn)
@@ -164,27 +211,47 @@ class Connections:
         lane = self._lanes[lane_name]
 
         async def run() -> R:
-            if lane.conn is None or lane.conn.closed:
-                lane.conn = await self._lane_connection(lane.name)
-            try:
-                return await fn(lane.conn)
-            except psycopg.OperationalError:
-                # The connection may be dead; drop it so the next call reconnects.
-                conn, lane.conn = lane.conn, None
-                await conn.close()
-                raise
+            retried = False
+            while True:
+                if lane.conn is not None and not _still_connected(lane.conn):
+                    # Closed by the server while idle (idle_session_timeout, a
+                    # restart, a proxy): found before sending anything, so
+                    # reconnecting loses nothing.
+                    log.debug("the %s connection was closed by the server; reconnecting",
+                              lane.name)
+                    await lane.drop()
+                if lane.conn is None:
+                    lane.conn = await self._lane_connection(lane)
+                conn = lane.conn
+                try:
+                    return await fn(conn)
+                except psycopg.Error as exc:
+                    if idle_and_healthy(conn):
+                        raise  # refused by the server; the session is fine
+                    await lane.drop()  # the next call reconnects
+                    if retried or not _never_ran(exc):
+                        raise
+                    log.debug("the %s connection was closed by the server as the statement "
+                              "was sent; sending it again on a new one", lane.name)
+                    retried = True
 
         async with lane.lock:
             return await self.call(run, what=what)
 
-    async def _lane_connection(self, name: str) -> Conn:
+    async def _lane_connection(self, lane: _Lane) -> Conn:
         """A new connection with the lane's settings, or none at all: a lane
         must never run on a connection that missed one of them."""
         conn = await self.bridge.connect(self.dsn, autocommit=True)
         try:
             set_json_loads(load_json, conn)
-            for statement in lane_settings(name):
+            for statement in lane_settings(lane.name):
                 await conn.execute(statement)
+            if lane.lock_timeout is not None:
+                # No statement of a lane waits on a lock without bound: a
+                # backend left waiting would outlive a call given up on (and
+                # its connection), and still commit when the lock goes.
+                await conn.execute(self.queries["set_lock_timeout"],
+                                   {"lock_timeout": lock_timeout_ms(lane.lock_timeout)})
         except BaseException:
             # Runs on either driver's loop (this may be asyncio code under
             # trio-asyncio), so no Trio shield: close what can be closed.

@@ -21,11 +21,13 @@ from ..params import (
     AppliedOutcome,
     ClaimBudget,
     ClaimRequest,
+    Completed,
     Outcome,
     OutcomeKind,
     UpsertParams,
     UpsertResult,
     dedupe,
+    lock_timeout_error,
 )
 from ..port import StoreTransaction
 from ..trio_psycopg import read_notifies
@@ -33,8 +35,13 @@ from .connections import (
     Conn,
     Connections,
     encode_error,
+    idle_and_healthy,
+    lock_timeout_ms,
     row_from_columns,
 )
+
+#: The server version that has ``idle_session_timeout`` (Postgres 14).
+IDLE_SESSION_TIMEOUT_SINCE = 140000
 
 
 class PostgresTransaction:
@@ -154,6 +161,26 @@ class PostgresQueue:
                 results.append(UpsertResult(unchanged[key], already_exists=True, changed=False))
         return results
 
+    async def _held(self, conn: Conn, items: Sequence[PreparedObject]) -> list[tuple[str, str]]:
+        """The (kind, id) of ``items`` whose rows another transaction holds,
+        for an error to name; one item is named without asking."""
+        if len(items) == 1:
+            return [(items[0].kind, items[0].object_id)]
+        if not idle_and_healthy(conn):
+            return []  # a user's transaction the failure aborted: cannot ask
+        cur = await conn.execute(
+            self._queries["held_rows"],
+            {"kind": [i.kind for i in items], "object_id": [i.object_id for i in items]},
+        )
+        return [(kind, object_id) for kind, object_id in await cur.fetchall()]
+
+    def _lock_timeout_param(self) -> dict[str, str]:
+        return {"lock_timeout": lock_timeout_ms(self._c.lock_timeout)}
+
+    @property
+    def _bounds_informs(self) -> bool:
+        return self._c.lock_timeout is not None
+
     async def upsert(
         self, items: Sequence[PreparedObject], params: UpsertParams,
         tx: StoreTransaction | None = None,
@@ -165,15 +192,40 @@ class PostgresQueue:
             if not isinstance(tx, PostgresTransaction):
                 raise TypeError("tx must come from this client's transaction()")
             conn = tx.conn
+
+            async def in_users_transaction() -> list[UpsertResult]:
+                if not self._bounds_informs:
+                    return await self._bounded(conn, unique, params)
+                # The bound holds for this inform only: the user's own later
+                # statements keep the lock_timeout they had.
+                cur = await conn.execute(self._queries["scope_lock_timeout"],
+                                         self._lock_timeout_param())
+                row = await cur.fetchone()
+                assert row is not None
+                results = await self._bounded(conn, unique, params)
+                await conn.execute(self._queries["set_local_lock_timeout"],
+                                   {"lock_timeout": row[0]})
+                return results
+
             async with tx.lock:
-                return await self._c.call(lambda: self._upsert_on(conn, unique, params),
-                                          what="inform")
+                return await self._c.call(in_users_transaction, what="inform")
 
         async def in_transaction(conn: Conn) -> list[UpsertResult]:
             async with conn.transaction():
-                return await self._upsert_on(conn, unique, params)
+                if self._bounds_informs:
+                    await conn.execute(self._queries["set_local_lock_timeout"],
+                                       self._lock_timeout_param())
+                return await self._bounded(conn, unique, params)
 
         return await self._c.on_pool(in_transaction, "inform")
+
+    async def _bounded(self, conn: Conn, items: list[PreparedObject], params: UpsertParams
+                       ) -> list[UpsertResult]:
+        try:
+            return await self._upsert_on(conn, items, params)
+        except psycopg.errors.LockNotAvailable as exc:
+            raise lock_timeout_error("inform", await self._held(conn, items),
+                                     self._c.lock_timeout) from exc
 
     async def upsert_quiet(self, items: Sequence[PreparedObject], params: UpsertParams) -> None:
         unique = dedupe(items)
@@ -181,11 +233,16 @@ class PostgresQueue:
             return
 
         async def in_transaction(conn: Conn) -> None:
-            async with conn.transaction():
-                to_write = await self._fresh(conn, unique, params)
-                if to_write:
-                    await conn.execute(self._queries["upsert_quiet"],
-                                       self._upsert_params(to_write, params))
+            try:
+                async with conn.transaction():
+                    to_write = await self._fresh(conn, unique, params)
+                    if to_write:
+                        await conn.execute(self._queries["upsert_quiet"],
+                                           self._upsert_params(to_write, params))
+            except psycopg.errors.LockNotAvailable as exc:
+                # Rolled back: the lane may ask which rows were held.
+                raise lock_timeout_error("informer batch", await self._held(conn, unique),
+                                         self._c.lock_timeout) from exc
 
         await self._c.on_lane("inform", in_transaction, "informer batch")
 
@@ -218,9 +275,9 @@ class PostgresQueue:
 
     async def complete(
         self, outcomes: Sequence[Outcome], *, now: datetime, client_id: str
-    ) -> list[AppliedOutcome]:
+    ) -> Completed:
         if not outcomes:
-            return []
+            return Completed([], [])
         params = {
             "id": [o.id for o in outcomes],
             "attempt": [o.attempt for o in outcomes],
@@ -235,11 +292,16 @@ class PostgresQueue:
         }
         assert all(o.kind is not OutcomeKind.FAILED or o.retry_at is not None for o in outcomes)
 
-        async def run(conn: Conn) -> list[AppliedOutcome]:
+        async def run(conn: Conn) -> Completed:
             cur = await conn.execute(self._queries["complete"], params, binary=True)
             parse = ResourceState.parse
-            return [AppliedOutcome(r[0], parse(r[1]), r[2], r[3], r[4])
-                    for r in await cur.fetchall()]
+            done = Completed([], [])
+            for r in await cur.fetchall():
+                if r[5]:
+                    done.locked.append(r[0])
+                else:
+                    done.applied.append(AppliedOutcome(r[0], parse(r[1]), r[2], r[3], r[4]))
+            return done
 
         return await self._c.on_lane("complete", run, "writing outcomes")
 
@@ -284,7 +346,17 @@ class PostgresQueue:
     async def listen(self) -> AsyncGenerator[PostgresListener, None]:
         async def connect() -> Conn:
             conn = await self._c.bridge.connect(self._c.dsn, autocommit=True)
-            await conn.execute(sql.SQL("listen {}").format(sql.Identifier(self._c.channel)))
+            try:
+                if conn.info.server_version >= IDLE_SESSION_TIMEOUT_SINCE:
+                    # Waiting idle for notifications is this session's job: a
+                    # server closing idle sessions would drop it every few
+                    # seconds, and the notifications sent while it reconnects.
+                    await conn.execute("set idle_session_timeout = 0")
+                await conn.execute(sql.SQL("listen {}").format(sql.Identifier(self._c.channel)))
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await conn.close()
+                raise
             return conn
 
         conn = await self._c.call(connect, what="LISTEN")

@@ -113,6 +113,16 @@ with outcome as materialized (
         %(error)b::text[], %(retry_at)b::timestamptz[]
     ) as o(id, attempt, hash, outcome, error, retry_at)
 ),
+-- The batch's rows, locked here without waiting (as strongly as the update
+-- below locks them): a row another transaction holds (a user's open
+-- transaction that informed it, a SELECT ... FOR UPDATE) is skipped and
+-- reported below, so one held row cannot stall the whole batch, and with it
+-- every worker behind the outcome writer.
+target as materialized (
+    select id from {schema}.resources
+    where id = any(%(id)b::bigint[])
+    for no key update skip locked
+),
 updated as (
     update {schema}.resources as r
     set state = case
@@ -138,11 +148,11 @@ updated as (
             else r.errors || jsonb_build_array(o.error::jsonb) end,
         updated_at = %(now)s
     from outcome as o
-    -- Rows are found by primary key ("id = any"), then matched to their
-    -- outcome. The guard on state is written so that no index on state can
+    -- Rows are found by primary key ("id = any", the locked ones), then
+    -- matched to their outcome. The guard on state is written so that no index on state can
     -- serve it: with one, the planner (estimating few pending rows) joined
     -- every pending row against every outcome, 100 x 100 per batch.
-    where r.id = any(%(id)b::bigint[])
+    where r.id = any(array(select id from target))
       and r.id = o.id
       and (r.state = 'pending') is true
       and r.attempt = o.attempt
@@ -152,9 +162,49 @@ updated as (
 notified as (
     select pg_notify(%(channel)s, namespace)
     from (select distinct namespace from updated where state = 'scheduled') as n
+),
+-- Skipped rows that exist (a deleted row is no reason to try again).
+held as (
+    select id from {schema}.resources
+    where id = any(array(
+        select o.id from outcome as o where not exists (select from target as t where t.id = o.id)))
 )
-select id, state, attempt, scheduled_at, synced_at
+select id, state, attempt, scheduled_at, synced_at, false as held
 from updated, (select count(*) from notified) as n
+union all
+select id, null, null, null, null, true from held
+
+-- name: set_lock_timeout
+-- A lane's bound on every lock wait of its session, in milliseconds.
+select set_config('lock_timeout', %(lock_timeout)s, false)
+
+-- name: set_local_lock_timeout
+-- The same for the rest of the current transaction only.
+select set_config('lock_timeout', %(lock_timeout)s, true)
+
+-- name: scope_lock_timeout
+-- The same inside a user's transaction, returning the value in force
+-- before, to be put back (set_local_lock_timeout) for the user's later
+-- statements.
+select old, set_config('lock_timeout', %(lock_timeout)s, true)
+from (select current_setting('lock_timeout') as old offset 0) as s
+
+-- name: held_rows
+-- Which of these rows another transaction holds now, to name them in an
+-- error. The rows it could lock are released as the statement ends.
+with lockable as (
+    select r.id
+    from {schema}.resources as r
+    join unnest(%(kind)s::text[], %(object_id)s::text[]) as i(kind, object_id)
+        on r.kind = i.kind and r.object_id = i.object_id
+    for update of r skip locked
+)
+select r.kind, r.object_id
+from {schema}.resources as r
+join unnest(%(kind)s::text[], %(object_id)s::text[]) as i(kind, object_id)
+    on r.kind = i.kind and r.object_id = i.object_id
+where r.id not in (select id from lockable)
+order by r.id
 
 -- name: next_scheduled_at
 select min(scheduled_at)
@@ -236,13 +286,18 @@ from {schema}.controllers
 order by kind
 
 -- name: elect
+-- A renewal never moves the expiry back: one the client gave up on (sent
+-- earlier, on a connection it abandoned) may commit after a newer one, and
+-- must not shorten the lease the leader acts on.
 insert into {schema}.leader as l (name, leader_id, elected_at, expires_at)
 values (%(name)s, %(client_id)s, %(now)s, %(expires_at)s)
 on conflict (name) do update
     set leader_id = excluded.leader_id,
         elected_at = case when l.leader_id = excluded.leader_id then l.elected_at
                           else excluded.elected_at end,
-        expires_at = excluded.expires_at
+        expires_at = case when l.leader_id = excluded.leader_id
+                          then greatest(l.expires_at, excluded.expires_at)
+                          else excluded.expires_at end
     where l.leader_id = excluded.leader_id or l.expires_at < %(now)s
 returning leader_id
 
