@@ -714,6 +714,9 @@ async def _run_client(dsn: str, controllers: Controllers,
 
     stop = trio.Event()
     running: list[Client] = []
+    # Start-up may wait on the database (connecting, its first statements);
+    # a signal then ends it at once: nothing is claimed yet to hand back.
+    starting = trio.CancelScope()
 
     def stuck_work() -> str | None:
         """The work the stopped client still waits for, if any."""
@@ -748,7 +751,11 @@ async def _run_client(dsn: str, controllers: Controllers,
         forced = False
         async for signum in signals:
             name = signal.Signals(signum).name
-            if not stop.is_set():
+            if not stop.is_set() and not running:
+                _note(f"{name}: stopping before the client has started")
+                stop.set()
+                starting.cancel()
+            elif not stop.is_set():
                 _note(f"{name}: stopping gracefully (up to {config.shutdown_grace:g}s for "
                       "running work); send it again to force")
                 stop.set()
@@ -768,15 +775,17 @@ async def _run_client(dsn: str, controllers: Controllers,
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(watch, signals)
-            async with open_delta_client(dsn, controllers, namespaces=namespaces,
-                                         config=config) as client:
-                running.append(client)
-                kinds = ", ".join(controllers.kinds()) or "(none)"
-                spaces = ", ".join(f"{n}={ns.max_workers}" for n, ns in namespaces.items())
-                _note(f"running {kinds} (namespaces {spaces}) on "
-                      f"{describe_dsn(normalize_dsn(dsn))}, schema {config.schema!r}, as "
-                      f"client {client.id}; Ctrl-C or SIGTERM stops")
-                await stop.wait()
+            # Cancelled only while nothing runs yet (see watch).
+            with starting:
+                async with open_delta_client(dsn, controllers, namespaces=namespaces,
+                                             config=config) as client:
+                    running.append(client)
+                    kinds = ", ".join(controllers.kinds()) or "(none)"
+                    spaces = ", ".join(f"{n}={ns.max_workers}" for n, ns in namespaces.items())
+                    _note(f"running {kinds} (namespaces {spaces}) on "
+                          f"{describe_dsn(normalize_dsn(dsn))}, schema {config.schema!r}, "
+                          f"as client {client.id}; Ctrl-C or SIGTERM stops")
+                    await stop.wait()
             nursery.cancel_scope.cancel()
     _note("stopped")
 

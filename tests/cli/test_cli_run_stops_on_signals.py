@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -141,3 +142,33 @@ def test_run_against_an_unreachable_server() -> None:
     assert proc.returncode == 1
     assert len(proc.stderr.splitlines()) == 1, proc.stderr
     assert PASSWORD not in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_during_start_up_stops_at_once(signum: signal.Signals) -> None:
+    # A server that accepts connections and never answers: libpq waits for
+    # its startup reply until connect_timeout (10 s by default).
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        port = silent.getsockname()[1]
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "trio_delta", "run", "tests.cli.app:controllers", "--dsn",
+             f"host=127.0.0.1 port={port} user=postgres dbname=test"],
+            cwd=ROOT, env={k: v for k, v in os.environ.items() if k not in DSN_ENV},
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )
+        runner = Runner(proc)
+        try:
+            conn, _ = silent.accept()  # the client is connecting now
+            with conn:
+                time.sleep(0.5)
+                proc.send_signal(signum)
+                code, took = runner.finish(within=8)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert took < 3, runner.stderr
+    assert code == 0, runner.stderr
+    assert f"{signum.name}: stopping before the client has started" in runner.stderr
+    assert "Traceback" not in runner.stderr

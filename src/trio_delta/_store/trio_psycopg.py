@@ -8,7 +8,8 @@ with Trio instead. What this leans on, beyond psycopg's documented API:
 
 * ``AsyncConnection.wait(gen, interval[, timeout])`` is how every operation
   on an open connection waits, with that shape (3.2: no ``timeout``);
-* the generators' protocol, and ``psycopg.generators.notifies``;
+* the generators' protocol, and ``psycopg.generators.connect`` and
+  ``notifies``;
 * ``psycopg.errors._WaitTimeout``, which callers of ``wait(timeout=...)``
   (``notifies(timeout=...)`` from 3.3) catch to stop waiting;
 * the asyncio loop look-up that ``psycopg.waiting`` binds at its import
@@ -23,6 +24,8 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
+import os
 import select
 from collections.abc import Generator
 from typing import Any, TypeVar
@@ -50,6 +53,8 @@ def _unsupported(what: str) -> ImportError:
 
 try:
     import psycopg.waiting
+    from psycopg.conninfo import conninfo_to_dict
+    from psycopg.generators import connect as _connect_gen
     from psycopg.generators import notifies as _notifies_gen
     from psycopg.waiting import Ready, Wait
 except ImportError as exc:
@@ -271,18 +276,45 @@ class TrioConnection(psycopg.AsyncConnection[Any]):
             self.pgconn.finish()  # `closed` reads the libpq status: now true
 
 
+def _connect_timeout(conninfo: str) -> float | None:
+    """The whole connect's bound: libpq's ``connect_timeout`` for each host."""
+    params = conninfo_to_dict(conninfo)
+    value = params.get("connect_timeout") or os.environ.get("PGCONNECT_TIMEOUT")
+    try:
+        seconds = float(value) if value else 0.0
+    except ValueError:
+        return None  # libpq itself refuses it, with its own message
+    if seconds <= 0:
+        return None
+    hosts = str(params.get("host") or params.get("hostaddr") or "").count(",") + 1
+    return max(seconds, 2.0) * hosts  # libpq waits at least 2 s per host
+
+
 async def connect(conninfo: str, *, autocommit: bool) -> TrioConnection:
-    """Open a connection with libpq in a worker thread (``PQconnectdb``:
-    DNS, TLS, several hosts, ``connect_timeout``, all as libpq does them),
-    then hand it to Trio."""
-    pgconn = await trio.to_thread.run_sync(
-        pq.PGconn.connect, conninfo.encode(), abandon_on_cancel=True, limiter=_driver_threads()
-    )
-    if pgconn.status != pq.ConnStatus.OK:
-        message = pgconn.get_error_message()
-        pgconn.finish()
-        raise psycopg.OperationalError(message)
-    pgconn.nonblocking = 1
+    """Open a connection without blocking: libpq's non-blocking connect,
+    its socket waited on by Trio, bounded by ``connect_timeout``.
+
+    Not ``PQconnectdb`` in a thread: psycopg holds the GIL while libpq
+    connects, so a server that accepted the connection but never answered
+    froze the whole process, signal handlers included, for the timeout.
+    """
+    gen = _connect_gen(conninfo)
+    timeout = _connect_timeout(conninfo)
+    try:
+        with trio.fail_after(timeout if timeout is not None else math.inf):
+            fileno, wait = next(gen)
+            while True:
+                ready = await _wait_socket(fileno, wait)
+                fileno, wait = gen.send(ready)
+    except StopIteration as done:
+        pgconn: pq.abc.PGconn = done.value
+    except trio.TooSlowError:
+        gen.close()  # drops the half-open connection
+        raise psycopg.OperationalError(
+            f"connection failed: timeout expired after {timeout:g}s") from None
+    except BaseException:
+        gen.close()
+        raise
     conn = TrioConnection(pgconn)
     # Only checks that no transaction is open: no round trip.
     await conn.set_autocommit(autocommit)
