@@ -28,12 +28,14 @@ from typing import Any
 import trio
 
 from .._errors import StoreError
+from .._logs import Throttled
 from .._store.params import AppliedOutcome, Outcome, OutcomeKind
 from .._types import ResourceRow
 from .context import EngineContext
 from .results import Completion, Judge
 
 log = logging.getLogger("trio_delta.completer")
+storm = Throttled(log)  # retries of one failure: not a warning each
 
 #: Called with the rows the written outcomes changed, as they are now.
 OnApplied = Callable[[list[ResourceRow[Any]]], None]
@@ -122,7 +124,7 @@ class Completer:
                 )
                 break
             except StoreError as exc:
-                log.warning("writing %d outcomes failed, retrying in %.2fs: %s",
+                storm.warning("writing %d outcomes failed, retrying in %.2fs: %s",
                             len(batch), delay, exc)
                 await trio.sleep(delay)
                 delay = min(delay * 2, 5.0)

@@ -24,6 +24,7 @@ import trio
 
 from .._controllers import Registration
 from .._errors import ObjectError, StoreError
+from .._logs import Throttled
 from .._objects import PreparedObject, decode_object, prepare_object
 from .._store.params import InformClaim, InformLease, InformRunEnd, StaleCheck, UpsertParams
 from .._types import InformOptions
@@ -31,6 +32,7 @@ from .context import EngineContext
 from .results import MAX_MESSAGE, clean_text, describe_exception
 
 log = logging.getLogger("trio_delta.informer")
+storm = Throttled(log)  # retries of one failure: not a warning each
 
 #: Extra lease beyond ``inform_timeout``, so a slow final batch is covered.
 LEASE_GRACE = 30.0
@@ -120,7 +122,7 @@ class Informers:
                 await self._control.ensure_controllers(schedule, now=now)
                 return True
             except StoreError as exc:
-                log.warning("registering informers failed, retrying in %.1fs: %s", delay, exc)
+                storm.warning("registering informers failed, retrying in %.1fs: %s", delay, exc)
             with trio.move_on_after(delay):
                 await self._stopped.wait()
             delay = min(delay * 2, 10.0)
@@ -141,7 +143,7 @@ class Informers:
                 deadline = await self._next_check(reg.kind)
                 delay = 0.1
             except StoreError as exc:
-                log.warning("informer %s: database error, retrying in %.1fs: %s", reg.kind,
+                storm.warning("informer %s: database error, retrying in %.1fs: %s", reg.kind,
                             delay, exc)
                 deadline = trio.current_time() + delay
                 delay = min(delay * 2, 10.0)
@@ -312,7 +314,7 @@ class Informers:
                     except StoreError as exc:
                         if attempt == WRITE_ATTEMPTS:
                             raise
-                        log.warning("informer %s: writing %d objects failed, retrying: %s",
+                        storm.warning("informer %s: writing %d objects failed, retrying: %s",
                                     reg.kind, len(items), exc)
                         await trio.sleep(delay)
                         delay *= 4

@@ -16,10 +16,12 @@ from datetime import timedelta
 import trio
 
 from .._errors import StoreError
+from .._logs import Throttled
 from .clock import ClockSync
 from .context import EngineContext
 
 log = logging.getLogger("trio_delta.leader")
+storm = Throttled(log)  # retries of one failure: not a warning each
 
 LEADER_NAME = "default"
 
@@ -66,7 +68,7 @@ class LeaderElector:
                         expires_at=now + timedelta(seconds=self._ttl),
                     )
                 except StoreError as exc:
-                    log.warning("leader election failed: %s", exc)
+                    storm.warning("leader election failed: %s", exc)
             if won:
                 self._lease_end = sent_at + self._ttl
                 if not was_leader:

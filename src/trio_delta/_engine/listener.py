@@ -14,9 +14,11 @@ from collections.abc import Callable
 import trio
 
 from .._errors import StoreError
+from .._logs import Throttled
 from .._store.port import Store
 
 log = logging.getLogger("trio_delta.listener")
+storm = Throttled(log)  # retries of one failure: not a warning each
 
 
 async def run_listener(
@@ -40,7 +42,7 @@ async def run_listener(
                 while True:
                     on_payload(await listener.wait())
         except StoreError as exc:
-            log.warning("LISTEN connection lost, reconnecting in %.1fs: %s", delay, exc)
+            storm.warning("LISTEN connection lost, reconnecting in %.1fs: %s", delay, exc)
         if not started:
             # Start anyway: the poll fallback works without notifications.
             task_status.started()

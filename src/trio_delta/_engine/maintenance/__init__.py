@@ -19,6 +19,7 @@ import trio
 
 from ..._config import NamespaceConfig
 from ..._errors import StoreError
+from ..._logs import Throttled
 from ..clock import ClockSync
 from ..context import EngineContext
 from ..leader import LeaderElector
@@ -27,6 +28,7 @@ from .expirer import Expirer, ExpirerConfig
 from .rescuer import Rescuer, RescuerConfig
 
 log = logging.getLogger("trio_delta.maintenance")
+storm = Throttled(log)  # retries of one failure: not a warning each
 
 
 @dataclass
@@ -68,7 +70,7 @@ class Maintenance:
                 await self.run_once(budget)
             except StoreError as exc:
                 self.stats.errors += 1
-                log.warning("maintenance run failed: %s", exc)
+                storm.warning("maintenance run failed: %s", exc)
             await trio.sleep(self._interval)
 
     async def run_once(self, budget: float) -> None:
