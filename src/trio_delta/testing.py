@@ -65,15 +65,22 @@ def seed_trio_scheduler(seed: int) -> None:
 
 
 class _Changes:
-    """An event set (and replaced) after every store call, so waiting
-    helpers re-check state exactly when something may have changed."""
+    """Signalled after every store call, so waiting helpers re-check state
+    exactly when something may have changed."""
 
     def __init__(self) -> None:
-        self.event = trio.Event()
+        self._event: trio.Event | None = None  # made when someone waits
+
+    async def wait(self) -> None:
+        """Return when the next store call has ended."""
+        if self._event is None:
+            self._event = trio.Event()
+        await self._event.wait()
 
     def signal(self) -> None:
-        self.event.set()
-        self.event = trio.Event()
+        if self._event is not None:
+            self._event.set()
+            self._event = None
 
 
 class _ObservedPart:
@@ -87,15 +94,19 @@ class _ObservedPart:
         attr: Any = getattr(self._part, name)
         if not inspect.iscoroutinefunction(attr):
             return attr  # transaction() and listen() are context managers
-        fn = cast(Callable[..., Awaitable[Any]], attr)
-        changes = self._changes
+        part, changes = self._part, self._changes
 
         async def observed(*args: Any, **kwargs: Any) -> Any:
             try:
+                # Looked up per call, so a method patched on the part counts.
+                fn = cast(Callable[..., Awaitable[Any]], getattr(part, name))
                 return await fn(*args, **kwargs)
             finally:
                 changes.signal()
 
+        # Kept, so that later calls skip this lookup: an engine calls its
+        # store tens of thousands of times in a simulated day.
+        self.__dict__[name] = observed
         return observed
 
 
@@ -106,6 +117,7 @@ class _ObservedStore:
         self._store = store
         self.changes = _Changes()
         self.schema = store.schema
+        self.notifications_reliable = store.notifications_reliable
         self.queue = _ObservedPart(store.queue, self.changes)
         self.control = _ObservedPart(store.control, self.changes)
         self.insights = _ObservedPart(store.insights, self.changes)
@@ -170,7 +182,7 @@ class TestClient(metaclass=NoPublicConstructor):
                 return
             # Work is due or running but every task waits on time: let the
             # (autojump) clock move on, and look again after the next change.
-            await self._observed.changes.event.wait()
+            await self._observed.changes.wait()
 
     async def advance(self, seconds: float) -> None:
         """Let ``seconds`` of engine time pass, then run until idle."""
@@ -186,7 +198,7 @@ class TestClient(metaclass=NoPublicConstructor):
                 result = await result
             if result:
                 return
-            await self._observed.changes.event.wait()
+            await self._observed.changes.wait()
 
     async def state_of(self, kind: str, object_id: str) -> ResourceState | None:
         row = await self.client.get_resource(kind, object_id)

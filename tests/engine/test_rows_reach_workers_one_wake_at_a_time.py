@@ -125,6 +125,28 @@ async def test_a_cancelled_taker_loses_no_row(autojump_clock: trio.testing.MockC
     assert first[0].cancelled_caught
 
 
+async def test_take_is_a_checkpoint_even_with_a_row_waiting() -> None:
+    # The contract of a Trio memory channel's receive(): a cancel point and
+    # a schedule point, whether or not it had to wait.
+    queue = RowQueue(lambda: False)
+    queue.send_nowait(row(1))
+    queue.send_nowait(row(2))
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await queue.take()  # cancelled before it took anything
+    assert scope.cancelled_caught
+    with trio.testing.assert_checkpoints():
+        first = await queue.take()
+    queue.close()
+    with trio.testing.assert_checkpoints():
+        second = await queue.take()
+    assert (first, second) == (row(1), row(2))  # the cancelled take lost no row
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await queue.take()  # closed and empty: still a cancel point
+    assert scope.cancelled_caught
+
+
 class SpawningPool:
     """Workers started on demand by the queue, at most ``cap``."""
 

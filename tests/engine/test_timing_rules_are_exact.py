@@ -116,15 +116,25 @@ async def test_informer_interval_and_jitter_repeat_exactly(
     assert [round(x - t0, 6) for x in ctl.informs] == [round(x, 6) for x in expected]
 
 
+class DeafStore(MemoryStore):
+    """Loses every notification, as a Postgres client does while its LISTEN
+    connection is down, and says so: its clients poll."""
+
+    notifications_reliable = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables.notify = lambda payloads: None  # type: ignore[method-assign]
+
+
 async def test_poll_fallback_finds_work_without_notifications(
-    autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+    autojump_clock: trio.testing.MockClock,
 ) -> None:
-    store = MemoryStore()
+    store = DeafStore()
     ctl = JobController()
     # Another client (no controllers) informs; this one never hears a NOTIFY.
     async with open_test_client(controllers(ctl), config=cfg(poll_interval=2.5),
                                 store=store) as t:
-        monkeypatch.setattr(store.tables, "notify", lambda names: None)
         await trio.sleep(0.5)
         async with open_test_client(delta.Controllers(), store=store,
                                     config=cfg(client_id="c2")) as other:

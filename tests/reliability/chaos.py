@@ -24,7 +24,11 @@ What happens:
   ``degraded`` after ``max_attempts`` (8).
 * During the chaos window a worker is SIGKILLed every 2-4 s and started
   again at once (a new process, a new client id); at the window's middle
-  Postgres is stopped (``-m fast``) for a second and started again.
+  Postgres is stopped (``-m fast``) for a second and started again. Before
+  that another transaction takes the row lock of one resource and holds it
+  for ``lock_hold`` seconds (10), ending a second before the restart: the
+  others must keep syncing meanwhile. At three quarters every client backend is
+  terminated at once (a burst of ``pg_terminate_backend``).
 * Then every process is left running until every resource has settled, and
   stopped with SIGTERM (graceful: each must exit 0).
 
@@ -64,6 +68,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -92,6 +97,8 @@ class Settings:
     kill_every: tuple[float, float] = (2.0, 4.0)
     #: Postgres is down this long in the middle of the window.
     pg_down: float = 1.0
+    #: One resource's row is locked elsewhere this long, from a quarter in.
+    lock_hold: float = 10.0
     work_ms: tuple[int, int] = (2, 8)
     fail_percent: int = 5
     permanent_every: int = 50
@@ -298,6 +305,9 @@ class Report:
     kills: list[Kill] = field(default_factory=list)
     pg_restarts: int = 0
     pg_down_seconds: float = 0.0
+    locked: str | None = None
+    synced_while_locked: int = 0
+    backends_killed: int = 0
     figures: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -434,6 +444,36 @@ class Driver:
                 self.retired.append(worker)
                 self.spawn(worker.slot)
 
+    def hold_a_row_lock(self, report: Report) -> None:
+        """Lock one resource that is being worked or due, as an application's
+        long transaction would, and hold it ``lock_hold`` seconds."""
+        import psycopg
+
+        try:
+            with psycopg.connect(self.dsn, connect_timeout=5) as conn:
+                row = conn.execute(
+                    f"select object_id from {self.schema}.resources "
+                    "where state in ('pending', 'scheduled') order by id limit 1 "
+                    "for update").fetchone()
+                if row is None:
+                    report.failures.append("no resource to lock during the chaos")
+                    return
+                report.locked = str(row[0])
+                before = self.counts().get("synced", 0)
+                time.sleep(self.s.lock_hold)
+                report.synced_while_locked = self.counts().get("synced", 0) - before
+                conn.rollback()
+        except psycopg.Error as exc:  # Postgres restarts meanwhile: the lock ends early
+            report.failures.append(f"the row lock ended early: {exc}")
+
+    def kill_backends(self) -> int:
+        """Terminate every client backend of the database at once."""
+        rows = self.query(
+            "select count(pg_terminate_backend(pid)) from pg_stat_activity "
+            "where datname = current_database() and pid <> pg_backend_pid() "
+            "and backend_type = 'client backend'")
+        return int(rows[0][0])
+
     def counts(self) -> dict[str, int]:
         rows = self.query( f"select state, count(*) from {self.schema}.resources group by 1")
         return {state: int(n) for state, n in rows}
@@ -507,6 +547,10 @@ def run(settings: Settings, directory: Path | None = None,
         chaos_start = time.monotonic()
         chaos_end = chaos_start + settings.chaos_seconds
         restart_at = chaos_start + settings.chaos_seconds / 2
+        # The lock ends a second before Postgres restarts (which would end it).
+        lock_at = max(chaos_start + 1.0, restart_at - settings.lock_hold - 1.0)
+        burst_at = chaos_start + settings.chaos_seconds * 3 / 4
+        holder: threading.Thread | None = None
         next_kill = driver.next_kill_after(driver.rng.uniform(*settings.kill_every))
         say(f"chaos for {settings.chaos_seconds:g}s: {settings.resources} resources, "
             f"{settings.workers} workers, seed {settings.seed}")
@@ -524,12 +568,22 @@ def run(settings: Settings, directory: Path | None = None,
                 report.pg_restarts += 1
                 say(f"  {now - chaos_start:5.1f}s Postgres restarted "
                     f"(down {report.pg_down_seconds}s)")
+            elif holder is None and now >= lock_at:
+                holder = threading.Thread(target=driver.hold_a_row_lock, args=(report,),
+                                          daemon=True)
+                holder.start()
+                say(f"  {now - chaos_start:5.1f}s a row lock taken for {settings.lock_hold:g}s")
+            elif report.backends_killed == 0 and now >= burst_at:
+                report.backends_killed = driver.kill_backends()
+                say(f"  {now - chaos_start:5.1f}s {report.backends_killed} backends terminated")
             elif now >= next_kill:
                 driver.kill_one(report, chaos_start)
                 k = report.kills[-1]
                 say(f"  {k.at:5.1f}s SIGKILL {k.client_id} with {k.in_flight} in flight")
                 next_kill = driver.next_kill_after(driver.rng.uniform(*settings.kill_every))
             time.sleep(0.02)
+        if holder is not None:
+            holder.join(settings.lock_hold + 10)
         say("chaos over; waiting for every resource to settle")
         settle_start = time.monotonic()
         while not driver.settled():
@@ -628,6 +682,11 @@ def analyse(report: Report, driver: Driver, dsn: str, schema: str) -> None:
         fail("no process was killed")
     if report.pg_restarts != 1:
         fail(f"Postgres was restarted {report.pg_restarts} times, not once")
+    if report.locked is None or report.synced_while_locked <= 0:
+        fail(f"nothing synced while resource {report.locked} was locked elsewhere "
+             f"({report.synced_while_locked})")
+    if report.backends_killed <= 0:
+        fail("the backend-kill burst terminated no backend")
 
     report.figures.update({
         "resources": s.resources,
@@ -641,6 +700,9 @@ def analyse(report: Report, driver: Driver, dsn: str, schema: str) -> None:
         "process restarts": len(report.kills),
         "postgres restarts": report.pg_restarts,
         "postgres down seconds": report.pg_down_seconds,
+        "row locked elsewhere": f"{report.locked} for {s.lock_hold:g}s",
+        "synced while it was locked": report.synced_while_locked,
+        "backends terminated in the burst": report.backends_killed,
         "in flight at kills (total)": in_flight,
         "in flight at a kill (max)": max((k.in_flight for k in report.kills), default=0),
         "work_starts": total_starts,

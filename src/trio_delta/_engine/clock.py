@@ -8,14 +8,15 @@ An anchor taken once goes stale: the database host's clock may be stepped,
 or this process's VM paused (its monotonic clock stands still meanwhile).
 A client minutes off would rescue others' live work, schedule its informs
 minutes late, or judge leases wrongly. So the clock is checked against the
-database before the decisions that compare times across clients: every
-leader election round (each client, every third of the leader TTL) and
-every maintenance pass; it is re-anchored when it drifted.
+database before the decisions that compare times across clients: before
+every maintenance pass, and before a leader election round when the last
+check is a lease (``leader_ttl``) old; it is re-anchored when it drifted.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
@@ -61,8 +62,13 @@ class ClockSync:
     def __init__(self, clock: Clock, database_now: Callable[[], Awaitable[datetime]]) -> None:
         self._clock = clock
         self._database_now = database_now
+        self._checked_at = -math.inf  # trio time of the last check
 
-    async def sync(self) -> None:
-        """Check the clock against the database's now (raises
-        :class:`StoreError` if the database cannot say its time)."""
+    async def sync(self, max_age: float = 0.0) -> None:
+        """Check the clock against the database's now, unless it was checked
+        less than ``max_age`` seconds ago (raises :class:`StoreError` if the
+        database cannot say its time)."""
+        if trio.current_time() - self._checked_at < max_age:
+            return
         self._clock.resync(await self._database_now())
+        self._checked_at = trio.current_time()

@@ -4,6 +4,13 @@ It sleeps until one of: a NOTIFY for a namespace it serves, a worker slot
 freeing up, the earliest known ``scheduled_at`` (retries with backoff), or
 the poll interval (in case a notification was lost). Then it claims at most
 the free slots in one store call and hands the rows to the namespace's pool.
+
+The poll is only for stores whose notifications can be lost or leave out
+retries coming due (Postgres). On a store that announces every row becoming
+claimable (``Store.notifications_reliable``, the memory store) the fetcher
+sleeps until a wake or the earliest due row, however far off: under an
+autojump clock a simulated day then costs a few thousand wake-ups, not one
+per claim loop per simulated second.
 """
 
 from __future__ import annotations
@@ -15,12 +22,14 @@ from collections.abc import Mapping
 import trio
 
 from .._errors import StoreError
+from .._logs import Throttled
 from .._store.params import ClaimRequest
 from .context import EngineContext
 from .slots import Slots
 from .workers import WorkerPool
 
 log = logging.getLogger("trio_delta.fetcher")
+storm = Throttled(log)  # retries of one failure: not a warning each
 
 
 #: Claims a fetcher may have in flight at once. A claim is a round trip of a
@@ -29,6 +38,9 @@ log = logging.getLogger("trio_delta.fetcher")
 #: every round trip. Two claims in flight overlap each round trip with the
 #: work of the other's rows (both ask only for free, unreserved slots).
 CONCURRENT_CLAIMS = 2
+#: How soon to look again at a row that is due but was not claimed (another
+#: claimer holds it locked for now).
+LOCKED_RETRY = 0.05
 
 
 class Fetcher:
@@ -46,7 +58,9 @@ class Fetcher:
         self._pools = pools
         self._slots = slots
         self._kinds = ctx.controllers.kinds()
-        self._poll_interval = ctx.config.poll_interval
+        # No poll where nothing can be missed: every wake-up reaches us.
+        self._poll_interval = (math.inf if ctx.store.notifications_reliable
+                               else ctx.config.poll_interval)
         self._wakes = [trio.Event() for _ in range(concurrent_claims)]
         # One claim takes at most its share of a namespace's workers, so
         # that when all of them free up at once (short work), the claims
@@ -55,6 +69,11 @@ class Fetcher:
             ns: -(-pool.max_workers // concurrent_claims) for ns, pool in pools.items()
         }
         self._next_due = math.inf  # trio time of the earliest known scheduled_at
+        self._fetching = 0  # claim loops between reserving slots and returning
+        for pool in pools.values():
+            # We hold off claiming while a pool's rows wait (see _free_to_claim):
+            # its queue running dry is a reason to look again.
+            pool.rows.on_drained = self.wake
         self._stopped = trio.Event()
         self.claimed = 0
 
@@ -65,8 +84,32 @@ class Fetcher:
 
     def wake(self) -> None:
         """Look for work now (a NOTIFY, a local inform, a freed slot)."""
+        if not (self._fetching or self._stopped.is_set() or self._worth_a_claim()):
+            # A claim now would ask for nothing. What changes that (a freed
+            # slot, a queue run dry) wakes us again; with short work, waking
+            # both claim loops for nothing after every row was a good part
+            # of a drain's cost.
+            return
         for wake in self._wakes:
             wake.set()
+
+    def _free_to_claim(self, namespace: str) -> int:
+        """How many rows a claim may take for ``namespace`` now."""
+        share = self._shares[namespace]
+        free = min(self._slots.namespace_free(namespace), share)
+        # While rows still wait for the pool's workers, a claim would be for
+        # the slot or two freed since the last one (every freed slot wakes
+        # us): a round trip for a row or two. Hold off until half a share is
+        # free or the queue runs dry; a claim then still overlaps the work
+        # of the rows left.
+        if self._pools[namespace].rows and free < -(-share // 2):
+            return 0
+        return free
+
+    def _worth_a_claim(self) -> bool:
+        caps = self._slots.kind_caps()
+        return any(caps[k] != 0 for k in self._kinds) and any(
+            self._free_to_claim(namespace) > 0 for namespace in self._pools)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -81,7 +124,7 @@ class Fetcher:
                 drained = await self._fetch_once(i)
                 error_delay = 0.05
             except StoreError as exc:
-                log.warning("claiming work failed, retrying in %.2fs: %s", error_delay, exc)
+                storm.warning("claiming work failed, retrying in %.2fs: %s", error_delay, exc)
                 with trio.move_on_after(error_delay):
                     await self._stopped.wait()  # a stop ends the backoff
                 error_delay = min(error_delay * 2, 5.0)
@@ -95,8 +138,11 @@ class Fetcher:
                 await self._wait(i, deadline)
 
     async def _wait(self, i: int, deadline: float) -> None:
-        with trio.move_on_at(deadline):
-            await self._wakes[i].wait()
+        if deadline == math.inf:
+            await self._wakes[i].wait()  # a cancel scope costs; this needs none
+        else:
+            with trio.move_on_at(deadline):
+                await self._wakes[i].wait()
         if not self._stopped.is_set():
             self._wakes[i] = trio.Event()
 
@@ -105,14 +151,22 @@ class Fetcher:
         if self._stopped.is_set() or not self._kinds:
             return False
         caps = self._slots.kind_caps()
+        kinds = {k: caps[k] for k in self._kinds if caps[k] != 0}
         requests: list[ClaimRequest] = []
         for namespace in self._pools:
-            free = min(self._slots.namespace_free(namespace), self._shares[namespace])
-            kinds = {k: caps[k] for k in self._kinds if caps[k] != 0}
+            free = self._free_to_claim(namespace)
             if free > 0 and kinds:
                 requests.append(ClaimRequest(namespace, free, kinds))
         if not requests:
             return False  # all busy: wait for a slot
+        self._fetching += 1
+        try:
+            return await self._claim(i, requests, kinds)
+        finally:
+            self._fetching -= 1
+
+    async def _claim(self, i: int, requests: list[ClaimRequest],
+                     kinds: dict[str, int | None]) -> bool:
         self._wakes[i] = trio.Event()  # a wake from now on means "look again"
         wanted = sum(r.limit for r in requests)
         for request in requests:
@@ -128,8 +182,12 @@ class Fetcher:
             self._slots.take(resource.namespace, resource.kind)
             self._pools[resource.namespace].rows.send_nowait(resource)
         if len(resources) < wanted:
+            # Only what these slots may take: a due row of a kind at its
+            # parallelism cap is no reason to look again soon (the end of
+            # that kind's work wakes us), and counting it made us claim
+            # every LOCKED_RETRY for as long as the cap was reached.
             nxt = await self._queue.next_scheduled_at(
-                [r.namespace for r in requests], self._kinds
+                [r.namespace for r in requests], list(kinds)
             )
             now = trio.current_time()
             if nxt is None:
@@ -138,6 +196,7 @@ class Fetcher:
                 # Due but not claimed means another client holds it locked
                 # right now: look again shortly rather than spin.
                 due = self._clock.trio_time(nxt)
-                self._next_due = due if due > now else now + min(self._poll_interval, 0.05)
+                self._next_due = due if due > now else now + min(self._poll_interval,
+                                                                 LOCKED_RETRY)
             return True
         return False

@@ -68,6 +68,7 @@ class Informers:
     def __init__(self, ctx: EngineContext, *, on_written: Callable[[set[str]], None]) -> None:
         self._control = ctx.store.control
         self._queue = ctx.store.queue
+        self._notifications_reliable = ctx.store.notifications_reliable
         self._clock = ctx.clock
         self._client_id = ctx.client_id
         self._controllers = ctx.controllers
@@ -153,6 +154,10 @@ class Informers:
     async def _next_check(self, kind: str) -> float:
         """When to look again: the schedule, a lease's end, or a poll."""
         poll = trio.current_time() + max(5 * self._config.poll_interval, 1.0)
+        if self._notifications_reliable:
+            # Requests arrive as notifications, and the schedule and leases
+            # are read below: with none lost, a poll finds nothing new.
+            poll = math.inf
         state = await self._control.get_controller(kind)
         if state is None:
             return poll

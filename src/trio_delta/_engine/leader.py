@@ -55,13 +55,21 @@ class LeaderElector:
         while True:
             was_leader = self.is_leader
             sent_at = trio.current_time()
-            won = False
+            settled = waited = False
+            # One cancel scope per round, first with the election's deadline,
+            # then with the wait's: a round runs every third of the TTL for as
+            # long as the client lives, and under an autojump clock a second
+            # scope was a good part of what a simulated day cost.
             # A renewal that cannot land before our lease ends is a loss.
-            with trio.move_on_at(self._lease_end if was_leader else sent_at + self._ttl):
+            with trio.CancelScope(
+                deadline=self._lease_end if was_leader else sent_at + self._ttl
+            ) as scope:
+                won = False
                 try:
                     # Leases are compared across clients: judge them by the
-                    # database's time, not a clock that may have drifted.
-                    await self._clock_sync.sync()
+                    # database's time, not a clock that may have drifted
+                    # (checked once a lease, not every round: a round trip).
+                    await self._clock_sync.sync(max_age=self._ttl)
                     now = self._clock.now()
                     won = await self._control.elect(
                         LEADER_NAME, client_id=self._client_id, now=now,
@@ -69,19 +77,31 @@ class LeaderElector:
                     )
                 except StoreError as exc:
                     storm.warning("leader election failed: %s", exc)
-            if won:
-                self._lease_end = sent_at + self._ttl
-                if not was_leader:
-                    log.info("client %s is now the leader", self._client_id)
-                    self._signal()
-            else:
-                self._lease_end = -1.0
-                if was_leader:
-                    log.warning("client %s lost leadership", self._client_id)
-                    self._signal()
-            self._wake = trio.Event()
-            with trio.move_on_after(self._ttl / 3):
-                await self._wake.wait()
+                self._settle(won, was_leader, sent_at)
+                settled = True
+                if not scope.cancel_called:  # else its deadline came with the result
+                    scope.deadline = trio.current_time() + self._ttl / 3
+                    waited = True
+                    await self._wake.wait()
+            if not settled:  # the election ran out of time
+                self._settle(False, was_leader, sent_at)
+            if not waited:
+                with trio.move_on_after(self._ttl / 3):
+                    await self._wake.wait()
+
+    def _settle(self, won: bool, was_leader: bool, sent_at: float) -> None:
+        """Record an election's result; a wake from now on ends the wait."""
+        if won:
+            self._lease_end = sent_at + self._ttl
+            if not was_leader:
+                log.info("client %s is now the leader", self._client_id)
+                self._signal()
+        else:
+            self._lease_end = -1.0
+            if was_leader:
+                log.warning("client %s lost leadership", self._client_id)
+                self._signal()
+        self._wake = trio.Event()
 
     async def resign(self) -> None:
         """Give up leadership, if held; bounded, for use in shutdown."""

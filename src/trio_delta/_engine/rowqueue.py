@@ -3,12 +3,18 @@
 A Trio memory channel hands each item sent to a waiting receiver at once:
 a claim of 250 rows woke 250 parked workers, each for one row, a task
 switch and a park per resource (~7 us of a no-op resource's ~30). This
-queue wakes one worker at a time instead. A woken worker takes a row and,
-if rows remain, wakes one more before it starts its work: when work awaits
+queue wakes one worker at a time instead. A worker takes a row and, if rows
+remain, wakes one more before it starts its work: when work awaits
 something (real work), the next worker runs then and takes the next row, so
 every row still starts within a scheduler pass or so of the previous one;
 when work returns at once, the first worker carries on through the rows
 itself and the second finds little or nothing left.
+
+:meth:`RowQueue.take` checkpoints like a memory channel's ``receive()``,
+even with a row waiting. A worker carrying on through the rows thus lets
+the others run after each row; so that the ones it woke do not each wake
+one more, the decision to wake is left to the last taker still in its
+checkpoint.
 
 Worker tasks are started on demand, up to the pool's ``max_workers``: when a
 row needs a worker and none is parked, the queue asks the pool for a new one
@@ -37,24 +43,44 @@ class RowQueue:
         first; it returns False when the pool has all its workers."""
         self._spawn = spawn
         self._rows: deque[Resource[Any]] = deque()
-        self._parked: deque[trio.lowlevel.Task] = deque()
+        self._lot = trio.lowlevel.ParkingLot()
         self._waking = 0  # workers woken or started that have not run yet
+        self._yielding = 0  # takers in the schedule point after taking a row
         self.closed = trio.Event()
         self.wakes = 0  # parked workers woken, for tests and profiling
+        self.on_drained: Callable[[], None] | None = None
+        """Called when a taker takes the last queued row."""
 
-    def send_nowait(self, resource: Resource[Any]) -> None:
+    def send_nowait(self, record: Resource[Any]) -> None:
         if self.closed.is_set():
             raise trio.ClosedResourceError("the worker pool is closed")
-        self._rows.append(resource)
-        self._wake_one()
+        self._rows.append(record)
+        self._pass_on()
 
     def close(self) -> None:
         """No more rows; workers take what is queued, then :meth:`take`
         returns None."""
         self.closed.set()
-        while self._parked:
+        self._waking += len(self._lot.unpark_all())
+
+    def __len__(self) -> int:
+        """Rows waiting for a worker."""
+        return len(self._rows)
+
+    def _wake_one(self) -> None:
+        # One on its way is enough: it wakes the next if rows remain.
+        if self._waking:
+            return
+        if self._lot:
             self._waking += 1
-            trio.lowlevel.reschedule(self._parked.popleft())
+            self.wakes += 1
+            self._lot.unpark()
+        elif not self.closed.is_set() and self._spawn():
+            self._waking += 1
+
+    def started(self) -> None:
+        """A worker made by ``spawn`` is running."""
+        self._waking -= 1
 
     def drain(self) -> list[Resource[Any]]:
         """Remove and return every queued row (for a forced stop whose
@@ -64,39 +90,42 @@ class RowQueue:
         self._rows.clear()
         return rows
 
-    def _wake_one(self) -> None:
-        # One on its way is enough: it wakes the next if rows remain.
-        if self._waking:
-            return
-        if self._parked:
-            self._waking += 1
-            self.wakes += 1
-            trio.lowlevel.reschedule(self._parked.popleft())
-        elif not self.closed.is_set() and self._spawn():
-            self._waking += 1
-
-    def started(self) -> None:
-        """A worker made by ``spawn`` is running."""
-        self._waking -= 1
-
     async def take(self) -> Resource[Any] | None:
-        """The next row (without a checkpoint when one is queued), or None
-        once the queue is closed and empty."""
+        """The next row, or None once the queue is closed and empty.
+
+        A checkpoint even when a row is waiting, as ``receive()`` of a Trio
+        memory channel: a cancel point before, a schedule point after (so a
+        worker carrying on through rows lets other tasks run between them).
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if self._rows:
+            record = self._popleft()
+            self._yielding += 1
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            self._yielding -= 1
+            self._pass_on()
+            return record
         while True:
-            if self._rows:
-                record = self._rows.popleft()
-                if self._rows:
-                    self._wake_one()
-                return record
             if self.closed.is_set():
                 return None
-            task = trio.lowlevel.current_task()
-            self._parked.append(task)
-
-            def abort(_: trio.lowlevel.RaiseCancelT, task: trio.lowlevel.Task = task
-                      ) -> trio.lowlevel.Abort:
-                self._parked.remove(task)
-                return trio.lowlevel.Abort.SUCCEEDED
-
-            await trio.lowlevel.wait_task_rescheduled(abort)
+            await self._lot.park()
             self._waking -= 1
+            if self._rows:
+                record = self._popleft()
+                self._pass_on()
+                return record
+
+    def _popleft(self) -> Resource[Any]:
+        record = self._rows.popleft()
+        if not self._rows and self.on_drained is not None:
+            self.on_drained()
+        return record
+
+    def _pass_on(self) -> None:
+        """If rows wait, make sure a worker comes for them (a taker calls
+        this before it starts its work). A taker still in its schedule
+        point will look when it leaves it: waking one more for each row
+        meanwhile woke and started workers by the hundred when the work was
+        instant, each to find the rows taken by the others."""
+        if self._rows and not self._yielding:
+            self._wake_one()

@@ -236,6 +236,15 @@ class Store(Protocol):
     def schema(self) -> str: ...
 
     @property
+    def notifications_reliable(self) -> bool:
+        """True when every listener hears of every row that becomes
+        claimable, now or at a later ``scheduled_at`` (a failed attempt's
+        retry), and no notification is ever lost: then a fetcher needs no
+        poll. False for Postgres (a NOTIFY is lost while the LISTEN
+        connection is down, and retries coming due are not announced)."""
+        ...
+
+    @property
     def queue(self) -> QueueStore: ...
 
     @property

@@ -3,7 +3,9 @@
 :class:`MemoryStore` composes the port's three parts over one set of
 :class:`~.tables.Tables`. Everything is pure Trio, and time never comes
 from here: methods take ``now``; :meth:`MemoryStore.database_now` returns the
-anchor given to the constructor, advanced by Trio's clock.
+anchor given to the constructor, advanced by Trio's clock. One deliberate
+difference from Postgres: a failed attempt's row (claimable at its retry)
+is announced too, so that clients on this store need no poll.
 """
 
 from __future__ import annotations
@@ -34,6 +36,10 @@ DEFAULT_ANCHOR = datetime(2030, 1, 1, tzinfo=UTC)
 
 class MemoryStore:
     """The store in process memory; see the module docstring."""
+
+    # Listeners are in-process channels, and complete() also announces rows
+    # failed to a later retry: a fetcher on this store needs no poll.
+    notifications_reliable = True
 
     def __init__(self, *, anchor: datetime = DEFAULT_ANCHOR,
                  lock_timeout: float | None = None) -> None:

@@ -223,7 +223,10 @@ class MemoryQueue:
             rec = row.row
             done.applied.append(AppliedOutcome(rec.id, rec.state, rec.attempt,
                                                rec.scheduled_at, rec.synced_at))
-            if rec.state is ResourceState.SCHEDULED:
+            # A failed row is claimable at its retry_at. Postgres leaves that to
+            # its clients' poll; here it is announced, so that a client sharing
+            # this store learns of it (see Store.notifications_reliable).
+            if rec.state is ResourceState.SCHEDULED or rec.state is ResourceState.FAILED:
                 namespaces.add(rec.namespace)
         self._t.notify(namespaces)
         return done

@@ -45,6 +45,9 @@ log = logging.getLogger("trio_delta.store")
 class PostgresStore:
     """The store on a Postgres database; open it with :func:`open_postgres_store`."""
 
+    # See Store.notifications_reliable: clients poll (Config.poll_interval).
+    notifications_reliable = False
+
     def __init__(self, *, dsn: str, schema: str, bridge: Bridge, pool: Pool,
                  lock_timeout: float | None = None,
                  leader_lock_timeout: float | None = None) -> None:
