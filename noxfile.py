@@ -17,8 +17,11 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
+    """ruff: the lint rules, and the formatting (``ruff format --check``)."""
     session.install("ruff")
+    paths = ("src", "tests", "examples", "benchmarks", "noxfile.py")
     session.run("ruff", "check", "src", "tests", "examples", "noxfile.py")
+    session.run("ruff", "format", "--check", *paths)
 
 
 @nox.session
@@ -36,12 +39,15 @@ PSYCOPG_TESTS = (
 
 
 @nox.session
-@nox.parametrize("pins", [
-    # The ends of the range pyproject.toml pins (trio_psycopg.SUPPORTED):
-    # the lowest by name, the newest as resolved today.
-    nox.param(("psycopg[binary]==3.2.1", "psycopg-pool==3.2.0"), id="lowest"),
-    nox.param(("--upgrade", "psycopg[binary]<3.4", "psycopg-pool<3.4"), id="newest"),
-])
+@nox.parametrize(
+    "pins",
+    [
+        # The ends of the range pyproject.toml pins (trio_psycopg.SUPPORTED):
+        # the lowest by name, the newest as resolved today.
+        nox.param(("psycopg[binary]==3.2.1", "psycopg-pool==3.2.0"), id="lowest"),
+        nox.param(("--upgrade", "psycopg[binary]<3.4", "psycopg-pool<3.4"), id="newest"),
+    ],
+)
 def psycopg(session: nox.Session, pins: tuple[str, ...]) -> None:
     """Store conformance and driver tests on the lowest and newest psycopg.
 
@@ -49,8 +55,12 @@ def psycopg(session: nox.Session, pins: tuple[str, ...]) -> None:
     """
     session.install("-e", ".[dev]")
     session.install(*pins)
-    session.run("python", "-c", "import psycopg, psycopg_pool; "
-                "print('psycopg', psycopg.__version__, 'psycopg_pool', psycopg_pool.__version__)")
+    session.run(
+        "python",
+        "-c",
+        "import psycopg, psycopg_pool; "
+        "print('psycopg', psycopg.__version__, 'psycopg_pool', psycopg_pool.__version__)",
+    )
     session.run("python", "-m", "pytest", "-q", *PSYCOPG_TESTS, *session.posargs)
 
 
@@ -70,8 +80,16 @@ def repeat(session: nox.Session) -> None:
     """The autojump-clock tests 100 times in a row: they must never flake."""
     session.install("-e", ".[dev]")
     session.run(
-        "python", "-m", "pytest", "-q", "--count", "100", "-p", "no:randomly",
-        "tests/engine/test_timing_rules_are_exact.py", "examples/test_user_controller.py",
+        "python",
+        "-m",
+        "pytest",
+        "-q",
+        "--count",
+        "100",
+        "-p",
+        "no:randomly",
+        "tests/engine/test_timing_rules_are_exact.py",
+        "examples/test_user_controller.py",
         *session.posargs,
     )
 
@@ -83,8 +101,9 @@ def docs(session: nox.Session) -> None:
     ``nox -s docs -- --site-dir /tmp/site`` passes options on to ``mkdocs build``.
     """
     session.install("-e", ".[docs]")
-    session.run("mkdocs", "build", "--strict", *session.posargs,
-                env={"NO_MKDOCS_2_WARNING": "1"})  # Material's banner about MkDocs 2.0
+    session.run(
+        "mkdocs", "build", "--strict", *session.posargs, env={"NO_MKDOCS_2_WARNING": "1"}
+    )  # Material's banner about MkDocs 2.0
 
 
 @nox.session

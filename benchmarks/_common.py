@@ -31,8 +31,13 @@ def asyncpg_kwargs(dsn: str) -> dict[str, Any]:
     from psycopg.conninfo import conninfo_to_dict
 
     params = conninfo_to_dict(dsn)
-    names = {"host": "host", "port": "port", "user": "user", "password": "password",
-             "dbname": "database"}
+    names = {
+        "host": "host",
+        "port": "port",
+        "user": "user",
+        "password": "password",
+        "dbname": "database",
+    }
     out: dict[str, Any] = {names[k]: v for k, v in params.items() if k in names and v}
     if "port" in out:
         out["port"] = int(out["port"])
@@ -97,17 +102,23 @@ def child_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument("scenario", choices=["drain", "inform", "latency", "scale", "memory"])
     parser.add_argument("--dsn", required=True, help="libpq connection string")
     parser.add_argument("--schema", required=True, help="fresh schema for this run")
-    parser.add_argument("--count", type=int, default=20_000,
-                        help="jobs/objects to drain or inform")
-    parser.add_argument("--resident", type=int, default=0,
-                        help="scale: other (synced) rows resident in the table")
+    parser.add_argument("--count", type=int, default=20_000, help="jobs/objects to drain or inform")
+    parser.add_argument(
+        "--resident", type=int, default=0, help="scale: other (synced) rows resident in the table"
+    )
     parser.add_argument("--samples", type=int, default=300, help="latency: measured informs")
-    parser.add_argument("--interval", type=float, default=0.02,
-                        help="latency: seconds between informs")
-    parser.add_argument("--warmup", type=int, default=10,
-                        help="latency: informs made (and discarded) before measuring")
-    parser.add_argument("--settings", default="{}",
-                        help="JSON object overriding the system's settings")
+    parser.add_argument(
+        "--interval", type=float, default=0.02, help="latency: seconds between informs"
+    )
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=10,
+        help="latency: informs made (and discarded) before measuring",
+    )
+    parser.add_argument(
+        "--settings", default="{}", help="JSON object overriding the system's settings"
+    )
     return parser
 
 

@@ -36,8 +36,11 @@ from _common import (
     settings_from,
 )
 
-DEFAULTS: dict[str, Any] = {"batch_size": 500, "max_concurrent_tasks": None,
-                            "enqueue_chunk": 10_000}
+DEFAULTS: dict[str, Any] = {
+    "batch_size": 500,
+    "max_concurrent_tasks": None,
+    "enqueue_chunk": 10_000,
+}
 ENTRYPOINT = "noop"
 
 
@@ -71,8 +74,7 @@ async def main() -> None:
         started = time.perf_counter()
         for lo in range(0, count, chunk):
             n = min(chunk, count - lo)
-            await setup.enqueue([ENTRYPOINT] * n, [_encode(i) for i in range(lo, lo + n)],
-                                [0] * n)
+            await setup.enqueue([ENTRYPOINT] * n, [_encode(i) for i in range(lo, lo + n)], [0] * n)
         elapsed = time.perf_counter() - started
         queued = sum(s.count for s in await setup.queue_size())
         if queued != count:
@@ -82,8 +84,7 @@ async def main() -> None:
 
     if args.scenario == "drain":
         count = args.count
-        await setup.enqueue([ENTRYPOINT] * count, [_encode(i) for i in range(count)],
-                            [0] * count)
+        await setup.enqueue([ENTRYPOINT] * count, [_encode(i) for i in range(count)], [0] * count)
         done = 0
         first_at: float | None = None
         # Timed from opening the worker's connection, as trio_delta's drain is
@@ -99,16 +100,22 @@ async def main() -> None:
                 first_at = time.perf_counter()
             done += 1
 
-        await pgq.run(batch_size=settings["batch_size"],
-                      max_concurrent_tasks=settings["max_concurrent_tasks"],
-                      mode=QueueExecutionMode.drain)
+        await pgq.run(
+            batch_size=settings["batch_size"],
+            max_concurrent_tasks=settings["max_concurrent_tasks"],
+            mode=QueueExecutionMode.drain,
+        )
         elapsed = time.perf_counter() - started
         left = sum(s.count for s in await setup.queue_size())
         if done != count or left:
             raise RuntimeError(f"expected {count} done, ran {done}, {left} left in the queue")
         assert first_at is not None
-        emit(drain=count / elapsed, seconds=elapsed, open_s=opened - started,
-             first_work_s=first_at - started)
+        emit(
+            drain=count / elapsed,
+            seconds=elapsed,
+            open_s=opened - started,
+            first_work_s=first_at - started,
+        )
         return
 
     if args.scenario == "latency":
@@ -122,11 +129,13 @@ async def main() -> None:
             started_at[json.loads(job.payload)["key"]] = time.perf_counter()
             arrived.set()
 
-        worker = asyncio.create_task(pgq.run(
-            batch_size=settings["batch_size"],
-            max_concurrent_tasks=settings["max_concurrent_tasks"],
-            dequeue_timeout=timedelta(seconds=30),
-        ))
+        worker = asyncio.create_task(
+            pgq.run(
+                batch_size=settings["batch_size"],
+                max_concurrent_tasks=settings["max_concurrent_tasks"],
+                dequeue_timeout=timedelta(seconds=30),
+            )
+        )
         await asyncio.sleep(0.5)  # the worker is listening
         delays: list[float] = []
         for i in range(args.warmup + args.samples):

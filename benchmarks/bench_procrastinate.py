@@ -29,8 +29,12 @@ from typing import Any
 from _common import child_parser, emit, latency_metrics, payload, quiet_logging, settings_from
 from psycopg.conninfo import make_conninfo
 
-DEFAULTS: dict[str, Any] = {"concurrency": 30, "pool_size": None, "delete_jobs": "always",
-                            "enqueue_chunk": 10_000}
+DEFAULTS: dict[str, Any] = {
+    "concurrency": 30,
+    "pool_size": None,
+    "delete_jobs": "always",
+    "enqueue_chunk": 10_000,
+}
 TASK = "noop"
 
 
@@ -42,8 +46,11 @@ async def main() -> None:
 
     size = settings["pool_size"] or settings["concurrency"] + 2
     conninfo = make_conninfo(args.dsn, options=f"-c search_path={args.schema}")
-    app = procrastinate.App(connector=procrastinate.PsycopgConnector(
-        conninfo=conninfo, min_size=min(size, 4), max_size=size))
+    app = procrastinate.App(
+        connector=procrastinate.PsycopgConnector(
+            conninfo=conninfo, min_size=min(size, 4), max_size=size
+        )
+    )
     done = 0
     first_at: float | None = None
     started_at: dict[str, float] = {}
@@ -62,12 +69,16 @@ async def main() -> None:
 
     def worker(wait: bool) -> Any:
         return app.run_worker_async(
-            concurrency=settings["concurrency"], wait=wait, install_signal_handlers=False,
-            delete_jobs=settings["delete_jobs"])
+            concurrency=settings["concurrency"],
+            wait=wait,
+            install_signal_handlers=False,
+            delete_jobs=settings["delete_jobs"],
+        )
 
     async def count_todo() -> int:
         rows = await app.connector.execute_query_all_async(
-            "select count(*) as n from procrastinate_jobs where status in ('todo', 'doing')")
+            "select count(*) as n from procrastinate_jobs where status in ('todo', 'doing')"
+        )
         return int(rows[0]["n"])
 
     async with app.open_async():
@@ -78,7 +89,8 @@ async def main() -> None:
             started = time.perf_counter()
             for lo in range(0, count, chunk):
                 await noop.batch_defer_async(
-                    *(payload(i) for i in range(lo, min(lo + chunk, count))))
+                    *(payload(i) for i in range(lo, min(lo + chunk, count)))
+                )
             elapsed = time.perf_counter() - started
             queued = await count_todo()
             if queued != count:
@@ -90,7 +102,8 @@ async def main() -> None:
             chunk = settings["enqueue_chunk"]
             for lo in range(0, count, chunk):
                 await noop.batch_defer_async(
-                    *(payload(i) for i in range(lo, min(lo + chunk, count))))
+                    *(payload(i) for i in range(lo, min(lo + chunk, count)))
+                )
 
         elif args.scenario == "latency":
             task = asyncio.create_task(worker(wait=True))
@@ -127,8 +140,12 @@ async def main() -> None:
         if done != args.count or left:
             raise RuntimeError(f"expected {args.count} done, ran {done}, {left} left")
         assert first_at is not None
-        emit(drain=args.count / elapsed, seconds=elapsed, open_s=opened - started,
-             first_work_s=first_at - started)
+        emit(
+            drain=args.count / elapsed,
+            seconds=elapsed,
+            open_s=opened - started,
+            first_work_s=first_at - started,
+        )
 
 
 if __name__ == "__main__":

@@ -45,8 +45,12 @@ import trio_delta as delta
 # drain, five runs each): 100 workers / 500 rows ~19,500/s, 250 / 2,000
 # ~22,500/s, 500 / 2,000 ~24,900/s; 100,000-object inform: batches of 500
 # ~44,800/s, 2,000 ~53,000/s.
-DEFAULTS: dict[str, Any] = {"max_workers": 500, "batch_size": 2000, "pool_size": None,
-                            "latency_informer": "same"}
+DEFAULTS: dict[str, Any] = {
+    "max_workers": 500,
+    "batch_size": 2000,
+    "pool_size": None,
+    "latency_informer": "same",
+}
 KIND = "item"
 POLL = 0.005  # seconds between looks at the client's counters (Client.stats copies)
 INFORMER_POLL = 0.01  # seconds between looks at the informer's recorded run
@@ -102,12 +106,14 @@ class NoOp(delta.Controller[Item]):
 
 
 def _config(schema: str, settings: dict[str, Any], **extra: Any) -> delta.Config:
-    return delta.Config(schema=schema, batch_size=settings["batch_size"],
-                        pool_size=settings["pool_size"], **extra)
+    return delta.Config(
+        schema=schema, batch_size=settings["batch_size"], pool_size=settings["pool_size"], **extra
+    )
 
 
-async def inform_all(dsn: str, schema: str, count: int,
-                     settings: dict[str, Any]) -> dict[str, float]:
+async def inform_all(
+    dsn: str, schema: str, count: int, settings: dict[str, Any]
+) -> dict[str, float]:
     """One informer run of ``count`` objects, on a client that works nothing
     (it serves a namespace the objects are not in). Returns timings; the run
     is done once the client has recorded it (every batch is then committed)."""
@@ -117,7 +123,9 @@ async def inform_all(dsn: str, schema: str, count: int,
     config = _config(schema, settings, inform_timeout=3600.0)
     opened = time.perf_counter()
     async with delta.open_delta_client(
-        dsn, controllers, namespaces={"elsewhere": delta.NamespaceConfig(max_workers=1)},
+        dsn,
+        controllers,
+        namespaces={"elsewhere": delta.NamespaceConfig(max_workers=1)},
         config=config,
     ) as client:
         while True:
@@ -130,8 +138,11 @@ async def inform_all(dsn: str, schema: str, count: int,
             raise RuntimeError(f"informer run failed: {state.last_error}")
     assert seeder.started_at is not None
     assert seeder.sent_at is not None
-    return {"seconds": done - seeder.started_at, "startup_s": seeder.started_at - opened,
-            "send_s": seeder.sent_at - seeder.started_at}
+    return {
+        "seconds": done - seeder.started_at,
+        "startup_s": seeder.started_at - opened,
+        "send_s": seeder.sent_at - seeder.started_at,
+    }
 
 
 ALL_ROWS = sql.SQL("true")
@@ -141,7 +152,8 @@ def count_rows(dsn: str, schema: str, where: sql.Composable = ALL_ROWS) -> int:
     with psycopg.connect(dsn, autocommit=True) as conn:
         row = conn.execute(
             sql.SQL("select count(*) from {}.resources where {}").format(
-                sql.Identifier(schema), where)
+                sql.Identifier(schema), where
+            )
         ).fetchone()
         assert row is not None
         return int(row[0])
@@ -161,22 +173,32 @@ def add_resident_rows(dsn: str, schema: str, count: int) -> None:
         "synced_at": sql.SQL("t.created_at"),
     }
     with psycopg.connect(dsn, autocommit=True) as conn:
-        columns = [r[0] for r in conn.execute(
-            "select column_name from information_schema.columns where table_schema = %s "
-            "and table_name = 'resources' and is_identity = 'NO' order by ordinal_position",
-            [schema],
-        ).fetchall()]
+        columns = [
+            r[0]
+            for r in conn.execute(
+                "select column_name from information_schema.columns where table_schema = %s "
+                "and table_name = 'resources' and is_identity = 'NO' order by ordinal_position",
+                [schema],
+            ).fetchall()
+        ]
         exprs = [overrides.get(c, sql.SQL("t.{}").format(sql.Identifier(c))) for c in columns]
-        conn.execute(sql.SQL(
-            "insert into {s}.resources ({cols}) select {exprs} from "
-            "(select * from {s}.resources order by id limit 1) t, generate_series(1, %s) g"
-        ).format(s=ident, cols=sql.SQL(", ").join(map(sql.Identifier, columns)),
-                 exprs=sql.SQL(", ").join(exprs)), [count])
+        conn.execute(
+            sql.SQL(
+                "insert into {s}.resources ({cols}) select {exprs} from "
+                "(select * from {s}.resources order by id limit 1) t, generate_series(1, %s) g"
+            ).format(
+                s=ident,
+                cols=sql.SQL(", ").join(map(sql.Identifier, columns)),
+                exprs=sql.SQL(", ").join(exprs),
+            ),
+            [count],
+        )
         conn.execute(sql.SQL("vacuum analyze {}.resources").format(ident))
 
 
-async def drain(dsn: str, schema: str, count: int, settings: dict[str, Any],
-                resident: int, *, seed: bool = True) -> dict[str, float]:
+async def drain(
+    dsn: str, schema: str, count: int, settings: dict[str, Any], resident: int, *, seed: bool = True
+) -> dict[str, float]:
     """``count`` scheduled resources (informed first, untimed), then a fresh
     client with a no-op controller: time from opening it until every outcome
     is written. ``seed=False``: the rows are there already (an ``inform``
@@ -191,7 +213,8 @@ async def drain(dsn: str, schema: str, count: int, settings: dict[str, Any],
     config = _config(schema, settings, inform_interval=-1.0)
     started = time.perf_counter()
     async with delta.open_delta_client(
-        dsn, controllers,
+        dsn,
+        controllers,
         namespaces={"default": delta.NamespaceConfig(max_workers=settings["max_workers"])},
         config=config,
     ) as client:
@@ -201,18 +224,23 @@ async def drain(dsn: str, schema: str, count: int, settings: dict[str, Any],
             await trio.sleep(POLL)
         done = time.perf_counter()
     stopped = time.perf_counter()
-    synced = count_rows(
-        dsn, schema, sql.SQL("state = 'synced' and object_id like 'item-%'"))
+    synced = count_rows(dsn, schema, sql.SQL("state = 'synced' and object_id like 'item-%'"))
     if synced != count or ctl.started != count:
         raise RuntimeError(f"expected {count} synced, found {synced} ({ctl.started} worked)")
     elapsed = done - started
     assert ctl.first_at is not None
-    return {"drain": count / elapsed, "seconds": elapsed, "open_s": opened - started,
-            "first_work_s": ctl.first_at - started, "stop_s": stopped - done}
+    return {
+        "drain": count / elapsed,
+        "seconds": elapsed,
+        "open_s": opened - started,
+        "first_work_s": ctl.first_at - started,
+        "stop_s": stopped - done,
+    }
 
 
-async def latency(dsn: str, schema: str, samples: int, warmup: int, interval: float,
-                  settings: dict[str, Any]) -> dict[str, float]:
+async def latency(
+    dsn: str, schema: str, samples: int, warmup: int, interval: float, settings: dict[str, Any]
+) -> dict[str, float]:
     """An idle client; one ``inform`` every ``interval``: delay from
     ``inform`` returning to ``work`` starting."""
     ctl = NoOp(record=True)
@@ -222,16 +250,25 @@ async def latency(dsn: str, schema: str, samples: int, warmup: int, interval: fl
     delays: list[float] = []
     other = delta.Controllers()
     delta.add_controller(other, NoOp())
-    async with delta.open_delta_client(
-        dsn, controllers,
-        namespaces={"default": delta.NamespaceConfig(max_workers=settings["max_workers"])},
-        config=config,
-    ) as client, contextlib.AsyncExitStack() as stack:
+    async with (
+        delta.open_delta_client(
+            dsn,
+            controllers,
+            namespaces={"default": delta.NamespaceConfig(max_workers=settings["max_workers"])},
+            config=config,
+        ) as client,
+        contextlib.AsyncExitStack() as stack,
+    ):
         informer = client
         if settings["latency_informer"] == "other":
-            informer = await stack.enter_async_context(delta.open_delta_client(
-                dsn, other, namespaces={"elsewhere": delta.NamespaceConfig(max_workers=1)},
-                config=config))
+            informer = await stack.enter_async_context(
+                delta.open_delta_client(
+                    dsn,
+                    other,
+                    namespaces={"elsewhere": delta.NamespaceConfig(max_workers=1)},
+                    config=config,
+                )
+            )
         for i in range(warmup + samples):
             key = f"{KEY_PREFIX}-{i}"
             await informer.inform(Item(key, i))
@@ -248,15 +285,19 @@ async def latency(dsn: str, schema: str, samples: int, warmup: int, interval: fl
 
 async def main() -> None:
     parser = child_parser(__doc__ or "")
-    parser.add_argument("--no-seed", action="store_true",
-                        help="drain: rows were informed already (by an inform run)")
+    parser.add_argument(
+        "--no-seed",
+        action="store_true",
+        help="drain: rows were informed already (by an inform run)",
+    )
     args = parser.parse_args()
     settings = settings_from(args, DEFAULTS)
     quiet_logging()
     await delta.migrate(args.dsn, schema=args.schema)
     if args.scenario in ("drain", "scale"):
-        result = await drain(args.dsn, args.schema, args.count, settings, args.resident,
-                             seed=not args.no_seed)
+        result = await drain(
+            args.dsn, args.schema, args.count, settings, args.resident, seed=not args.no_seed
+        )
         if args.scenario == "scale":
             result["resident"] = args.resident
         emit(**result)
@@ -270,12 +311,20 @@ async def main() -> None:
         before = rss_now_kb()
         timing = await inform_all(args.dsn, args.schema, args.count, settings)
         peak = rss_peak_kb()
-        emit(memory=(peak - before) / 1024, rss_before_mb=before / 1024,
-             rss_peak_mb=peak / 1024, objects=args.count,
-             inform=args.count / timing["seconds"], **timing)
+        emit(
+            memory=(peak - before) / 1024,
+            rss_before_mb=before / 1024,
+            rss_peak_mb=peak / 1024,
+            objects=args.count,
+            inform=args.count / timing["seconds"],
+            **timing,
+        )
     else:
-        emit(**await latency(args.dsn, args.schema, args.samples, args.warmup, args.interval,
-                             settings))
+        emit(
+            **await latency(
+                args.dsn, args.schema, args.samples, args.warmup, args.interval, settings
+            )
+        )
 
 
 if __name__ == "__main__":

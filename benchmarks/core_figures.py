@@ -65,7 +65,9 @@ async def throughput(dsn: str, schema: str, count: int, workers: int) -> float:
     delta.add_controller(controllers, ctl)
     config = delta.Config(schema=schema, batch_size=500)
     async with delta.open_delta_client(
-        dsn, controllers, namespaces={"default": delta.NamespaceConfig(max_workers=workers)},
+        dsn,
+        controllers,
+        namespaces={"default": delta.NamespaceConfig(max_workers=workers)},
         config=config,
     ):
         t0 = time.perf_counter()
@@ -99,7 +101,9 @@ def fresh_schema(dsn: str) -> str:
 
 def drop(dsn: str, schema: str) -> None:
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(psycopg.sql.SQL("drop schema {} cascade").format(psycopg.sql.Identifier(schema)))
+        conn.execute(
+            psycopg.sql.SQL("drop schema {} cascade").format(psycopg.sql.Identifier(schema))
+        )
 
 
 async def main(dsn: str, count: int, workers: int, samples: int) -> None:
@@ -109,14 +113,18 @@ async def main(dsn: str, count: int, workers: int, samples: int) -> None:
         try:
             if name == "throughput":
                 rate = await throughput(dsn, schema, count, workers)
-                print(f"throughput: {count} resources inform->synced, max_workers={workers}: "
-                      f"{rate:,.0f} resources/s")
+                print(
+                    f"throughput: {count} resources inform->synced, max_workers={workers}: "
+                    f"{rate:,.0f} resources/s"
+                )
             else:
                 d = sorted(await latency(dsn, schema, samples))
-                print(f"latency inform-returned -> work-started over {samples} informs: "
-                      f"p50 {statistics.median(d) * 1000:.2f} ms, "
-                      f"p95 {d[int(len(d) * 0.95)] * 1000:.2f} ms, "
-                      f"p99 {d[int(len(d) * 0.99)] * 1000:.2f} ms")
+                print(
+                    f"latency inform-returned -> work-started over {samples} informs: "
+                    f"p50 {statistics.median(d) * 1000:.2f} ms, "
+                    f"p95 {d[int(len(d) * 0.95)] * 1000:.2f} ms, "
+                    f"p99 {d[int(len(d) * 0.99)] * 1000:.2f} ms"
+                )
         finally:
             drop(dsn, schema)
     del run

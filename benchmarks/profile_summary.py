@@ -28,7 +28,7 @@ def package(file: str) -> str:
     the part below site-packages or the stdlib: ``trio/_core/_run.py``)."""
     parts = file.replace("\\", "/").split("/")
     if "site-packages" in parts:
-        parts = parts[parts.index("site-packages") + 1:]
+        parts = parts[parts.index("site-packages") + 1 :]
     if parts[0] == "trio_delta" and len(parts) > 2:
         return "/".join(parts[:2])
     if len(parts) > 1:
@@ -56,21 +56,29 @@ def label(frame: str) -> tuple[str, str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("raw", type=Path)
     parser.add_argument("--top", type=int, default=25)
-    parser.add_argument("--only", action="append", default=[],
-                        help="keep stacks with a frame containing this (repeatable: any)")
-    parser.add_argument("--exclude", action="append", default=[],
-                        help="drop stacks with a frame containing this (repeatable)")
+    parser.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        help="keep stacks with a frame containing this (repeatable: any)",
+    )
+    parser.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        help="drop stacks with a frame containing this (repeatable)",
+    )
     args = parser.parse_args()
     stacks = parse(args.raw)
     if args.only:
         stacks = [(s, n) for s, n in stacks if any(o in f for o in args.only for f in s)]
     if args.exclude:
-        stacks = [(s, n) for s, n in stacks
-                  if not any(x in f for x in args.exclude for f in s)]
+        stacks = [(s, n) for s, n in stacks if not any(x in f for x in args.exclude for f in s)]
     total = sum(n for _, n in stacks) or 1
     by_package: Counter[str] = Counter()
     self_time: Counter[str] = Counter()
@@ -82,10 +90,14 @@ def main() -> None:
         for name in {label(f)[0] for f in frames}:
             inclusive[name] += n
     kept = (f" (through any of {args.only})" if args.only else "") + (
-        f" (none of {args.exclude})" if args.exclude else "")
+        f" (none of {args.exclude})" if args.exclude else ""
+    )
     print(f"{args.raw}: {total} samples{kept}")
-    for title, counter in (("by package (self)", by_package), ("top self", self_time),
-                           ("top inclusive", inclusive)):
+    for title, counter in (
+        ("by package (self)", by_package),
+        ("top self", self_time),
+        ("top inclusive", inclusive),
+    ):
         print(f"\n{title}:")
         for name, n in counter.most_common(args.top):
             print(f"  {100 * n / total:5.1f}%  {name}")

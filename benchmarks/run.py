@@ -71,12 +71,28 @@ class Sizes:
     memory: int
 
 
-FULL = Sizes(drain=20_000, drain_procrastinate=20_000, inform=100_000, latency_samples=500,
-             scale_count=10_000, scale_big=1_000_000, scale_small=10_000, memory=1_000_000)
+FULL = Sizes(
+    drain=20_000,
+    drain_procrastinate=20_000,
+    inform=100_000,
+    latency_samples=500,
+    scale_count=10_000,
+    scale_big=1_000_000,
+    scale_small=10_000,
+    memory=1_000_000,
+)
 # --quick: under 3 minutes on 2 cores. procrastinate commits once per job, so
 # it drains fewer jobs (its rate is still jobs/s, labelled with its n).
-QUICK = Sizes(drain=5_000, drain_procrastinate=500, inform=10_000, latency_samples=100,
-              scale_count=2_000, scale_big=200_000, scale_small=2_000, memory=50_000)
+QUICK = Sizes(
+    drain=5_000,
+    drain_procrastinate=500,
+    inform=10_000,
+    latency_samples=100,
+    scale_count=2_000,
+    scale_big=200_000,
+    scale_small=2_000,
+    memory=50_000,
+)
 
 
 @dataclass(frozen=True)
@@ -142,8 +158,13 @@ def ensure_database(dsn: str) -> None:
 def db_facts(dsn: str) -> dict[str, str]:
     with psycopg.connect(dsn) as conn:
         facts: dict[str, str] = {}
-        for name in ("server_version", "synchronous_commit", "fsync", "shared_buffers",
-                     "max_connections"):
+        for name in (
+            "server_version",
+            "synchronous_commit",
+            "fsync",
+            "shared_buffers",
+            "max_connections",
+        ):
             row = conn.execute(sql.SQL("show {}").format(sql.Identifier(name))).fetchone()
             facts[name] = str(row[0]) if row else "?"
     return facts
@@ -157,8 +178,9 @@ def drop_schema(dsn: str, schema: str) -> None:
 def machine() -> dict[str, str]:
     def run(cmd: str) -> str:
         try:
-            return subprocess.run(shlex.split(cmd), capture_output=True, text=True,
-                                  timeout=10).stdout.strip()
+            return subprocess.run(
+                shlex.split(cmd), capture_output=True, text=True, timeout=10
+            ).stdout.strip()
         except (OSError, subprocess.SubprocessError):
             return "?"
 
@@ -166,10 +188,16 @@ def machine() -> dict[str, str]:
     return {
         "nproc": run("nproc"),
         "memory": " ".join(mem[1].split()[1:2]) if len(mem) > 1 else "?",
-        "cpu": next((line.split(":", 1)[1].strip() for line in
-                     Path("/proc/cpuinfo").read_text().splitlines()
-                     if line.startswith("model name")), "?")
-        if Path("/proc/cpuinfo").exists() else platform.processor(),
+        "cpu": next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")
+            ),
+            "?",
+        )
+        if Path("/proc/cpuinfo").exists()
+        else platform.processor(),
         "python": platform.python_version(),
         "os": platform.platform(),
     }
@@ -179,8 +207,7 @@ def versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     out: dict[str, str] = {}
-    for dist in ("trio-delta", "trio", "psycopg", "pgqueuer", "asyncpg", "uvloop",
-                 "procrastinate"):
+    for dist in ("trio-delta", "trio", "psycopg", "pgqueuer", "asyncpg", "uvloop", "procrastinate"):
         try:
             out[dist] = version(dist)
         except PackageNotFoundError:
@@ -190,10 +217,20 @@ def versions() -> dict[str, str]:
 
 def git_revision() -> str:
     try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE,
-                             capture_output=True, text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "src"], cwd=HERE,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        rev = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=HERE,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "src"],
+            cwd=HERE,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
         return rev + (" (src/ has uncommitted changes)" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "?"
@@ -216,20 +253,36 @@ class Runner:
     settings: dict[str, str]
     verbose: bool
 
-    def run(self, system: str, scenario: str, *, count: int = 0, resident: int = 0,
-            samples: int = 0) -> dict[str, Any]:
+    def run(
+        self, system: str, scenario: str, *, count: int = 0, resident: int = 0, samples: int = 0
+    ) -> dict[str, Any]:
         """Run one scenario of one system in a fresh process on a fresh schema."""
         schema = f"bench_{SHORT[system]}_{uuid.uuid4().hex[:10]}"
-        cmd = [sys.executable, str(CHILD[system]), scenario, "--dsn", self.dsn,
-               "--schema", schema, "--count", str(count), "--resident", str(resident),
-               "--samples", str(samples), "--settings", self.settings.get(system, "{}")]
+        cmd = [
+            sys.executable,
+            str(CHILD[system]),
+            scenario,
+            "--dsn",
+            self.dsn,
+            "--schema",
+            schema,
+            "--count",
+            str(count),
+            "--resident",
+            str(resident),
+            "--samples",
+            str(samples),
+            "--settings",
+            self.settings.get(system, "{}"),
+        ]
         drop_schema(self.dsn, schema)
         with psycopg.connect(self.dsn, autocommit=True) as conn:
             conn.execute(sql.SQL("create schema {}").format(sql.Identifier(schema)))
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=self.timeout,
-                                  env=env, cwd=HERE)
+            proc = subprocess.run(
+                cmd, capture_output=True, text=True, timeout=self.timeout, env=env, cwd=HERE
+            )
         except subprocess.TimeoutExpired as exc:
             raise RuntimeError(f"timed out after {self.timeout:.0f}s") from exc
         finally:
@@ -239,7 +292,7 @@ class Runner:
         result = None
         for line in proc.stdout.splitlines():
             if line.startswith("RESULT "):
-                result = json.loads(line[len("RESULT "):])
+                result = json.loads(line[len("RESULT ") :])
         if proc.returncode != 0 or result is None:
             tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
             raise RuntimeError(f"exit {proc.returncode}: {tail}")
@@ -265,8 +318,14 @@ class Bench:
         if all(m.key != metric.key for m in self.metrics):
             self.metrics.append(metric)
 
-    def record(self, system: str, result: dict[str, Any] | None, error: str | None,
-               keys: Sequence[str], size: str) -> None:
+    def record(
+        self,
+        system: str,
+        result: dict[str, Any] | None,
+        error: str | None,
+        keys: Sequence[str],
+        size: str,
+    ) -> None:
         for key in keys:
             cell = self.cell(key, system)
             cell.size = size
@@ -275,8 +334,9 @@ class Bench:
             elif result is not None and key in result:
                 cell.values.append(float(result[key]))
 
-    def attempt(self, label: str, fn: Callable[[], dict[str, Any]]) -> tuple[
-            dict[str, Any] | None, str | None]:
+    def attempt(
+        self, label: str, fn: Callable[[], dict[str, Any]]
+    ) -> tuple[dict[str, Any] | None, str | None]:
         started = time.perf_counter()
         try:
             result = fn()
@@ -288,8 +348,11 @@ class Bench:
         return result, None
 
     def scenario(self, name: str) -> None:
-        systems = self.systems if name in ("drain", "inform", "latency") else (
-            ("trio_delta",) if "trio_delta" in self.systems else ())
+        systems = (
+            self.systems
+            if name in ("drain", "inform", "latency")
+            else (("trio_delta",) if "trio_delta" in self.systems else ())
+        )
         if not systems:
             log(f"{name}: skipped (trio_delta only)")
             return
@@ -302,10 +365,12 @@ class Bench:
                 self.add_metric(Metric(f"latency_{p}", f"latency {p}", "ms", False, systems))
         elif name == "scale":
             self.add_metric(Metric("scale", "scale", "ratio", True, systems))
-            self.add_metric(Metric("scale_drain_big", "scale: drain, big table", "jobs/s",
-                                   True, systems))
-            self.add_metric(Metric("scale_drain_small", "scale: drain, small table",
-                                   "jobs/s", True, systems))
+            self.add_metric(
+                Metric("scale_drain_big", "scale: drain, big table", "jobs/s", True, systems)
+            )
+            self.add_metric(
+                Metric("scale_drain_small", "scale: drain, small table", "jobs/s", True, systems)
+            )
         else:
             self.add_metric(Metric("memory", "memory (RSS growth)", "MB", False, systems))
         for r in range(1, self.rounds + 1):
@@ -324,23 +389,45 @@ class Bench:
             self.record(system, res, err, ["inform"], f"n={s.inform:,}")
         elif name == "latency":
             res, err = self.attempt(
-                system, lambda: run(system, "latency", samples=s.latency_samples))
-            self.record(system, res, err, ["latency_p50", "latency_p95", "latency_p99"],
-                        f"{s.latency_samples} samples")
+                system, lambda: run(system, "latency", samples=s.latency_samples)
+            )
+            self.record(
+                system,
+                res,
+                err,
+                ["latency_p50", "latency_p95", "latency_p99"],
+                f"{s.latency_samples} samples",
+            )
         elif name == "scale":
-            small, e1 = self.attempt(f"{system} (resident {s.scale_small:,})", lambda: run(
-                system, "scale", count=s.scale_count, resident=s.scale_small))
-            big, e2 = self.attempt(f"{system} (resident {s.scale_big:,})", lambda: run(
-                system, "scale", count=s.scale_count, resident=s.scale_big))
+            small, e1 = self.attempt(
+                f"{system} (resident {s.scale_small:,})",
+                lambda: run(system, "scale", count=s.scale_count, resident=s.scale_small),
+            )
+            big, e2 = self.attempt(
+                f"{system} (resident {s.scale_big:,})",
+                lambda: run(system, "scale", count=s.scale_count, resident=s.scale_big),
+            )
             size = f"n={s.scale_count:,}"
-            self.record(system, small and {"scale_drain_small": small["drain"]}, e1,
-                        ["scale_drain_small"], f"{size}, {s.scale_small:,} resident")
-            self.record(system, big and {"scale_drain_big": big["drain"]}, e2,
-                        ["scale_drain_big"], f"{size}, {s.scale_big:,} resident")
-            ratio = None if small is None or big is None else {
-                "scale": big["drain"] / small["drain"]}
-            self.record(system, ratio, e1 or e2, ["scale"],
-                        f"{s.scale_big:,} vs {s.scale_small:,} resident")
+            self.record(
+                system,
+                small and {"scale_drain_small": small["drain"]},
+                e1,
+                ["scale_drain_small"],
+                f"{size}, {s.scale_small:,} resident",
+            )
+            self.record(
+                system,
+                big and {"scale_drain_big": big["drain"]},
+                e2,
+                ["scale_drain_big"],
+                f"{size}, {s.scale_big:,} resident",
+            )
+            ratio = (
+                None if small is None or big is None else {"scale": big["drain"] / small["drain"]}
+            )
+            self.record(
+                system, ratio, e1 or e2, ["scale"], f"{s.scale_big:,} vs {s.scale_small:,} resident"
+            )
         else:
             res, err = self.attempt(system, lambda: run(system, "memory", count=s.memory))
             self.record(system, res, err, ["memory"], f"{s.memory:,} objects")
@@ -367,10 +454,8 @@ class Bench:
         checks: dict[str, tuple[str, bool | None]] = {
             "drain": (">=1.5x", None if ratio is None else ratio >= 1.5),
             "inform": (">=1.0x", None if ratio is None else ratio >= 1.0),
-            "latency_p50": ("<=2ms, <=peers",
-                            td[0] <= 2.0 and (best is None or td[0] <= best[1])),
-            "latency_p99": ("<=5ms, <=peers",
-                            td[0] <= 5.0 and (best is None or td[0] <= best[1])),
+            "latency_p50": ("<=2ms, <=peers", td[0] <= 2.0 and (best is None or td[0] <= best[1])),
+            "latency_p99": ("<=5ms, <=peers", td[0] <= 5.0 and (best is None or td[0] <= best[1])),
             "scale": (">=0.8", td[0] >= 0.8),
             "memory": ("<=150MB", td[0] <= 150.0),
         }
@@ -411,8 +496,10 @@ class Bench:
         lines.append("  ".join("-" * w for w in widths))
         lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
         lines.append("")
-        lines.append("cells: median [min-max] over rounds; ^ higher is better, v lower is "
-                     "better; td/best peer = trio_delta median / best peer median")
+        lines.append(
+            "cells: median [min-max] over rounds; ^ higher is better, v lower is "
+            "better; td/best peer = trio_delta median / best peer median"
+        )
         failures = [(k, s, e) for (k, s), c in self.cells.items() for e in c.errors]
         for key, system, error in failures:
             lines.append(f"failed: {key} {system}: {error}")
@@ -427,8 +514,12 @@ class Bench:
                 if summary is None:
                     continue
                 out.setdefault(metric.key, {})[system] = {
-                    "median": summary[0], "min": summary[1], "max": summary[2],
-                    "unit": metric.unit, "size": cell.size, "values": cell.values,
+                    "median": summary[0],
+                    "min": summary[1],
+                    "max": summary[2],
+                    "unit": metric.unit,
+                    "size": cell.size,
+                    "values": cell.values,
                     "higher_is_better": metric.higher_is_better,
                 }
         return out
@@ -436,20 +527,30 @@ class Bench:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dsn", default=DEFAULT_DSN,
-                        help="database to run in (created if missing; env BENCH_DSN)")
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--dsn", default=DEFAULT_DSN, help="database to run in (created if missing; env BENCH_DSN)"
+    )
     parser.add_argument("--quick", action="store_true", help="small sizes: under 3 minutes")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (>= 1)")
     parser.add_argument("--scenarios", nargs="+", choices=SCENARIOS, default=list(SCENARIOS))
     parser.add_argument("--systems", nargs="+", choices=SYSTEMS, default=list(SYSTEMS))
     parser.add_argument("--json", type=Path, help="write the figures as JSON here")
     parser.add_argument("--text", type=Path, help="write the header and table here")
-    parser.add_argument("--timeout", type=float, default=None,
-                        help="seconds one run may take (default 300 quick, 1800 full)")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        help="seconds one run may take (default 300 quick, 1800 full)",
+    )
     for system in SYSTEMS:
-        parser.add_argument(f"--{SHORT[system]}-settings", default="{}", metavar="JSON",
-                            help=f"override {system}'s settings (see bench_{system}.py)")
+        parser.add_argument(
+            f"--{SHORT[system]}-settings",
+            default="{}",
+            metavar="JSON",
+            help=f"override {system}'s settings (see bench_{system}.py)",
+        )
     parser.add_argument("-v", "--verbose", action="store_true", help="show children's stderr")
     args = parser.parse_args(argv)
     if args.rounds < 1:
@@ -459,8 +560,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     systems = tuple(s for s in SYSTEMS if s in args.systems)
     ensure_database(args.dsn)
     settings = {s: getattr(args, f"{SHORT[s]}_settings") for s in SYSTEMS}
-    runner = Runner(args.dsn, args.timeout or (300.0 if args.quick else 1800.0), settings,
-                    args.verbose)
+    runner = Runner(
+        args.dsn, args.timeout or (300.0 if args.quick else 1800.0), settings, args.verbose
+    )
     bench = Bench(runner, sizes, args.rounds, systems)
 
     started = datetime.now(UTC)
@@ -483,9 +585,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"postgres {db['server_version']} (synchronous_commit={db['synchronous_commit']}, "
         f"fsync={db['fsync']}, shared_buffers={db['shared_buffers']})",
         "versions: " + ", ".join(f"{k} {v}" for k, v in ver.items()),
-        "settings: " + "; ".join(f"{s} {settings[s]}" for s in systems
-                                 if settings[s] != "{}") if any(
-            settings[s] != "{}" for s in systems) else "settings: defaults of bench_*.py",
+        "settings: " + "; ".join(f"{s} {settings[s]}" for s in systems if settings[s] != "{}")
+        if any(settings[s] != "{}" for s in systems)
+        else "settings: defaults of bench_*.py",
     ]
     if args.quick:
         header.append(
@@ -493,7 +595,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             f" inform {sizes.inform:,}, latency {sizes.latency_samples} samples, scale "
             f"{sizes.scale_count:,} with {sizes.scale_big:,} vs {sizes.scale_small:,} resident,"
             f" memory over a {sizes.memory:,}-object inform (the issue's targets are set for"
-            " the full sizes)")
+            " the full sizes)"
+        )
     text = "\n".join(header) + "\n\n" + bench.table() + "\n"
     print(text)
     if args.text:

@@ -98,8 +98,10 @@ async def read_message(stream: trio.abc.ReceiveStream) -> tuple[str, dict[str, s
 
 def encode_message(start: str, payload: Any) -> bytes:
     body = b"" if payload is None else json.dumps(payload).encode()
-    head = (f"{start}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
-            "Connection: close\r\n\r\n")
+    head = (
+        f"{start}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        "Connection: close\r\n\r\n"
+    )
     return head.encode("latin-1") + body
 
 
@@ -158,17 +160,20 @@ class FakeCatalogApi:
         if method == "GET" and parts == ["items"]:
             self.served["GET /items"] += 1
             query = {k: v[0] for k, v in parse_qs(url.query).items()}
-            after = datetime.fromisoformat(query["updated_after"]) if "updated_after" in query \
-                else None
-            changed = sorted((i for i in self.catalog.values()
-                              if after is None or i.updated_at > after),
-                             key=lambda i: (i.updated_at, i.sku))
+            after = (
+                datetime.fromisoformat(query["updated_after"]) if "updated_after" in query else None
+            )
+            changed = sorted(
+                (i for i in self.catalog.values() if after is None or i.updated_at > after),
+                key=lambda i: (i.updated_at, i.sku),
+            )
             offset = int(query.get("cursor", "0"))
             page = changed[offset : offset + PAGE]
             more = offset + PAGE < len(changed)
-            return 200, {"items": [{**asdict(i), "updated_at": i.updated_at.isoformat()}
-                                   for i in page],
-                         "next_cursor": str(offset + PAGE) if more else None}
+            return 200, {
+                "items": [{**asdict(i), "updated_at": i.updated_at.isoformat()} for i in page],
+                "next_cursor": str(offset + PAGE) if more else None,
+            }
         if method == "PUT" and len(parts) == 2 and parts[0] == "published":
             self.served["PUT /published"] += 1
             if parts[1] in self.flaky:
@@ -188,8 +193,8 @@ class FakeCatalogApi:
     def converged(self) -> bool:
         expected = {sku: i for sku, i in self.catalog.items() if not i.archived}
         return self.shop.keys() == expected.keys() and all(
-            self.shop[sku]["updated_at"] == i.updated_at.isoformat()
-            for sku, i in expected.items())
+            self.shop[sku]["updated_at"] == i.updated_at.isoformat() for sku, i in expected.items()
+        )
 
 
 # -- the controller -----------------------------------------------------------------
@@ -226,8 +231,11 @@ class ItemController(delta.Controller[Item]):
             if status != 200:
                 raise RuntimeError(f"archive {item.sku}: HTTP {status}")
             raise delta.ResourceDelete("archived in the catalog")
-        body = {"name": item.name, "price_cents": item.price_cents,
-                "updated_at": item.updated_at.isoformat()}
+        body = {
+            "name": item.name,
+            "price_cents": item.price_cents,
+            "updated_at": item.updated_at.isoformat(),
+        }
         status, _ = await self.api.request("PUT", f"/published/{item.sku}", body)
         if status >= 300:
             raise RuntimeError(f"PUT {item.sku}: HTTP {status}")  # failed: retried with backoff
@@ -261,18 +269,24 @@ async def run(schema: str) -> None:
 
             async def settled(runs: int) -> bool:
                 informer = await client.get_informer("item")
-                if (informer is None or informer.lease_owner or informer.requested_at
-                        or len(fake.fetched) < runs):
+                if (
+                    informer is None
+                    or informer.lease_owner
+                    or informer.requested_at
+                    or len(fake.fetched) < runs
+                ):
                     return False  # an informer run is due, running or not yet recorded
                 rows = await client.list_resources(kind="item")
                 return fake.converged() and all(
                     r.state in (delta.ResourceState.SYNCED, delta.ResourceState.DELETED)
-                    for r in rows)
+                    for r in rows
+                )
 
             # The informer runs at once for a kind new to the schema.
             await wait_until(lambda: settled(1), "first sync done")
-            print(f"  informer fetched {fake.fetched[0]} items in "
-                  f"{fake.served['GET /items']} pages")
+            print(
+                f"  informer fetched {fake.fetched[0]} items in {fake.served['GET /items']} pages"
+            )
 
             informer = await client.get_informer("item")
             assert informer is not None
@@ -287,16 +301,20 @@ async def run(schema: str) -> None:
             fake.upsert(Item("sku-100", "Item 100", 4200, fake.now()))
             await client.schedule_inform("item")  # instead of waiting for the next interval
             await wait_until(lambda: settled(2), "second sync done")
-            print(f"  informer fetched {fake.fetched[1]} items, those updated after "
-                  f"{cursor:%Y-%m-%d %H:%M:%S}")
+            print(
+                f"  informer fetched {fake.fetched[1]} items, those updated after "
+                f"{cursor:%Y-%m-%d %H:%M:%S}"
+            )
 
             rows = await client.list_resources(kind="item")
             states = Counter(r.state.value for r in rows)
             retried = [r.object_id for r in rows if r.errors]
         nursery.cancel_scope.cancel()
 
-    print(f"converged: {len(fake.shop)} items published, {states['deleted']} archived, "
-          f"{states['failed'] + states['degraded']} failing")
+    print(
+        f"converged: {len(fake.shop)} items published, {states['deleted']} archived, "
+        f"{states['failed'] + states['degraded']} failing"
+    )
     print(f"  resources by state: {dict(sorted(states.items()))}")
     print(f"  retried after an error: {', '.join(retried) or 'none'}")
     print(f"  fake API served: {dict(sorted(fake.served.items()))}")

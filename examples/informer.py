@@ -114,8 +114,12 @@ async def run(schema: str) -> None:
             old = source.articles[slug]
             source.articles[slug] = Article(slug, old.title + " (edited)", T0 + timedelta(days=1))
         await c.schedule_inform("article")
-        await wait_for(lambda: controller.published["a7"].endswith("(edited)")
-                       and controller.published["a3"].endswith("(edited)"))
+        await wait_for(
+            lambda: (
+                controller.published["a7"].endswith("(edited)")
+                and controller.published["a3"].endswith("(edited)")
+            )
+        )
         state = await c.get_informer("article")
         assert state is not None
         print(f"second run asked for changes after {source.requests[-1]:%Y-%m-%d %H:%M}")

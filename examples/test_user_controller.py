@@ -80,4 +80,5 @@ async def test_outage_is_retried_with_backoff(autojump_clock: trio.testing.MockC
     assert mailer.sent == [("bob@hello.com", start + 1 + 16)]
     categories = [e.category for e in t.events]
     assert categories == [delta.EventCategory.OBJECT_FAILED] * 2 + [
-        delta.EventCategory.OBJECT_SYNCED]
+        delta.EventCategory.OBJECT_SYNCED
+    ]

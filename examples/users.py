@@ -47,8 +47,9 @@ class Directory:
     """The outside system: users, each with a version that only goes up."""
 
     def __init__(self) -> None:
-        self.users = {f"user{i}@hello.com": User(f"user{i}@hello.com", f"User {i}", 1)
-                      for i in range(20)}
+        self.users = {
+            f"user{i}@hello.com": User(f"user{i}@hello.com", f"User {i}", 1) for i in range(20)
+        }
 
     def rename(self, email: str, name: str) -> None:
         self.users[email] = User(email, name, self.users[email].updated_at + 1)
@@ -76,10 +77,13 @@ class UserController(delta.Controller[User]):
         async with self.client.transaction() as tx:
             # Idempotent: worked twice, or an older version, changes nothing.
             await tx.execute(
-                sql.SQL("insert into {} as u (email, name, version) values (%s, %s, %s)"
-                        " on conflict (email) do update set name = excluded.name,"
-                        " version = excluded.version where u.version < excluded.version"
-                        ).format(self.table).as_string(),
+                sql.SQL(
+                    "insert into {} as u (email, name, version) values (%s, %s, %s)"
+                    " on conflict (email) do update set name = excluded.name,"
+                    " version = excluded.version where u.version < excluded.version"
+                )
+                .format(self.table)
+                .as_string(),
                 [user.email, user.name, user.updated_at],
             )
         self.worked += 1
@@ -104,12 +108,14 @@ async def run(schema: str) -> None:
     await delta.migrate(DSN, schema=schema)  # idempotent: run it on every start
     config = delta.Config(schema=schema)
     namespaces = {"default": delta.NamespaceConfig(max_workers=10)}
-    async with delta.open_delta_client(DSN, controllers, namespaces=namespaces,
-                                       config=config) as client:
+    async with delta.open_delta_client(
+        DSN, controllers, namespaces=namespaces, config=config
+    ) as client:
         controller.client = client
         async with client.transaction() as tx:
-            await tx.execute(f"create table {table} (email text primary key, name text,"
-                             " version int not null)")
+            await tx.execute(
+                f"create table {table} (email text primary key, name text, version int not null)"
+            )
 
         with client.subscribe(delta.EventCategory.OBJECT_SYNCED) as events:
             # 1. The informer runs at once for a kind new to the schema.
@@ -122,13 +128,17 @@ async def run(schema: str) -> None:
             await wait_for_synced(events, 1)
             # ... an older one is ignored (compare < 0), an equal one is unchanged.
             stale = await client.inform(User("bob@hello.com", "Bobby", 0))
-            print(f"inform: bob new={not result.already_exists}, "
-                  f"stale copy changed anything={stale.changed}")
+            print(
+                f"inform: bob new={not result.already_exists}, "
+                f"stale copy changed anything={stale.changed}"
+            )
 
             # 3. Sign-up: the app's row and the resource commit together.
             async with client.transaction() as tx:
-                await tx.execute(f"insert into {table} values (%s, %s, 0)",
-                                 ["carol@hello.com", "Carol (signing up)"])
+                await tx.execute(
+                    f"insert into {table} values (%s, %s, 0)",
+                    ["carol@hello.com", "Carol (signing up)"],
+                )
                 await client.inform_tx(tx, User("carol@hello.com", "Carol", 1))
             await wait_for_synced(events, 1)
 
@@ -138,8 +148,10 @@ async def run(schema: str) -> None:
             before = controller.worked
             await client.schedule_inform("user")
             await wait_for_synced(events, 2)
-            print(f"schedule_inform: {controller.worked - before} changed users re-synced "
-                  "(18 unchanged were not)")
+            print(
+                f"schedule_inform: {controller.worked - before} changed users re-synced "
+                "(18 unchanged were not)"
+            )
 
             # 5. Work a synced resource again without a change.
             await client.invalidate(bob)
@@ -147,8 +159,10 @@ async def run(schema: str) -> None:
 
         row = await client.get_resource("user", "user3@hello.com")
         assert row is not None
-        print(f"get_resource: {row.object_id} is {row.state}, name {row.object.name!r}, "
-              f"attempt {row.attempt}")
+        print(
+            f"get_resource: {row.object_id} is {row.state}, name {row.object.name!r}, "
+            f"attempt {row.attempt}"
+        )
         rows = await client.list_resources(kind="user")
         states = Counter(r.state.value for r in rows)
         async with client.transaction() as tx:
@@ -156,8 +170,10 @@ async def run(schema: str) -> None:
 
     expected = {u.email: u.name for u in directory.users.values()}
     expected |= {"bob@hello.com": "Bob", "carol@hello.com": "Carol"}
-    print(f"converged: {app == expected}; {len(app)} users in {table}; "
-          f"resources {dict(states)}; {controller.worked} works in all")
+    print(
+        f"converged: {app == expected}; {len(app)} users in {table}; "
+        f"resources {dict(states)}; {controller.worked} works in all"
+    )
 
 
 async def main() -> None:
@@ -168,8 +184,7 @@ async def main() -> None:
         await run(schema)
     finally:
         with psycopg.connect(DSN, autocommit=True) as conn:
-            conn.execute(sql.SQL("drop schema if exists {} cascade").format(
-                sql.Identifier(schema)))
+            conn.execute(sql.SQL("drop schema if exists {} cascade").format(sql.Identifier(schema)))
 
 
 if __name__ == "__main__":

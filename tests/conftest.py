@@ -52,8 +52,11 @@ def pg_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 def drop_schema(dsn: str, schema: str) -> None:
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(psycopg.sql.SQL("drop schema if exists {} cascade").format(
-            psycopg.sql.Identifier(schema)))
+        conn.execute(
+            psycopg.sql.SQL("drop schema if exists {} cascade").format(
+                psycopg.sql.Identifier(schema)
+            )
+        )
 
 
 @pytest.fixture

@@ -72,8 +72,9 @@ def row_locked(dsn: str, schema: str, object_id: str) -> Iterator[None]:
     until the block ends."""
     conn = psycopg.connect(dsn)
     try:
-        conn.execute(f"select id from {schema}.resources where object_id = %s for update",
-                     [object_id])
+        conn.execute(
+            f"select id from {schema}.resources where object_id = %s for update", [object_id]
+        )
         yield
     finally:
         conn.rollback()
@@ -81,34 +82,45 @@ def row_locked(dsn: str, schema: str, object_id: str) -> Iterator[None]:
 
 
 @asynccontextmanager
-async def running_client(pg_dsn: str, schema: str, controller: GatedController
-                         ) -> AsyncIterator[delta.Client]:
+async def running_client(
+    pg_dsn: str, schema: str, controller: GatedController
+) -> AsyncIterator[delta.Client]:
     controllers = delta.Controllers()
     delta.add_controller(controllers, controller)
-    config = delta.Config(schema=schema, poll_interval=0.2, shutdown_grace=1.0,
-                          lock_timeout=LOCK_TIMEOUT)
+    config = delta.Config(
+        schema=schema, poll_interval=0.2, shutdown_grace=1.0, lock_timeout=LOCK_TIMEOUT
+    )
     namespaces = {"default": delta.NamespaceConfig(max_workers=20)}
-    async with delta.open_delta_client(pg_dsn, controllers, namespaces=namespaces,
-                                       config=config) as client:
+    async with delta.open_delta_client(
+        pg_dsn, controllers, namespaces=namespaces, config=config
+    ) as client:
         yield client
 
 
-async def queue_and_pick_a_pending_row(pg_dsn: str, schema: str, client: delta.Client
-                                       ) -> str:
+async def queue_and_pick_a_pending_row(pg_dsn: str, schema: str, client: delta.Client) -> str:
     async with client.transaction() as tx:
         for i in range(QUEUED):
             await client.inform_tx(tx, Thing(f"t{i:05d}"))
-    await wait_for(lambda: states(pg_dsn, schema).get("pending", 0) >= 20, 20,
-                   "the workers claim their first rows")
-    ((object_id,),) = sql(pg_dsn, f"select object_id from {schema}.resources "
-                                  "where state = 'pending' order by id limit 1")
+    await wait_for(
+        lambda: states(pg_dsn, schema).get("pending", 0) >= 20,
+        20,
+        "the workers claim their first rows",
+    )
+    ((object_id,),) = sql(
+        pg_dsn,
+        f"select object_id from {schema}.resources where state = 'pending' order by id limit 1",
+    )
     return str(object_id)
 
 
 def held_warnings(caplog: pytest.LogCaptureFixture, object_id: str) -> list[str]:
-    return [r.getMessage() for r in caplog.records
-            if r.levelno == logging.WARNING and f"thing {object_id!r}" in r.getMessage()
-            and "locked" in r.getMessage()]
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno == logging.WARNING
+        and f"thing {object_id!r}" in r.getMessage()
+        and "locked" in r.getMessage()
+    ]
 
 
 async def test_the_other_rows_sync_while_one_is_locked_for_update(
@@ -121,19 +133,26 @@ async def test_the_other_rows_sync_while_one_is_locked_for_update(
         with row_locked(pg_dsn, schema, locked):
             held_since = time.monotonic()
             controller.gate.set()
-            await wait_for(lambda: states(pg_dsn, schema).get("synced", 0) == QUEUED - 1, 60,
-                           f"{QUEUED - 1} rows synced while one is locked")
+            await wait_for(
+                lambda: states(pg_dsn, schema).get("synced", 0) == QUEUED - 1,
+                60,
+                f"{QUEUED - 1} rows synced while one is locked",
+            )
             assert states(pg_dsn, schema) == {"synced": QUEUED - 1, "pending": 1}
-            await wait_for(lambda: bool(held_warnings(caplog, locked)), 10,
-                           "a warning names the locked row")
+            await wait_for(
+                lambda: bool(held_warnings(caplog, locked)), 10, "a warning names the locked row"
+            )
             assert time.monotonic() - held_since >= LOCK_TIMEOUT
-        await wait_for(lambda: states(pg_dsn, schema) == {"synced": QUEUED}, 10,
-                       "the locked row syncs once released")
+        await wait_for(
+            lambda: states(pg_dsn, schema) == {"synced": QUEUED},
+            10,
+            "the locked row syncs once released",
+        )
     assert len(held_warnings(caplog, locked)) == 1, "logged once, not at every retry"
     assert Counter(name for name, _, _ in controller.worked) == Counter(
-        f"t{i:05d}" for i in range(QUEUED)), "every row worked exactly once"
-    (row,) = sql(pg_dsn, f"select attempt from {schema}.resources where object_id = %s",
-                 [locked])
+        f"t{i:05d}" for i in range(QUEUED)
+    ), "every row worked exactly once"
+    (row,) = sql(pg_dsn, f"select attempt from {schema}.resources where object_id = %s", [locked])
     assert row == (1,)
 
 
@@ -155,15 +174,23 @@ async def test_an_open_transaction_that_informed_a_new_version_stops_nothing(
         async with trio.open_nursery() as nursery:
             await nursery.start(hold_new_version)
             controller.gate.set()
-            await wait_for(lambda: states(pg_dsn, schema).get("synced", 0) == QUEUED - 1, 60,
-                           f"{QUEUED - 1} rows synced while one is held by a transaction")
-            await wait_for(lambda: bool(held_warnings(caplog, locked)), 10,
-                           "a warning names the held row")
+            await wait_for(
+                lambda: states(pg_dsn, schema).get("synced", 0) == QUEUED - 1,
+                60,
+                f"{QUEUED - 1} rows synced while one is held by a transaction",
+            )
+            await wait_for(
+                lambda: bool(held_warnings(caplog, locked)), 10, "a warning names the held row"
+            )
             release.set()
         # The version committed meanwhile is worked in turn.
-        await wait_for(lambda: states(pg_dsn, schema) == {"synced": QUEUED}
-                       and (locked, 1, 1) in controller.worked, 10,
-                       "the new version is worked once the transaction commits")
+        await wait_for(
+            lambda: (
+                states(pg_dsn, schema) == {"synced": QUEUED} and (locked, 1, 1) in controller.worked
+            ),
+            10,
+            "the new version is worked once the transaction commits",
+        )
     assert [w for w in controller.worked if w[0] == locked] == [(locked, 0, 1), (locked, 1, 1)]
 
 
@@ -212,4 +239,3 @@ async def test_inform_tx_gives_up_too_and_leaves_the_users_lock_timeout_alone(
                 await in_users_transaction()
             assert time.monotonic() - sent_at[0] < LOCK_TIMEOUT + 3
         assert await client.get_resource("thing", "other") is None, "rolled back"
-

@@ -80,8 +80,11 @@ async def test_api_md_example_works_as_written(pg_dsn: str, schema_name: str) ->
 
         async def bob_synced_v2() -> bool:
             row = await client.get_resource("user", "bob@hello.com")
-            return (row is not None and row.state is delta.ResourceState.SYNCED
-                    and row.object.updated_at == 2)
+            return (
+                row is not None
+                and row.state is delta.ResourceState.SYNCED
+                and row.object.updated_at == 2
+            )
 
         await wait_until_async(bob_synced_v2)
         row = await client.get_resource("user", "bob@hello.com")
@@ -103,8 +106,9 @@ async def test_api_md_example_works_as_written(pg_dsn: str, schema_name: str) ->
         assert client.id
         await wait_until_async(lambda: _true_when(client.is_leader))
 
-        with client.subscribe(delta.EventCategory.OBJECT_SYNCED,
-                              delta.EventCategory.OBJECT_FAILED) as events:
+        with client.subscribe(
+            delta.EventCategory.OBJECT_SYNCED, delta.EventCategory.OBJECT_FAILED
+        ) as events:
             FETCHED.append(User("carol@hello.com", "Carol", 1))
             await client.schedule_inform("user", process_existing=True)
             seen: set[str] = set()

@@ -71,16 +71,19 @@ async def test_base_exception_from_one_work_hands_the_other_rows_back(
     config = delta.Config(schema=schema, poll_interval=0.2, shutdown_grace=30)
     started = time.monotonic()
     with pytest.raises(BaseException) as info:  # noqa: PT012 - the body is the scenario
-        async with delta.open_delta_client(pg_dsn, controllers_for(controller),
-                                           config=config) as c:
+        async with delta.open_delta_client(pg_dsn, controllers_for(controller), config=config) as c:
             for i in range(5):
                 await c.inform(User(f"ok{i}@x.io", "ok"))
             await c.inform(User("poison@x.io", "P"))
             await trio.sleep(20)
     took = time.monotonic() - started
     # Read before anything else can touch the rows.
-    rows = {object_id: (state, attempt, errors) for object_id, state, attempt, errors in sql(
-        pg_dsn, f"select object_id, state, attempt, errors from {schema}.resources")}
+    rows = {
+        object_id: (state, attempt, errors)
+        for object_id, state, attempt, errors in sql(
+            pg_dsn, f"select object_id, state, attempt, errors from {schema}.resources"
+        )
+    }
 
     assert type(info.value).__name__ == raises  # as itself, not wrapped
     assert took < 5  # not after the grace (30 s) nor the innocent works (10 s)
@@ -89,16 +92,14 @@ async def test_base_exception_from_one_work_hands_the_other_rows_back(
     assert (state, attempt) == ("failed", 1)
     (error,) = errors
     assert error["error"].startswith(f"{raises}: ")
-    assert rows == {
-        f"ok{i}@x.io": ("scheduled", 0, []) for i in range(5)}
+    assert rows == {f"ok{i}@x.io": ("scheduled", 0, []) for i in range(5)}
 
 
 async def test_stray_cancelled_from_a_work_fails_it_and_workers_go_on(
     pg_dsn: str, config: delta.Config
 ) -> None:
     controller = PoisonController("Cancelled", seconds=0.05)
-    async with delta.open_delta_client(pg_dsn, controllers_for(controller),
-                                       config=config) as c:
+    async with delta.open_delta_client(pg_dsn, controllers_for(controller), config=config) as c:
         for i in range(5):
             await c.inform(User(f"ok{i}@x.io", "ok"))
         await c.inform(User("poison@x.io", "P"), delta.InformOpts(max_attempts=1))
@@ -109,4 +110,5 @@ async def test_stray_cancelled_from_a_work_fails_it_and_workers_go_on(
             await wait_for_state(c, "user", f"later{i}@x.io", S.SYNCED, within=10)
     assert "Cancelled" in poison.errors[0].error
     assert sorted(controller.finished) == sorted(
-        [f"ok{i}@x.io" for i in range(5)] + [f"later{i}@x.io" for i in range(3)])
+        [f"ok{i}@x.io" for i in range(5)] + [f"later{i}@x.io" for i in range(3)]
+    )

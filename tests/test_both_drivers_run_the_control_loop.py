@@ -26,11 +26,14 @@ async def test_driver_runs_inform_work_and_transactions(
             assert row == (42,)
             await c.inform_tx(tx, User(f"tx-{driver}@hello.com", "B", 1))
         with trio.fail_after(10):
-            while len(rows := await c.list_resources(
-                    kind="user", state=delta.ResourceState.SYNCED)) < 2:
+            while (
+                len(rows := await c.list_resources(kind="user", state=delta.ResourceState.SYNCED))
+                < 2
+            ):
                 await trio.sleep(0.02)
     assert sorted(r.object_id for r in rows) == sorted(
-        [f"{driver}@hello.com", f"tx-{driver}@hello.com"])
+        [f"{driver}@hello.com", f"tx-{driver}@hello.com"]
+    )
     assert len(controller.worked) == 2
 
 

@@ -38,8 +38,9 @@ class ItemController(delta.Controller[Item]):
 
 
 NAMESPACES = {
-    "short": delta.NamespaceConfig(synced_retention=60, degraded_retention=60,
-                                   deleted_retention=60),
+    "short": delta.NamespaceConfig(
+        synced_retention=60, degraded_retention=60, deleted_retention=60
+    ),
     # degraded and deleted retention come from Config: 600 s and 1 day
     "long": delta.NamespaceConfig(synced_retention=HOUR),
 }
@@ -48,80 +49,109 @@ STATES = {"synced": "sync", "degraded": "fail", "deleted": "delete"}
 
 
 def remaining(dsn: str, schema: str) -> set[str]:
-    return {r[0] for r in sql(dsn, f"select object_id from {schema}.resources "
-                                   "where kind = 'item'")}
+    return {r[0] for r in sql(dsn, f"select object_id from {schema}.resources where kind = 'item'")}
 
 
 async def test_cleaner_removes_only_what_is_past_retention_per_namespace(
     pg_dsn: str, schema: str
 ) -> None:
     config = delta.Config(
-        schema=schema, leader_ttl=1.0, maintenance_interval=0.2, poll_interval=0.2,
-        degraded_retention=600, deleted_retention=24 * HOUR,
+        schema=schema,
+        leader_ttl=1.0,
+        maintenance_interval=0.2,
+        poll_interval=0.2,
+        degraded_retention=600,
+        deleted_retention=24 * HOUR,
         retry_policy=lambda attempt: HOUR,  # a failed row stays failed
     )
     controllers = delta.Controllers()
     delta.add_controller(controllers, ItemController())
     keys: set[str] = set()
-    async with delta.open_delta_client(pg_dsn, controllers, namespaces=NAMESPACES,
-                                       config=config) as client:
+    async with delta.open_delta_client(
+        pg_dsn, controllers, namespaces=NAMESPACES, config=config
+    ) as client:
         for ns in NAMESPACES:
             for state, outcome in STATES.items():
                 for age in AGES:
                     key = f"{ns}-{state}-{age}"
                     keys.add(key)
-                    await client.inform(Item(key, outcome),
-                                        delta.InformOpts(namespace=ns, max_attempts=1))
+                    await client.inform(
+                        Item(key, outcome), delta.InformOpts(namespace=ns, max_attempts=1)
+                    )
             key = f"{ns}-failed-old"
             keys.add(key)
             await client.inform(Item(key, "fail"), delta.InformOpts(namespace=ns, max_attempts=5))
 
         def settled() -> bool:
-            counts = dict(sql(pg_dsn, f"select state, count(*) from {schema}.resources "
-                                      "group by state"))
+            counts = dict(
+                sql(pg_dsn, f"select state, count(*) from {schema}.resources group by state")
+            )
             return counts == {"synced": 6, "degraded": 6, "deleted": 6, "failed": 2}
 
         await wait_until(settled)
         assert remaining(pg_dsn, schema) == keys  # nothing cleaned yet: all are fresh
 
         for age, seconds in AGES.items():
-            sql(pg_dsn, f"update {schema}.resources set updated_at = updated_at - "
-                        "make_interval(secs => %s) where object_id like %s",
-                [seconds, f"%-{age}"])
+            sql(
+                pg_dsn,
+                f"update {schema}.resources set updated_at = updated_at - "
+                "make_interval(secs => %s) where object_id like %s",
+                [seconds, f"%-{age}"],
+            )
         # failed rows are never cleaned, however old
-        sql(pg_dsn, f"update {schema}.resources set updated_at = updated_at - interval "
-                    "'30 days' where state = 'failed'")
+        sql(
+            pg_dsn,
+            f"update {schema}.resources set updated_at = updated_at - interval "
+            "'30 days' where state = 'failed'",
+        )
         # many old synced rows of another kind in "short": cleaned in several statements
-        sql(pg_dsn, f"""
+        sql(
+            pg_dsn,
+            f"""
             insert into {schema}.resources (kind, object_id, namespace, state, attempt,
                 max_attempts, object, hash, created_at, updated_at, scheduled_at, synced_at)
             select 'bulk', 'bulk-' || i, 'short', 'synced', 1, 1, '{{}}', '\\x00',
                    now() - interval '1 day', now() - interval '1 day',
                    now() - interval '1 day', now() - interval '1 day'
             from generate_series(1, %s) as i
-        """, [BULK])
+        """,
+            [BULK],
+        )
 
         expected_gone = {
-            "short-synced-aged", "short-synced-old", "short-degraded-aged",
-            "short-degraded-old", "short-deleted-aged", "short-deleted-old",
-            "long-synced-old",    # past 1 h
+            "short-synced-aged",
+            "short-synced-old",
+            "short-degraded-aged",
+            "short-degraded-old",
+            "short-deleted-aged",
+            "short-deleted-old",
+            "long-synced-old",  # past 1 h
             "long-degraded-old",  # past Config's 600 s
         }
 
         def bulk_left() -> int:
-            return sql(pg_dsn, f"select count(*) from {schema}.resources "
-                               "where kind = 'bulk'")[0][0]
+            return sql(pg_dsn, f"select count(*) from {schema}.resources where kind = 'bulk'")[0][0]
 
-        await wait_until(lambda: remaining(pg_dsn, schema) == keys - expected_gone
-                         and bulk_left() == 0)
+        await wait_until(
+            lambda: remaining(pg_dsn, schema) == keys - expected_gone and bulk_left() == 0
+        )
         # a few more maintenance runs change nothing
         runs = client.stats.maintenance.runs
         await wait_until(lambda: client.stats.maintenance.runs >= runs + 3)
         assert remaining(pg_dsn, schema) == keys - expected_gone
         cleaned = client.stats.maintenance.cleaned
 
-    assert cleaned == Counter({"short/synced": 2 + BULK, "short/degraded": 2,
-                               "short/deleted": 2, "long/synced": 1, "long/degraded": 1})
-    assert sql(pg_dsn, f"select object_id, state from {schema}.resources "
-                       "where object_id like '%failed%' order by 1") == \
-        [("long-failed-old", "failed"), ("short-failed-old", "failed")]
+    assert cleaned == Counter(
+        {
+            "short/synced": 2 + BULK,
+            "short/degraded": 2,
+            "short/deleted": 2,
+            "long/synced": 1,
+            "long/degraded": 1,
+        }
+    )
+    assert sql(
+        pg_dsn,
+        f"select object_id, state from {schema}.resources "
+        "where object_id like '%failed%' order by 1",
+    ) == [("long-failed-old", "failed"), ("short-failed-old", "failed")]

@@ -17,7 +17,11 @@ async def run(args: list[str], env_dsn: str | None = None) -> str:
 
     with trio.fail_after(120):
         proc = await trio.run_process(
-            args, cwd=ROOT, capture_stdout=True, capture_stderr=True, check=False,
+            args,
+            cwd=ROOT,
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
             env={**os.environ, **env},
         )
     out = proc.stdout.decode() + proc.stderr.decode()
@@ -32,8 +36,17 @@ async def test_informer_example_runs(pg_dsn: str) -> None:
 
 
 async def test_example_controller_tests_pass() -> None:
-    out = await run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                     "examples/test_user_controller.py"])
+    out = await run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "examples/test_user_controller.py",
+        ]
+    )
     assert "2 passed" in out
 
 

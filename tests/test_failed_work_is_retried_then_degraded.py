@@ -75,7 +75,8 @@ async def test_retry_policy_gets_each_attempt_number(pg_dsn: str, schema: str) -
     controller = RecordingController()
     controller.fail["thrice@x.io"] = 99
     config = delta.Config(
-        schema=schema, poll_interval=0.2,
+        schema=schema,
+        poll_interval=0.2,
         retry_policy=lambda attempt: calls.append(attempt) or 0.05 * attempt,
     )
     async with delta.open_delta_client(pg_dsn, controllers_for(controller), config=config) as c:

@@ -66,13 +66,14 @@ async def test_graceful_stop_with_work_in_flight_hands_leadership_over_within_1s
     """The stopping leader's own work may take up to ``shutdown_grace`` to
     finish; the followers need not wait for it to lead."""
     grace = 2.0
-    busy = RunnerProcess("busy", tmp_path, pg_dsn, schema, block=True, inform=1,
-                         leader_ttl=TTL, shutdown_grace=grace)
-    followers = [RunnerProcess(name, tmp_path, pg_dsn, schema, leader_ttl=TTL)
-                 for name in "bc"]
+    busy = RunnerProcess(
+        "busy", tmp_path, pg_dsn, schema, block=True, inform=1, leader_ttl=TTL, shutdown_grace=grace
+    )
+    followers = [RunnerProcess(name, tmp_path, pg_dsn, schema, leader_ttl=TTL) for name in "bc"]
     with started(busy):
-        await wait_until(lambda: busy.reports_leader and busy.work_started() == [("job-0", 1)],
-                         within=20)
+        await wait_until(
+            lambda: busy.reports_leader and busy.work_started() == [("job-0", 1)], within=20
+        )
         with started(*followers):
             await wait_until(lambda: all(p.running for p in followers), within=20)
             assert leader_id(pg_dsn, schema) == busy.id
@@ -87,6 +88,7 @@ async def test_graceful_stop_with_work_in_flight_hands_leadership_over_within_1s
             # the work blocked forever: it was cancelled after the grace and
             # handed back, so a follower works it (attempt restored)
             assert busy.wait(grace + 10) == 0, describe(busy)
-            await wait_until(lambda: any(p.work_started() == [("job-0", 1)]
-                                         for p in followers), within=5)
+            await wait_until(
+                lambda: any(p.work_started() == [("job-0", 1)] for p in followers), within=5
+            )
             assert took <= HANDOVER, f"handover took {took:.2f}s (grace {grace}s)"

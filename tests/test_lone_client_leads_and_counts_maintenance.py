@@ -36,10 +36,13 @@ class Recorder(delta.Controller[Item]):
         self.worked.append((resource.object.key, resource.attempt))
 
 
-def insert_pending(dsn: str, schema: str, key: str, *, attempt: int, max_attempts: int,
-                   age: float) -> None:
+def insert_pending(
+    dsn: str, schema: str, key: str, *, attempt: int, max_attempts: int, age: float
+) -> None:
     """A row a vanished worker ("ghost") claimed ``age`` seconds ago."""
-    sql(dsn, f"""
+    sql(
+        dsn,
+        f"""
         insert into {schema}.resources (kind, object_id, namespace, state, attempt,
             max_attempts, object, hash, created_at, updated_at, scheduled_at, attempted_at,
             attempted_by)
@@ -48,12 +51,15 @@ def insert_pending(dsn: str, schema: str, key: str, *, attempt: int, max_attempt
                 now() - make_interval(secs => %(age)s), now() - make_interval(secs => %(age)s),
                 now() - make_interval(secs => %(age)s), now() - make_interval(secs => %(age)s),
                 'ghost')
-    """, {"key": key, "attempt": attempt, "max": max_attempts, "age": age})
+    """,
+        {"key": key, "attempt": attempt, "max": max_attempts, "age": age},
+    )
 
 
 async def test_lone_client_is_leader_and_resigns_on_stop(pg_dsn: str, schema: str) -> None:
-    config = delta.Config(schema=schema, leader_ttl=1.0, maintenance_interval=0.2,
-                          poll_interval=0.2)
+    config = delta.Config(
+        schema=schema, leader_ttl=1.0, maintenance_interval=0.2, poll_interval=0.2
+    )
     controllers = delta.Controllers()
     delta.add_controller(controllers, Recorder())
     async with delta.open_delta_client(pg_dsn, controllers, config=config) as client:
@@ -75,9 +81,15 @@ async def test_rescuer_retries_or_degrades_lost_work_and_counts_it(
     insert_pending(pg_dsn, schema, "lost-retry", attempt=1, max_attempts=3, age=120)
     insert_pending(pg_dsn, schema, "lost-last", attempt=1, max_attempts=1, age=120)
     insert_pending(pg_dsn, schema, "still-working", attempt=1, max_attempts=3, age=0)
-    config = delta.Config(schema=schema, leader_ttl=1.0, maintenance_interval=0.2,
-                          poll_interval=0.2, work_timeout=30, rescue_after=30,
-                          retry_policy=lambda attempt: 0.05)
+    config = delta.Config(
+        schema=schema,
+        leader_ttl=1.0,
+        maintenance_interval=0.2,
+        poll_interval=0.2,
+        work_timeout=30,
+        rescue_after=30,
+        retry_policy=lambda attempt: 0.05,
+    )
     controller = Recorder()
     controllers = delta.Controllers()
     delta.add_controller(controllers, controller)
@@ -86,8 +98,13 @@ async def test_rescuer_retries_or_degrades_lost_work_and_counts_it(
         def states() -> dict[str, str]:
             return dict(sql(pg_dsn, f"select object_id, state from {schema}.resources"))
 
-        await wait_until(lambda: states() == {"lost-retry": "synced", "lost-last": "degraded",
-                                              "still-working": "pending"}, within=5)
+        await wait_until(
+            lambda: (
+                states()
+                == {"lost-retry": "synced", "lost-last": "degraded", "still-working": "pending"}
+            ),
+            within=5,
+        )
         runs = client.stats.maintenance.runs
         await wait_until(lambda: client.stats.maintenance.runs >= runs + 2, within=2)
         stats = client.stats.maintenance

@@ -20,13 +20,12 @@ def _leaves(exc: BaseException) -> list[BaseException]:
 
 
 def _schema_exists(dsn: str, name: str) -> bool:
-    return bool(sql(dsn, "select 1 from information_schema.schemata where schema_name = %s",
-                    [name]))
+    return bool(
+        sql(dsn, "select 1 from information_schema.schemata where schema_name = %s", [name])
+    )
 
 
-async def test_migrate_twice_applies_nothing_the_second_time(
-    pg_dsn: str, schema_name: str
-) -> None:
+async def test_migrate_twice_applies_nothing_the_second_time(pg_dsn: str, schema_name: str) -> None:
     first = await delta.migrate(pg_dsn, schema=schema_name)
     assert first
     assert first == list(range(1, len(first) + 1))
@@ -35,8 +34,9 @@ async def test_migrate_twice_applies_nothing_the_second_time(
     assert [v for (v,) in versions] == first
     # and the schema works
     config = delta.Config(schema=schema_name, poll_interval=0.2)
-    async with delta.open_delta_client(pg_dsn, controllers_for(NoteController()),
-                                       config=config) as c:
+    async with delta.open_delta_client(
+        pg_dsn, controllers_for(NoteController()), config=config
+    ) as c:
         assert await c.list_resources() == []
 
 
@@ -60,17 +60,16 @@ async def test_concurrent_migrations_both_succeed(pg_dsn: str, schema_name: str)
 async def _open_client_error(pg_dsn: str, schema: str) -> BaseException:
     config = delta.Config(schema=schema, poll_interval=0.2)
     try:
-        async with delta.open_delta_client(pg_dsn, controllers_for(NoteController()),
-                                           config=config):
+        async with delta.open_delta_client(
+            pg_dsn, controllers_for(NoteController()), config=config
+        ):
             pass
     except BaseException as exc:
         return exc
     raise AssertionError("the client started on an unmigrated schema")
 
 
-async def test_unmigrated_schema_error_says_how_to_migrate(
-    pg_dsn: str, schema_name: str
-) -> None:
+async def test_unmigrated_schema_error_says_how_to_migrate(pg_dsn: str, schema_name: str) -> None:
     exc = await _open_client_error(pg_dsn, schema_name)
     (error,) = _leaves(exc)
     assert isinstance(error, delta.NotMigratedError)
@@ -81,36 +80,47 @@ async def test_unmigrated_schema_error_says_how_to_migrate(
     assert not _schema_exists(pg_dsn, schema_name)  # refusing created nothing
 
 
-async def test_outdated_schema_error_says_how_to_migrate(
-    pg_dsn: str, schema_name: str
-) -> None:
+async def test_outdated_schema_error_says_how_to_migrate(pg_dsn: str, schema_name: str) -> None:
     sql(pg_dsn, f"create schema {schema_name}")
-    sql(pg_dsn, f"create table {schema_name}.migrations (version integer primary key, "
-                "name text not null, applied_at timestamptz not null default now())")
+    sql(
+        pg_dsn,
+        f"create table {schema_name}.migrations (version integer primary key, "
+        "name text not null, applied_at timestamptz not null default now())",
+    )
     exc = await _open_client_error(pg_dsn, schema_name)
     (error,) = _leaves(exc)
     assert isinstance(error, delta.NotMigratedError)
     assert "migrate" in str(error)
 
 
-async def test_unmigrated_schema_raises_not_migrated_error(
-    pg_dsn: str, schema_name: str
-) -> None:
+async def test_unmigrated_schema_raises_not_migrated_error(pg_dsn: str, schema_name: str) -> None:
     config = delta.Config(schema=schema_name, poll_interval=0.2)
     with pytest.raises(delta.NotMigratedError, match="migrate"):
-        async with delta.open_delta_client(pg_dsn, controllers_for(NoteController()),
-                                           config=config):
+        async with delta.open_delta_client(
+            pg_dsn, controllers_for(NoteController()), config=config
+        ):
             pass
 
 
 async def test_migrate_on_an_unreachable_server_raises_store_error() -> None:
     with pytest.raises(delta.StoreError):
-        await delta.migrate("host=127.0.0.1 port=1 user=postgres dbname=test connect_timeout=1",
-                            schema="unreachable")
+        await delta.migrate(
+            "host=127.0.0.1 port=1 user=postgres dbname=test connect_timeout=1",
+            schema="unreachable",
+        )
 
 
-BAD_SCHEMAS = ["", "Upper", "1starts_with_digit", "has-dash", "has space", 'q"uote',
-               "x; drop schema public", "a" * 41, "caf\u00e9"]
+BAD_SCHEMAS = [
+    "",
+    "Upper",
+    "1starts_with_digit",
+    "has-dash",
+    "has space",
+    'q"uote',
+    "x; drop schema public",
+    "a" * 41,
+    "caf\u00e9",
+]
 
 
 @pytest.mark.parametrize("name", BAD_SCHEMAS)

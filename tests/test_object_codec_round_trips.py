@@ -42,7 +42,7 @@ class Keyed:
 TEXT = st.one_of(
     st.text(),
     st.text(st.characters(codec=None, exclude_categories=())),
-    st.text(alphabet="\x00\\u0a\"\ud800\udfff\U0001f600/", max_size=12),
+    st.text(alphabet='\x00\\u0a"\ud800\udfff\U0001f600/', max_size=12),
 )
 SCALARS = st.one_of(
     st.none(),
@@ -112,9 +112,7 @@ def test_value_is_rejected_or_round_trips(value: Any) -> None:
 
 
 @settings(max_examples=100, deadline=None)
-@given(
-    data=st.dictionaries(st.text("abcxyz_-", max_size=5), st.integers(), min_size=2, max_size=8)
-)
+@given(data=st.dictionaries(st.text("abcxyz_-", max_size=5), st.integers(), min_size=2, max_size=8))
 def test_encoding_is_canonical_whatever_the_key_order(data: dict[str, int]) -> None:
     reordered = dict(reversed(list(data.items())))
     assert list(reordered) != list(data)

@@ -78,7 +78,8 @@ async def test_exactly_one_leader_then_another_after_sigkill(
         # still exactly one leader among the survivors
         end = trio.current_time() + TTL
         while trio.current_time() < end:
-            assert [p.name for p in survivors if p.reports_leader] == [by_id[new_id].name], \
+            assert [p.name for p in survivors if p.reports_leader] == [by_id[new_id].name], (
                 describe(*survivors)
+            )
             assert [r[0] for r in leader_rows(pg_dsn, schema)] == [new_id]
             await trio.sleep(0.05)

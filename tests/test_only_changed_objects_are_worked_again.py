@@ -87,9 +87,7 @@ async def test_changed_object_is_worked_again(pg_dsn: str, config: delta.Config)
     assert second.synced_at > first.synced_at
 
 
-async def test_older_object_never_overwrites_newer_one(
-    pg_dsn: str, config: delta.Config
-) -> None:
+async def test_older_object_never_overwrites_newer_one(pg_dsn: str, config: delta.Config) -> None:
     controller = RecordingController()
     async with delta.open_delta_client(pg_dsn, controllers_for(controller), config=config) as c:
         await c.inform(User("cmp@x.io", "Newest", 5))

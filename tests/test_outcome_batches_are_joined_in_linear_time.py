@@ -23,45 +23,65 @@ from trio_delta._store.queries import Queries
 from .models import User
 
 
-def explain_complete(dsn: str, schema: str, rows_in_table: int, count: int, *,
-                     analyse: bool) -> str:
+def explain_complete(
+    dsn: str, schema: str, rows_in_table: int, count: int, *, analyse: bool
+) -> str:
     queries = Queries(schema)
     now = datetime.now(UTC)
     with psycopg.connect(dsn, autocommit=True) as conn:
-        items = [prepare_object(User(f"u{i}", f"n{i}"), None, default_max_attempts=3)
-                 for i in range(rows_in_table)]
+        items = [
+            prepare_object(User(f"u{i}", f"n{i}"), None, default_max_attempts=3)
+            for i in range(rows_in_table)
+        ]
         conn.execute(
-            sql.SQL("insert into {}.resources (kind, object_id, namespace, state, "
-                    "max_attempts, object, hash, created_at, updated_at, scheduled_at) "
-                    "select 'user', o, 'default', 'scheduled', 3, '{{}}', h, %s, %s, %s "
-                    "from unnest(%s::text[], %s::bytea[]) as t(o, h)"
-                    ).format(sql.Identifier(schema)),
+            sql.SQL(
+                "insert into {}.resources (kind, object_id, namespace, state, "
+                "max_attempts, object, hash, created_at, updated_at, scheduled_at) "
+                "select 'user', o, 'default', 'scheduled', 3, '{{}}', h, %s, %s, %s "
+                "from unnest(%s::text[], %s::bytea[]) as t(o, h)"
+            ).format(sql.Identifier(schema)),
             [now, now, now, [i.object_id for i in items], [i.hash for i in items]],
         )
         if analyse:
             conn.execute(sql.SQL("analyze {}.resources").format(sql.Identifier(schema)))
         for statement in lane_settings("claim"):
             conn.execute(statement)
-        rows = conn.execute(queries["claim"], {
-            "namespace": "default", "kinds": ["user"], "limit": count, "now": now,
-            "client_id": "me"}).fetchall()
+        rows = conn.execute(
+            queries["claim"],
+            {
+                "namespace": "default",
+                "kinds": ["user"],
+                "limit": count,
+                "now": now,
+                "client_id": "me",
+            },
+        ).fetchall()
         assert len(rows) == count
         for statement in lane_settings("complete"):
             conn.execute(statement)
         params = {
-            "id": [r[0] for r in rows], "attempt": [r[5] for r in rows],
-            "hash": [bytes(r[8]) for r in rows], "outcome": ["synced"] * count,
-            "error": [None] * count, "retry_at": [None] * count, "now": now,
-            "client_id": "me", "max_errors": 10, "channel": "unused",
+            "id": [r[0] for r in rows],
+            "attempt": [r[5] for r in rows],
+            "hash": [bytes(r[8]) for r in rows],
+            "outcome": ["synced"] * count,
+            "error": [None] * count,
+            "retry_at": [None] * count,
+            "now": now,
+            "client_id": "me",
+            "max_errors": 10,
+            "channel": "unused",
         }
-        plan = conn.execute(sql.SQL("explain (analyze, costs off, timing off) ")
-                            + queries["complete"], params).fetchall()
+        plan = conn.execute(
+            sql.SQL("explain (analyze, costs off, timing off) ") + queries["complete"], params
+        ).fetchall()
         return "\n".join(line for (line,) in plan)
 
 
 @pytest.mark.parametrize("analyse", [False, True], ids=["fresh-table", "analysed"])
 async def test_the_outcome_join_never_rescans_the_batch(
-    pg_dsn: str, schema: str, analyse: bool,
+    pg_dsn: str,
+    schema: str,
+    analyse: bool,
 ) -> None:
     plan = explain_complete(pg_dsn, schema, 20_000, 400, analyse=analyse)
     assert "Hash Join" in plan, plan

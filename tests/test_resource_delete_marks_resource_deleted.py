@@ -32,5 +32,6 @@ async def test_resource_delete_moves_resource_to_deleted(
         listed = await c.list_resources(state=S.DELETED)
         assert [r.object_id for r in listed] == ["gone@x.io"]
     # a soft delete keeps the row until the cleaner removes it after retention
-    assert sql(pg_dsn, f"select state from {schema}.resources where object_id = 'gone@x.io'") \
-        == [("deleted",)]
+    assert sql(pg_dsn, f"select state from {schema}.resources where object_id = 'gone@x.io'") == [
+        ("deleted",)
+    ]

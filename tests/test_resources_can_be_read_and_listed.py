@@ -26,9 +26,7 @@ async def _populate(c: delta.Client) -> None:
     await wait_until(users_synced)
 
 
-async def test_list_resources_filters_and_orders_by_id(
-    pg_dsn: str, config: delta.Config
-) -> None:
+async def test_list_resources_filters_and_orders_by_id(pg_dsn: str, config: delta.Config) -> None:
     async with delta.open_delta_client(
         pg_dsn, controllers_for(RecordingController()), config=config
     ) as c:
@@ -40,8 +38,9 @@ async def test_list_resources_filters_and_orders_by_id(
         default_notes = await c.list_resources(kind="note", namespace="default")
         synced = await c.list_resources(state=S.SYNCED)
         scheduled = await c.list_resources(state="scheduled")
-        other_scheduled_notes = await c.list_resources(kind="note", namespace="other",
-                                                       state=S.SCHEDULED)
+        other_scheduled_notes = await c.list_resources(
+            kind="note", namespace="other", state=S.SCHEDULED
+        )
         none = await c.list_resources(kind="user", state=S.DEGRADED)
         nobody = await c.list_resources(kind="nobody")
 
@@ -114,8 +113,12 @@ async def test_get_resource_finds_by_kind_and_id(pg_dsn: str, config: delta.Conf
 
 
 BAD_LIST_ARGUMENTS: list[dict[str, object]] = [
-    {"state": "bogus"}, {"kind": "Bad Kind"}, {"namespace": "no spaces"}, {"limit": -1},
-    {"after_id": -5}, {"limit": True},
+    {"state": "bogus"},
+    {"kind": "Bad Kind"},
+    {"namespace": "no spaces"},
+    {"limit": -1},
+    {"after_id": -5},
+    {"limit": True},
 ]
 
 

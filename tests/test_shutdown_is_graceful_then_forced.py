@@ -46,7 +46,8 @@ def _config(schema: str, grace: float) -> delta.Config:
 async def test_graceful_stop_lets_in_flight_work_finish(pg_dsn: str, schema: str) -> None:
     controller = StallingController(0.4)
     async with delta.open_delta_client(
-        pg_dsn, controllers_for(controller),
+        pg_dsn,
+        controllers_for(controller),
         namespaces={"default": delta.NamespaceConfig(max_workers=1)},
         config=_config(schema, grace=3.0),
     ) as c:
@@ -62,17 +63,17 @@ async def test_graceful_stop_lets_in_flight_work_finish(pg_dsn: str, schema: str
     assert controller.cancelled == []
     assert stop_took < 3.0  # it did not wait out the grace once work was done
     rows = {
-        object_id: (state, attempt) for object_id, state, attempt in
-        sql(pg_dsn, f"select object_id, state, attempt from {schema}.resources")
+        object_id: (state, attempt)
+        for object_id, state, attempt in sql(
+            pg_dsn, f"select object_id, state, attempt from {schema}.resources"
+        )
     }
     assert rows["inflight@x.io"] == ("synced", 1)
     # nothing new is claimed while stopping
     assert rows["queued@x.io"] == ("scheduled", 0)
 
 
-async def test_forced_stop_hands_work_back_for_another_client(
-    pg_dsn: str, schema: str
-) -> None:
+async def test_forced_stop_hands_work_back_for_another_client(pg_dsn: str, schema: str) -> None:
     stuck = StallingController(None)
     async with delta.open_delta_client(
         pg_dsn, controllers_for(stuck), config=_config(schema, grace=0.3)

@@ -48,8 +48,9 @@ def controllers() -> delta.Controllers:
 
 
 def config_for(schema: str, **overrides: object) -> delta.Config:
-    return delta.Config(schema=schema, poll_interval=0.2, retry_policy=lambda attempt: 0.05,
-                        **overrides)  # type: ignore[arg-type]
+    return delta.Config(
+        schema=schema, poll_interval=0.2, retry_policy=lambda attempt: 0.05, **overrides
+    )  # type: ignore[arg-type]
 
 
 def db_now(dsn: str) -> datetime:
@@ -70,22 +71,32 @@ def final_states(dsn: str, schema: str) -> dict[str, str]:
 
 
 async def test_each_subscriber_gets_only_its_categories(pg_dsn: str, schema: str) -> None:
-    async with delta.open_delta_client(pg_dsn, controllers(),
-                                       config=config_for(schema)) as client:
-        with client.subscribe(C.OBJECT_SYNCED) as synced, \
-                client.subscribe(C.OBJECT_FAILED) as failed, \
-                client.subscribe(C.OBJECT_DELETED) as deleted, \
-                client.subscribe(C.OBJECT_SYNCED, C.OBJECT_DELETED) as two, \
-                client.subscribe() as everything:
+    async with delta.open_delta_client(pg_dsn, controllers(), config=config_for(schema)) as client:
+        with (
+            client.subscribe(C.OBJECT_SYNCED) as synced,
+            client.subscribe(C.OBJECT_FAILED) as failed,
+            client.subscribe(C.OBJECT_DELETED) as deleted,
+            client.subscribe(C.OBJECT_SYNCED, C.OBJECT_DELETED) as two,
+            client.subscribe() as everything,
+        ):
             started = db_now(pg_dsn)
             await client.inform(Item("ok-1"))
             await client.inform(Item("ok-2"))
             await client.inform(Item("bad-1", "fail"), delta.InformOpts(max_attempts=2))
             await client.inform(Item("del-1", "delete"))
-            await wait_until(lambda: final_states(pg_dsn, schema) == {
-                "ok-1": "synced", "ok-2": "synced", "bad-1": "degraded", "del-1": "deleted"})
-            subs = {"synced": synced, "failed": failed, "deleted": deleted, "two": two,
-                    "everything": everything}
+            await wait_until(
+                lambda: (
+                    final_states(pg_dsn, schema)
+                    == {"ok-1": "synced", "ok-2": "synced", "bad-1": "degraded", "del-1": "deleted"}
+                )
+            )
+            subs = {
+                "synced": synced,
+                "failed": failed,
+                "deleted": deleted,
+                "two": two,
+                "everything": everything,
+            }
             got: dict[str, list[delta.Event]] = {name: [] for name in subs}
 
             def collected_all() -> bool:
@@ -100,22 +111,30 @@ async def test_each_subscriber_gets_only_its_categories(pg_dsn: str, schema: str
             collected_all()
 
     def summary(events: list[delta.Event]) -> list[tuple[str, str, str, int]]:
-        return sorted((e.category.value, e.resource.object_id, e.resource.state.value,
-                       e.resource.attempt) for e in events)
+        return sorted(
+            (e.category.value, e.resource.object_id, e.resource.state.value, e.resource.attempt)
+            for e in events
+        )
 
-    assert summary(got["synced"]) == [("object_synced", "ok-1", "synced", 1),
-                                      ("object_synced", "ok-2", "synced", 1)]
+    assert summary(got["synced"]) == [
+        ("object_synced", "ok-1", "synced", 1),
+        ("object_synced", "ok-2", "synced", 1),
+    ]
     # a failed attempt, then the degraded one: both OBJECT_FAILED, in order
-    assert [(e.category, e.resource.state, e.resource.attempt) for e in got["failed"]] == \
-        [(C.OBJECT_FAILED, S.FAILED, 1), (C.OBJECT_FAILED, S.DEGRADED, 2)]
+    assert [(e.category, e.resource.state, e.resource.attempt) for e in got["failed"]] == [
+        (C.OBJECT_FAILED, S.FAILED, 1),
+        (C.OBJECT_FAILED, S.DEGRADED, 2),
+    ]
     assert summary(got["deleted"]) == [("object_deleted", "del-1", "deleted", 1)]
     assert summary(got["two"]) == sorted(summary(got["synced"]) + summary(got["deleted"]))
     assert summary(got["everything"]) == sorted(
-        summary(got["synced"]) + summary(got["failed"]) + summary(got["deleted"]))
+        summary(got["synced"]) + summary(got["failed"]) + summary(got["deleted"])
+    )
     for event in got["everything"]:
         assert isinstance(event.resource, delta.ResourceRow)
-        assert event.resource.object == Item(event.resource.object_id,
-                                             event.resource.object.outcome)
+        assert event.resource.object == Item(
+            event.resource.object_id, event.resource.object.outcome
+        )
         assert event.timestamp.tzinfo is not None
         slack = timedelta(seconds=1)
         assert started - slack <= event.timestamp <= finished + slack, event
@@ -125,12 +144,11 @@ async def test_each_subscriber_gets_only_its_categories(pg_dsn: str, schema: str
     assert synced.dropped == failed.dropped == deleted.dropped == everything.dropped == 0
 
 
-async def test_a_subscriber_that_does_not_read_drops_and_counts(
-    pg_dsn: str, schema: str
-) -> None:
+async def test_a_subscriber_that_does_not_read_drops_and_counts(pg_dsn: str, schema: str) -> None:
     n = 20
-    async with delta.open_delta_client(pg_dsn, controllers(),
-                                       config=config_for(schema, event_buffer=2)) as client:
+    async with delta.open_delta_client(
+        pg_dsn, controllers(), config=config_for(schema, event_buffer=2)
+    ) as client:
         with client.subscribe(C.OBJECT_SYNCED) as sub:
             async with client.transaction() as tx:
                 for i in range(n):
@@ -157,9 +175,10 @@ async def test_leaving_the_with_block_ends_iteration(pg_dsn: str, schema: str) -
             received.append(event.resource.object_id)
         ended.set()
 
-    async with delta.open_delta_client(pg_dsn, controllers(),
-                                       config=config_for(schema)) as client, \
-            trio.open_nursery() as nursery:
+    async with (
+        delta.open_delta_client(pg_dsn, controllers(), config=config_for(schema)) as client,
+        trio.open_nursery() as nursery,
+    ):
         with client.subscribe(C.OBJECT_SYNCED) as sub:
             nursery.start_soon(read, sub)
             await client.inform(Item("before"))
@@ -176,13 +195,13 @@ async def test_leaving_the_with_block_ends_iteration(pg_dsn: str, schema: str) -
 
 
 async def test_unknown_category_is_rejected(pg_dsn: str, schema: str) -> None:
-    async with delta.open_delta_client(pg_dsn, controllers(),
-                                       config=config_for(schema)) as client:
-        with pytest.raises(delta.ConfigError, match="object_created"), \
-                client.subscribe("object_created"):  # type: ignore[arg-type]
+    async with delta.open_delta_client(pg_dsn, controllers(), config=config_for(schema)) as client:
+        with (
+            pytest.raises(delta.ConfigError, match="object_created"),
+            client.subscribe("object_created"),
+        ):  # type: ignore[arg-type]
             pass
-        with pytest.raises(delta.ConfigError), \
-                client.subscribe(C.OBJECT_SYNCED, "nope"):  # type: ignore[arg-type]
+        with pytest.raises(delta.ConfigError), client.subscribe(C.OBJECT_SYNCED, "nope"):  # type: ignore[arg-type]
             pass
         # a known category given by its value is fine
         with client.subscribe("object_synced") as sub:  # type: ignore[arg-type]

@@ -57,8 +57,9 @@ async def test_two_clients_work_each_of_1000_resources_exactly_once(
                 await a.inform_tx(tx, Job(f"job-{i:04d}"))
 
         async def all_synced() -> bool:
-            (count,), = sql(pg_dsn, f"select count(*) from {schema}.resources "
-                                    "where state = 'synced'")
+            ((count,),) = sql(
+                pg_dsn, f"select count(*) from {schema}.resources where state = 'synced'"
+            )
             return count == N
 
         await wait_until(all_synced, within=40, every=0.1)
@@ -74,8 +75,11 @@ async def test_two_clients_work_each_of_1000_resources_exactly_once(
     ids = {"a": a.id, "b": b.id}
     assert all(attempted_by == ids[name] for _, name, attempted_by in log)
 
-    rows = sql(pg_dsn, f"select attempted_by, count(*), max(attempt) from {schema}.resources "
-                       "group by attempted_by")
+    rows = sql(
+        pg_dsn,
+        f"select attempted_by, count(*), max(attempt) from {schema}.resources "
+        "group by attempted_by",
+    )
     assert {r[0]: r[1] for r in rows} == {a.id: per_client["a"], b.id: per_client["b"]}
     assert {r[2] for r in rows} == {1}
     assert elapsed < 40

@@ -108,9 +108,7 @@ async def _raise_in_body_with_work_in_flight(pg_dsn: str, schema: str) -> BaseEx
     controller.block = trio.Event()  # never set: the work blocks until cancelled
     config = delta.Config(schema=schema, poll_interval=0.2, shutdown_grace=0.2)
     try:
-        async with delta.open_delta_client(
-            pg_dsn, controllers_for(controller), config=config
-        ) as c:
+        async with delta.open_delta_client(pg_dsn, controllers_for(controller), config=config) as c:
             await c.inform(User("busy@x.io", "B"))
             with trio.fail_after(5):
                 await controller.started.wait()
@@ -142,9 +140,7 @@ async def test_cancelling_the_client_from_outside_stops_it_cleanly(
     controller = RecordingController()
     started = time.monotonic()
     with trio.move_on_after(0.5) as scope:
-        async with delta.open_delta_client(
-            pg_dsn, controllers_for(controller), config=config
-        ) as c:
+        async with delta.open_delta_client(pg_dsn, controllers_for(controller), config=config) as c:
             await c.inform(User("x@x.io", "X"))
             await trio.sleep_forever()
     assert scope.cancelled_caught

@@ -47,9 +47,18 @@ class Recorder(delta.Controller[Job]):
 async def test_resources_of_a_process_killed_mid_work_are_rescued_and_synced(
     pg_dsn: str, schema: str, tmp_path: Path
 ) -> None:
-    victim = RunnerProcess("victim", tmp_path, pg_dsn, schema, block=True, inform=N,
-                           leader_ttl=TTL, maintenance_interval=MAINTENANCE,
-                           work_timeout=WORK_TIMEOUT, rescue_after=RESCUE_AFTER)
+    victim = RunnerProcess(
+        "victim",
+        tmp_path,
+        pg_dsn,
+        schema,
+        block=True,
+        inform=N,
+        leader_ttl=TTL,
+        maintenance_interval=MAINTENANCE,
+        work_timeout=WORK_TIMEOUT,
+        rescue_after=RESCUE_AFTER,
+    )
     with started(victim):
         await wait_until(lambda: len(victim.work_started()) == N, within=20)
         victim.send(signal.SIGKILL)
@@ -58,23 +67,32 @@ async def test_resources_of_a_process_killed_mid_work_are_rescued_and_synced(
         victim_id = victim.id
     assert sorted(victim.work_started()) == [(f"job-{i}", 1) for i in range(N)]
 
-    claimed = sql(pg_dsn, f"select object_id, state, attempt, attempted_by, attempted_at "
-                          f"from {schema}.resources order by object_id")
-    assert [(r[0], r[1], r[2], r[3]) for r in claimed] == \
-        [(f"job-{i}", "pending", 1, victim_id) for i in range(N)]
+    claimed = sql(
+        pg_dsn,
+        f"select object_id, state, attempt, attempted_by, attempted_at "
+        f"from {schema}.resources order by object_id",
+    )
+    assert [(r[0], r[1], r[2], r[3]) for r in claimed] == [
+        (f"job-{i}", "pending", 1, victim_id) for i in range(N)
+    ]
     claimed_at = {r[0]: r[4] for r in claimed}
 
     controller = Recorder()
     controllers = delta.Controllers()
     delta.add_controller(controllers, controller)
-    config = delta.Config(schema=schema, leader_ttl=TTL, maintenance_interval=MAINTENANCE,
-                          work_timeout=WORK_TIMEOUT, rescue_after=RESCUE_AFTER,
-                          poll_interval=0.2, retry_policy=lambda attempt: 0.05)
+    config = delta.Config(
+        schema=schema,
+        leader_ttl=TTL,
+        maintenance_interval=MAINTENANCE,
+        work_timeout=WORK_TIMEOUT,
+        rescue_after=RESCUE_AFTER,
+        poll_interval=0.2,
+        retry_policy=lambda attempt: 0.05,
+    )
     async with delta.open_delta_client(pg_dsn, controllers, config=config) as client:
 
         def all_synced() -> bool:
-            rows = sql(pg_dsn, f"select count(*) from {schema}.resources "
-                               "where state = 'synced'")
+            rows = sql(pg_dsn, f"select count(*) from {schema}.resources where state = 'synced'")
             return rows[0][0] == N
 
         # the victim's lease and the rescue delay both have to run out
@@ -90,8 +108,7 @@ async def test_resources_of_a_process_killed_mid_work_are_rescued_and_synced(
         assert row.state is delta.ResourceState.SYNCED
         assert row.attempt == 2
         assert row.attempted_by == client.id
-        assert [(e.attempt, e.error) for e in row.errors] == \
-            [(1, "rescued after worker loss")]
+        assert [(e.attempt, e.error) for e in row.errors] == [(1, "rescued after worker loss")]
         # not rescued before work_timeout + rescue_after had passed since the claim
         waited = row.errors[0].at - claimed_at[row.object_id]
         assert waited >= timedelta(seconds=WORK_TIMEOUT + RESCUE_AFTER), waited

@@ -49,6 +49,4 @@ async def test_work_past_its_timeout_is_cancelled_and_failed(pg_dsn: str, schema
     ran_for = error.at - row.attempted_at
     assert timedelta(seconds=0.2) <= ran_for < timedelta(seconds=2)
     # a timeout is a failure like any other: retried per the retry policy
-    assert abs((row.scheduled_at - error.at) - timedelta(seconds=30)) < timedelta(
-        milliseconds=20
-    )
+    assert abs((row.scheduled_at - error.at) - timedelta(seconds=30)) < timedelta(milliseconds=20)

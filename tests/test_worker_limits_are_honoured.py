@@ -96,7 +96,9 @@ class PairController(_Gauged, delta.Controller[Pair]):
 
 
 CONTROLLER_FOR: dict[type[Any], type[_Gauged]] = {
-    Plain: PlainController, Serial: SerialController, Pair: PairController,
+    Plain: PlainController,
+    Serial: SerialController,
+    Pair: PairController,
 }
 
 
@@ -111,9 +113,7 @@ async def inform_all(client: delta.Client, objects: list[Any]) -> None:
             await client.inform_tx(tx, obj)
 
 
-async def test_namespace_max_workers_caps_and_is_reached(
-    pg_dsn: str, config: delta.Config
-) -> None:
+async def test_namespace_max_workers_caps_and_is_reached(pg_dsn: str, config: delta.Config) -> None:
     gauge = Gauge()
     async with delta.open_delta_client(
         pg_dsn,

@@ -55,8 +55,10 @@ def resource_dict(row: ResourceRow[Any]) -> dict[str, Any]:
         "tags": list(row.tags),
         "metadata": dict(row.metadata),
         "object": row.object,
-        "errors": [{"at": e.at.isoformat(), "attempt": e.attempt, "error": e.error,
-                    "trace": e.trace} for e in row.errors],
+        "errors": [
+            {"at": e.at.isoformat(), "attempt": e.attempt, "error": e.error, "trace": e.trace}
+            for e in row.errors
+        ],
         "created_at": _iso(row.created_at),
         "updated_at": _iso(row.updated_at),
         "scheduled_at": _iso(row.scheduled_at),
@@ -66,16 +68,22 @@ def resource_dict(row: ResourceRow[Any]) -> dict[str, Any]:
     }
 
 
-def selection(kind: str | None = None, namespace: str | None = None,
-              states: Sequence[str] | None = None, tags: Sequence[str] | None = None,
-              object_ids: Sequence[str] | None = None, limit: int | None = None
-              ) -> ResourceFilter:
+def selection(
+    kind: str | None = None,
+    namespace: str | None = None,
+    states: Sequence[str] | None = None,
+    tags: Sequence[str] | None = None,
+    object_ids: Sequence[str] | None = None,
+    limit: int | None = None,
+) -> ResourceFilter:
     """The resource filter of command-line options (states by name)."""
     return ResourceFilter(
-        kind=kind, namespace=namespace,
+        kind=kind,
+        namespace=namespace,
         states=tuple(ResourceState(s) for s in states) if states else None,
         tags=tuple(tags) if tags else None,
-        object_ids=tuple(object_ids) if object_ids else None, limit=limit,
+        object_ids=tuple(object_ids) if object_ids else None,
+        limit=limit,
     )
 
 
@@ -100,8 +108,9 @@ class Admin:
         database = describe_dsn(conninfo)
         connected = False
         try:
-            async with open_postgres_store(conninfo, schema=schema, pool_size=1,
-                                           check_schema=False, writable=False) as store:
+            async with open_postgres_store(
+                conninfo, schema=schema, pool_size=1, check_schema=False, writable=False
+            ) as store:
                 connected = True
                 yield cls(store, database)
         except StoreError as exc:
@@ -125,19 +134,27 @@ class Admin:
 
     # -- status -------------------------------------------------------------------
 
-    async def status(self, *, kind: str | None = None,
-                     namespace: str | None = None) -> dict[str, Any]:
+    async def status(
+        self, *, kind: str | None = None, namespace: str | None = None
+    ) -> dict[str, Any]:
         version = await self.require_current()
         now = await self._store.database_now()
         groups: dict[tuple[str, str], dict[str, Any]] = {}
         totals = dict.fromkeys(STATES, 0)
         for count in await self._store.insights.count_states(
-                ResourceFilter(kind=kind, namespace=namespace)):
-            group = groups.setdefault((count.kind, count.namespace), {
-                "kind": count.kind, "namespace": count.namespace, "total": 0,
-                "states": dict.fromkeys(STATES, 0), "oldest_scheduled_at": None,
-                "oldest_scheduled_age_seconds": None,
-            })
+            ResourceFilter(kind=kind, namespace=namespace)
+        ):
+            group = groups.setdefault(
+                (count.kind, count.namespace),
+                {
+                    "kind": count.kind,
+                    "namespace": count.namespace,
+                    "total": 0,
+                    "states": dict.fromkeys(STATES, 0),
+                    "oldest_scheduled_at": None,
+                    "oldest_scheduled_age_seconds": None,
+                },
+            )
             state = count.state.value
             group["states"][state] = count.count
             group["total"] += count.count
@@ -151,9 +168,13 @@ class Admin:
                 "last_inform_at": _iso(c.last_run_at),
                 "next_inform_at": _iso(c.next_inform_at),
                 "last_error": c.last_error,
-                "informing_on": (c.lease_owner if c.lease_owner is not None
-                                 and c.lease_expires_at is not None
-                                 and c.lease_expires_at > now else None),
+                "informing_on": (
+                    c.lease_owner
+                    if c.lease_owner is not None
+                    and c.lease_expires_at is not None
+                    and c.lease_expires_at > now
+                    else None
+                ),
                 "requested_at": _iso(c.requested_at),
                 "cursor": _iso(c.cursor),
             }
@@ -169,7 +190,9 @@ class Admin:
             "resources": list(groups.values()),
             "totals": {**totals, "total": sum(totals.values())},
             "controllers": controllers,
-            "leader": None if leader is None or leader.expires_at <= now else {
+            "leader": None
+            if leader is None or leader.expires_at <= now
+            else {
                 "name": LEADER,
                 "id": leader.leader_id,
                 "elected_at": _iso(leader.elected_at),
@@ -190,7 +213,8 @@ class Admin:
 
     async def states_of(self, kind: str, object_ids: Sequence[str]) -> dict[str, str]:
         rows = await self._store.insights.list_resources(
-            ResourceFilter(kind=kind, object_ids=tuple(object_ids)))
+            ResourceFilter(kind=kind, object_ids=tuple(object_ids))
+        )
         return {r.object_id: r.state.value for r in rows}
 
     async def change(self, change: Change, flt: ResourceFilter) -> list[dict[str, Any]]:
@@ -198,5 +222,4 @@ class Admin:
         for rows that became due."""
         await self.require_current()
         now = await self._store.database_now()
-        return [resource_dict(r)
-                for r in await self._store.insights.change(change, flt, now=now)]
+        return [resource_dict(r) for r in await self._store.insights.change(change, flt, now=now)]

@@ -130,8 +130,9 @@ class Client(metaclass=NoPublicConstructor):
         return stale_check_for(self._controllers.get(item.kind), item.obj.__class__)
 
     def _result(self, result: UpsertResult) -> InformResult[Any]:
-        return InformResult(self._controllers.bind(result.row), result.already_exists,
-                            result.changed)
+        return InformResult(
+            self._controllers.bind(result.row), result.already_exists, result.changed
+        )
 
     async def inform(self, obj: T, opts: InformOpts | None = None) -> InformResult[T]:
         """Store ``obj`` as a resource and schedule it to be worked.
@@ -142,7 +143,8 @@ class Client(metaclass=NoPublicConstructor):
         """
         item = self._prepare(obj, opts)
         (result,) = await self._store.queue.upsert(
-            [item], UpsertParams(self._clock.now(), is_stale=self._stale_check(item)))
+            [item], UpsertParams(self._clock.now(), is_stale=self._stale_check(item))
+        )
         if result.changed:
             self._engine.wake(item.namespace)
         return self._result(result)
@@ -158,7 +160,8 @@ class Client(metaclass=NoPublicConstructor):
             raise ClientClosedError("this transaction is already over")
         item = self._prepare(obj, opts)
         (result,) = await self._store.queue.upsert(
-            [item], UpsertParams(self._clock.now(), is_stale=self._stale_check(item)),
+            [item],
+            UpsertParams(self._clock.now(), is_stale=self._stale_check(item)),
             tx._store_tx,  # pyright: ignore[reportPrivateUsage]
         )
         if result.changed:
@@ -200,8 +203,11 @@ class Client(metaclass=NoPublicConstructor):
         if options is not None:
             if not isinstance(options, InformOptions):
                 raise ConfigError(f"options must be InformOptions, got {options!r}")
-            extra = {"labels": dict(options.labels), "limit": options.limit,
-                     "order_by": options.order_by}
+            extra = {
+                "labels": dict(options.labels),
+                "limit": options.limit,
+                "order_by": options.order_by,
+            }
             encode_json(extra, what="inform options")
         await self._store.control.request_inform(
             kind, now=self._clock.now(), process_existing=bool(process_existing), options=extra
@@ -216,8 +222,10 @@ class Client(metaclass=NoPublicConstructor):
         """
         item = self._prepare(obj, None)
         rows = await self._store.insights.change(
-            Change.INVALIDATE, ResourceFilter(kind=item.kind, object_ids=(item.object_id,)),
-            now=self._clock.now())
+            Change.INVALIDATE,
+            ResourceFilter(kind=item.kind, object_ids=(item.object_id,)),
+            now=self._clock.now(),
+        )
         if not rows:
             current = await self._store.insights.get_resource(item.kind, item.object_id)
             if current is None:
@@ -273,13 +281,18 @@ class Client(metaclass=NoPublicConstructor):
             except ValueError:
                 raise ConfigError(f"unknown state {state!r}") from None
         for name, value in (("limit", limit), ("after_id", after_id)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
-                                      or value < 0):
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value < 0
+            ):
                 raise ConfigError(f"{name} must be a non-negative integer, got {value!r}")
         rows = await self._store.insights.list_resources(
-            ResourceFilter(kind=kind, namespace=namespace,
-                           states=None if parsed_state is None else (parsed_state,),
-                           limit=limit, after_id=after_id)
+            ResourceFilter(
+                kind=kind,
+                namespace=namespace,
+                states=None if parsed_state is None else (parsed_state,),
+                limit=limit,
+                after_id=after_id,
+            )
         )
         return [self._controllers.bind(r) for r in rows]
 
@@ -298,8 +311,9 @@ def _default_pool_size(namespaces: Mapping[str, NamespaceConfig]) -> int:
     return max(4, min(20, 2 + workers // 10))
 
 
-def _failure_from_group(group: BaseExceptionGroup[BaseException],
-                        body_error: BaseException | None) -> BaseException:
+def _failure_from_group(
+    group: BaseExceptionGroup[BaseException], body_error: BaseException | None
+) -> BaseException:
     """The one exception ``open_delta_client`` raises for a nursery's group."""
     _, rest = group.split(lambda e: e is body_error)
     if rest is None:
@@ -345,8 +359,12 @@ async def run_client(
     try:
         async with trio.open_nursery() as nursery:
             await engine.start(nursery)
-            log.info("client %s started: kinds %s, namespaces %s", client.id,
-                     list(controllers.kinds()), dict(namespaces))
+            log.info(
+                "client %s started: kinds %s, namespaces %s",
+                client.id,
+                list(controllers.kinds()),
+                dict(namespaces),
+            )
             try:
                 with engine.body_scope:  # cancelled when a work raised a BaseException
                     yield client
@@ -405,8 +423,15 @@ async def open_delta_client(
     # The leader's statements give up well before its lease would run out,
     # rather than be cancelled mid-wait and leave their backend waiting.
     leader_lock_timeout = min(config.lock_timeout, config.leader_ttl / 3)
-    async with open_postgres_store(conninfo, schema=config.schema, pool_size=pool_size,
-                                   driver=driver, lock_timeout=config.lock_timeout,
-                                   leader_lock_timeout=leader_lock_timeout) as store, \
-            run_client(store, controllers, checked, config) as client:
+    async with (
+        open_postgres_store(
+            conninfo,
+            schema=config.schema,
+            pool_size=pool_size,
+            driver=driver,
+            lock_timeout=config.lock_timeout,
+            leader_lock_timeout=leader_lock_timeout,
+        ) as store,
+        run_client(store, controllers, checked, config) as client,
+    ):
         yield client

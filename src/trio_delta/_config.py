@@ -55,8 +55,14 @@ def check_schema(value: object) -> str:
     return value
 
 
-def _check_duration(name: str, value: object, *, allow_none: bool = False,
-                    allow_negative: bool = False, allow_zero: bool = True) -> None:
+def _check_duration(
+    name: str,
+    value: object,
+    *,
+    allow_none: bool = False,
+    allow_negative: bool = False,
+    allow_zero: bool = True,
+) -> None:
     if value is None and allow_none:
         return
     if isinstance(value, bool) or not isinstance(value, int | float):
@@ -73,8 +79,9 @@ def _check_duration(name: str, value: object, *, allow_none: bool = False,
         raise ConfigError(f"{name} must be greater than 0, got {value!r}")
 
 
-def _check_int(name: str, value: object, *, minimum: int, maximum: int = 2**31 - 1,
-               allow_none: bool = False) -> None:
+def _check_int(
+    name: str, value: object, *, minimum: int, maximum: int = 2**31 - 1, allow_none: bool = False
+) -> None:
     if value is None and allow_none:
         return
     if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
@@ -115,14 +122,16 @@ class NamespaceConfig:
 
     def __post_init__(self) -> None:
         _check_int("NamespaceConfig.max_workers", self.max_workers, minimum=1)
-        _check_duration("NamespaceConfig.resource_expiry", self.resource_expiry,
-                        allow_none=True, allow_zero=False)
+        _check_duration(
+            "NamespaceConfig.resource_expiry",
+            self.resource_expiry,
+            allow_none=True,
+            allow_zero=False,
+        )
         for name in ("synced_retention", "degraded_retention", "deleted_retention"):
             _check_duration(f"NamespaceConfig.{name}", getattr(self, name), allow_none=True)
         if self.resource_expiry is not None and self.synced_retention is not None:
-            raise ConfigError(
-                "NamespaceConfig: set resource_expiry or synced_retention, not both"
-            )
+            raise ConfigError("NamespaceConfig: set resource_expiry or synced_retention, not both")
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,8 +148,12 @@ class ObjectSettings:
 
     def __post_init__(self) -> None:
         _check_int("ObjectSettings.parallelism", self.parallelism, minimum=1, allow_none=True)
-        _check_duration("ObjectSettings.inform_interval", self.inform_interval,
-                        allow_none=True, allow_negative=True)
+        _check_duration(
+            "ObjectSettings.inform_interval",
+            self.inform_interval,
+            allow_none=True,
+            allow_negative=True,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,11 +214,24 @@ class Config:
         for f in fields(self):
             if f.name in {"inform_interval"}:
                 _check_duration(f.name, getattr(self, f.name), allow_negative=True)
-            elif f.name in {"work_timeout", "inform_timeout", "poll_interval", "leader_ttl",
-                            "lock_timeout", "maintenance_interval", "flush_interval"}:
+            elif f.name in {
+                "work_timeout",
+                "inform_timeout",
+                "poll_interval",
+                "leader_ttl",
+                "lock_timeout",
+                "maintenance_interval",
+                "flush_interval",
+            }:
                 _check_duration(f.name, getattr(self, f.name), allow_zero=False)
-            elif f.name in {"inform_jitter", "rescue_after", "synced_retention",
-                            "degraded_retention", "deleted_retention", "shutdown_grace"}:
+            elif f.name in {
+                "inform_jitter",
+                "rescue_after",
+                "synced_retention",
+                "degraded_retention",
+                "deleted_retention",
+                "shutdown_grace",
+            }:
                 _check_duration(f.name, getattr(self, f.name))
         _check_int("max_attempts", self.max_attempts, minimum=1, maximum=32767)
         _check_int("batch_size", self.batch_size, minimum=1)

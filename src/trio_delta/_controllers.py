@@ -114,9 +114,13 @@ class Controllers:
             try:
                 reg.decode(row)
             except Exception as exc:
-                log.warning("%s %r: stored object does not decode to %s (%s); returning "
-                            "plain JSON", row.kind, row.object_id, reg.object_type.__name__,
-                            exc)
+                log.warning(
+                    "%s %r: stored object does not decode to %s (%s); returning plain JSON",
+                    row.kind,
+                    row.object_id,
+                    reg.object_type.__name__,
+                    exc,
+                )
         return row
 
     def __repr__(self) -> str:

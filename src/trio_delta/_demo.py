@@ -72,8 +72,7 @@ class FakeDirectory:
         changed: list[DemoUser] = []
         for email in self._rng.sample(sorted(self.users), min(count, len(self.users))):
             old = self.users[email]
-            new = DemoUser(email, f"{old.name.split(' v')[0]} v{old.version + 1}",
-                           old.version + 1)
+            new = DemoUser(email, f"{old.name.split(' v')[0]} v{old.version + 1}", old.version + 1)
             self.users[email] = new
             changed.append(new)
         self.changes += len(changed)
@@ -108,18 +107,23 @@ def _prepare_database(dsn: str) -> None:
     conninfo = with_connect_timeout(normalize_dsn(dsn))
     try:
         with psycopg.connect(conninfo, autocommit=True) as conn:
-            conn.execute(sql.SQL("drop schema if exists {} cascade").format(
-                sql.Identifier(DEMO_SCHEMA)))
+            conn.execute(
+                sql.SQL("drop schema if exists {} cascade").format(sql.Identifier(DEMO_SCHEMA))
+            )
     except (psycopg.Error, OSError) as exc:
-        raise StoreError(f"cannot prepare the demo on {describe_dsn(conninfo)}: "
-                         f"{redact(str(exc)).strip()}") from None
+        raise StoreError(
+            f"cannot prepare the demo on {describe_dsn(conninfo)}: {redact(str(exc)).strip()}"
+        ) from None
 
 
 def _create_table(dsn: str) -> None:
     with psycopg.connect(with_connect_timeout(normalize_dsn(dsn)), autocommit=True) as conn:
-        conn.execute(sql.SQL("create table if not exists {}.demo_user ("
-                             "email text primary key, name text not null, version int not null)"
-                             ).format(sql.Identifier(DEMO_SCHEMA)))
+        conn.execute(
+            sql.SQL(
+                "create table if not exists {}.demo_user ("
+                "email text primary key, name text not null, version int not null)"
+            ).format(sql.Identifier(DEMO_SCHEMA))
+        )
 
 
 @dataclass
@@ -144,11 +148,14 @@ class DemoView:
         self.informer_runs = 0
         self.worked = 0
         self.progress = Progress(
-            TextColumn("{task.description:<28}"), BarColumn(bar_width=40),
-            MofNCompleteColumn(), auto_refresh=False,
+            TextColumn("{task.description:<28}"),
+            BarColumn(bar_width=40),
+            MofNCompleteColumn(),
+            auto_refresh=False,
         )
-        self._match: TaskID = self.progress.add_task("local copy matches upstream",
-                                                     total=len(directory.users))
+        self._match: TaskID = self.progress.add_task(
+            "local copy matches upstream", total=len(directory.users)
+        )
         self._synced: TaskID = self.progress.add_task("resources synced", total=1)
 
     def matched(self) -> int:
@@ -159,20 +166,22 @@ class DemoView:
         self.snapshot = snapshot
         self.informer_runs = informer_runs
         self.worked = worked
-        self.progress.update(self._match, completed=self.matched(),
-                             total=len(self.directory.users))
-        self.progress.update(self._synced, completed=snapshot.states.get("synced", 0),
-                             total=max(snapshot.total, 1))
+        self.progress.update(self._match, completed=self.matched(), total=len(self.directory.users))
+        self.progress.update(
+            self._synced, completed=snapshot.states.get("synced", 0), total=max(snapshot.total, 1)
+        )
 
     def render(self) -> RenderableType:
         states = Table(box=None, pad_edge=False)
         for state in STATES:
             states.add_column(state, justify="right")
         states.add_row(*(str(self.snapshot.states.get(s, 0)) for s in STATES))
-        story = (f"{len(self.directory.users)} users upstream · {self.directory.changes} "
-                 f"changes · round {self.round}/{self.rounds} · {self.informer_runs} "
-                 f"informer runs · {self.worked} copies · "
-                 f"{time.monotonic() - self.started:.1f}s")
+        story = (
+            f"{len(self.directory.users)} users upstream · {self.directory.changes} "
+            f"changes · round {self.round}/{self.rounds} · {self.informer_runs} "
+            f"informer runs · {self.worked} copies · "
+            f"{time.monotonic() - self.started:.1f}s"
+        )
         return Group(self.progress, states, story)
 
 
@@ -189,14 +198,21 @@ async def _snapshot(client: Client) -> Snapshot:
     async with client.transaction() as tx:
         states = await tx.execute(
             f"select state, count(*) from {_SCHEMA}.resources where kind = %s group by state",
-            [KIND])
+            [KIND],
+        )
         local = await tx.execute(f"select email, version from {TABLE}")
     return Snapshot({str(s): int(n) for s, n in states}, {str(e): int(v) for e, v in local})
 
 
-async def run_demo(dsn: str, *, users: int = 2000, rounds: int = 3,
-                   round_interval: float = 1.0, converge_within: float = 50.0,
-                   console: Console | None = None) -> int:
+async def run_demo(
+    dsn: str,
+    *,
+    users: int = 2000,
+    rounds: int = 3,
+    round_interval: float = 1.0,
+    converge_within: float = 50.0,
+    console: Console | None = None,
+) -> int:
     """Run the demo on ``dsn``; returns the exit code (0: converged)."""
     console = console if console is not None else Console(highlight=False, log_path=False)
     started = time.monotonic()
@@ -208,17 +224,24 @@ async def run_demo(dsn: str, *, users: int = 2000, rounds: int = 3,
     client_ref: list[Client] = []
     controllers = Controllers()
     add_controller(controllers, DemoUserController(directory, client_ref))
-    config = Config(schema=DEMO_SCHEMA, poll_interval=0.5, inform_jitter=0.0,
-                    shutdown_grace=5.0, pool_size=16)
+    config = Config(
+        schema=DEMO_SCHEMA, poll_interval=0.5, inform_jitter=0.0, shutdown_grace=5.0, pool_size=16
+    )
     view = DemoView(directory, rounds)
     converged = False
     async with open_delta_client(
-        dsn, controllers, namespaces={"default": NamespaceConfig(max_workers=20)},
+        dsn,
+        controllers,
+        namespaces={"default": NamespaceConfig(max_workers=20)},
         config=config,
     ) as client:
         client_ref.append(client)
-        with Live(view.render(), console=console, refresh_per_second=8,
-                  redirect_stdout=False) as live, _newline_after(console):
+        with (
+            Live(
+                view.render(), console=console, refresh_per_second=8, redirect_stdout=False
+            ) as live,
+            _newline_after(console),
+        ):
 
             async def refresh() -> Snapshot:
                 snapshot = await _snapshot(client)
@@ -237,23 +260,32 @@ async def run_demo(dsn: str, *, users: int = 2000, rounds: int = 3,
                     nursery.start_soon(watch)
                     console.log(f"informer pulling {users} users from the fake directory")
                     # The informer's state lives in the database: poll it.
-                    while (state := await client.get_informer(KIND)) is None or \
-                            state.last_run_at is None:  # noqa: ASYNC110
+                    state = await client.get_informer(KIND)
+                    while state is None or state.last_run_at is None:
                         await trio.sleep(0.1)
+                        state = await client.get_informer(KIND)
                     for round_no in range(1, rounds + 1):
                         await trio.sleep(round_interval)
                         changed = directory.churn(max(1, users // 10))
                         view.round = round_no
                         await client.schedule_inform(KIND)
-                        console.log(f"round {round_no}: {len(changed)} users changed "
-                                    "upstream; informer run requested")
+                        console.log(
+                            f"round {round_no}: {len(changed)} users changed "
+                            "upstream; informer run requested"
+                        )
                     while True:
                         snapshot = await refresh()
                         state = await client.get_informer(KIND)
-                        idle = state is not None and state.requested_at is None \
+                        idle = (
+                            state is not None
+                            and state.requested_at is None
                             and state.lease_owner is None
-                        if idle and view.matched() == users and \
-                                snapshot.states.get("synced", 0) == snapshot.total:
+                        )
+                        if (
+                            idle
+                            and view.matched() == users
+                            and snapshot.states.get("synced", 0) == snapshot.total
+                        ):
                             converged = True
                             break
                         await trio.sleep(0.1)
@@ -262,22 +294,31 @@ async def run_demo(dsn: str, *, users: int = 2000, rounds: int = 3,
         stats = client.stats
     elapsed = time.monotonic() - started
     matched = view.matched()
-    console.print(_final_table(view, stats.worked, stats.informer_runs, matched, elapsed,
-                               converged))
+    console.print(
+        _final_table(view, stats.worked, stats.informer_runs, matched, elapsed, converged)
+    )
     if converged:
         console.print(_sample_table(view), markup=False)
-        console.print(f"converged: the local table matches all {users} upstream users "
-                      f"in {elapsed:.1f}s", style="bold green")
+        console.print(
+            f"converged: the local table matches all {users} upstream users in {elapsed:.1f}s",
+            style="bold green",
+        )
         return 0
-    console.print(f"NOT converged within {converge_within:.0f}s: {users - matched} users differ",
-                  style="bold red")
+    console.print(
+        f"NOT converged within {converge_within:.0f}s: {users - matched} users differ",
+        style="bold red",
+    )
     return 1
 
 
-def _final_table(view: DemoView, worked: int, informer_runs: int, matched: int,
-                 elapsed: float, converged: bool) -> Table:
-    table = Table(title="trio-delta demo: " + ("converged" if converged else "NOT converged"),
-                  title_justify="left", show_header=False)
+def _final_table(
+    view: DemoView, worked: int, informer_runs: int, matched: int, elapsed: float, converged: bool
+) -> Table:
+    table = Table(
+        title="trio-delta demo: " + ("converged" if converged else "NOT converged"),
+        title_justify="left",
+        show_header=False,
+    )
     table.add_column(style="bold")
     table.add_column(justify="right")
     snapshot = view.snapshot
@@ -305,6 +346,7 @@ def _sample_table(view: DemoView, count: int = 5) -> Table:
         table.add_column(column, justify="right" if "version" in column else "left")
     changed = sorted(view.directory.users.values(), key=lambda u: (-u.version, u.email))
     for user in changed[:count]:
-        table.add_row(user.email, user.name, str(user.version),
-                      str(view.snapshot.local.get(user.email, "-")))
+        table.add_row(
+            user.email, user.name, str(user.version), str(view.snapshot.local.get(user.email, "-"))
+        )
     return table

@@ -40,8 +40,9 @@ class LockTimeoutError(StoreError):
     held; None when it was released before it could be named).
     """
 
-    def __init__(self, message: str, *, kind: str | None = None,
-                 object_id: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, kind: str | None = None, object_id: str | None = None
+    ) -> None:
         super().__init__(message)
         self.kind = kind
         self.object_id = object_id

@@ -46,7 +46,11 @@ class Throttled:
         self._last[msg] = now
         held = self._held.pop(msg, 0)
         if held:
-            self.logger.warning(msg + " (and %d more like it in the last %gs)",
-                                *args, held, self.interval if last is None else now - last)
+            self.logger.warning(
+                msg + " (and %d more like it in the last %gs)",
+                *args,
+                held,
+                self.interval if last is None else now - last,
+            )
         else:
             self.logger.warning(msg, *args)

@@ -51,9 +51,7 @@ async def _apply(bridge: Bridge, dsn: str, schema: str) -> list[int]:
             body = sql.SQL(migration.sql).format(schema=ident)  # pyright: ignore[reportArgumentType]
             await conn.execute(body)
             await conn.execute(
-                sql.SQL("insert into {}.migrations (version, name) values (%s, %s)").format(
-                    ident
-                ),
+                sql.SQL("insert into {}.migrations (version, name) values (%s, %s)").format(ident),
                 [migration.version, migration.name],
             )
             applied.append(migration.version)

@@ -232,15 +232,19 @@ def prepare_object(
     if not _valid_name(namespace):
         raise ObjectError(f"{kind} {object_id!r}: invalid namespace {short(namespace)}")
     max_attempts = merged.max_attempts if merged.max_attempts is not None else default_max_attempts
-    if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or not (
-        1 <= max_attempts <= 32767
+    if (
+        isinstance(max_attempts, bool)
+        or not isinstance(max_attempts, int)
+        or not (1 <= max_attempts <= 32767)
     ):
         raise ObjectError(
             f"{kind} {object_id!r}: max_attempts must be 1-32767, got {max_attempts!r}"
         )
     if merged.metadata is not None and not isinstance(merged.metadata, Mapping):
-        raise ObjectError(f"{kind} {object_id!r}: metadata must be a mapping, "
-                          f"got {type(merged.metadata).__name__}")
+        raise ObjectError(
+            f"{kind} {object_id!r}: metadata must be a mapping, "
+            f"got {type(merged.metadata).__name__}"
+        )
     metadata_value = dict(merged.metadata) if merged.metadata is not None else {}
     if not all(isinstance(k, str) for k in metadata_value):
         raise ObjectError(f"{kind} {object_id!r}: metadata keys must be strings")
@@ -261,8 +265,18 @@ def prepare_object(
         if value is not None and not isinstance(value, datetime):
             raise ObjectError(f"{kind} {object_id!r}: created_at() must return datetime or None")
         created_at = value
-    return PreparedObject(kind, object_id, namespace, encoded, object_hash(encoded), metadata,
-                          tags, max_attempts, created_at, obj)
+    return PreparedObject(
+        kind,
+        object_id,
+        namespace,
+        encoded,
+        object_hash(encoded),
+        metadata,
+        tags,
+        max_attempts,
+        created_at,
+        obj,
+    )
 
 
 def decode_object(encoded: bytes, object_type: type[Any] | None) -> Any:

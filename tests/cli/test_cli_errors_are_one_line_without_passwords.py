@@ -71,8 +71,12 @@ def test_password_in_dsn_from_the_environment_is_never_printed(
 
 
 def test_unmigrated_schema_says_how_to_fix_it(cli: Any, pg_dsn: str, schema_name: str) -> None:
-    for command in (["status"], ["resources", "list"], ["resources", "retry", "--all"],
-                    ["run", "tests.cli.app:controllers"]):
+    for command in (
+        ["status"],
+        ["resources", "list"],
+        ["resources", "retry", "--all"],
+        ["run", "tests.cli.app:controllers"],
+    ):
         result = cli(*command, "--dsn", pg_dsn, "--schema", schema_name)
         assert result.code == 1, (command, result.err)
         assert len(result.err_lines) == 1, result.err
@@ -80,9 +84,12 @@ def test_unmigrated_schema_says_how_to_fix_it(cli: Any, pg_dsn: str, schema_name
 
 
 def test_unknown_kind_is_one_line_and_exit_1(cli: Any, pg_dsn: str, migrated: str) -> None:
-    for command in (["status", "--kind", "nosuch"], ["resources", "list", "--kind", "nosuch"],
-                    ["resources", "show", "nosuch", "x"],
-                    ["resources", "retry", "--kind", "nosuch"]):
+    for command in (
+        ["status", "--kind", "nosuch"],
+        ["resources", "list", "--kind", "nosuch"],
+        ["resources", "show", "nosuch", "x"],
+        ["resources", "retry", "--kind", "nosuch"],
+    ):
         result = cli(*command, "--dsn", pg_dsn, "--schema", migrated)
         assert result.code == 1, (command, result.err)
         assert result.err_lines == [

@@ -9,8 +9,16 @@ import pytest
 from tests.conftest import sql
 
 COMMANDS = [
-    [], ["migrate"], ["status"], ["resources"], ["resources", "list"], ["resources", "show"],
-    ["resources", "retry"], ["resources", "invalidate"], ["resources", "delete"], ["run"],
+    [],
+    ["migrate"],
+    ["status"],
+    ["resources"],
+    ["resources", "list"],
+    ["resources", "show"],
+    ["resources", "retry"],
+    ["resources", "invalidate"],
+    ["resources", "delete"],
+    ["run"],
     ["demo"],
 ]
 
@@ -88,8 +96,12 @@ def test_usage_errors_exit_2_with_one_line(
 
 
 def test_no_database_given_is_a_usage_error(cli: Any) -> None:
-    for args in (["migrate"], ["status"], ["resources", "list"],
-                 ["run", "tests.cli.app:controllers"]):
+    for args in (
+        ["migrate"],
+        ["status"],
+        ["resources", "list"],
+        ["run", "tests.cli.app:controllers"],
+    ):
         result = cli(*args)
         assert result.code == 2, args
         assert result.err_lines == [

@@ -44,8 +44,10 @@ def test_retry_schedules_failed_and_degraded_now_and_notifies(
     refused = cli(*base, "--kind", "cli-item", "good-1", "bad-1")
     assert refused.code == 1  # good-1 is synced: nothing to retry
     assert refused.out.startswith("retried 1 resource: cli-item/bad-1")
-    assert refused.err_lines == ["trio-delta: error: 1 not retried: 'good-1' (synced); "
-                                 "retry acts on failed/degraded resources"]
+    assert refused.err_lines == [
+        "trio-delta: error: 1 not retried: 'good-1' (synced); "
+        "retry acts on failed/degraded resources"
+    ]
 
     with _listening(pg_dsn, populated) as payloads:
         result = cli(*base, "--state", "failed")
@@ -57,9 +59,13 @@ def test_retry_schedules_failed_and_degraded_now_and_notifies(
     assert after["bad-1"] == ("scheduled", 0)
     assert after["bad-2"] == ("scheduled", 0)
     assert {k: v for k, v in after.items() if not k.startswith("bad")} == {
-        k: v for k, v in before.items() if not k.startswith("bad")}
-    (due,) = sql(pg_dsn, f'select bool_and(scheduled_at <= now()) from "{populated}".resources '
-                 "where object_id like 'bad-%%'")
+        k: v for k, v in before.items() if not k.startswith("bad")
+    }
+    (due,) = sql(
+        pg_dsn,
+        f'select bool_and(scheduled_at <= now()) from "{populated}".resources '
+        "where object_id like 'bad-%%'",
+    )
     assert due == (True,)
 
     nothing = cli(*base, "--all")
@@ -71,9 +77,11 @@ def test_invalidate_expires_synced_resources_and_notifies(
 ) -> None:
     base = ("resources", "invalidate", "--dsn", pg_dsn, "--schema", populated)
     # A synced row may carry the errors of attempts that failed before it synced.
-    sql(pg_dsn, f'update "{populated}".resources set errors = %s::jsonb '
-                "where object_id = 'good-1'",
-        ['[{"at": "2030-01-01T00:00:00+00:00", "attempt": 1, "error": "boom", "trace": ""}]'])
+    sql(
+        pg_dsn,
+        f"update \"{populated}\".resources set errors = %s::jsonb where object_id = 'good-1'",
+        ['[{"at": "2030-01-01T00:00:00+00:00", "attempt": 1, "error": "boom", "trace": ""}]'],
+    )
     with _listening(pg_dsn, populated) as payloads:
         result = cli(*base, "--tag", "blue", "--json")
         assert result.code == 0, result.err
@@ -85,8 +93,11 @@ def test_invalidate_expires_synced_resources_and_notifies(
     # A new round of work, as Client.invalidate and the expirer start one.
     assert states["good-1"][1] == states["good-2"][1] == 0
     assert states["good-3"][1] == 1
-    errors = sql(pg_dsn, f'select object_id, errors from "{populated}".resources '
-                         "where object_id in ('good-1', 'good-2') order by object_id")
+    errors = sql(
+        pg_dsn,
+        f'select object_id, errors from "{populated}".resources '
+        "where object_id in ('good-1', 'good-2') order by object_id",
+    )
     assert errors == [("good-1", []), ("good-2", [])]
 
     with _listening(pg_dsn, populated) as payloads:

@@ -41,15 +41,32 @@ def start_blocked(pg_dsn: str, migrated: str) -> Iterator[Callable[[int], Runner
         env = {k: v for k, v in os.environ.items() if k not in DSN_ENV}
         env["CLI_TEST_ITEMS"] = str(items)
         proc = subprocess.Popen(
-            [sys.executable, "-m", "trio_delta", "run", "tests.cli.blocking_app:controllers",
-             "--namespace", f"default={items}", "--shutdown-grace", "1",
-             "--dsn", pg_dsn, "--schema", migrated],
-            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            [
+                sys.executable,
+                "-m",
+                "trio_delta",
+                "run",
+                "tests.cli.blocking_app:controllers",
+                "--namespace",
+                f"default={items}",
+                "--shutdown-grace",
+                "1",
+                "--dsn",
+                pg_dsn,
+                "--schema",
+                migrated,
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         runner = Runner(proc)
         runners.append(runner)
-        runner.wait_for(lambda: _states(pg_dsn, migrated) == blocked(items),
-                        "every work to block in its thread")
+        runner.wait_for(
+            lambda: _states(pg_dsn, migrated) == blocked(items), "every work to block in its thread"
+        )
         return runner
 
     yield start
@@ -65,8 +82,9 @@ def test_rows_are_handed_back_before_waiting_for_blocked_threads(
 ) -> None:
     runner = start_blocked(items)
     runner.proc.send_signal(signal.SIGTERM)
-    runner.wait_for(lambda: "shutdown grace of 1s over" in runner.stderr,
-                    "the forced stop to begin", within=10)
+    runner.wait_for(
+        lambda: "shutdown grace of 1s over" in runner.stderr, "the forced stop to begin", within=10
+    )
     time.sleep(1.0)
     assert runner.proc.poll() is None  # still waiting for the threads
     runner.proc.kill()  # as a supervisor would, tired of waiting

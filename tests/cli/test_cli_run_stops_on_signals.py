@@ -58,9 +58,21 @@ def start_run(pg_dsn: str, migrated: str) -> Iterator[Callable[..., Runner]]:
         full_env = {k: v for k, v in os.environ.items() if k not in DSN_ENV}
         full_env.update(env or {})
         proc = subprocess.Popen(
-            [sys.executable, "-m", "trio_delta", "run", *args, "--dsn", pg_dsn,
-             "--schema", migrated],
-            cwd=ROOT, env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            [
+                sys.executable,
+                "-m",
+                "trio_delta",
+                "run",
+                *args,
+                "--dsn",
+                pg_dsn,
+                "--schema",
+                migrated,
+            ],
+            cwd=ROOT,
+            env=full_env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
             text=True,
         )
         runner = Runner(proc)
@@ -82,12 +94,19 @@ def _states(dsn: str, schema: str) -> dict[str, tuple[str, int]]:
 def test_sigint_stops_gracefully_with_exit_0(
     start_run: Callable[..., Runner], pg_dsn: str, migrated: str, cli: Any
 ) -> None:
-    runner = start_run("tests.cli.app:make_controllers", "--namespace", "default=3",
-                       "--shutdown-grace", "5", env={"CLI_TEST_ITEMS": "3"})
+    runner = start_run(
+        "tests.cli.app:make_controllers",
+        "--namespace",
+        "default=3",
+        "--shutdown-grace",
+        "5",
+        env={"CLI_TEST_ITEMS": "3"},
+    )
     runner.wait_for(lambda: "trio-delta: running cli-item" in runner.stderr, "the ready line")
     runner.wait_for(
         lambda: _states(pg_dsn, migrated) == {f"run-{i}": ("synced", 1) for i in range(3)},
-        "the informed items to sync")
+        "the informed items to sync",
+    )
     assert "namespaces default=3" in runner.stderr
     (client_id,) = re.findall(r"as client (\S+);", runner.stderr)
 
@@ -113,10 +132,16 @@ def test_sigint_stops_gracefully_with_exit_0(
 def test_second_signal_forces_the_stop(
     start_run: Callable[..., Runner], pg_dsn: str, migrated: str
 ) -> None:
-    runner = start_run("tests.cli.app:controllers", "--shutdown-grace", "60",
-                       env={"CLI_TEST_ITEMS": "1", "CLI_TEST_SLOW": "1"})
-    runner.wait_for(lambda: _states(pg_dsn, migrated).get("slow-0") == ("pending", 1),
-                    "the slow item to be worked")
+    runner = start_run(
+        "tests.cli.app:controllers",
+        "--shutdown-grace",
+        "60",
+        env={"CLI_TEST_ITEMS": "1", "CLI_TEST_SLOW": "1"},
+    )
+    runner.wait_for(
+        lambda: _states(pg_dsn, migrated).get("slow-0") == ("pending", 1),
+        "the slow item to be worked",
+    )
 
     runner.proc.send_signal(signal.SIGTERM)
     runner.wait_for(lambda: "SIGTERM: stopping gracefully" in runner.stderr, "the first signal")
@@ -134,10 +159,21 @@ def test_second_signal_forces_the_stop(
 
 def test_run_against_an_unreachable_server() -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "trio_delta", "run", "tests.cli.app:controllers", "--dsn",
-         f"postgresql://postgres:{PASSWORD}@127.0.0.1:1/test"],
-        cwd=ROOT, env={k: v for k, v in os.environ.items() if k not in DSN_ENV},
-        capture_output=True, text=True, timeout=30, check=False,
+        [
+            sys.executable,
+            "-m",
+            "trio_delta",
+            "run",
+            "tests.cli.app:controllers",
+            "--dsn",
+            f"postgresql://postgres:{PASSWORD}@127.0.0.1:1/test",
+        ],
+        cwd=ROOT,
+        env={k: v for k, v in os.environ.items() if k not in DSN_ENV},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
     )
     assert proc.returncode == 1
     assert len(proc.stderr.splitlines()) == 1, proc.stderr
@@ -153,10 +189,20 @@ def test_a_signal_during_start_up_stops_at_once(signum: signal.Signals) -> None:
         silent.listen(8)
         port = silent.getsockname()[1]
         proc = subprocess.Popen(
-            [sys.executable, "-m", "trio_delta", "run", "tests.cli.app:controllers", "--dsn",
-             f"host=127.0.0.1 port={port} user=postgres dbname=test"],
-            cwd=ROOT, env={k: v for k, v in os.environ.items() if k not in DSN_ENV},
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            [
+                sys.executable,
+                "-m",
+                "trio_delta",
+                "run",
+                "tests.cli.app:controllers",
+                "--dsn",
+                f"host=127.0.0.1 port={port} user=postgres dbname=test",
+            ],
+            cwd=ROOT,
+            env={k: v for k, v in os.environ.items() if k not in DSN_ENV},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         runner = Runner(proc)
         try:

@@ -16,8 +16,16 @@ def test_status_json_has_counts_per_kind_and_namespace(
     result = cli("status", "--dsn", pg_dsn, "--schema", shared_population, "--json")
     assert result.code == 0, result.err
     data = result.json
-    assert set(data) == {"schema", "database", "schema_version", "now", "resources", "totals",
-                         "controllers", "leader"}
+    assert set(data) == {
+        "schema",
+        "database",
+        "schema_version",
+        "now",
+        "resources",
+        "totals",
+        "controllers",
+        "leader",
+    }
     assert data["schema"] == shared_population
     assert data["schema_version"] == 1
     assert data["leader"] is None  # the populating client resigned when it stopped
@@ -27,20 +35,38 @@ def test_status_json_has_counts_per_kind_and_namespace(
     assert set(groups) == {("cli-item", "default"), ("cli-item", "other")}
     for (kind, namespace), group in groups.items():
         assert kind == "cli-item"
-        assert set(group) == {"kind", "namespace", "total", "states", "oldest_scheduled_at",
-                              "oldest_scheduled_age_seconds"}
+        assert set(group) == {
+            "kind",
+            "namespace",
+            "total",
+            "states",
+            "oldest_scheduled_at",
+            "oldest_scheduled_age_seconds",
+        }
         assert list(group["states"]) == list(STATES)
         expected = {state: n for (ns, state), n in EXPECTED.items() if ns == namespace}
         assert {s: n for s, n in group["states"].items() if n} == expected
         assert group["total"] == sum(expected.values())
         assert group["oldest_scheduled_age_seconds"] is None  # nothing scheduled
-    assert data["totals"] == {**dict.fromkeys(STATES, 0), "synced": 4, "degraded": 1,
-                              "failed": 1, "total": 6}
+    assert data["totals"] == {
+        **dict.fromkeys(STATES, 0),
+        "synced": 4,
+        "degraded": 1,
+        "failed": 1,
+        "total": 6,
+    }
 
     (controller,) = data["controllers"]
     assert controller["kind"] == "cli-item"
-    assert set(controller) == {"kind", "last_inform_at", "next_inform_at", "last_error",
-                               "informing_on", "requested_at", "cursor"}
+    assert set(controller) == {
+        "kind",
+        "last_inform_at",
+        "next_inform_at",
+        "last_error",
+        "informing_on",
+        "requested_at",
+        "cursor",
+    }
     assert controller["next_inform_at"] is None  # inform_interval=-1: no periodic runs
     assert controller["informing_on"] is None
 
@@ -48,8 +74,18 @@ def test_status_json_has_counts_per_kind_and_namespace(
 def test_status_filters_by_kind_and_namespace(
     cli: Any, pg_dsn: str, shared_population: str
 ) -> None:
-    result = cli("status", "--dsn", pg_dsn, "--schema", shared_population, "--json",
-                 "--kind", "cli-item", "--namespace", "other")
+    result = cli(
+        "status",
+        "--dsn",
+        pg_dsn,
+        "--schema",
+        shared_population,
+        "--json",
+        "--kind",
+        "cli-item",
+        "--namespace",
+        "other",
+    )
     assert result.code == 0, result.err
     (group,) = result.json["resources"]
     assert (group["namespace"], group["total"], group["states"]["synced"]) == ("other", 1, 1)
@@ -88,8 +124,9 @@ def test_resources_list_filters(cli: Any, pg_dsn: str, shared_population: str) -
 
 
 def test_resources_list_table(cli: Any, pg_dsn: str, shared_population: str) -> None:
-    result = cli("resources", "list", "--dsn", pg_dsn, "--schema", shared_population,
-                 "--state", "degraded")
+    result = cli(
+        "resources", "list", "--dsn", pg_dsn, "--schema", shared_population, "--state", "degraded"
+    )
     assert result.code == 0, result.err
     assert "1 resource" in result.out
     assert "bad-1" in result.out
@@ -103,7 +140,11 @@ def test_resources_show(cli: Any, pg_dsn: str, shared_population: str) -> None:
     assert result.code == 0, result.err
     data = result.json
     assert (data["object_id"], data["state"], data["attempt"], data["max_attempts"]) == (
-        "bad-1", "degraded", 1, 1)
+        "bad-1",
+        "degraded",
+        1,
+        1,
+    )
     assert [e["error"] for e in data["errors"]] == ["RuntimeError: boom: bad-1"]
 
     table = cli(*base, "cli-item", "bad-1")

@@ -41,4 +41,5 @@ def test_command_and_its_options_are_documented(title: str, command: click.Comma
         for opt in (*param.opts, *param.secondary_opts):
             if opt.startswith("-"):
                 assert re.search(rf"(?<![\w-]){re.escape(opt)}(?![\w-])", text), (
-                    f"{PAGE.name}: {title} does not mention {opt}")
+                    f"{PAGE.name}: {title} does not mention {opt}"
+                )

@@ -64,4 +64,5 @@ def test_documented_defaults_are_the_real_ones(cls: type) -> None:
             real = (type(field.default), field.default)
             assert (type(value), value) == real, (
                 f"{cls.__name__}.{field.name}: documented default {shown}, "
-                f"real default {field.default!r}")
+                f"real default {field.default!r}"
+            )

@@ -47,8 +47,9 @@ def fenced(lines: list[str], start: int, language: str, where: str) -> tuple[str
     """The body of the fence opening at ``lines[start]``, and the index after it."""
     fence = lines[start].strip()
     if fence != f"```{language}":
-        raise AssertionError(f"{where}: expected a ```{language} block after the marker, "
-                             f"found {fence!r}")
+        raise AssertionError(
+            f"{where}: expected a ```{language} block after the marker, found {fence!r}"
+        )
     end = start + 1
     while end < len(lines) and lines[end].strip() != "```":
         end += 1
@@ -99,11 +100,16 @@ def test_block_runs(block: Block, pg_dsn: str, schema_name: str, tmp_path: Path)
     script = tmp_path / "block.py"
     script.write_text(code)
     proc = subprocess.run(
-        [sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True,
-        timeout=120, check=False, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+        [sys.executable, str(script)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
     )
     assert proc.returncode == 0, f"{block.where} failed:\n{proc.stdout}\n{proc.stderr}"
     if block.output is not None:
         assert proc.stdout == block.output, (
-            f"{block.where}: the output shown in the docs differs from the real one:\n"
-            f"{proc.stdout}")
+            f"{block.where}: the output shown in the docs differs from the real one:\n{proc.stdout}"
+        )

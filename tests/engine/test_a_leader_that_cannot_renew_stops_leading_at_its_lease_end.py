@@ -24,8 +24,9 @@ class HangingElections(MemoryStore):
         self.released = trio.Event()
         elect = self.control.elect
 
-        async def hanging(name: str, *, client_id: str, now: datetime,
-                          expires_at: datetime) -> bool:
+        async def hanging(
+            name: str, *, client_id: str, now: datetime, expires_at: datetime
+        ) -> bool:
             self.sent.append(trio.current_time())
             if self.hang:
                 await self.released.wait()
@@ -38,8 +39,7 @@ async def test_a_leader_that_cannot_renew_stops_leading_at_its_lease_end(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     store = HangingElections()
-    config = delta.Config(client_id="c", random=random.Random(0), inform_interval=-1,
-                          leader_ttl=15)
+    config = delta.Config(client_id="c", random=random.Random(0), inform_interval=-1, leader_ttl=15)
     seen: list[tuple[float, bool]] = []
     async with open_test_client(delta.Controllers(), config=config, store=store) as t:
         t0 = trio.current_time()

@@ -61,8 +61,9 @@ class DocController(delta.Controller[Doc]):
         self.revision = 0
 
     def _log(self, kind: str, object_id: str, attempt: int, outcome: str) -> None:
-        self.trace.append((round(trio.current_time() - self.t0, 6), kind, object_id, attempt,
-                           outcome))
+        self.trace.append(
+            (round(trio.current_time() - self.t0, 6), kind, object_id, attempt, outcome)
+        )
 
     async def inform(self, opts: delta.InformOptions, send: trio.MemorySendChannel[Doc]) -> None:
         self.revision += 1  # every object changed since the last run
@@ -86,8 +87,9 @@ async def simulate_day() -> tuple[Trace, list[delta.ResourceState]]:
     controllers = delta.Controllers()
     delta.add_controller(controllers, DocController(trace, trio.current_time()))
     # What open_test_client uses by default, plus the retry policy.
-    config = delta.Config(client_id="test-client", retry_policy=retry_delay,
-                          random=random.Random(0))
+    config = delta.Config(
+        client_id="test-client", retry_policy=retry_delay, random=random.Random(0)
+    )
     async with open_test_client(controllers, config=config) as t:
         await trio.sleep(24 * HOUR)
         states = [row.state for row in await t.resources(kind="doc")]
@@ -104,8 +106,7 @@ def run_once() -> tuple[Trace, list[delta.ResourceState], float]:
     logger.setLevel(logging.ERROR)
     started = time.perf_counter()
     try:
-        trace, states = trio.run(simulate_day,
-                                 clock=trio.testing.MockClock(autojump_threshold=0))
+        trace, states = trio.run(simulate_day, clock=trio.testing.MockClock(autojump_threshold=0))
     finally:
         logger.setLevel(level)
     return trace, states, time.perf_counter() - started

@@ -91,8 +91,13 @@ async def simulate_day(seed: int) -> Trace:
 
     def config(name: str) -> delta.Config:
         return delta.Config(
-            client_id=name, random=random.Random(f"{seed}-{name}"), inform_jitter=30,
-            maintenance_interval=300, leader_ttl=60, max_attempts=4, poll_interval=60,
+            client_id=name,
+            random=random.Random(f"{seed}-{name}"),
+            inform_jitter=30,
+            maintenance_interval=300,
+            leader_ttl=60,
+            max_attempts=4,
+            poll_interval=60,
         )
 
     def controllers(name: str) -> delta.Controllers:
@@ -101,18 +106,25 @@ async def simulate_day(seed: int) -> Trace:
         return out
 
     t0 = trio.current_time()
-    async with open_test_client(controllers("b"), namespaces=namespaces, config=config("b"),
-                                store=store) as b:
-        async with open_test_client(controllers("a"), namespaces=namespaces,
-                                    config=config("a"), store=store) as a:
+    async with open_test_client(
+        controllers("b"), namespaces=namespaces, config=config("b"), store=store
+    ) as b:
+        async with open_test_client(
+            controllers("a"), namespaces=namespaces, config=config("a"), store=store
+        ) as a:
             await trio.sleep(12 * HOUR)
             events = list(a.events)
         await trio.sleep(12 * HOUR)
         events += b.events
         leader = await store.control.get_leader("default")
     trace += [
-        (round((e.timestamp - DEFAULT_ANCHOR).total_seconds(), 3),
-         e.category.value, e.resource.object_id, e.resource.state.value, e.resource.attempt)
+        (
+            round((e.timestamp - DEFAULT_ANCHOR).total_seconds(), 3),
+            e.category.value,
+            e.resource.object_id,
+            e.resource.state.value,
+            e.resource.attempt,
+        )
         for e in events
     ]
     assert leader is not None

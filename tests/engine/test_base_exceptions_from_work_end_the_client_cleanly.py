@@ -79,14 +79,20 @@ def _setup(error: BaseException | None) -> tuple[Poisoned, delta.Controllers, de
     ctl = Poisoned(error)
     controllers = delta.Controllers()
     delta.add_controller(controllers, ctl)
-    config = delta.Config(random=random.Random(1), client_id="c1", inform_interval=-1,
-                          shutdown_grace=10, retry_policy=lambda attempt: 60.0)
+    config = delta.Config(
+        random=random.Random(1),
+        client_id="c1",
+        inform_interval=-1,
+        shutdown_grace=10,
+        retry_policy=lambda attempt: 60.0,
+    )
     return ctl, controllers, config
 
 
 @pytest.mark.parametrize("name", list(RAISES))
 async def test_base_exception_fails_its_attempt_hands_back_the_rest_and_propagates(
-    autojump_clock: trio.testing.MockClock, name: str,
+    autojump_clock: trio.testing.MockClock,
+    name: str,
 ) -> None:
     error = RAISES[name]
     ctl, controllers, config = _setup(error)
@@ -115,7 +121,8 @@ async def test_base_exception_fails_its_attempt_hands_back_the_rest_and_propagat
     assert "Traceback" in attempt_error.trace
     # Handed back, not left pending for the rescuer.
     assert {(k, r.state, r.attempt, r.errors) for k, r in rows.items()} == {
-        (f"ok{i}", S.SCHEDULED, 0, ()) for i in range(5)}
+        (f"ok{i}", S.SCHEDULED, 0, ()) for i in range(5)
+    }
 
 
 async def test_stray_cancelled_fails_its_attempt_and_the_pool_keeps_working(
@@ -138,4 +145,3 @@ async def test_stray_cancelled_fails_its_attempt_and_the_pool_keeps_working(
     assert poison.state is S.FAILED
     (attempt_error,) = poison.errors
     assert "Cancelled" in attempt_error.error
-

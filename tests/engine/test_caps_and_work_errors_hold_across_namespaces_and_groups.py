@@ -59,8 +59,7 @@ class CappedController(delta.Controller[Capped]):
 
 
 def config(**kw: Any) -> delta.Config:
-    base: dict[str, Any] = {"random": random.Random(1), "client_id": "c1",
-                            "inform_interval": -1}
+    base: dict[str, Any] = {"random": random.Random(1), "client_id": "c1", "inform_interval": -1}
     base.update(kw)
     return delta.Config(**base)
 
@@ -71,8 +70,10 @@ async def test_parallelism_is_per_client_across_namespaces(
     ctl = CappedController()
     controllers = delta.Controllers()
     delta.add_controller(controllers, ctl)
-    namespaces = {"a": delta.NamespaceConfig(max_workers=4),
-                  "b": delta.NamespaceConfig(max_workers=4)}
+    namespaces = {
+        "a": delta.NamespaceConfig(max_workers=4),
+        "b": delta.NamespaceConfig(max_workers=4),
+    }
     async with open_test_client(controllers, namespaces=namespaces, config=config()) as t:
         for i in range(6):
             await t.client.inform(Capped(f"c{i}"), delta.InformOpts(namespace="ab"[i % 2]))
@@ -132,8 +133,9 @@ async def test_an_error_group_from_a_timed_out_work_fails_only_that_resource(
 
 
 class FailingClaimsQueue(MemoryQueue):
-    async def claim(self, requests: Sequence[ClaimRequest], *, now: datetime,
-                    client_id: str) -> list[delta.Resource[Any]]:
+    async def claim(
+        self, requests: Sequence[ClaimRequest], *, now: datetime, client_id: str
+    ) -> list[delta.Resource[Any]]:
         await trio.lowlevel.checkpoint()
         raise StoreError("claiming: the database is unreachable")
 

@@ -79,8 +79,9 @@ class SlowClaimsQueue(MemoryQueue):
         self.in_flight = 0
         self.peak_in_flight = 0
 
-    async def claim(self, requests: Sequence[ClaimRequest], *, now: datetime,
-                    client_id: str) -> list[delta.Resource[Any]]:
+    async def claim(
+        self, requests: Sequence[ClaimRequest], *, now: datetime, client_id: str
+    ) -> list[delta.Resource[Any]]:
         self.requests.append((trio.current_time(), list(requests)))
         self.in_flight += 1
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
@@ -105,8 +106,9 @@ async def work_all(controller: Gauge, objects: list[Any]) -> SlowClaims:
     delta.add_controller(controllers, controller)  # type: ignore[arg-type]
     namespaces = {"default": delta.NamespaceConfig(max_workers=10)}
     config = delta.Config(random=random.Random(1), client_id="c1", inform_interval=-1)
-    async with open_test_client(controllers, namespaces=namespaces, config=config,
-                                store=store) as t:
+    async with open_test_client(
+        controllers, namespaces=namespaces, config=config, store=store
+    ) as t:
         for obj in objects:
             await t.client.inform(obj)
         await t.run_until_idle()
@@ -126,7 +128,8 @@ async def test_two_claims_split_the_free_workers(autojump_clock: trio.testing.Mo
 
 @pytest.mark.parametrize("seed", range(6))
 async def test_claims_in_flight_respect_parallelism(
-    autojump_clock: trio.testing.MockClock, seed: int,
+    autojump_clock: trio.testing.MockClock,
+    seed: int,
 ) -> None:
     # Whether a second claim starts while the first is in flight depends on
     # the order in which Trio wakes the finishing workers and the two claim

@@ -62,13 +62,18 @@ class CountingStore(MemoryStore):
         self.queue.claim = counted  # type: ignore[method-assign]
 
 
-def client_for(ctl: JobController, store: MemoryStore,
-               workers: int) -> AbstractAsyncContextManager[TestClient]:
+def client_for(
+    ctl: JobController, store: MemoryStore, workers: int
+) -> AbstractAsyncContextManager[TestClient]:
     controllers = delta.Controllers()
     delta.add_controller(controllers, ctl)
     config = delta.Config(client_id="w", random=random.Random(0), inform_interval=-1)
-    return open_test_client(controllers, config=config, store=store,
-                            namespaces={"default": delta.NamespaceConfig(max_workers=workers)})
+    return open_test_client(
+        controllers,
+        config=config,
+        store=store,
+        namespaces={"default": delta.NamespaceConfig(max_workers=workers)},
+    )
 
 
 async def test_short_work_is_claimed_in_large_batches(

@@ -73,8 +73,13 @@ async def test_batches_fill_up_or_flush_after_the_interval(
     ctl = Bursty([25, 3, 0], pause=1.0)
     controllers = delta.Controllers()
     delta.add_controller(controllers, ctl)
-    config = delta.Config(random=random.Random(1), client_id="c1", batch_size=10,
-                          flush_interval=0.25, inform_interval=3600)
+    config = delta.Config(
+        random=random.Random(1),
+        client_id="c1",
+        batch_size=10,
+        flush_interval=0.25,
+        inform_interval=3600,
+    )
     async with open_test_client(controllers, config=config, store=store) as t:
         await t.run_until(lambda: sum(n for _, n in store.queue.upserts) == 28)
     sizes = [n for _, n in store.queue.upserts]

@@ -40,8 +40,7 @@ class Recorder(delta.Controller[Thing]):
         self.gate = trio.Event()
         self.gated_started = trio.Event()
 
-    async def inform(self, opts: delta.InformOptions, send: trio.MemorySendChannel[Thing]
-                     ) -> None:
+    async def inform(self, opts: delta.InformOptions, send: trio.MemorySendChannel[Thing]) -> None:
         await send.aclose()
 
     async def work(self, resource: delta.Resource[Thing]) -> None:
@@ -62,8 +61,9 @@ async def test_a_held_outcome_waits_aside_while_others_are_written(
     ctl = Recorder()
     controllers = delta.Controllers()
     delta.add_controller(controllers, ctl)
-    config = delta.Config(random=random.Random(1), client_id="c1", inform_interval=-1,
-                          lock_timeout=5.0)
+    config = delta.Config(
+        random=random.Random(1), client_id="c1", inform_interval=-1, lock_timeout=5.0
+    )
     async with open_test_client(controllers, config=config) as t:
         await t.client.inform(Thing("held"))
         await ctl.gated_started.wait()

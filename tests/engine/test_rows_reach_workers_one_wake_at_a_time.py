@@ -18,8 +18,26 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def row(i: int) -> Resource[Any]:
-    return Resource(i, "k", f"o{i}", "default", ResourceState.PENDING, 1, 3, b"{}", b"h",
-                    {}, (), (), T0, T0, T0, T0, "me", None)
+    return Resource(
+        i,
+        "k",
+        f"o{i}",
+        "default",
+        ResourceState.PENDING,
+        1,
+        3,
+        b"{}",
+        b"h",
+        {},
+        (),
+        (),
+        T0,
+        T0,
+        T0,
+        T0,
+        "me",
+        None,
+    )
 
 
 class Workers:
@@ -44,7 +62,8 @@ class Workers:
 
 @pytest.mark.parametrize("rows", [1, 10, 250])
 async def test_instant_work_is_carried_by_few_workers(
-    autojump_clock: trio.testing.MockClock, rows: int,
+    autojump_clock: trio.testing.MockClock,
+    rows: int,
 ) -> None:
     queue = RowQueue(lambda: False)
     workers = Workers(queue, 250, 0)
@@ -170,7 +189,9 @@ class SpawningPool:
 
 @pytest.mark.parametrize(("seconds", "started"), [(0, 2), (10, 40)])
 async def test_workers_are_started_only_as_rows_need_them(
-    autojump_clock: trio.testing.MockClock, seconds: float, started: int,
+    autojump_clock: trio.testing.MockClock,
+    seconds: float,
+    started: int,
 ) -> None:
     async with trio.open_nursery() as nursery:
         pool = SpawningPool(nursery, cap=40, seconds=seconds)

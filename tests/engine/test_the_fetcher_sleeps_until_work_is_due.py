@@ -30,8 +30,9 @@ class Job:
 class JobController(delta.Controller[Job]):
     """Informs nothing; records (client, key, attempt, time) of every work."""
 
-    def __init__(self, name: str, calls: list[tuple[str, str, int, float]], *,
-                 fail: bool = False) -> None:
+    def __init__(
+        self, name: str, calls: list[tuple[str, str, int, float]], *, fail: bool = False
+    ) -> None:
         self.name = name
         self.calls = calls
         self.fail = fail
@@ -40,8 +41,7 @@ class JobController(delta.Controller[Job]):
         await send.aclose()
 
     async def work(self, resource: delta.Resource[Job]) -> None:
-        self.calls.append((self.name, resource.object.key, resource.attempt,
-                           trio.current_time()))
+        self.calls.append((self.name, resource.object.key, resource.attempt, trio.current_time()))
         await trio.sleep(1)
         if self.fail:
             raise RuntimeError("nope")
@@ -70,8 +70,7 @@ class CappedController(delta.Controller[Capped]):
     def __init__(self) -> None:
         self.done = 0
 
-    async def inform(self, opts: delta.InformOptions,
-                     send: trio.MemorySendChannel[Capped]) -> None:
+    async def inform(self, opts: delta.InformOptions, send: trio.MemorySendChannel[Capped]) -> None:
         await send.aclose()
 
     async def work(self, resource: delta.Resource[Capped]) -> None:
@@ -85,8 +84,11 @@ class CountingStore(MemoryStore):
     def __init__(self) -> None:
         super().__init__()
         self.calls: Counter[str] = Counter()
-        for part, name in ((self.queue, "claim"), (self.control, "claim_inform"),
-                           (self.control, "elect")):
+        for part, name in (
+            (self.queue, "claim"),
+            (self.control, "claim_inform"),
+            (self.control, "elect"),
+        ):
             setattr(part, name, self._counting(name, getattr(part, name)))
 
     def _counting(self, name: str, method: Any) -> Any:
@@ -104,8 +106,9 @@ async def test_an_idle_client_calls_the_store_only_on_its_schedules(
     calls: list[tuple[str, str, int, float]] = []
     # Default settings: a 1 s poll interval, hourly informs, a 15 s TTL.
     config = delta.Config(client_id="idle", random=random.Random(0))
-    async with open_test_client(controllers(JobController("idle", calls)), config=config,
-                                store=store):
+    async with open_test_client(
+        controllers(JobController("idle", calls)), config=config, store=store
+    ):
         await trio.sleep(24 * HOUR)
     # Polling every second, its two claim loops claimed 172,800 times a day.
     # Now: at the start, and after informer runs (which wrote nothing here).
@@ -123,8 +126,12 @@ async def test_a_retry_another_client_failed_is_claimed_when_due(
     calls: list[tuple[str, str, int, float]] = []
 
     def config(name: str) -> delta.Config:
-        return delta.Config(client_id=name, random=random.Random(0), inform_interval=-1,
-                            retry_policy=lambda attempt: 60.0)
+        return delta.Config(
+            client_id=name,
+            random=random.Random(0),
+            inform_interval=-1,
+            retry_policy=lambda attempt: 60.0,
+        )
 
     async def client_a() -> None:
         ctl = JobController("a", calls, fail=True)
@@ -140,14 +147,15 @@ async def test_a_retry_another_client_failed_is_claimed_when_due(
         # b starts while a works x, so b's own look at the queue finds
         # nothing due: only a's failure tells it of the retry.
         ctl_b = JobController("b", calls)
-        async with open_test_client(controllers(ctl_b), config=config("b"),
-                                    store=store) as b:
+        async with open_test_client(controllers(ctl_b), config=config("b"), store=store) as b:
             with trio.fail_after(300):
                 await b.run_until(lambda: len(calls) == 2)
             await b.run_until_idle()
             row = await b.client.get_resource("job", "x")
     assert [(name, attempt, at - t0) for name, _, attempt, at in calls] == [
-        ("a", 1, 0.0), ("b", 2, 61.0)]
+        ("a", 1, 0.0),
+        ("b", 2, 61.0),
+    ]
     assert row is not None
     assert (row.state, row.attempted_by) == (delta.ResourceState.SYNCED, "b")
 

@@ -60,8 +60,7 @@ def controllers(c: delta.Controller[Job]) -> delta.Controllers:
 
 
 def cfg(**kw: object) -> delta.Config:
-    base: dict[str, object] = {"random": random.Random(1), "client_id": "c1",
-                               "inform_interval": -1}
+    base: dict[str, object] = {"random": random.Random(1), "client_id": "c1", "inform_interval": -1}
     base.update(kw)
     return delta.Config(**base)  # type: ignore[arg-type]
 
@@ -133,11 +132,11 @@ async def test_poll_fallback_finds_work_without_notifications(
     store = DeafStore()
     ctl = JobController()
     # Another client (no controllers) informs; this one never hears a NOTIFY.
-    async with open_test_client(controllers(ctl), config=cfg(poll_interval=2.5),
-                                store=store) as t:
+    async with open_test_client(controllers(ctl), config=cfg(poll_interval=2.5), store=store) as t:
         await trio.sleep(0.5)
-        async with open_test_client(delta.Controllers(), store=store,
-                                    config=cfg(client_id="c2")) as other:
+        async with open_test_client(
+            delta.Controllers(), store=store, config=cfg(client_id="c2")
+        ) as other:
             t0 = trio.current_time()
             await other.client.inform(Job("p"))
         await t.run_until(lambda: bool(ctl.calls))
@@ -150,8 +149,7 @@ async def test_shutdown_is_graceful_then_forced_then_handed_back(
 ) -> None:
     store = MemoryStore()
     ctl = JobController(forever=True)
-    async with open_test_client(controllers(ctl), config=cfg(shutdown_grace=7),
-                                store=store) as t:
+    async with open_test_client(controllers(ctl), config=cfg(shutdown_grace=7), store=store) as t:
         await t.client.inform(Job("a"))
         await t.run_until(lambda: bool(ctl.calls))
         stop_at = trio.current_time()
@@ -193,8 +191,9 @@ async def test_a_resigning_leader_is_replaced_at_once(
 ) -> None:
     store = MemoryStore()
     async with open_test_client(delta.Controllers(), store=store, config=cfg(client_id="b")) as b:
-        async with open_test_client(delta.Controllers(), store=store,
-                                    config=cfg(client_id="a")) as a:
+        async with open_test_client(
+            delta.Controllers(), store=store, config=cfg(client_id="a")
+        ) as a:
             await trio.sleep(1)
             leaders = {a.client.is_leader, b.client.is_leader}
             assert leaders == {True, False}
@@ -210,8 +209,9 @@ async def test_resource_expiry_reworks_at_the_first_maintenance_after_it(
 ) -> None:
     ctl = JobController()
     namespaces = {"default": delta.NamespaceConfig(resource_expiry=600)}
-    async with open_test_client(controllers(ctl), namespaces=namespaces,
-                                config=cfg(maintenance_interval=60)) as t:
+    async with open_test_client(
+        controllers(ctl), namespaces=namespaces, config=cfg(maintenance_interval=60)
+    ) as t:
         t0 = trio.current_time()
         await t.client.inform(Job("e"))
         await t.run_until_idle()
@@ -227,15 +227,17 @@ async def test_rescue_after_work_timeout_plus_grace(
     store = MemoryStore()
     ctl = JobController()
     config = cfg(work_timeout=30, rescue_after=20, maintenance_interval=5)
-    async with open_test_client(delta.Controllers(), store=store,
-                                config=cfg(client_id="ghost")) as ghost:
+    async with open_test_client(
+        delta.Controllers(), store=store, config=cfg(client_id="ghost")
+    ) as ghost:
         await ghost.client.inform(Job("r"))
     # A claim by a client that then disappears.
-    now = (await store.database_now())
+    now = await store.database_now()
     from trio_delta._store.params import ClaimRequest
 
-    (claimed,) = await store.queue.claim([ClaimRequest("default", 1, {"job": None})],
-                                         now=now, client_id="ghost")
+    (claimed,) = await store.queue.claim(
+        [ClaimRequest("default", 1, {"job": None})], now=now, client_id="ghost"
+    )
     async with open_test_client(controllers(ctl), store=store, config=config) as t:
         t0 = trio.current_time()
         await t.run_until(lambda: bool(ctl.calls))
@@ -271,8 +273,9 @@ class StampedController(delta.Controller[Stamped]):
         self.runs: list[tuple[float, object]] = []
         self.made = [Stamped("a", 10), Stamped("b", 20)]
 
-    async def inform(self, opts: delta.InformOptions,
-                     send: trio.MemorySendChannel[Stamped]) -> None:
+    async def inform(
+        self, opts: delta.InformOptions, send: trio.MemorySendChannel[Stamped]
+    ) -> None:
         self.runs.append((trio.current_time(), opts.after))
         async with send:
             for obj in self.made:
@@ -295,19 +298,22 @@ async def test_inform_timeout_and_cursor_are_exact(
     config = cfg(inform_interval=100, inform_jitter=0, inform_timeout=30)
     async with open_test_client(out, config=config) as t:
         t0 = trio.current_time()
-        await t.advance(100)              # run 2 at t=100
+        await t.advance(100)  # run 2 at t=100
         ctl.made.append(Stamped("c", 150))
-        await t.advance(100 + 30)         # run 3 at t=200 hangs, times out at 230
+        await t.advance(100 + 30)  # run 3 at t=200 hangs, times out at 230
         state = await t.client.get_informer("stamped")
-        await t.advance(100)              # run 4 at t=330 (230 + interval)
+        await t.advance(100)  # run 4 at t=330 (230 + interval)
     times = [round(at - t0, 6) for at, _ in ctl.runs]
     afters = [after for _, after in ctl.runs]
     assert times == [0.0, 100.0, 200.0, 330.0]
     # The cursor is the newest created_at of a completed run; the timed-out
     # run (which had sent "c", made at 150) did not advance it.
-    assert afters == [None, DEFAULT_ANCHOR + timedelta(seconds=20),
-                      DEFAULT_ANCHOR + timedelta(seconds=20),
-                      DEFAULT_ANCHOR + timedelta(seconds=20)]
+    assert afters == [
+        None,
+        DEFAULT_ANCHOR + timedelta(seconds=20),
+        DEFAULT_ANCHOR + timedelta(seconds=20),
+        DEFAULT_ANCHOR + timedelta(seconds=20),
+    ]
     assert state is not None
     assert state.last_error == "informer timed out after 30s"
     assert await t.state_of("stamped", "c") is delta.ResourceState.SYNCED

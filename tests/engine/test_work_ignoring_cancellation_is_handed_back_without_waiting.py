@@ -68,14 +68,16 @@ async def _rows(store: MemoryStore) -> dict[str, ResourceRow[object]]:
 
 
 async def test_forced_stop_hands_back_stubborn_work_before_waiting_for_it(
-    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture,
+    autojump_clock: trio.testing.MockClock,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO, logger="trio_delta")
     ctl = Stubborn()
     controllers = delta.Controllers()
     delta.add_controller(controllers, ctl)
-    config = delta.Config(random=random.Random(1), client_id="c1", inform_interval=-1,
-                          shutdown_grace=GRACE)
+    config = delta.Config(
+        random=random.Random(1), client_id="c1", inform_interval=-1, shutdown_grace=GRACE
+    )
     store = MemoryStore(anchor=DEFAULT_ANCHOR)
     seen: dict[str, dict[str, ResourceRow[object]]] = {}
     ended_by_then: dict[str, float] = {}
@@ -129,8 +131,9 @@ async def test_forced_stop_hands_back_rows_no_worker_had_taken(
     ctl = Stubborn()
     controllers = delta.Controllers()
     delta.add_controller(controllers, ctl)
-    config = delta.Config(random=random.Random(1), client_id="c1", inform_interval=-1,
-                          shutdown_grace=GRACE)
+    config = delta.Config(
+        random=random.Random(1), client_id="c1", inform_interval=-1, shutdown_grace=GRACE
+    )
     namespaces = {"default": delta.NamespaceConfig(max_workers=30)}
     store = MemoryStore(anchor=DEFAULT_ANCHOR)
     keys = [f"stuck-{i}" for i in range(30)]
@@ -140,9 +143,10 @@ async def test_forced_stop_hands_back_rows_no_worker_had_taken(
         await trio.sleep_until(stop_began + GRACE + CANCEL_WAIT + 0.01)
         seen.update(await _rows(store))
 
-    async with (trio.open_nursery() as nursery,
-                open_test_client(controllers, namespaces=namespaces, config=config,
-                                 store=store) as t):
+    async with (
+        trio.open_nursery() as nursery,
+        open_test_client(controllers, namespaces=namespaces, config=config, store=store) as t,
+    ):
         async with t.client.transaction() as tx:  # one claim for all of them
             for key in keys:
                 await t.client.inform_tx(tx, Job(key))
@@ -152,4 +156,5 @@ async def test_forced_stop_hands_back_rows_no_worker_had_taken(
 
     assert len(ctl.started) < len(keys)  # some rows never reached a worker
     assert {k: (r.state, r.attempt) for k, r in seen.items()} == dict.fromkeys(
-        keys, (S.SCHEDULED, 0))
+        keys, (S.SCHEDULED, 0)
+    )

@@ -52,15 +52,19 @@ class Sleeper(delta.Controller[Task]):
         self.calls[resource.object.key] = (start, trio.current_time())
 
 
-def setup(max_workers: int, **config: object) -> tuple[Sleeper, delta.Controllers,
-                                                       dict[str, delta.NamespaceConfig],
-                                                       delta.Config]:
+def setup(
+    max_workers: int, **config: object
+) -> tuple[Sleeper, delta.Controllers, dict[str, delta.NamespaceConfig], delta.Config]:
     ctl = Sleeper()
     controllers = delta.Controllers()
     delta.add_controller(controllers, ctl)
     namespaces = {"default": delta.NamespaceConfig(max_workers=max_workers)}
-    base: dict[str, object] = {"random": random.Random(1), "client_id": "c1",
-                               "inform_interval": -1, "work_timeout": 5}
+    base: dict[str, object] = {
+        "random": random.Random(1),
+        "client_id": "c1",
+        "inform_interval": -1,
+        "work_timeout": 5,
+    }
     base.update(config)
     return ctl, controllers, namespaces, delta.Config(**base)  # type: ignore[arg-type]
 
@@ -96,7 +100,8 @@ async def test_each_work_times_out_at_its_own_deadline(
 
 @pytest.mark.parametrize("seed", range(16))
 async def test_a_cancel_racing_the_end_of_a_work_spares_the_next(
-    autojump_clock: trio.testing.MockClock, seed: int,
+    autojump_clock: trio.testing.MockClock,
+    seed: int,
 ) -> None:
     # "edge" ends when another task, sleeping exactly the timeout, sets an
     # event: its end and its deadline fall on the same instant and Trio's
@@ -113,8 +118,10 @@ async def test_a_cancel_racing_the_end_of_a_work_spares_the_next(
         await trio.sleep(5)
         release.set()
 
-    async with open_test_client(controllers, namespaces=namespaces, config=config) as t, \
-            trio.open_nursery() as nursery:
+    async with (
+        open_test_client(controllers, namespaces=namespaces, config=config) as t,
+        trio.open_nursery() as nursery,
+    ):
         await t.client.inform(Task("edge", 5), opts)
         nursery.start_soon(release_at_deadline)
         await t.client.inform(Task("next", 1), opts)

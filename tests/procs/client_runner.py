@@ -76,8 +76,9 @@ async def main(args: argparse.Namespace) -> None:
 
             async def report() -> None:
                 while True:
-                    write_state(state_path, id=client.id, phase="running",
-                                is_leader=client.is_leader)
+                    write_state(
+                        state_path, id=client.id, phase="running", is_leader=client.is_leader
+                    )
                     await trio.sleep(0.02)
 
             async with trio.open_nursery() as nursery:

@@ -18,15 +18,35 @@ RUNNER = Path(__file__).with_name("client_runner.py")
 class RunnerProcess:
     """One client process; its state file and work log live in ``directory``."""
 
-    def __init__(self, name: str, directory: Path, dsn: str, schema: str, *,
-                 block: bool = False, inform: int = 0, **config: float) -> None:
+    def __init__(
+        self,
+        name: str,
+        directory: Path,
+        dsn: str,
+        schema: str,
+        *,
+        block: bool = False,
+        inform: int = 0,
+        **config: float,
+    ) -> None:
         self.name = name
         self.state_path = directory / f"{name}.state.json"
         self.work_log = directory / f"{name}.work.log"
         self.stderr_path = directory / f"{name}.stderr"
-        self.args = [sys.executable, str(RUNNER), "--dsn", dsn, "--schema", schema,
-                     "--state", str(self.state_path), "--work-log", str(self.work_log),
-                     "--inform", str(inform)]
+        self.args = [
+            sys.executable,
+            str(RUNNER),
+            "--dsn",
+            dsn,
+            "--schema",
+            schema,
+            "--state",
+            str(self.state_path),
+            "--work-log",
+            str(self.work_log),
+            "--inform",
+            str(inform),
+        ]
         if block:
             self.args.append("--block")
         for key, value in config.items():
@@ -35,8 +55,9 @@ class RunnerProcess:
 
     def start(self) -> None:
         with self.stderr_path.open("wb") as stderr:
-            self.proc = subprocess.Popen(self.args, stdin=subprocess.DEVNULL,
-                                         stdout=subprocess.DEVNULL, stderr=stderr)
+            self.proc = subprocess.Popen(
+                self.args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr
+            )
 
     @property
     def pid(self) -> int:
@@ -71,8 +92,9 @@ class RunnerProcess:
             lines = self.work_log.read_text().splitlines()
         except FileNotFoundError:
             return []
-        return [(object_id, int(attempt)) for object_id, attempt in
-                (line.split() for line in lines)]
+        return [
+            (object_id, int(attempt)) for object_id, attempt in (line.split() for line in lines)
+        ]
 
     def send(self, sig: signal.Signals) -> None:
         os.kill(self.pid, sig)

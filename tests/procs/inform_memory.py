@@ -46,9 +46,11 @@ class BlobController(delta.Controller[Blob]):
 
 async def _run_recorded(client: delta.Client) -> bool:
     rows = await client.list_resources(kind="blob", limit=1)
-    return bool(rows) and client.stats.informer_runs >= 1 and (
-        await client.get_informer("blob")
-    ).last_run_at is not None
+    return (
+        bool(rows)
+        and client.stats.informer_runs >= 1
+        and (await client.get_informer("blob")).last_run_at is not None
+    )
 
 
 async def main(dsn: str, schema: str, count: int) -> None:

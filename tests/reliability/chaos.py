@@ -154,8 +154,15 @@ class ChaosJob:
         return self.key
 
 
-async def worker_main(settings: Settings, dsn: str, schema: str, slot: int, client_id: str,
-                      log_path: Path, feed_start: float) -> None:
+async def worker_main(
+    settings: Settings,
+    dsn: str,
+    schema: str,
+    slot: int,
+    client_id: str,
+    log_path: Path,
+    feed_start: float,
+) -> None:
     import trio
 
     import trio_delta as delta
@@ -205,14 +212,15 @@ async def worker_main(settings: Settings, dsn: str, schema: str, slot: int, clie
         while position < len(mine):
             due_at = feed_start + mine[position] / rate
             tick = feed_start + settings.feed_burst * math.ceil(
-                (due_at - feed_start) / settings.feed_burst)
+                (due_at - feed_start) / settings.feed_burst
+            )
             await trio.sleep(max(0.0, tick - time.time()))
             now = time.time() + 1e-6
             end = position
             while end < len(mine) and feed_start + mine[end] / rate <= now:
                 end += 1
             while position < end:
-                batch = mine[position:min(end, position + 25)]
+                batch = mine[position : min(end, position + 25)]
                 chunks += 1
                 try:
                     await inform_batch(client, batch, in_tx=chunks % 2 == 0)
@@ -242,9 +250,12 @@ async def worker_main(settings: Settings, dsn: str, schema: str, slot: int, clie
     with trio.open_signal_receiver(signal.SIGTERM) as signals:
         while not started:
             try:
-                async with delta.open_delta_client(
-                    dsn, controllers, config=config, namespaces=namespaces
-                ) as client, trio.open_nursery() as nursery:
+                async with (
+                    delta.open_delta_client(
+                        dsn, controllers, config=config, namespaces=namespaces
+                    ) as client,
+                    trio.open_nursery() as nursery,
+                ):
                     started = True
                     log(f"R {client.id}")
                     nursery.start_soon(feed, client)
@@ -353,21 +364,39 @@ class Driver:
         self.generations[slot] += 1
         log_path = self.dir / f"w{slot}g{gen}.log"
         stderr_path = self.dir / f"w{slot}g{gen}.stderr"
-        args = [sys.executable, str(Path(__file__).resolve()), "worker",
-                "--settings", json.dumps(dataclasses.asdict(self.s)), "--dsn", self.dsn,
-                "--schema", self.schema, "--slot", str(slot),
-                "--client-id", client_id_of(slot, gen), "--log", str(log_path),
-                "--feed-start", repr(self.feed_start)]
+        args = [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "worker",
+            "--settings",
+            json.dumps(dataclasses.asdict(self.s)),
+            "--dsn",
+            self.dsn,
+            "--schema",
+            self.schema,
+            "--slot",
+            str(slot),
+            "--client-id",
+            client_id_of(slot, gen),
+            "--log",
+            str(log_path),
+            "--feed-start",
+            repr(self.feed_start),
+        ]
         with stderr_path.open("wb") as stderr:
-            proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                    stderr=stderr)
+            proc = subprocess.Popen(
+                args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr
+            )
         worker = Worker(slot, gen, log_path, stderr_path, proc)
         self.workers[slot] = worker
         return worker
 
     def pending_of(self, client_id: str) -> int:
-        rows = self.query( f"select count(*) from {self.schema}.resources "
-                              "where state = 'pending' and attempted_by = %s", [client_id])
+        rows = self.query(
+            f"select count(*) from {self.schema}.resources "
+            "where state = 'pending' and attempted_by = %s",
+            [client_id],
+        )
         return int(rows[0][0])
 
     def next_kill_after(self, seconds: float) -> float:
@@ -401,8 +430,10 @@ class Driver:
     def load(self) -> dict[int, int]:
         """Work in flight (``pending`` rows) per slot of the running processes."""
         by_id = {w.client_id: w.slot for w in self.workers.values()}
-        rows = self.query(f"select attempted_by, count(*) from {self.schema}.resources "
-                          "where state = 'pending' group by 1")
+        rows = self.query(
+            f"select attempted_by, count(*) from {self.schema}.resources "
+            "where state = 'pending' group by 1"
+        )
         return {by_id[c]: int(n) for c, n in rows if c in by_id}
 
     def choose_victim(self, kill_number: int) -> int:
@@ -411,8 +442,9 @@ class Driver:
         at least ``BUSY`` (the worst moments for a crash)."""
         by_id = {w.client_id: w.slot for w in self.workers.values()}
         if kill_number % 3 == 2:
-            rows = self.query(f"select leader_id from {self.schema}.leader "
-                              "where expires_at > now()")
+            rows = self.query(
+                f"select leader_id from {self.schema}.leader where expires_at > now()"
+            )
             if rows and rows[0][0] in by_id:
                 return by_id[rows[0][0]]
         deadline = time.monotonic() + 1.0
@@ -429,8 +461,14 @@ class Driver:
         victim = self.workers[slot]
         victim.proc.send_signal(signal.SIGKILL)
         victim.proc.wait(10)
-        report.kills.append(Kill(round(time.monotonic() - started, 2), slot, victim.client_id,
-                                 self.pending_of(victim.client_id)))
+        report.kills.append(
+            Kill(
+                round(time.monotonic() - started, 2),
+                slot,
+                victim.client_id,
+                self.pending_of(victim.client_id),
+            )
+        )
         self.retired.append(victim)
         self.spawn(slot)
 
@@ -440,7 +478,8 @@ class Driver:
             if code is not None:
                 report.failures.append(
                     f"{worker.client_id} exited by itself with {code}: "
-                    f"{worker.stderr_path.read_text()[-2000:]}")
+                    f"{worker.stderr_path.read_text()[-2000:]}"
+                )
                 self.retired.append(worker)
                 self.spawn(worker.slot)
 
@@ -454,7 +493,8 @@ class Driver:
                 row = conn.execute(
                     f"select object_id from {self.schema}.resources "
                     "where state in ('pending', 'scheduled') order by id limit 1 "
-                    "for update").fetchone()
+                    "for update"
+                ).fetchone()
                 if row is None:
                     report.failures.append("no resource to lock during the chaos")
                     return
@@ -471,17 +511,20 @@ class Driver:
         rows = self.query(
             "select count(pg_terminate_backend(pid)) from pg_stat_activity "
             "where datname = current_database() and pid <> pg_backend_pid() "
-            "and backend_type = 'client backend'")
+            "and backend_type = 'client backend'"
+        )
         return int(rows[0][0])
 
     def counts(self) -> dict[str, int]:
-        rows = self.query( f"select state, count(*) from {self.schema}.resources group by 1")
+        rows = self.query(f"select state, count(*) from {self.schema}.resources group by 1")
         return {state: int(n) for state, n in rows}
 
     def settled(self) -> bool:
         counts = self.counts()
-        return (sum(counts.values()) == self.s.resources
-                and counts.get("synced", 0) + counts.get("degraded", 0) == self.s.resources)
+        return (
+            sum(counts.values()) == self.s.resources
+            and counts.get("synced", 0) + counts.get("degraded", 0) == self.s.resources
+        )
 
     def stop_all(self, report: Report) -> None:
         # A process signalled before its client runs would die of the
@@ -504,7 +547,8 @@ class Driver:
             if code != 0:
                 report.failures.append(
                     f"{worker.client_id} did not stop cleanly on SIGTERM (exit {code}): "
-                    f"{worker.stderr_path.read_text()[-2000:]}")
+                    f"{worker.stderr_path.read_text()[-2000:]}"
+                )
         self.retired.extend(self.workers.values())
         self.workers = {}
 
@@ -515,8 +559,7 @@ class Driver:
                 worker.proc.wait(10)
 
 
-def run(settings: Settings, directory: Path | None = None,
-        progress: Any = None) -> Report:
+def run(settings: Settings, directory: Path | None = None, progress: Any = None) -> Report:
     """Run the chaos scenario on a Postgres of its own; returns the report."""
     import trio
 
@@ -552,8 +595,10 @@ def run(settings: Settings, directory: Path | None = None,
         burst_at = chaos_start + settings.chaos_seconds * 3 / 4
         holder: threading.Thread | None = None
         next_kill = driver.next_kill_after(driver.rng.uniform(*settings.kill_every))
-        say(f"chaos for {settings.chaos_seconds:g}s: {settings.resources} resources, "
-            f"{settings.workers} workers, seed {settings.seed}")
+        say(
+            f"chaos for {settings.chaos_seconds:g}s: {settings.resources} resources, "
+            f"{settings.workers} workers, seed {settings.seed}"
+        )
         while True:
             now = time.monotonic()
             if now >= chaos_end:
@@ -566,11 +611,14 @@ def run(settings: Settings, directory: Path | None = None,
                 server.start()
                 report.pg_down_seconds = round(time.monotonic() - down, 2)
                 report.pg_restarts += 1
-                say(f"  {now - chaos_start:5.1f}s Postgres restarted "
-                    f"(down {report.pg_down_seconds}s)")
+                say(
+                    f"  {now - chaos_start:5.1f}s Postgres restarted "
+                    f"(down {report.pg_down_seconds}s)"
+                )
             elif holder is None and now >= lock_at:
-                holder = threading.Thread(target=driver.hold_a_row_lock, args=(report,),
-                                          daemon=True)
+                holder = threading.Thread(
+                    target=driver.hold_a_row_lock, args=(report,), daemon=True
+                )
                 holder.start()
                 say(f"  {now - chaos_start:5.1f}s a row lock taken for {settings.lock_hold:g}s")
             elif report.backends_killed == 0 and now >= burst_at:
@@ -591,7 +639,8 @@ def run(settings: Settings, directory: Path | None = None,
             if time.monotonic() - settle_start > settings.settle_timeout:
                 report.failures.append(
                     f"not settled within {settings.settle_timeout}s of the chaos ending: "
-                    f"{driver.counts()}")
+                    f"{driver.counts()}"
+                )
                 break
             time.sleep(0.2)
         settled_at = time.monotonic()
@@ -629,8 +678,9 @@ def _read_logs(workers: list[Worker]) -> tuple[Counter[tuple[str, int]], set[int
 def analyse(report: Report, driver: Driver, dsn: str, schema: str) -> None:
     s = report.settings
     starts, informed, inform_errors = _read_logs(driver.retired)
-    rows = _sql(dsn, f"select object_id, state, attempt, max_attempts, errors "
-                     f"from {schema}.resources")
+    rows = _sql(
+        dsn, f"select object_id, state, attempt, max_attempts, errors from {schema}.resources"
+    )
     by_key = {r[0]: r for r in rows}
     expected = {key_of(i) for i in range(s.resources)}
     fail = report.failures.append
@@ -643,8 +693,9 @@ def analyse(report: Report, driver: Driver, dsn: str, schema: str) -> None:
         fail(f"{len(extra)} unexpected resources, e.g. {sorted(extra)[:5]}")
     lost_informs = {key_of(i) for i in informed} - set(by_key)
     if lost_informs:
-        fail(f"{len(lost_informs)} informs reported done but not stored: "
-             f"{sorted(lost_informs)[:5]}")
+        fail(
+            f"{len(lost_informs)} informs reported done but not stored: {sorted(lost_informs)[:5]}"
+        )
     if len(informed) != s.resources:
         fail(f"only {len(informed)} of {s.resources} informs reported done")
 
@@ -669,8 +720,10 @@ def analyse(report: Report, driver: Driver, dsn: str, schema: str) -> None:
     total_starts = sum(starts.values())
     same_attempt = {k: n for k, n in starts.items() if n > 1}
     if same_attempt:
-        fail(f"{len(same_attempt)} attempts worked more than once, e.g. "
-             f"{list(same_attempt.items())[:5]}")
+        fail(
+            f"{len(same_attempt)} attempts worked more than once, e.g. "
+            f"{list(same_attempt.items())[:5]}"
+        )
     duplicates = total_starts - applied
     lost_starts = sum(1 for k in starts if k in rescued_attempts)
     in_flight = sum(k.in_flight for k in report.kills)
@@ -683,34 +736,38 @@ def analyse(report: Report, driver: Driver, dsn: str, schema: str) -> None:
     if report.pg_restarts != 1:
         fail(f"Postgres was restarted {report.pg_restarts} times, not once")
     if report.locked is None or report.synced_while_locked <= 0:
-        fail(f"nothing synced while resource {report.locked} was locked elsewhere "
-             f"({report.synced_while_locked})")
+        fail(
+            f"nothing synced while resource {report.locked} was locked elsewhere "
+            f"({report.synced_while_locked})"
+        )
     if report.backends_killed <= 0:
         fail("the backend-kill burst terminated no backend")
 
-    report.figures.update({
-        "resources": s.resources,
-        "seed": s.seed,
-        "workers": s.workers,
-        "chaos_seconds": s.chaos_seconds,
-        "synced": states.get("synced", 0),
-        "degraded (permanent)": states.get("degraded", 0),
-        "other states": {k: v for k, v in states.items() if k not in ("synced", "degraded")},
-        "kills (SIGKILL)": len(report.kills),
-        "process restarts": len(report.kills),
-        "postgres restarts": report.pg_restarts,
-        "postgres down seconds": report.pg_down_seconds,
-        "row locked elsewhere": f"{report.locked} for {s.lock_hold:g}s",
-        "synced while it was locked": report.synced_while_locked,
-        "backends terminated in the burst": report.backends_killed,
-        "in flight at kills (total)": in_flight,
-        "in flight at a kill (max)": max((k.in_flight for k in report.kills), default=0),
-        "work_starts": total_starts,
-        "duplicates": duplicates,
-        "attempts rescued": len(rescued_attempts),
-        "same attempt worked twice": len(same_attempt),
-        "inform errors retried": inform_errors,
-    })
+    report.figures.update(
+        {
+            "resources": s.resources,
+            "seed": s.seed,
+            "workers": s.workers,
+            "chaos_seconds": s.chaos_seconds,
+            "synced": states.get("synced", 0),
+            "degraded (permanent)": states.get("degraded", 0),
+            "other states": {k: v for k, v in states.items() if k not in ("synced", "degraded")},
+            "kills (SIGKILL)": len(report.kills),
+            "process restarts": len(report.kills),
+            "postgres restarts": report.pg_restarts,
+            "postgres down seconds": report.pg_down_seconds,
+            "row locked elsewhere": f"{report.locked} for {s.lock_hold:g}s",
+            "synced while it was locked": report.synced_while_locked,
+            "backends terminated in the burst": report.backends_killed,
+            "in flight at kills (total)": in_flight,
+            "in flight at a kill (max)": max((k.in_flight for k in report.kills), default=0),
+            "work_starts": total_starts,
+            "duplicates": duplicates,
+            "attempts rescued": len(rescued_attempts),
+            "same attempt worked twice": len(same_attempt),
+            "inform errors retried": inform_errors,
+        }
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -724,8 +781,9 @@ def main(argv: list[str] | None = None) -> int:
     worker.add_argument("--client-id", required=True)
     worker.add_argument("--log", required=True)
     worker.add_argument("--feed-start", type=float, required=True)
-    parser.add_argument("--short", action="store_true",
-                        help="2,000 resources and 30 s of chaos (what CI runs)")
+    parser.add_argument(
+        "--short", action="store_true", help="2,000 resources and 30 s of chaos (what CI runs)"
+    )
     parser.add_argument("--resources", type=int)
     parser.add_argument("--seconds", type=float, help="length of the chaos window")
     parser.add_argument("--seed", type=int)
@@ -737,25 +795,48 @@ def main(argv: list[str] | None = None) -> int:
         import trio
 
         raw = json.loads(args.settings)
-        settings = Settings(**{k: tuple(v) if isinstance(v, list) else v
-                               for k, v in raw.items()})
-        trio.run(worker_main, settings, args.dsn, args.schema, args.slot, args.client_id,
-                 Path(args.log), args.feed_start)
+        settings = Settings(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
+        trio.run(
+            worker_main,
+            settings,
+            args.dsn,
+            args.schema,
+            args.slot,
+            args.client_id,
+            Path(args.log),
+            args.feed_start,
+        )
         return 0
 
     settings = Settings.short() if args.short else Settings()
-    changes = {k: v for k, v in (("resources", args.resources),
-                                  ("chaos_seconds", args.seconds), ("seed", args.seed))
-               if v is not None}
+    changes = {
+        k: v
+        for k, v in (
+            ("resources", args.resources),
+            ("chaos_seconds", args.seconds),
+            ("seed", args.seed),
+        )
+        if v is not None
+    }
     settings = dataclasses.replace(settings, **changes)
-    report = run(settings, Path(args.keep) if args.keep else None,
-                 progress=lambda m: print(m, flush=True))
+    report = run(
+        settings, Path(args.keep) if args.keep else None, progress=lambda m: print(m, flush=True)
+    )
     print(report.text())
     if args.json:
-        Path(args.json).write_text(json.dumps(
-            {"ok": report.ok, "failures": report.failures, "figures": report.figures,
-             "kills": [dataclasses.asdict(k) for k in report.kills],
-             "settings": dataclasses.asdict(report.settings)}, indent=2, default=str))
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "ok": report.ok,
+                    "failures": report.failures,
+                    "figures": report.figures,
+                    "kills": [dataclasses.asdict(k) for k in report.kills],
+                    "settings": dataclasses.asdict(report.settings),
+                },
+                indent=2,
+                default=str,
+            )
+        )
     return 0 if report.ok else 1
 
 

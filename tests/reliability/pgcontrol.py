@@ -35,8 +35,11 @@ class OwnServer:
         with tempfile.TemporaryFile("w+") as out:
             done = subprocess.run(
                 [str(self._server.bin_path / "pg_ctl"), "-D", str(self.pgdata), *args],
-                user=self._server.system_user, stdout=out, stderr=subprocess.STDOUT,
-                timeout=60, check=False,
+                user=self._server.system_user,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                timeout=60,
+                check=False,
             )
             if done.returncode != 0:
                 out.seek(0)

@@ -69,9 +69,9 @@ def pct(values: list[float], p: float) -> float:
 
 @dataclass
 class Interval:
-    informs: list[float] = field(default_factory=list)   # inform() latency, ms
-    to_work: list[float] = field(default_factory=list)   # inform returned -> work began, ms
-    late: list[float] = field(default_factory=list)      # ms behind schedule
+    informs: list[float] = field(default_factory=list)  # inform() latency, ms
+    to_work: list[float] = field(default_factory=list)  # inform returned -> work began, ms
+    late: list[float] = field(default_factory=list)  # ms behind schedule
     errors: int = 0
 
 
@@ -98,20 +98,22 @@ async def soak(args: argparse.Namespace, dsn: str) -> dict[str, Any]:
     controller = SoakController(informed_at, intervals)
     controllers = delta.Controllers()
     delta.add_controller(controllers, controller)
-    config = delta.Config(schema=schema, inform_interval=-1, poll_interval=1.0,
-                          shutdown_grace=5.0)
+    config = delta.Config(schema=schema, inform_interval=-1, poll_interval=1.0, shutdown_grace=5.0)
     rows: list[dict[str, Any]] = []
     duration = args.minutes * 60
     payload = "x" * args.payload
     async with delta.open_delta_client(
-        dsn, controllers, config=config,
+        dsn,
+        controllers,
+        config=config,
         namespaces={"default": delta.NamespaceConfig(max_workers=args.workers)},
     ) as client:
 
         async def backlog() -> int:
             async with client.transaction() as tx:
                 ((n,),) = await tx.execute(
-                    f"select count(*) from {schema}.resources where state <> 'synced'")
+                    f"select count(*) from {schema}.resources where state <> 'synced'"
+                )
             return int(n)
 
         async def feed() -> None:
@@ -153,8 +155,9 @@ async def soak(args: argparse.Namespace, dsn: str) -> dict[str, Any]:
                     "t_s": round(elapsed),
                     "rss_mb": round(rss_mb(), 1),
                     "informs_per_s": round(len(interval.informs) / args.report_every, 1),
-                    "works_per_s": round((controller.worked - worked_before)
-                                         / args.report_every, 1),
+                    "works_per_s": round(
+                        (controller.worked - worked_before) / args.report_every, 1
+                    ),
                     "inform_p50_ms": round(pct(interval.informs, 50), 2),
                     "inform_p99_ms": round(pct(interval.informs, 99), 2),
                     "to_work_p50_ms": round(pct(interval.to_work, 50), 2),
@@ -170,8 +173,11 @@ async def soak(args: argparse.Namespace, dsn: str) -> dict[str, Any]:
                 rows.append(row)
                 print("  ".join(f"{k}={v}" for k, v in row.items()), flush=True)
 
-        print(f"soak: {args.minutes:g} min at {args.rate:g} informs/s over {args.keys} keys, "
-              f"{args.workers} workers, RSS at start {rss_mb():.1f} MB", flush=True)
+        print(
+            f"soak: {args.minutes:g} min at {args.rate:g} informs/s over {args.keys} keys, "
+            f"{args.workers} workers, RSS at start {rss_mb():.1f} MB",
+            flush=True,
+        )
         async with trio.open_nursery() as nursery:
             nursery.start_soon(report)
             await feed()
@@ -191,8 +197,9 @@ def drop_schema(dsn: str, schema: str) -> None:
         conn.execute(f"drop schema {schema} cascade")
 
 
-def summarise(args: argparse.Namespace, rows: list[dict[str, Any]], drained: bool
-              ) -> dict[str, Any]:
+def summarise(
+    args: argparse.Namespace, rows: list[dict[str, Any]], drained: bool
+) -> dict[str, Any]:
     failures: list[str] = []
     if len(rows) < 2:
         return {"rows": rows, "failures": ["too short to compare intervals"], "drained": drained}
@@ -201,13 +208,18 @@ def summarise(args: argparse.Namespace, rows: list[dict[str, Any]], drained: boo
     if growth > args.max_rss_growth:
         failures.append(f"RSS grew {growth:.1f} MB (limit {args.max_rss_growth})")
     if last["to_work_p99_ms"] > args.max_p99:
-        failures.append(f"inform-to-work p99 {last['to_work_p99_ms']} ms in the last interval "
-                        f"(limit {args.max_p99})")
+        failures.append(
+            f"inform-to-work p99 {last['to_work_p99_ms']} ms in the last interval "
+            f"(limit {args.max_p99})"
+        )
     if not drained:
         failures.append("the backlog did not drain within 30 s of the last inform")
     summary = {
-        "minutes": args.minutes, "rate": args.rate, "keys": args.keys,
-        "rss_first_mb": first["rss_mb"], "rss_last_mb": last["rss_mb"],
+        "minutes": args.minutes,
+        "rate": args.rate,
+        "keys": args.keys,
+        "rss_first_mb": first["rss_mb"],
+        "rss_last_mb": last["rss_mb"],
         "rss_growth_mb": round(growth, 1),
         "to_work_p99_first_ms": first["to_work_p99_ms"],
         "to_work_p99_last_ms": last["to_work_p99_ms"],
@@ -215,7 +227,9 @@ def summarise(args: argparse.Namespace, rows: list[dict[str, Any]], drained: boo
         "inform_p99_median_ms": statistics.median(r["inform_p99_ms"] for r in rows),
         "informs_per_s_median": statistics.median(r["informs_per_s"] for r in rows),
         "max_backlog": max(r["backlog"] for r in rows),
-        "drained": drained, "failures": failures, "rows": rows,
+        "drained": drained,
+        "failures": failures,
+        "rows": rows,
     }
     print("summary: " + "  ".join(f"{k}={v}" for k, v in summary.items() if k != "rows"))
     return summary

@@ -61,8 +61,14 @@ async def test_a_client_300_s_ahead_rescues_nothing_live_and_informs_for_now(
     pg_dsn: str, schema: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="trio_delta")
-    config = delta.Config(schema=schema, maintenance_interval=0.5, leader_ttl=3,
-                          work_timeout=5, rescue_after=1, poll_interval=0.2)
+    config = delta.Config(
+        schema=schema,
+        maintenance_interval=0.5,
+        leader_ttl=3,
+        work_timeout=5,
+        rescue_after=1,
+        poll_interval=0.2,
+    )
     jobs = SlowJobs()
     workers = delta.Controllers()
     delta.add_controller(workers, jobs)
@@ -87,5 +93,4 @@ async def test_a_client_300_s_ahead_rescues_nothing_live_and_informs_for_now(
         await skewed_cm.__aexit__(None, None, None)
     rows = sql(pg_dsn, f'select state, attempt, errors::text from "{schema}".resources')
     assert rows == [("synced", 1, "[]")] * 5
-    assert any("re-anchored" in r.getMessage() and "300" in r.getMessage()
-               for r in caplog.records)
+    assert any("re-anchored" in r.getMessage() and "300" in r.getMessage() for r in caplog.records)

@@ -44,8 +44,11 @@ class NoWork(delta.Controller[Job]):
 def backends(dsn: str, application: str) -> tuple[int, int]:
     """The client's server backends: (all, waiting on a lock)."""
     ((total, waiting),) = sql(
-        dsn, "select count(*), count(*) filter (where wait_event_type = 'Lock') "
-             "from pg_stat_activity where application_name = %s", [application])
+        dsn,
+        "select count(*), count(*) filter (where wait_event_type = 'Lock') "
+        "from pg_stat_activity where application_name = %s",
+        [application],
+    )
     return int(total), int(waiting)
 
 
@@ -62,10 +65,12 @@ async def test_backends_stay_put_while_the_leader_row_is_locked(
     application = f"td_{uuid.uuid4().hex[:12]}"
     controllers = delta.Controllers()
     delta.add_controller(controllers, NoWork())
-    config = delta.Config(schema=schema, leader_ttl=LEADER_TTL, poll_interval=0.2,
-                          shutdown_grace=1.0)
-    async with delta.open_delta_client(f"{pg_dsn} application_name={application}",
-                                       controllers, config=config) as client:
+    config = delta.Config(
+        schema=schema, leader_ttl=LEADER_TTL, poll_interval=0.2, shutdown_grace=1.0
+    )
+    async with delta.open_delta_client(
+        f"{pg_dsn} application_name={application}", controllers, config=config
+    ) as client:
         await wait_until_leader(client, 10)
         await trio.sleep(1.0)
         before, _ = backends(pg_dsn, application)
@@ -86,7 +91,10 @@ async def test_backends_stay_put_while_the_leader_row_is_locked(
     # open its second claim connection meanwhile: one more at most).
     assert max(waiting for _, waiting in samples) <= 1, samples
     assert max(total for total, _ in samples) <= before + 1, (before, samples)
-    failures = [r.getMessage() for r in caplog.records
-                if r.getMessage().startswith("leader election failed")]
+    failures = [
+        r.getMessage()
+        for r in caplog.records
+        if r.getMessage().startswith("leader election failed")
+    ]
     assert failures, "the election's lock timeouts are logged"
     assert all("lock" in message for message in failures), failures

@@ -97,8 +97,9 @@ async def test_client_rides_out_a_database_outage(
         retry_policy=lambda attempt: 0.1,
         shutdown_grace=2.0,
     )
-    async with delta.open_delta_client(own_pg.dsn, controllers_of(controller),
-                                       config=config) as client:
+    async with delta.open_delta_client(
+        own_pg.dsn, controllers_of(controller), config=config
+    ) as client:
         engine = client._engine  # the services, to check none of them ended
         await client.inform(Job("before"))
         await client.inform(Job("gated"))
@@ -136,8 +137,11 @@ async def test_client_rides_out_a_database_outage(
         # -- it comes back ---------------------------------------------------
         # The outcome of 'gated' was kept and is written now: synced at its
         # first attempt, worked once, not re-run.
-        outcome_after = await wait_for(lambda: _is(client, "gated", "synced"), 10,
-                                       "the outcome written during the outage applied")
+        outcome_after = await wait_for(
+            lambda: _is(client, "gated", "synced"),
+            10,
+            "the outcome written during the outage applied",
+        )
         gated = await client.get_resource("job", "gated")
         assert gated is not None
         assert gated.attempt == 1
@@ -155,16 +159,21 @@ async def test_client_rides_out_a_database_outage(
         leader_after = await wait_for(_leader(client), 3 * config.leader_ttl, "leadership")
         # ... and hears other clients' informs again: its LISTEN connection is back.
         listen_after = await wait_for(
-            _listening(own_pg), LISTEN_BACK_WITHIN, "the LISTEN connection re-established")
-        async with delta.open_delta_client(own_pg.dsn, delta.Controllers(),
-                                           config=delta.Config(schema=own_schema)) as other:
+            _listening(own_pg), LISTEN_BACK_WITHIN, "the LISTEN connection re-established"
+        )
+        async with delta.open_delta_client(
+            own_pg.dsn, delta.Controllers(), config=delta.Config(schema=own_schema)
+        ) as other:
             await other.inform(Job("from-other"))
             notify_latency = await wait_for(
-                lambda: _worked(controller, "from-other"), 5,
-                "work informed by another client (NOTIFY) picked up")
+                lambda: _worked(controller, "from-other"),
+                5,
+                "work informed by another client (NOTIFY) picked up",
+            )
 
-        assert {name for name, h in engine._handles.items() if not h.done.is_set()} == \
-            set(engine._handles)
+        assert {name for name, h in engine._handles.items() if not h.done.is_set()} == set(
+            engine._handles
+        )
 
     log = messages(caplog)
     # Clear warnings, naming what failed, from each service that met the outage.
@@ -174,9 +183,11 @@ async def test_client_rides_out_a_database_outage(
     assert any("trio_delta.leader" in m and "lost leadership" in m for m in log), log
     assert all(("failed" in r) for r in refused), refused
     assert "LISTEN connection re-established" in " ".join(messages(caplog, logging.INFO))
-    print(f"\noutage {outage:.1f}s; after the restart: outcome applied in {outcome_after:.2f}s, "
-          f"leader again in {leader_after:.2f}s, LISTEN back in {listen_after:.2f}s, "
-          f"another client's inform worked in {notify_latency:.2f}s")
+    print(
+        f"\noutage {outage:.1f}s; after the restart: outcome applied in {outcome_after:.2f}s, "
+        f"leader again in {leader_after:.2f}s, LISTEN back in {listen_after:.2f}s, "
+        f"another client's inform worked in {notify_latency:.2f}s"
+    )
 
 
 async def _is(client: delta.Client, key: str, state: str) -> bool:
@@ -186,14 +197,17 @@ async def _is(client: delta.Client, key: str, state: str) -> bool:
 def _leader(client: delta.Client) -> object:
     async def check() -> bool:
         return client.is_leader
+
     return check
 
 
 def _listening(server: OwnServer) -> object:
     async def check() -> bool:
         rows = await trio.to_thread.run_sync(
-            own_sql, server, "select count(*) from pg_stat_activity where query ilike 'listen %'")
+            own_sql, server, "select count(*) from pg_stat_activity where query ilike 'listen %'"
+        )
         return bool(rows[0][0])
+
     return check
 
 
@@ -201,9 +215,7 @@ async def _worked(controller: GatedController, key: str) -> bool:
     return any(k == key for k, _ in controller.worked)
 
 
-def test_first_calls_after_the_database_is_back_succeed(
-    own_pg: OwnServer, own_schema: str
-) -> None:
+def test_first_calls_after_the_database_is_back_succeed(own_pg: OwnServer, own_schema: str) -> None:
     # trio.run, not pytest-trio: a StoreError surfaces as itself.
     trio.run(_first_calls_after_a_restart, own_pg, own_schema)
 
@@ -211,8 +223,7 @@ def test_first_calls_after_the_database_is_back_succeed(
 async def _first_calls_after_a_restart(own_pg: OwnServer, own_schema: str) -> None:
     config = delta.Config(schema=own_schema, poll_interval=0.2, pool_size=4)
     # No controllers: no informer borrows (and so weeds out) pool connections.
-    async with delta.open_delta_client(own_pg.dsn, delta.Controllers(),
-                                       config=config) as client:
+    async with delta.open_delta_client(own_pg.dsn, delta.Controllers(), config=config) as client:
         await client.inform(Job("x"))
         # Several idle pool connections, as any busy client has.
         async with trio.open_nursery() as nursery:

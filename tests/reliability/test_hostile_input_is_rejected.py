@@ -47,18 +47,59 @@ from trio_delta.testing import open_test_client
 # Derandomized: the same examples on every run, so the suite never flakes on a
 # newly found case; TD_HYPOTHESIS_EXPLORE=1 explores new ones (and keeps failures).
 EXPLORE = bool(os.environ.get("TD_HYPOTHESIS_EXPLORE"))
-BASE = settings(deadline=None, derandomize=not EXPLORE, suppress_health_check=[
-    HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example,
-    HealthCheck.filter_too_much,
-    # the module's one client (a thread) and capsys serve every example alike
-    HealthCheck.function_scoped_fixture])
+BASE = settings(
+    deadline=None,
+    derandomize=not EXPLORE,
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.large_base_example,
+        HealthCheck.filter_too_much,
+        # the module's one client (a thread) and capsys serve every example alike
+        HealthCheck.function_scoped_fixture,
+    ],
+)
 
 SQL_FRAGMENTS = [
-    "'", "''", '"', "\\", "');", "'); drop table resources; --",
-    "\"; drop schema delta cascade; --",
-    "$1", "$$", "$tag$", "%s", "%(now)s", "%%", "%", "{schema}", "{columns}", "{}", "{0}", "{{",
-    "}}", "--", "/*", "*/", ";", "select pg_sleep(30)", "E'\\\\'", "\\x00", "\\u0000", "NULL",
-    "null", "true", "\r\n", "\t", "\u2028", "\ufeff", "\U0001f600", "\x1b[31m", "\x00", "\ud800",
+    "'",
+    "''",
+    '"',
+    "\\",
+    "');",
+    "'); drop table resources; --",
+    '"; drop schema delta cascade; --',
+    "$1",
+    "$$",
+    "$tag$",
+    "%s",
+    "%(now)s",
+    "%%",
+    "%",
+    "{schema}",
+    "{columns}",
+    "{}",
+    "{0}",
+    "{{",
+    "}}",
+    "--",
+    "/*",
+    "*/",
+    ";",
+    "select pg_sleep(30)",
+    "E'\\\\'",
+    "\\x00",
+    "\\u0000",
+    "NULL",
+    "null",
+    "true",
+    "\r\n",
+    "\t",
+    "\u2028",
+    "\ufeff",
+    "\U0001f600",
+    "\x1b[31m",
+    "\x00",
+    "\ud800",
     "\udfff",
 ]
 ANY_CHAR = st.characters(codec=None, exclude_categories=())  # surrogates, NUL, controls too
@@ -66,11 +107,14 @@ TEXT = st.one_of(
     st.text(max_size=16),
     st.text(ANY_CHAR, max_size=16),
     st.sampled_from(SQL_FRAGMENTS),
-    st.lists(st.one_of(st.sampled_from(SQL_FRAGMENTS), st.text(max_size=4)), min_size=2,
-             max_size=5).map("".join),
+    st.lists(
+        st.one_of(st.sampled_from(SQL_FRAGMENTS), st.text(max_size=4)), min_size=2, max_size=5
+    ).map("".join),
 )
-HUGE = st.tuples(st.sampled_from(["x", "'", "\u00e9", "%s", "\x00", "\ud800"]),
-                 st.sampled_from([255, 65_536, 1_000_000])).map(lambda t: t[0] * t[1])
+HUGE = st.tuples(
+    st.sampled_from(["x", "'", "\u00e9", "%s", "\x00", "\ud800"]),
+    st.sampled_from([255, 65_536, 1_000_000]),
+).map(lambda t: t[0] * t[1])
 HOSTILE_TEXT = st.one_of(TEXT, TEXT, TEXT, HUGE)
 
 
@@ -86,8 +130,14 @@ class Unencodable:
 
 
 UNENCODABLE = st.sampled_from([Unencodable(), 1 + 2j, print, Unencodable, range(3)])
-SCALARS = st.one_of(st.none(), st.booleans(), st.integers(),
-                    st.integers(min_value=-(2**80), max_value=2**80), st.floats(), HOSTILE_TEXT)
+SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.integers(min_value=-(2**80), max_value=2**80),
+    st.floats(),
+    HOSTILE_TEXT,
+)
 
 
 @dataclass(frozen=True)
@@ -112,8 +162,11 @@ def build(value: Any) -> Any:
 
 # Depths either side of the limit, and far beyond it (and beyond Python's
 # recursion limit, and msgspec's).
-DEEP = st.builds(Deep, st.sampled_from([1, 10, 100, 198, 199, 200, 300, 600, 1_000, 10_000]),
-                 st.sampled_from([None, 1, "x", "\x00", float("nan")]))
+DEEP = st.builds(
+    Deep,
+    st.sampled_from([1, 10, 100, 198, 199, 200, 300, 600, 1_000, 10_000]),
+    st.sampled_from([None, 1, "x", "\x00", float("nan")]),
+)
 
 
 def depth_of(value: Any) -> int:
@@ -132,9 +185,11 @@ def depth_of(value: Any) -> int:
 VALUES = st.one_of(
     # (Nested empty lists cost no leaves, so Hypothesis can build them ~1,000
     # deep; depth is DEEP's business, with depths chosen clear of the limit.)
-    st.recursive(SCALARS, lambda kids: st.one_of(st.lists(kids, max_size=4),
-                                                 st.dictionaries(TEXT, kids, max_size=4)),
-                 max_leaves=10).filter(lambda v: depth_of(v) <= 50),
+    st.recursive(
+        SCALARS,
+        lambda kids: st.one_of(st.lists(kids, max_size=4), st.dictionaries(TEXT, kids, max_size=4)),
+        max_leaves=10,
+    ).filter(lambda v: depth_of(v) <= 50),
     DEEP,
     st.lists(UNENCODABLE, min_size=1, max_size=2),
 )
@@ -146,10 +201,14 @@ TAGS = st.one_of(
     st.lists(st.one_of(st.from_regex(r"\A\w[\w-]{1,8}\w\Z"), HOSTILE_TEXT), max_size=3),
     st.sampled_from(["abc", 5, [None], [b"abc"]]),
 )
-METADATA = st.one_of(st.none(), st.dictionaries(HOSTILE_TEXT, VALUES, max_size=3),
-                     st.builds(lambda k, v: {k: v}, st.integers(), st.integers()))
-MAX_ATTEMPTS = st.one_of(st.none(), st.integers(min_value=-5, max_value=40_000),
-                         st.sampled_from([True, 2.5, "3"]))
+METADATA = st.one_of(
+    st.none(),
+    st.dictionaries(HOSTILE_TEXT, VALUES, max_size=3),
+    st.builds(lambda k, v: {k: v}, st.integers(), st.integers()),
+)
+MAX_ATTEMPTS = st.one_of(
+    st.none(), st.integers(min_value=-5, max_value=40_000), st.sampled_from([True, 2.5, "3"])
+)
 
 
 @dataclass
@@ -209,23 +268,30 @@ def storable(value: Any, *, base_depth: int = 1) -> bool:
     return True
 
 
-def must_reject(kind: Any, key: Any, namespace: Any, tags: Any, metadata: Any,
-                max_attempts: Any, value: Any) -> bool:
+def must_reject(
+    kind: Any, key: Any, namespace: Any, tags: Any, metadata: Any, max_attempts: Any, value: Any
+) -> bool:
     if not (isinstance(kind, str) and len(kind) <= 64 and NAME.match(kind)):
         return True
     if not (isinstance(key, str) and 0 < len(key) <= 254 and not bad_text(key)):
         return True
-    if namespace is not None and not (isinstance(namespace, str) and len(namespace) <= 64
-                                      and NAME.match(namespace)):
+    if namespace is not None and not (
+        isinstance(namespace, str) and len(namespace) <= 64 and NAME.match(namespace)
+    ):
         return True
-    if max_attempts is not None and (isinstance(max_attempts, bool)
-                                     or not isinstance(max_attempts, int)
-                                     or not 1 <= max_attempts <= 32767):
+    if max_attempts is not None and (
+        isinstance(max_attempts, bool)
+        or not isinstance(max_attempts, int)
+        or not 1 <= max_attempts <= 32767
+    ):
         return True
     if metadata is not None and not storable(metadata, base_depth=0):
         return True
-    if tags is not None and (isinstance(tags, str) or not isinstance(tags, list) or not all(
-            isinstance(t, str) and len(t) <= 255 and TAG.match(t) for t in tags)):
+    if tags is not None and (
+        isinstance(tags, str)
+        or not isinstance(tags, list)
+        or not all(isinstance(t, str) and len(t) <= 255 and TAG.match(t) for t in tags)
+    ):
         return True
     return not storable(value)
 
@@ -234,23 +300,56 @@ def must_reject(kind: Any, key: Any, namespace: Any, tags: Any, metadata: Any,
 
 
 @settings(BASE, max_examples=1500)
-@given(kind=KINDS, key=st.one_of(HOSTILE_TEXT, st.sampled_from([None, 7, ""])),
-       namespace=NAMESPACES, tags=TAGS, metadata=METADATA, max_attempts=MAX_ATTEMPTS,
-       value=VALUES)
-@example(kind="blob", key="'); drop table resources; --", namespace=None, tags=None,
-         metadata={"{schema}": "$1 %s"}, max_attempts=None, value=Deep(10_000, None))
-@example(kind="blob", key="x" * 1_000_000, namespace=None, tags=None, metadata=None,
-         max_attempts=None, value=None)
-@example(kind="blob", key="k", namespace=None, tags=None, metadata=None, max_attempts=None,
-         value="x" * 1_000_000)
+@given(
+    kind=KINDS,
+    key=st.one_of(HOSTILE_TEXT, st.sampled_from([None, 7, ""])),
+    namespace=NAMESPACES,
+    tags=TAGS,
+    metadata=METADATA,
+    max_attempts=MAX_ATTEMPTS,
+    value=VALUES,
+)
+@example(
+    kind="blob",
+    key="'); drop table resources; --",
+    namespace=None,
+    tags=None,
+    metadata={"{schema}": "$1 %s"},
+    max_attempts=None,
+    value=Deep(10_000, None),
+)
+@example(
+    kind="blob",
+    key="x" * 1_000_000,
+    namespace=None,
+    tags=None,
+    metadata=None,
+    max_attempts=None,
+    value=None,
+)
+@example(
+    kind="blob",
+    key="k",
+    namespace=None,
+    tags=None,
+    metadata=None,
+    max_attempts=None,
+    value="x" * 1_000_000,
+)
 def test_objects_are_rejected_with_object_error_or_kept_exactly(
-    kind: Any, key: Any, namespace: Any, tags: Any, metadata: Any, max_attempts: Any,
+    kind: Any,
+    key: Any,
+    namespace: Any,
+    tags: Any,
+    metadata: Any,
+    max_attempts: Any,
     value: Any,
 ) -> None:
     metadata, value = build(metadata), build(value)
     obj = blob_of_kind(kind, key, value)
-    opts = delta.InformOpts(namespace=namespace, metadata=metadata, tags=tags,
-                            max_attempts=max_attempts)
+    opts = delta.InformOpts(
+        namespace=namespace, metadata=metadata, tags=tags, max_attempts=max_attempts
+    )
     reject = must_reject(kind, key, namespace, tags, metadata, max_attempts, value)
     try:
         prepared = prepare_object(obj, opts, default_max_attempts=10)
@@ -289,12 +388,20 @@ class Typed:
 
 
 @settings(BASE, max_examples=300)
-@given(raw=st.binary(max_size=64), when=st.datetimes(timezones=st.just(dt.UTC)),
-       amount=st.decimals(allow_nan=False, allow_infinity=False), uid=st.uuids(),
-       labels=st.frozensets(st.text(max_size=8), max_size=4),
-       pair=st.tuples(st.integers(), st.text(max_size=8)))
+@given(
+    raw=st.binary(max_size=64),
+    when=st.datetimes(timezones=st.just(dt.UTC)),
+    amount=st.decimals(allow_nan=False, allow_infinity=False),
+    uid=st.uuids(),
+    labels=st.frozensets(st.text(max_size=8), max_size=4),
+    pair=st.tuples(st.integers(), st.text(max_size=8)),
+)
 def test_non_json_values_in_typed_fields_round_trip(
-    raw: bytes, when: dt.datetime, amount: Decimal, uid: uuid.UUID, labels: frozenset[str],
+    raw: bytes,
+    when: dt.datetime,
+    amount: Decimal,
+    uid: uuid.UUID,
+    labels: frozenset[str],
     pair: tuple[int, str],
 ) -> None:
     obj = Typed("k", raw, when, amount, uid, labels, pair)
@@ -340,7 +447,8 @@ def snapshot(dsn: str, schema: str, kind: Any, key: Any) -> tuple[Any, ...]:
             return (count,)  # no such row can exist
         row = conn.execute(
             f"select md5(object::text || metadata::text || tags::text || namespace), hash "
-            f"from {schema}.resources where kind = %s and object_id = %s", [kind, key]
+            f"from {schema}.resources where kind = %s and object_id = %s",
+            [kind, key],
         ).fetchone()
     return (count, row)
 
@@ -351,11 +459,17 @@ def snapshot(dsn: str, schema: str, kind: Any, key: Any) -> tuple[Any, ...]:
 SAFE_TEXT = st.one_of(
     st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\x00"), max_size=16),
     st.sampled_from([f for f in SQL_FRAGMENTS if not bad_text(f)]),
-    st.lists(st.sampled_from([f for f in SQL_FRAGMENTS if not bad_text(f)]), min_size=2,
-             max_size=5).map("".join),
+    st.lists(
+        st.sampled_from([f for f in SQL_FRAGMENTS if not bad_text(f)]), min_size=2, max_size=5
+    ).map("".join),
 )
-SAFE_SCALARS = st.one_of(st.none(), st.booleans(), st.integers(),
-                         st.floats(allow_nan=False, allow_infinity=False), SAFE_TEXT)
+SAFE_SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(allow_nan=False, allow_infinity=False),
+    SAFE_TEXT,
+)
 GOOD = {
     "kind": st.one_of(st.just("blob"), VALID_NAME),
     "key": SAFE_TEXT.filter(lambda t: 0 < len(t) <= 254),
@@ -363,30 +477,54 @@ GOOD = {
     "tags": st.one_of(st.none(), st.lists(st.from_regex(r"\A\w[\w-]{1,8}\w\Z"), max_size=3)),
     # jsonb keeps numbers as numeric: an untyped float in metadata may come back
     # as an int (the bug tested below), so metadata here holds no floats.
-    "metadata": st.one_of(st.none(), st.dictionaries(SAFE_TEXT, st.recursive(
-        st.one_of(st.none(), st.booleans(), st.integers(), SAFE_TEXT),
-        lambda kids: st.one_of(st.lists(kids, max_size=3),
-                               st.dictionaries(SAFE_TEXT, kids, max_size=3)),
-        max_leaves=6), max_size=3)),
+    "metadata": st.one_of(
+        st.none(),
+        st.dictionaries(
+            SAFE_TEXT,
+            st.recursive(
+                st.one_of(st.none(), st.booleans(), st.integers(), SAFE_TEXT),
+                lambda kids: st.one_of(
+                    st.lists(kids, max_size=3), st.dictionaries(SAFE_TEXT, kids, max_size=3)
+                ),
+                max_leaves=6,
+            ),
+            max_size=3,
+        ),
+    ),
     "value": st.one_of(
-        st.recursive(SAFE_SCALARS, lambda kids: st.one_of(
-            st.lists(kids, max_size=4), st.dictionaries(SAFE_TEXT, kids, max_size=4)),
-            max_leaves=10).filter(lambda v: depth_of(v) <= 50),
+        st.recursive(
+            SAFE_SCALARS,
+            lambda kids: st.one_of(
+                st.lists(kids, max_size=4), st.dictionaries(SAFE_TEXT, kids, max_size=4)
+            ),
+            max_leaves=10,
+        ).filter(lambda v: depth_of(v) <= 50),
         st.builds(Deep, st.sampled_from([10, 100, 197]), st.sampled_from([None, 1, "x"])),
         st.sampled_from(["x", "'", "\u00e9", "%s"]).map(lambda c: c * 1_000_000),
     ),
 }
-BAD = {"kind": KINDS, "key": HOSTILE_TEXT, "namespace": NAMESPACES, "tags": TAGS,
-       "metadata": METADATA, "value": VALUES}
+BAD = {
+    "kind": KINDS,
+    "key": HOSTILE_TEXT,
+    "namespace": NAMESPACES,
+    "tags": TAGS,
+    "metadata": METADATA,
+    "value": VALUES,
+}
 
 
 @settings(BASE, max_examples=250)
 @given(bad=st.sampled_from([None, None, None, *GOOD]), data=st.data())
 def test_informs_through_postgres_reject_cleanly_or_round_trip(
-    pg_dsn: str, hostile_schema: str, running: ClientThread, bad: str | None, data: Any,
+    pg_dsn: str,
+    hostile_schema: str,
+    running: ClientThread,
+    bad: str | None,
+    data: Any,
 ) -> None:
-    fields = {name: data.draw(BAD[name] if name == bad else GOOD[name], label=name)
-              for name in GOOD}
+    fields = {
+        name: data.draw(BAD[name] if name == bad else GOOD[name], label=name) for name in GOOD
+    }
     kind, key, namespace, tags = (fields[n] for n in ("kind", "key", "namespace", "tags"))
     if fields["metadata"] is not None and not isinstance(fields["metadata"], dict):
         return  # not a mapping: the TypeError bug below
@@ -408,8 +546,9 @@ def test_informs_through_postgres_reject_cleanly_or_round_trip(
         error = None
     if error is not None:
         assert reject, f"rejected a valid object: {error}"
-        assert snapshot(pg_dsn, hostile_schema, kind, key) == before, \
+        assert snapshot(pg_dsn, hostile_schema, kind, key) == before, (
             "a rejected inform wrote something"
+        )
         return
     assert not reject, "accepted an object Postgres cannot hold exactly"
     assert result.changed
@@ -444,11 +583,16 @@ def test_the_client_is_healthy_after_hostile_informs(running: ClientThread) -> N
 # -- config ----------------------------------------------------------------------------
 
 CONFIG_VALUES = st.one_of(
-    st.none(), st.booleans(), st.integers(min_value=-(10**6), max_value=10**12),
-    st.floats(), HOSTILE_TEXT, st.sampled_from(["native", "trio-asyncio", "delta", "public"]),
-    st.lists(st.integers(), max_size=2), st.dictionaries(st.text(max_size=2), st.integers(),
-                                                         max_size=2),
-    st.just(lambda attempt: 1.0), st.just(object()),
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(10**6), max_value=10**12),
+    st.floats(),
+    HOSTILE_TEXT,
+    st.sampled_from(["native", "trio-asyncio", "delta", "public"]),
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.text(max_size=2), st.integers(), max_size=2),
+    st.just(lambda attempt: 1.0),
+    st.just(object()),
 )
 
 
@@ -458,8 +602,9 @@ def _kwargs(cls: type[Any]) -> st.SearchStrategy[dict[str, Any]]:
 
 
 @settings(BASE, max_examples=800)
-@given(cls=st.sampled_from([delta.Config, delta.NamespaceConfig, delta.ObjectSettings]),
-       data=st.data())
+@given(
+    cls=st.sampled_from([delta.Config, delta.NamespaceConfig, delta.ObjectSettings]), data=st.data()
+)
 def test_config_values_raise_config_error_or_are_accepted(cls: type[Any], data: Any) -> None:
     kwargs = data.draw(_kwargs(cls))
     try:
@@ -490,19 +635,41 @@ def test_schema_names_are_identifiers_or_config_errors(schema: str) -> None:
 ARG = st.one_of(
     st.text(st.characters(exclude_categories=["Cs"]), max_size=16),
     st.sampled_from([f for f in SQL_FRAGMENTS if not bad_text(f)]),
-    st.sampled_from(["-", "--", "-v", "--help", "--all", "=", "a=b", "--kind=", "-1", "0",
-                     "9" * 30, "x" * 10_000]),
+    st.sampled_from(
+        [
+            "-",
+            "--",
+            "-v",
+            "--help",
+            "--all",
+            "=",
+            "a=b",
+            "--kind=",
+            "-1",
+            "0",
+            "9" * 30,
+            "x" * 10_000,
+        ]
+    ),
 )
 SLOTS = [
-    (["status", "--kind"], "kind"), (["status", "--namespace"], "name"),
-    (["resources", "list", "--kind"], "kind"), (["resources", "list", "--namespace"], "name"),
-    (["resources", "list", "--state"], "state"), (["resources", "list", "--limit"], "limit"),
-    (["resources", "list", "--tag"], "tag"), (["resources", "show", "blob"], "id"),
-    (["resources", "show"], "kind"), (["resources", "retry", "--kind", "blob"], "id"),
+    (["status", "--kind"], "kind"),
+    (["status", "--namespace"], "name"),
+    (["resources", "list", "--kind"], "kind"),
+    (["resources", "list", "--namespace"], "name"),
+    (["resources", "list", "--state"], "state"),
+    (["resources", "list", "--limit"], "limit"),
+    (["resources", "list", "--tag"], "tag"),
+    (["resources", "show", "blob"], "id"),
+    (["resources", "show"], "kind"),
+    (["resources", "retry", "--kind", "blob"], "id"),
     (["resources", "invalidate", "--dry-run", "--kind"], "kind"),
     (["resources", "delete", "--dry-run", "--kind", "blob"], "id"),
-    (["migrate", "--check", "--schema"], "schema"), (["status", "--schema"], "schema"),
-    ([], "command"), (["resources"], "command"), (["status"], "extra"),
+    (["migrate", "--check", "--schema"], "schema"),
+    (["status", "--schema"], "schema"),
+    ([], "command"),
+    (["resources"], "command"),
+    (["status"], "extra"),
 ]
 
 
@@ -514,8 +681,15 @@ def certainly_invalid(slot: str, arg: str) -> bool:
     if slot == "schema":
         return re.fullmatch(r"[a-z_][a-z0-9_]{0,39}", arg) is None
     if slot == "state":
-        return arg not in ("scheduled", "pending", "synced", "failed", "degraded", "expired",
-                           "deleted")
+        return arg not in (
+            "scheduled",
+            "pending",
+            "synced",
+            "failed",
+            "degraded",
+            "expired",
+            "deleted",
+        )
     if slot == "limit":
         try:
             return int(arg) < 1
@@ -535,8 +709,12 @@ def cli_schema(pg_dsn: str) -> Iterator[str]:
 @settings(BASE, max_examples=300)
 @given(slot=st.sampled_from(SLOTS), arg=ARG, nul=st.booleans())
 def test_cli_arguments_exit_1_or_2_with_one_line(
-    pg_dsn: str, cli_schema: str, capsys: pytest.CaptureFixture[str],
-    slot: tuple[list[str], str], arg: str, nul: bool,
+    pg_dsn: str,
+    cli_schema: str,
+    capsys: pytest.CaptureFixture[str],
+    slot: tuple[list[str], str],
+    arg: str,
+    nul: bool,
 ) -> None:
     prefix, kind = slot
     # `demo` would run the demo on the local server, `run` a client: not here.
@@ -563,22 +741,29 @@ def test_cli_arguments_exit_1_or_2_with_one_line(
         assert lines[0].startswith("trio-delta"), lines[0][:200]
 
 
-@pytest.mark.parametrize("args", [
-    [b"status", b"--kind", b"\xff\xfe"],
-    [b"resources", b"show", b"blob", b"\xed\xa0\x80"],  # an encoded lone surrogate
-    [b"resources", b"list", b"--tag", b"x" * 100_000],
-    [b"--\xff"],
-    [b"run", b"\xff:controllers", b"--dsn", b"host=127.0.0.1 port=1"],
-    [b"run", b"os:system", b"--dsn", b"host=127.0.0.1 port=1"],
-    [b"run", b"tests.reliability.no_such_module:x", b"--dsn", b"host=127.0.0.1 port=1"],
-    [b"status", b"--dsn", b"host='unterminated"],
-    [b"status", b"--dsn", b"postgresql://\xff@127.0.0.1:1/x"],
-    [b"migrate", b"--schema", b"x; drop schema public"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        [b"status", b"--kind", b"\xff\xfe"],
+        [b"resources", b"show", b"blob", b"\xed\xa0\x80"],  # an encoded lone surrogate
+        [b"resources", b"list", b"--tag", b"x" * 100_000],
+        [b"--\xff"],
+        [b"run", b"\xff:controllers", b"--dsn", b"host=127.0.0.1 port=1"],
+        [b"run", b"os:system", b"--dsn", b"host=127.0.0.1 port=1"],
+        [b"run", b"tests.reliability.no_such_module:x", b"--dsn", b"host=127.0.0.1 port=1"],
+        [b"status", b"--dsn", b"host='unterminated"],
+        [b"status", b"--dsn", b"postgresql://\xff@127.0.0.1:1/x"],
+        [b"migrate", b"--schema", b"x; drop schema public"],
+    ],
+)
 def test_hostile_arguments_through_the_real_entry_point(args: list[bytes]) -> None:
-    proc = subprocess.run([sys.executable.encode(), b"-m", b"trio_delta", *args],
-                          capture_output=True, timeout=60, check=False,
-                          env={"PATH": "/usr/bin:/bin", "PGCONNECT_TIMEOUT": "3"})
+    proc = subprocess.run(
+        [sys.executable.encode(), b"-m", b"trio_delta", *args],
+        capture_output=True,
+        timeout=60,
+        check=False,
+        env={"PATH": "/usr/bin:/bin", "PGCONNECT_TIMEOUT": "3"},
+    )
     err = proc.stderr.decode("utf-8", "backslashreplace")
     assert proc.returncode in (1, 2), (proc.returncode, err[:1000])
     assert "Traceback" not in err
@@ -595,8 +780,9 @@ def test_nesting_beyond_the_limit_is_object_error(depth: int, leaf: Any) -> None
     with pytest.raises(delta.ObjectError, match=r"nested deeper|recursion"):
         prepare_object(Blob("k", nest(depth, leaf)), None, default_max_attempts=10)
     with pytest.raises(delta.ObjectError, match=r"nested deeper|recursion"):
-        prepare_object(Blob("k"), delta.InformOpts(metadata={"m": nest(depth, leaf)}),
-                       default_max_attempts=10)
+        prepare_object(
+            Blob("k"), delta.InformOpts(metadata={"m": nest(depth, leaf)}), default_max_attempts=10
+        )
 
 
 def test_whatever_inform_accepts_can_be_read_back(pg_dsn: str, schema_name: str) -> None:
@@ -621,23 +807,20 @@ async def _inform_near_the_nesting_limit(pg_dsn: str, schema: str) -> None:
             except delta.ObjectError:
                 continue
             except RecursionError:
-                problems.append(f"depth {depth}: inform wrote the row, then raised "
-                                "RecursionError")
+                problems.append(f"depth {depth}: inform wrote the row, then raised RecursionError")
                 continue
             accepted += 1
             try:
                 await client.get_resource("blob", f"d{depth}")
                 await client.list_resources(kind="blob")
             except RecursionError:
-                problems.append(f"depth {depth}: accepted, but reading it raises "
-                                "RecursionError")
+                problems.append(f"depth {depth}: accepted, but reading it raises RecursionError")
     assert not problems, problems
     assert accepted, "nothing was accepted: the limit moved below the range tried"
 
 
 class DeepInformer(delta.Controller[Blob]):
-    async def inform(self, opts: delta.InformOptions,
-                     send: trio.MemorySendChannel[Blob]) -> None:
+    async def inform(self, opts: delta.InformOptions, send: trio.MemorySendChannel[Blob]) -> None:
         async with send:
             await send.send(Blob("deep", nest(600, None)))
             await send.send(Blob("fine"))
@@ -649,6 +832,7 @@ class DeepInformer(delta.Controller[Blob]):
 def test_an_informer_yielding_a_deep_object_does_not_stop_the_client() -> None:
     """Was: the RecursionError escaped Informers._prepare and one bad object
     from an informer stopped the whole client (ClientFailedError)."""
+
     async def main() -> None:
         controllers = delta.Controllers()
         delta.add_controller(controllers, DeepInformer())
@@ -674,8 +858,10 @@ def test_metadata_that_is_not_a_mapping_is_object_error(metadata: Any) -> None:
 def test_object_error_messages_stay_short(where: str) -> None:
     huge = "X" * 1_000_000
     obj = blob_of_kind(huge if where == "kind" else "blob", "k", None)
-    opts = delta.InformOpts(tags=[huge + "!"] if where == "tag" else None,
-                            namespace=huge if where == "namespace" else None)
+    opts = delta.InformOpts(
+        tags=[huge + "!"] if where == "tag" else None,
+        namespace=huge if where == "namespace" else None,
+    )
     with pytest.raises(delta.ObjectError) as info:
         prepare_object(obj, opts, default_max_attempts=10)
     assert len(str(info.value)) <= 2_000, len(str(info.value))
@@ -685,18 +871,22 @@ def test_float_metadata_round_trips(running: ClientThread) -> None:
     client = running.client
     assert client is not None
     metadata = {"big": 1e23, "huge": 1.5e300}
-    running.call(client.inform, Blob(f"floats-{uuid.uuid4().hex}"), delta.InformOpts(
-        metadata=metadata))
+    running.call(
+        client.inform, Blob(f"floats-{uuid.uuid4().hex}"), delta.InformOpts(metadata=metadata)
+    )
     rows = running.call(client.list_resources)
     (row,) = [r for r in rows if r.object_id.startswith("floats-")]
     assert row.metadata == metadata
 
 
-@pytest.mark.parametrize("make", [
-    lambda: delta.Config(work_timeout=10**400),
-    lambda: delta.NamespaceConfig(resource_expiry=10**400),
-    lambda: delta.ObjectSettings(inform_interval=10**400),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: delta.Config(work_timeout=10**400),
+        lambda: delta.NamespaceConfig(resource_expiry=10**400),
+        lambda: delta.ObjectSettings(inform_interval=10**400),
+    ],
+)
 def test_huge_int_durations_are_config_errors(make: Any) -> None:
     with pytest.raises(delta.ConfigError):
         make()
@@ -705,12 +895,29 @@ def test_huge_int_durations_are_config_errors(make: Any) -> None:
 # -- config values the client could not run with (bugs found here, fixed) ---------------
 
 
-@pytest.mark.parametrize("kwargs", [
-    {"work_timeout": 1e11}, {"rescue_after": 1e11}, {"synced_retention": 1e11},
-    {"degraded_retention": 1e15}, {"max_attempts": 40_000}, {"client_id": "a\x00b"},
-    {"client_id": "\ud800"}, {"random": 5},
-], ids=["work_timeout", "rescue_after", "synced_retention", "degraded_retention",
-        "max_attempts", "client_id-nul", "client_id-surrogate", "random"])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"work_timeout": 1e11},
+        {"rescue_after": 1e11},
+        {"synced_retention": 1e11},
+        {"degraded_retention": 1e15},
+        {"max_attempts": 40_000},
+        {"client_id": "a\x00b"},
+        {"client_id": "\ud800"},
+        {"random": 5},
+    ],
+    ids=[
+        "work_timeout",
+        "rescue_after",
+        "synced_retention",
+        "degraded_retention",
+        "max_attempts",
+        "client_id-nul",
+        "client_id-surrogate",
+        "random",
+    ],
+)
 def test_config_rejects_values_the_client_cannot_run_with(kwargs: dict[str, Any]) -> None:
     """Were accepted (bugs found here, fixed): durations past datetime's range
     crashed maintenance with OverflowError, max_attempts > 32767 failed every

@@ -73,11 +73,13 @@ def secret_roles(own_pg: OwnServer) -> Iterator[tuple[list[Role], str]]:
     with psycopg.connect(own_pg.dsn, autocommit=True) as conn:
         for role in ROLES:
             if _exists(conn, role.name):  # left over by an interrupted run
-                conn.execute(sql.SQL("drop owned by {} cascade").format(
-                    sql.Identifier(role.name)))
+                conn.execute(sql.SQL("drop owned by {} cascade").format(sql.Identifier(role.name)))
                 conn.execute(sql.SQL("drop role {}").format(sql.Identifier(role.name)))
-            conn.execute(sql.SQL("create role {} login password {}").format(
-                sql.Identifier(role.name), sql.Literal(role.password)))
+            conn.execute(
+                sql.SQL("create role {} login password {}").format(
+                    sql.Identifier(role.name), sql.Literal(role.password)
+                )
+            )
     trio.run(lambda: delta.migrate(own_pg.dsn, schema=schema))
     with psycopg.connect(own_pg.dsn, autocommit=True) as conn:
         for role in ROLES:
@@ -85,8 +87,7 @@ def secret_roles(own_pg: OwnServer) -> Iterator[tuple[list[Role], str]]:
             # (migrate runs `create schema if not exists`: CREATE on the database)
             conn.execute(sql.SQL("grant create on database postgres to {}").format(name))
             conn.execute(sql.SQL("grant all on schema {} to {}").format(ident, name))
-            conn.execute(sql.SQL("grant all on all tables in schema {} to {}").format(
-                ident, name))
+            conn.execute(sql.SQL("grant all on all tables in schema {} to {}").format(ident, name))
     own_pg.reload()
     try:
         yield ROLES, schema
@@ -94,11 +95,9 @@ def secret_roles(own_pg: OwnServer) -> Iterator[tuple[list[Role], str]]:
         own_pg.hba_path.write_text(hba)
         own_pg.reload()
         with psycopg.connect(own_pg.dsn, autocommit=True) as conn:
-            conn.execute(sql.SQL("drop schema if exists {} cascade").format(
-                sql.Identifier(schema)))
+            conn.execute(sql.SQL("drop schema if exists {} cascade").format(sql.Identifier(schema)))
             for role in ROLES:
-                conn.execute(sql.SQL("drop owned by {} cascade").format(
-                    sql.Identifier(role.name)))
+                conn.execute(sql.SQL("drop owned by {} cascade").format(sql.Identifier(role.name)))
                 conn.execute(sql.SQL("drop role {}").format(sql.Identifier(role.name)))
 
 
@@ -121,8 +120,11 @@ def exception_text(exc: BaseException) -> str:
     while current is not None and id(current) not in seen:
         seen.add(id(current))
         parts += [str(current), repr(current), repr(current.args)]
-        current = current.__cause__ if current.__suppress_context__ else (
-            current.__cause__ or current.__context__)
+        current = (
+            current.__cause__
+            if current.__suppress_context__
+            else (current.__cause__ or current.__context__)
+        )
     return "\n".join(parts)
 
 
@@ -156,8 +158,11 @@ class JobController(delta.Controller[Job]):
 @pytest.mark.parametrize("driver", ["native", "trio-asyncio"])
 @pytest.mark.parametrize("form", ["url", "kv"])
 async def test_a_working_client_never_shows_the_password(
-    own_pg: OwnServer, secret_roles: tuple[list[Role], str],
-    caplog: pytest.LogCaptureFixture, driver: str, form: str,
+    own_pg: OwnServer,
+    secret_roles: tuple[list[Role], str],
+    caplog: pytest.LogCaptureFixture,
+    driver: str,
+    form: str,
 ) -> None:
     caplog.set_level(logging.DEBUG)
     roles, schema = secret_roles
@@ -166,19 +171,34 @@ async def test_a_working_client_never_shows_the_password(
     await delta.migrate(dsn, schema=schema)
     controllers = delta.Controllers()
     delta.add_controller(controllers, JobController())
-    config = delta.Config(schema=schema, driver=driver, poll_interval=0.1, leader_ttl=1.0,
-                          maintenance_interval=0.2, retry_policy=lambda attempt: 0.05,
-                          max_attempts=2, shutdown_grace=1.0)
+    config = delta.Config(
+        schema=schema,
+        driver=driver,
+        poll_interval=0.1,
+        leader_ttl=1.0,
+        maintenance_interval=0.2,
+        retry_policy=lambda attempt: 0.05,
+        max_attempts=2,
+        shutdown_grace=1.0,
+    )
     async with delta.open_delta_client(dsn, controllers, config=config) as client:
-        shown = [repr(client), str(client), repr(client._store), str(client._store),
-                 repr(client.config), repr(client.stats)]
+        shown = [
+            repr(client),
+            str(client),
+            repr(client._store),
+            str(client._store),
+            repr(client.config),
+            repr(client.stats),
+        ]
         await client.inform(Job("good"))
         await client.inform(Job("bad"))
         with trio.fail_after(10):
             while True:
                 rows = {r.object_id: r.state for r in await client.list_resources()}
-                if rows == {"good": delta.ResourceState.SYNCED,
-                            "bad": delta.ResourceState.DEGRADED}:
+                if rows == {
+                    "good": delta.ResourceState.SYNCED,
+                    "bad": delta.ResourceState.DEGRADED,
+                }:
                     break
                 await trio.sleep(0.05)
         with trio.fail_after(10):
@@ -191,30 +211,36 @@ async def test_a_working_client_never_shows_the_password(
 
 
 def who_connected(server: OwnServer, role: Role) -> bool:
-    rows = own_sql(server, "select count(*) from pg_stat_activity where usename = %s",
-                   [role.name])
+    rows = own_sql(server, "select count(*) from pg_stat_activity where usename = %s", [role.name])
     return bool(rows[0][0])
 
 
 @pytest.mark.parametrize("driver", ["native", "trio-asyncio"])
 @pytest.mark.parametrize("case", ["wrong password", "unreachable host", "malformed"])
 async def test_errors_never_show_the_password(
-    own_pg: OwnServer, secret_roles: tuple[list[Role], str],
-    caplog: pytest.LogCaptureFixture, driver: str, case: str,
+    own_pg: OwnServer,
+    secret_roles: tuple[list[Role], str],
+    caplog: pytest.LogCaptureFixture,
+    driver: str,
+    case: str,
 ) -> None:
     caplog.set_level(logging.DEBUG)
     roles, schema = secret_roles
     role = roles[1]
     dsns = {
-        "wrong password": [url_dsn(own_pg, role, password=role.password[::-1]),
-                           kv_dsn(own_pg, role, password=role.password + "x")],
+        "wrong password": [
+            url_dsn(own_pg, role, password=role.password[::-1]),
+            kv_dsn(own_pg, role, password=role.password + "x"),
+        ],
         "unreachable host": [
             f"postgresql://{role.name}:{quote(role.password, safe='')}@127.0.0.1:1/postgres",
-            f"host=127.0.0.1 port=1 user={role.name} password={quote(role.password)}"],
+            f"host=127.0.0.1 port=1 user={role.name} password={quote(role.password)}",
+        ],
         "malformed": [
             f"postgresql://{role.name}:{quote(role.password, safe='')}@127.0.0.1:notaport/x",
             f"host='unterminated password={quote(role.password)}",
-            f"user={role.name} password={quote(role.password)} nosuchoption=1"],
+            f"user={role.name} password={quote(role.password)} nosuchoption=1",
+        ],
     }[case]
     # Also the wrong/garbled passwords themselves must not show.
     extra = [role.password[::-1], role.password + "x"]
@@ -241,7 +267,8 @@ async def _open_client(dsn: str, config: delta.Config) -> None:
 
 
 def test_the_command_line_never_shows_the_password(
-    own_pg: OwnServer, secret_roles: tuple[list[Role], str],
+    own_pg: OwnServer,
+    secret_roles: tuple[list[Role], str],
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     roles, schema = secret_roles
@@ -250,8 +277,14 @@ def test_the_command_line_never_shows_the_password(
     wrong = url_dsn(own_pg, role, password="not-" + role.password)
     outputs: list[str] = []
     for dsn, expect in ((good, 0), (wrong, 1)):
-        for args in (["migrate"], ["migrate", "--check"], ["status"], ["status", "--json"],
-                     ["resources", "list", "--json"], ["-v", "status"]):
+        for args in (
+            ["migrate"],
+            ["migrate", "--check"],
+            ["status"],
+            ["status", "--json"],
+            ["resources", "list", "--json"],
+            ["-v", "status"],
+        ):
             code = cli_main([*args, "--dsn", dsn, "--schema", schema])
             out, err = capsys.readouterr()
             assert code == expect, (args, code, err)
@@ -264,9 +297,23 @@ def test_the_command_line_never_shows_the_password(
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "TRIO_DELTA"))}
     env["TRIO_DELTA_DSN"] = good
     proc = subprocess.Popen(
-        [sys.executable, "-m", "trio_delta", "-v", "run", "tests.cli.app:controllers",
-         "--schema", schema, "--shutdown-grace", "0.5"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        [
+            sys.executable,
+            "-m",
+            "trio_delta",
+            "-v",
+            "run",
+            "tests.cli.app:controllers",
+            "--schema",
+            schema,
+            "--shutdown-grace",
+            "0.5",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.monotonic() + 20
         while not who_connected(own_pg, role) and time.monotonic() < deadline:

@@ -42,7 +42,7 @@ from trio_delta.cli import main as cli_main
 
 SRC = Path(delta.__file__).resolve().parent
 MARK = f"zq{uuid.uuid4().hex[:10]}"  # lower-case hex: fits kind and namespace names
-HOSTILE = f"{MARK}'); drop table resources; -- $1 %s {{schema}} \"x\""
+HOSTILE = f'{MARK}\'); drop table resources; -- $1 %s {{schema}} "x"'
 
 KIND = f"k-{MARK}"
 NAMESPACE = f"ns-{MARK}"  # resources here expire and are worked again
@@ -66,8 +66,7 @@ class ThingController(delta.Controller[Thing]):
     def __init__(self) -> None:
         self.seen: dict[str, int] = {}
 
-    async def inform(self, opts: delta.InformOptions,
-                     send: trio.MemorySendChannel[Thing]) -> None:
+    async def inform(self, opts: delta.InformOptions, send: trio.MemorySendChannel[Thing]) -> None:
         async with send:
             for i in range(3):
                 await send.send(Thing(f"informed-{i}-{HOSTILE}", f"{opts.labels}"))
@@ -105,6 +104,7 @@ def statements(monkeypatch: pytest.MonkeyPatch) -> list[Statement]:
         async def spy(self: Any, query: Any, params: Any = None, **kwargs: Any) -> Any:
             recorded.append(Statement(render(query, self.connection), params))
             return await original(self, query, params, **kwargs)
+
         return spy
 
     def spy_sync(name: str) -> Any:
@@ -113,6 +113,7 @@ def statements(monkeypatch: pytest.MonkeyPatch) -> list[Statement]:
         def spy(self: Any, query: Any, params: Any = None, **kwargs: Any) -> Any:
             recorded.append(Statement(render(query, self.connection), params))
             return original(self, query, params, **kwargs)
+
         return spy
 
     for name in ("execute", "executemany"):
@@ -147,7 +148,9 @@ async def _wait(predicate: Any, within: float = 15.0) -> None:
 
 
 async def test_user_data_reaches_sql_only_as_parameters(
-    pg_dsn: str, plain_schema: str, statements: list[Statement],
+    pg_dsn: str,
+    plain_schema: str,
+    statements: list[Statement],
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     await delta.migrate(pg_dsn, schema=plain_schema)
@@ -155,35 +158,58 @@ async def test_user_data_reaches_sql_only_as_parameters(
     controllers = delta.Controllers()
     delta.add_controller(controllers, controller)
     config = delta.Config(
-        schema=plain_schema, client_id=f"client-{HOSTILE}", poll_interval=0.1,
-        leader_ttl=1.0, maintenance_interval=0.2, retry_policy=lambda attempt: 0.05,
-        deleted_retention=0.0, inform_interval=-1, shutdown_grace=1.0,
+        schema=plain_schema,
+        client_id=f"client-{HOSTILE}",
+        poll_interval=0.1,
+        leader_ttl=1.0,
+        maintenance_interval=0.2,
+        retry_policy=lambda attempt: 0.05,
+        deleted_retention=0.0,
+        inform_interval=-1,
+        shutdown_grace=1.0,
     )
-    namespaces = {NAMESPACE: delta.NamespaceConfig(resource_expiry=0.5),
-                  STILL: delta.NamespaceConfig()}
-    opts = delta.InformOpts(namespace=NAMESPACE, tags=[f"tag_{MARK}"],
-                            metadata={f"key {HOSTILE}": [HOSTILE, {HOSTILE: 1}]})
-    async with delta.open_delta_client(pg_dsn, controllers, namespaces=namespaces,
-                                       config=config) as client:
+    namespaces = {
+        NAMESPACE: delta.NamespaceConfig(resource_expiry=0.5),
+        STILL: delta.NamespaceConfig(),
+    }
+    opts = delta.InformOpts(
+        namespace=NAMESPACE,
+        tags=[f"tag_{MARK}"],
+        metadata={f"key {HOSTILE}": [HOSTILE, {HOSTILE: 1}]},
+    )
+    async with delta.open_delta_client(
+        pg_dsn, controllers, namespaces=namespaces, config=config
+    ) as client:
         await client.inform(Thing(f"plain-{HOSTILE}", HOSTILE), opts)
         await client.inform(Thing(f"fails-once-{HOSTILE}", HOSTILE), opts)
         await client.inform(Thing(f"delete-{HOSTILE}", HOSTILE), opts)
         async with client.transaction() as tx:
             await tx.execute("select %s::text", [HOSTILE])
-            await client.inform_tx(tx, Thing(f"in-tx-{HOSTILE}", HOSTILE),
-                                   delta.InformOpts(namespace=STILL))
-        await client.schedule_inform(KIND, options=delta.InformOptions(
-            labels={HOSTILE: HOSTILE}, limit=5, order_by=HOSTILE))
+            await client.inform_tx(
+                tx, Thing(f"in-tx-{HOSTILE}", HOSTILE), delta.InformOpts(namespace=STILL)
+            )
+        await client.schedule_inform(
+            KIND, options=delta.InformOptions(labels={HOSTILE: HOSTILE}, limit=5, order_by=HOSTILE)
+        )
 
         async def all_done() -> bool:
             rows = await client.list_resources(kind=KIND, namespace=NAMESPACE)
             keys = {r.object_id: r.state for r in rows}
-            return (len([k for k in keys if k.startswith("informed-")]) == 3
-                    and f"delete-{HOSTILE}" not in keys  # deleted, then cleaned
-                    and all(s in (delta.ResourceState.SYNCED, delta.ResourceState.EXPIRED,
-                                  delta.ResourceState.PENDING, delta.ResourceState.SCHEDULED)
-                            for s in keys.values())
-                    and controller.seen.get(f"fails-once-{HOSTILE}", 0) >= 2)
+            return (
+                len([k for k in keys if k.startswith("informed-")]) == 3
+                and f"delete-{HOSTILE}" not in keys  # deleted, then cleaned
+                and all(
+                    s
+                    in (
+                        delta.ResourceState.SYNCED,
+                        delta.ResourceState.EXPIRED,
+                        delta.ResourceState.PENDING,
+                        delta.ResourceState.SCHEDULED,
+                    )
+                    for s in keys.values()
+                )
+                and controller.seen.get(f"fails-once-{HOSTILE}", 0) >= 2
+            )
 
         await _wait(all_done)
         row = await client.get_resource(KIND, f"plain-{HOSTILE}")
@@ -192,12 +218,14 @@ async def test_user_data_reaches_sql_only_as_parameters(
 
         async def expired_and_reworked() -> bool:
             return controller.seen.get(f"plain-{HOSTILE}", 0) >= 2  # resource_expiry
+
         await _wait(expired_and_reworked)
         await _wait(lambda: _synced(client, f"in-tx-{HOSTILE}"))
         await client.invalidate(Thing(f"in-tx-{HOSTILE}", HOSTILE))
         assert await client.get_resource(KIND, f"missing-{HOSTILE}") is None
-        await client.list_resources(kind=KIND, namespace=NAMESPACE,
-                                    state=delta.ResourceState.SYNCED, limit=2, after_id=1)
+        await client.list_resources(
+            kind=KIND, namespace=NAMESPACE, state=delta.ResourceState.SYNCED, limit=2, after_id=1
+        )
         stats = client.stats
         assert stats.maintenance.cleaned, "the cleaner never ran"
         assert stats.maintenance.expired, "the expirer never ran"
@@ -220,8 +248,14 @@ async def test_user_data_reaches_sql_only_as_parameters(
     carried = [s for s in statements if _carries_mark(s.params)]
     texts = {s.text for s in carried}
     # The marker did reach Postgres - as parameters - on each of these paths.
-    for fragment in ("insert into", "pending", "jsonb_build_array", "leader", "controllers",
-                     "delete from"):
+    for fragment in (
+        "insert into",
+        "pending",
+        "jsonb_build_array",
+        "leader",
+        "controllers",
+        "delete from",
+    ):
         assert any(fragment in t for t in texts), f"no parameterised statement with {fragment!r}"
 
 
@@ -241,8 +275,7 @@ SQL_FROM_PACKAGE_DATA = {
 VALIDATED_IDENTIFIERS = {
     ("_store/queries.py", "schema"): "Queries(schema): PostgresStore's, from a checked Config",
     ("_migrate.py", "schema"): "_apply: migrate() calls check_schema first",
-    ("_store/postgres/queue.py", "self._c.channel"):
-        "notify_channel(schema) of the checked schema",
+    ("_store/postgres/queue.py", "self._c.channel"): "notify_channel(schema) of the checked schema",
 }
 
 
@@ -286,7 +319,9 @@ def _constant_expr(node: ast.AST, constants: set[str]) -> bool:
 
 def _is_sql_call(node: ast.AST, what: str) -> bool:
     return isinstance(node, ast.Call) and ast.unparse(node.func) in (
-        f"sql.{what}", f"psycopg.sql.{what}")
+        f"sql.{what}",
+        f"psycopg.sql.{what}",
+    )
 
 
 def _is_composed_sql_dict(node: ast.AST | None) -> bool:
@@ -295,15 +330,22 @@ def _is_composed_sql_dict(node: ast.AST | None) -> bool:
     if not isinstance(node, ast.DictComp):
         return False
     value = node.value
-    return (isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute)
-            and value.func.attr == "format" and _is_sql_call(value.func.value, "SQL"))
+    return (
+        isinstance(value, ast.Call)
+        and isinstance(value.func, ast.Attribute)
+        and value.func.attr == "format"
+        and _is_sql_call(value.func.value, "SQL")
+    )
 
 
 def _local_bindings(func: ast.AST) -> dict[str, ast.AST]:
     out: dict[str, ast.AST] = {}
     for node in ast.walk(func):
-        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(
-                node.targets[0], ast.Name):
+        if (
+            isinstance(node, ast.Assign)
+            and len(node.targets) == 1
+            and isinstance(node.targets[0], ast.Name)
+        ):
             out[node.targets[0].id] = node.value
     return out
 
@@ -348,7 +390,8 @@ class _SqlBuilding(ast.NodeVisitor):
             arg = node.args[0]
             text = ast.unparse(arg)
             if (isinstance(arg, ast.Constant) and isinstance(arg.value, str)) or (
-                    isinstance(arg, ast.Name) and arg.id in self.constants):
+                isinstance(arg, ast.Name) and arg.id in self.constants
+            ):
                 pass
             elif (self.rel, text) in SQL_FROM_PACKAGE_DATA:
                 self.package_data.add((self.rel, text))
@@ -357,25 +400,32 @@ class _SqlBuilding(ast.NodeVisitor):
         elif _is_sql_call(node, "Identifier"):
             arg = node.args[0]
             text = ast.unparse(arg)
-            if isinstance(arg, ast.Constant) or (isinstance(arg, ast.Name)
-                                                 and arg.id in self.constants):
+            if isinstance(arg, ast.Constant) or (
+                isinstance(arg, ast.Name) and arg.id in self.constants
+            ):
                 pass
             elif (self.rel, text) in VALIDATED_IDENTIFIERS:
                 self.identifiers.add((self.rel, text))
             else:
-                self.problems.append(f"{where}: sql.Identifier({text}) is not the validated "
-                                     "schema")
-        elif (isinstance(node.func, ast.Attribute) and node.func.attr == "format"
-              and _is_sql_call(node.func.value, "SQL")):
+                self.problems.append(f"{where}: sql.Identifier({text}) is not the validated schema")
+        elif (
+            isinstance(node.func, ast.Attribute)
+            and node.func.attr == "format"
+            and _is_sql_call(node.func.value, "SQL")
+        ):
             for arg in [*node.args, *(k.value for k in node.keywords)]:
                 bound = self._bound(arg)
                 if _is_composed_sql_dict(bound):
                     continue  # **fragments: each one sql.SQL(...).format(...)
                 if not (_is_sql_call(bound, "Identifier") or _is_sql_call(bound, "SQL")):
-                    self.problems.append(f"{where}: SQL.format({ast.unparse(arg)}) is not an "
-                                         "Identifier or SQL")
-        elif (isinstance(node.func, ast.Attribute)
-              and node.func.attr in ("execute", "executemany") and node.args):
+                    self.problems.append(
+                        f"{where}: SQL.format({ast.unparse(arg)}) is not an Identifier or SQL"
+                    )
+        elif (
+            isinstance(node.func, ast.Attribute)
+            and node.func.attr in ("execute", "executemany")
+            and node.args
+        ):
             self.problems += _check_statement(where, node.args[0], self.constants)
         self.generic_visit(node)
 
@@ -407,8 +457,12 @@ def _check_statement(where: str, arg: ast.AST, constants: set[str]) -> list[str]
         if _constant_expr(arg, constants):
             return []
         return [f"{where}: execute(text built with an operator): {text[:80]}"]
-    if (isinstance(arg, ast.Call) and isinstance(arg.func, ast.Attribute)
-            and arg.func.attr == "format" and not _is_sql_call(arg.func.value, "SQL")):
+    if (
+        isinstance(arg, ast.Call)
+        and isinstance(arg.func, ast.Attribute)
+        and arg.func.attr == "format"
+        and not _is_sql_call(arg.func.value, "SQL")
+    ):
         return [f"{where}: execute(str.format(...)): {text[:80]}"]
     return []
 
@@ -416,18 +470,25 @@ def _check_statement(where: str, arg: ast.AST, constants: set[str]) -> list[str]
 PLACEHOLDER = re.compile(r"(?<!\{)\{([^{}]*)\}(?!\})")
 
 
-@pytest.mark.parametrize(("package", "name"), [
-    ("trio_delta._store", "sql/queries.sql"),
-    ("trio_delta._store", "sql/insights.sql"),
-    *[("trio_delta.migrations", p.name) for p in sorted((SRC / "migrations").glob("*.sql"))],
-])
+@pytest.mark.parametrize(
+    ("package", "name"),
+    [
+        ("trio_delta._store", "sql/queries.sql"),
+        ("trio_delta._store", "sql/insights.sql"),
+        *[("trio_delta.migrations", p.name) for p in sorted((SRC / "migrations").glob("*.sql"))],
+    ],
+)
 def test_package_sql_has_only_schema_and_column_placeholders(package: str, name: str) -> None:
     text = resources.files(package).joinpath(name).read_text("utf-8")
     # {name} may also be a fragment of the package's own SQL files.
     sql_dir = resources.files("trio_delta._store").joinpath("sql")
-    fragments = {m for f in ("queries.sql", "insights.sql")
-                 for m in re.findall(r"^-- fragment: (\w+)", sql_dir.joinpath(f).read_text(
-                     "utf-8"), re.MULTILINE)}
+    fragments = {
+        m
+        for f in ("queries.sql", "insights.sql")
+        for m in re.findall(
+            r"^-- fragment: (\w+)", sql_dir.joinpath(f).read_text("utf-8"), re.MULTILINE
+        )
+    }
     assert fragments  # the pattern still finds them
     assert set(PLACEHOLDER.findall(text)) <= {"schema", "columns"} | fragments
     # Values are named parameters (%(name)s, or %(name)b in binary), never
@@ -439,10 +500,26 @@ def test_package_sql_has_only_schema_and_column_placeholders(package: str, name:
 # -- the schema name ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("schema", [
-    "", "Delta", "1delta", "delta; drop table x", 'de"lta', "de'lta", "delta.resources",
-    "a" * 41, "d\x00", "d\u00e9lta", "{schema}", "$1", "%s", " delta", "delta ",
-])
+@pytest.mark.parametrize(
+    "schema",
+    [
+        "",
+        "Delta",
+        "1delta",
+        "delta; drop table x",
+        'de"lta',
+        "de'lta",
+        "delta.resources",
+        "a" * 41,
+        "d\x00",
+        "d\u00e9lta",
+        "{schema}",
+        "$1",
+        "%s",
+        " delta",
+        "delta ",
+    ],
+)
 async def test_bad_schema_names_are_config_errors_before_any_connection(schema: str) -> None:
     unreachable = "host=127.0.0.1 port=1 connect_timeout=1"
     with pytest.raises(delta.ConfigError):
@@ -462,9 +539,12 @@ async def test_schema_names_that_are_keywords_work_quoted(own_pg: OwnServer, sch
         controllers = delta.Controllers()
         delta.add_controller(controllers, ThingController())
         config = delta.Config(schema=name, poll_interval=0.1, inform_interval=-1)
-        async with delta.open_delta_client(pg_dsn, controllers, config=config,
-                                           namespaces={NAMESPACE: delta.NamespaceConfig()},
-                                           ) as client:
+        async with delta.open_delta_client(
+            pg_dsn,
+            controllers,
+            config=config,
+            namespaces={NAMESPACE: delta.NamespaceConfig()},
+        ) as client:
             await client.inform(Thing("k"))
             await _wait(lambda: _synced(client, "k"), within=10)
     finally:

@@ -31,8 +31,11 @@ from tests.reliability.conftest import OwnServer
 from trio_delta.cli import main as cli_main
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "reliability.md"
-BLOCK = re.compile(r"<!-- least-privilege:start -->\s*```sql\n(.*?)```\s*"
-                   r"<!-- least-privilege:end -->", re.S)
+BLOCK = re.compile(
+    r"<!-- least-privilege:start -->\s*```sql\n(.*?)```\s*"
+    r"<!-- least-privilege:end -->",
+    re.S,
+)
 
 
 def documented_statements(role: str, schema: str, database: str) -> list[str]:
@@ -67,8 +70,7 @@ def least_privileged(own_pg: OwnServer) -> Iterator[LeastPrivileged]:
     with psycopg.connect(own_pg.dsn, autocommit=True) as conn:
         conn.execute(sql.SQL("create database {}").format(sql.Identifier(database)))
     admin_dsn = _dsn_for(own_pg, "postgres", database)
-    setup = LeastPrivileged(admin_dsn, _dsn_for(own_pg, role, database), role, schema,
-                            database)
+    setup = LeastPrivileged(admin_dsn, _dsn_for(own_pg, role, database), role, schema, database)
     statements = documented_statements(role, schema, database)
     migrate_at = next(i for i, s in enumerate(statements) if s.startswith("grant usage"))
     with psycopg.connect(admin_dsn, autocommit=True) as conn:
@@ -82,8 +84,7 @@ def least_privileged(own_pg: OwnServer) -> Iterator[LeastPrivileged]:
         yield setup
     finally:
         with psycopg.connect(own_pg.dsn, autocommit=True) as conn:
-            conn.execute(sql.SQL("drop database {} with (force)").format(
-                sql.Identifier(database)))
+            conn.execute(sql.SQL("drop database {} with (force)").format(sql.Identifier(database)))
             conn.execute(sql.SQL("drop role {}").format(sql.Identifier(role)))
 
 
@@ -97,8 +98,7 @@ class Task:
 
 
 class TaskController(delta.Controller[Task]):
-    async def inform(self, opts: delta.InformOptions,
-                     send: trio.MemorySendChannel[Task]) -> None:
+    async def inform(self, opts: delta.InformOptions, send: trio.MemorySendChannel[Task]) -> None:
         async with send:
             await send.send(Task("from-informer"))
 
@@ -114,15 +114,21 @@ def test_the_documented_role_is_not_a_superuser_and_cannot_create(
 ) -> None:
     lp = least_privileged
     with psycopg.connect(lp.admin_dsn) as conn:
-        row = conn.execute("select rolsuper, rolcreatedb, rolcreaterole, rolbypassrls "
-                           "from pg_roles where rolname = %s", [lp.role]).fetchone()
+        row = conn.execute(
+            "select rolsuper, rolcreatedb, rolcreaterole, rolbypassrls "
+            "from pg_roles where rolname = %s",
+            [lp.role],
+        ).fetchone()
     assert row == (False, False, False, False)
     with psycopg.connect(lp.role_dsn, autocommit=True) as conn:
-        for statement in (f"create table {lp.schema}.mine (x int)",
-                          "create table public.mine (x int)",
-                          "create schema mine", f"drop table {lp.schema}.resources",
-                          f"alter table {lp.schema}.resources add column x int",
-                          f"truncate {lp.schema}.resources"):
+        for statement in (
+            f"create table {lp.schema}.mine (x int)",
+            "create table public.mine (x int)",
+            "create schema mine",
+            f"drop table {lp.schema}.resources",
+            f"alter table {lp.schema}.resources add column x int",
+            f"truncate {lp.schema}.resources",
+        ):
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 conn.execute(statement)  # type: ignore[call-overload]
     # It cannot migrate either: that is the administrator's job (or see below).
@@ -131,7 +137,8 @@ def test_the_documented_role_is_not_a_superuser_and_cannot_create(
 
 
 async def test_a_client_works_end_to_end_as_the_documented_role(
-    least_privileged: LeastPrivileged, caplog: pytest.LogCaptureFixture,
+    least_privileged: LeastPrivileged,
+    caplog: pytest.LogCaptureFixture,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     caplog.set_level(logging.INFO)
@@ -139,13 +146,20 @@ async def test_a_client_works_end_to_end_as_the_documented_role(
     controllers = delta.Controllers()
     delta.add_controller(controllers, TaskController())
     config = delta.Config(
-        schema=lp.schema, poll_interval=0.1, leader_ttl=1.0, maintenance_interval=0.2,
-        retry_policy=lambda attempt: 0.05, max_attempts=2, deleted_retention=0.0,
-        degraded_retention=0.5, shutdown_grace=1.0,
+        schema=lp.schema,
+        poll_interval=0.1,
+        leader_ttl=1.0,
+        maintenance_interval=0.2,
+        retry_policy=lambda attempt: 0.05,
+        max_attempts=2,
+        deleted_retention=0.0,
+        degraded_retention=0.5,
+        shutdown_grace=1.0,
     )
     namespaces = {"default": delta.NamespaceConfig(resource_expiry=0.5)}
-    async with delta.open_delta_client(lp.role_dsn, controllers, namespaces=namespaces,
-                                       config=config) as client:
+    async with delta.open_delta_client(
+        lp.role_dsn, controllers, namespaces=namespaces, config=config
+    ) as client:
         await client.inform(Task("syncs"))
         await client.inform(Task("fails"))
         await client.inform(Task("goes"))
@@ -157,9 +171,14 @@ async def test_a_client_works_end_to_end_as_the_documented_role(
         async def done() -> bool:
             stats = client.stats.maintenance
             keys = {r.object_id for r in await client.list_resources()}
-            return (client.is_leader and stats.expired > 0 and "goes" not in keys
-                    and "fails" not in keys and "from-informer" in keys
-                    and sum(stats.cleaned.values()) >= 2)
+            return (
+                client.is_leader
+                and stats.expired > 0
+                and "goes" not in keys
+                and "fails" not in keys
+                and "from-informer" in keys
+                and sum(stats.cleaned.values()) >= 2
+            )
 
         with trio.fail_after(15):
             while not await done():
@@ -167,18 +186,23 @@ async def test_a_client_works_end_to_end_as_the_documented_role(
         row = await client.get_resource("task", "syncs")
         assert row is not None
         with trio.fail_after(5):
-            while (row := await client.get_resource("task", "in-tx")) is None or \
-                    row.state is not delta.ResourceState.SYNCED:
+            while (
+                row := await client.get_resource("task", "in-tx")
+            ) is None or row.state is not delta.ResourceState.SYNCED:
                 await trio.sleep(0.05)
         with contextlib.suppress(delta.ResourceStateError):  # (it may have expired)
             await client.invalidate(Task("in-tx"))
         assert client.stats.maintenance.errors == 0
         assert client.stats.maintenance.runs > 0
 
-    for args in (["status"], ["resources", "list"], ["resources", "retry", "--all"],
-                 ["resources", "invalidate", "--kind", "task", "syncs"],
-                 ["resources", "delete", "--kind", "task", "--hard", "syncs"],
-                 ["migrate", "--check"]):
+    for args in (
+        ["status"],
+        ["resources", "list"],
+        ["resources", "retry", "--all"],
+        ["resources", "invalidate", "--kind", "task", "syncs"],
+        ["resources", "delete", "--kind", "task", "--hard", "syncs"],
+        ["migrate", "--check"],
+    ):
         assert cli_main([*args, "--dsn", lp.role_dsn, "--schema", lp.schema]) in (0, 1), args
     out, err = capsys.readouterr()
     denied = [r.getMessage() for r in caplog.records if "permission denied" in r.getMessage()]
@@ -196,18 +220,19 @@ def test_a_role_with_create_on_the_database_migrates_then_runs_without_it(
     role_dsn = _dsn_for(own_pg, role, "postgres")
     with psycopg.connect(own_pg.dsn, autocommit=True) as conn:
         conn.execute(sql.SQL("create role {} login").format(sql.Identifier(role)))
-        conn.execute(sql.SQL("grant create on database postgres to {}").format(
-            sql.Identifier(role)))
+        conn.execute(
+            sql.SQL("grant create on database postgres to {}").format(sql.Identifier(role))
+        )
     try:
         trio.run(lambda: delta.migrate(role_dsn, schema=schema))
         with psycopg.connect(own_pg.dsn, autocommit=True) as conn:
-            conn.execute(sql.SQL("revoke create on database postgres from {}").format(
-                sql.Identifier(role)))
+            conn.execute(
+                sql.SQL("revoke create on database postgres from {}").format(sql.Identifier(role))
+            )
         trio.run(_one_task_synced, role_dsn, schema)
     finally:
         with psycopg.connect(own_pg.dsn, autocommit=True) as conn:
-            conn.execute(sql.SQL("drop schema if exists {} cascade").format(
-                sql.Identifier(schema)))
+            conn.execute(sql.SQL("drop schema if exists {} cascade").format(sql.Identifier(schema)))
             conn.execute(sql.SQL("drop owned by {}").format(sql.Identifier(role)))
             conn.execute(sql.SQL("drop role {}").format(sql.Identifier(role)))
 
@@ -219,8 +244,9 @@ async def _one_task_synced(dsn: str, schema: str) -> None:
     async with delta.open_delta_client(dsn, controllers, config=config) as client:
         await client.inform(Task("syncs"))
         with trio.fail_after(10):
-            while (row := await client.get_resource("task", "syncs")) is None or \
-                    row.state is not delta.ResourceState.SYNCED:
+            while (
+                row := await client.get_resource("task", "syncs")
+            ) is None or row.state is not delta.ResourceState.SYNCED:
                 await trio.sleep(0.05)
 
 
@@ -232,8 +258,11 @@ def test_the_owner_of_a_pre_created_schema_can_migrate_it(own_pg: OwnServer) -> 
     role, schema = f"td_owner_{suffix}", f"s_{suffix}"
     with psycopg.connect(own_pg.dsn, autocommit=True) as conn:
         conn.execute(sql.SQL("create role {} login").format(sql.Identifier(role)))
-        conn.execute(sql.SQL("create schema {} authorization {}").format(
-            sql.Identifier(schema), sql.Identifier(role)))
+        conn.execute(
+            sql.SQL("create schema {} authorization {}").format(
+                sql.Identifier(schema), sql.Identifier(role)
+            )
+        )
     role_dsn = _dsn_for(own_pg, role, "postgres")
     try:
         trio.run(lambda: delta.migrate(role_dsn, schema=schema))
@@ -241,6 +270,5 @@ def test_the_owner_of_a_pre_created_schema_can_migrate_it(own_pg: OwnServer) -> 
         trio.run(_one_task_synced, role_dsn, schema)
     finally:
         with psycopg.connect(own_pg.dsn, autocommit=True) as conn:
-            conn.execute(sql.SQL("drop schema if exists {} cascade").format(
-                sql.Identifier(schema)))
+            conn.execute(sql.SQL("drop schema if exists {} cascade").format(sql.Identifier(schema)))
             conn.execute(sql.SQL("drop role {}").format(sql.Identifier(role)))

@@ -54,8 +54,12 @@ def read_only_dsn(pg_dsn: str) -> Iterator[str]:
     dsn = make_conninfo(pg_dsn, dbname=name)
     try:
         trio.run(lambda: delta.migrate(dsn, schema="delta"))
-        sql(dsn, pgsql.SQL("alter database {} set default_transaction_read_only = on").format(
-            pgsql.Identifier(name)))
+        sql(
+            dsn,
+            pgsql.SQL("alter database {} set default_transaction_read_only = on").format(
+                pgsql.Identifier(name)
+            ),
+        )
         yield dsn
     finally:
         sql(pg_dsn, pgsql.SQL("drop database {} with (force)").format(pgsql.Identifier(name)))
@@ -84,8 +88,11 @@ async def test_a_locked_controllers_row_does_not_hold_up_start(
         before = await first.get_informer(Thing.kind)
         assert before is not None
     with psycopg.connect(pg_dsn) as holder:
-        holder.execute(pgsql.SQL("select * from {}.controllers for update").format(
-            pgsql.Identifier(config.schema)))
+        holder.execute(
+            pgsql.SQL("select * from {}.controllers for update").format(
+                pgsql.Identifier(config.schema)
+            )
+        )
         started = time.monotonic()
         with trio.fail_after(5):
             async with delta.open_delta_client(pg_dsn, cs, config=config) as client:
@@ -107,5 +114,8 @@ async def _synced(client: delta.Client, name: str) -> bool:
 
 async def _informed_after(client: delta.Client, after: datetime | None) -> bool:
     state = await client.get_informer(Thing.kind)
-    return state is not None and state.last_run_at is not None and (
-        after is None or state.last_run_at > after)
+    return (
+        state is not None
+        and state.last_run_at is not None
+        and (after is None or state.last_run_at > after)
+    )

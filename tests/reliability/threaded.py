@@ -20,8 +20,13 @@ R = TypeVar("R")
 
 
 class ClientThread:
-    def __init__(self, dsn: str, controllers: delta.Controllers, config: delta.Config,
-                 namespaces: Mapping[str, delta.NamespaceConfig] | None = None) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        controllers: delta.Controllers,
+        config: delta.Config,
+        namespaces: Mapping[str, delta.NamespaceConfig] | None = None,
+    ) -> None:
         self._dsn = dsn
         self._controllers = controllers
         self._config = config
@@ -43,9 +48,9 @@ class ClientThread:
 
     async def _main(self) -> None:
         self._stop = trio.Event()
-        async with delta.open_delta_client(self._dsn, self._controllers,
-                                           namespaces=self._namespaces,
-                                           config=self._config) as client:
+        async with delta.open_delta_client(
+            self._dsn, self._controllers, namespaces=self._namespaces, config=self._config
+        ) as client:
             self.client = client
             self._token = trio.lowlevel.current_trio_token()
             self._ready.set()

@@ -31,36 +31,70 @@ def column_names() -> list[str]:
 def test_row_from_columns_reads_each_column_into_its_field() -> None:
     names = column_names()
     values = {
-        "id": 7, "kind": "kind-x", "object_id": "oid-x", "namespace": "ns-x",
-        "state": "pending", "attempt": 2, "max_attempts": 9, "object": '{"a":1}',
-        "hash": b"hash", "metadata": '{"m": 1}', "tags": ["t1", "t2"],
-        "errors": json.dumps([{"at": T0.isoformat(), "attempt": 1, "error": "E",
-                               "trace": "tb"}]),
-        "created_at": T0, "updated_at": T0 + timedelta(seconds=1),
-        "scheduled_at": T0 + timedelta(seconds=2), "attempted_at": T0 + timedelta(seconds=3),
-        "attempted_by": "client-x", "synced_at": T0 + timedelta(seconds=4),
+        "id": 7,
+        "kind": "kind-x",
+        "object_id": "oid-x",
+        "namespace": "ns-x",
+        "state": "pending",
+        "attempt": 2,
+        "max_attempts": 9,
+        "object": '{"a":1}',
+        "hash": b"hash",
+        "metadata": '{"m": 1}',
+        "tags": ["t1", "t2"],
+        "errors": json.dumps([{"at": T0.isoformat(), "attempt": 1, "error": "E", "trace": "tb"}]),
+        "created_at": T0,
+        "updated_at": T0 + timedelta(seconds=1),
+        "scheduled_at": T0 + timedelta(seconds=2),
+        "attempted_at": T0 + timedelta(seconds=3),
+        "attempted_by": "client-x",
+        "synced_at": T0 + timedelta(seconds=4),
     }
     assert sorted(names) == sorted(values)
     row = row_from_columns(tuple(values[n] for n in names))
     assert row == ResourceRow(
-        id=7, kind="kind-x", object_id="oid-x", namespace="ns-x",
-        state=ResourceState.PENDING, attempt=2, max_attempts=9, encoded_object=b'{"a":1}',
-        hash=b"hash", metadata={"m": 1}, tags=("t1", "t2"),
+        id=7,
+        kind="kind-x",
+        object_id="oid-x",
+        namespace="ns-x",
+        state=ResourceState.PENDING,
+        attempt=2,
+        max_attempts=9,
+        encoded_object=b'{"a":1}',
+        hash=b"hash",
+        metadata={"m": 1},
+        tags=("t1", "t2"),
         errors=(AttemptError(at=T0, attempt=1, error="E", trace="tb"),),
-        created_at=T0, updated_at=T0 + timedelta(seconds=1),
-        scheduled_at=T0 + timedelta(seconds=2), attempted_at=T0 + timedelta(seconds=3),
-        attempted_by="client-x", synced_at=T0 + timedelta(seconds=4),
+        created_at=T0,
+        updated_at=T0 + timedelta(seconds=1),
+        scheduled_at=T0 + timedelta(seconds=2),
+        attempted_at=T0 + timedelta(seconds=3),
+        attempted_by="client-x",
+        synced_at=T0 + timedelta(seconds=4),
     )
 
 
 def test_memory_snapshots_copy_every_field_by_name() -> None:
     # Every field a distinct value, so a swap of two neighbours shows.
     row: ResourceRow[object] = ResourceRow(
-        id=1, kind="k", object_id="o", namespace="n", state=ResourceState.PENDING,
-        attempt=3, max_attempts=4, encoded_object=b"{}", hash=b"h", metadata={"x": 1},
-        tags=("t",), errors=(), created_at=T0, updated_at=T0 + timedelta(seconds=1),
-        scheduled_at=T0 + timedelta(seconds=2), attempted_at=T0 + timedelta(seconds=3),
-        attempted_by="me", synced_at=T0 + timedelta(seconds=4),
+        id=1,
+        kind="k",
+        object_id="o",
+        namespace="n",
+        state=ResourceState.PENDING,
+        attempt=3,
+        max_attempts=4,
+        encoded_object=b"{}",
+        hash=b"h",
+        metadata={"x": 1},
+        tags=("t",),
+        errors=(),
+        created_at=T0,
+        updated_at=T0 + timedelta(seconds=1),
+        scheduled_at=T0 + timedelta(seconds=2),
+        attempted_at=T0 + timedelta(seconds=3),
+        attempted_by="me",
+        synced_at=T0 + timedelta(seconds=4),
     )
     snapshot = StoredRow(row, b'{"x": 1}').snapshot()
     for field in dataclasses.fields(ResourceRow):
@@ -70,8 +104,25 @@ def test_memory_snapshots_copy_every_field_by_name() -> None:
 
 def test_object_decodes_once_on_first_use() -> None:
     row: ResourceRow[object] = ResourceRow(
-        1, "k", "o", "n", ResourceState.SYNCED, 1, 1, b'{"a": [1]}', b"h", {}, (), (),
-        T0, T0, T0, None, None, None)
+        1,
+        "k",
+        "o",
+        "n",
+        ResourceState.SYNCED,
+        1,
+        1,
+        b'{"a": [1]}',
+        b"h",
+        {},
+        (),
+        (),
+        T0,
+        T0,
+        T0,
+        None,
+        None,
+        None,
+    )
     assert row.object == {"a": [1]}
     assert row.object is row.object
 
@@ -79,9 +130,21 @@ def test_object_decodes_once_on_first_use() -> None:
 def test_empty_metadata_and_errors_are_read_without_decoding() -> None:
     names = column_names()
     row = dict.fromkeys(names) | {
-        "id": 1, "kind": "k", "object_id": "o", "namespace": "n", "state": "no-such-state",
-        "attempt": 0, "max_attempts": 1, "object": "{}", "hash": b"", "metadata": "{}",
-        "tags": [], "errors": "[]", "created_at": T0, "updated_at": T0, "scheduled_at": T0,
+        "id": 1,
+        "kind": "k",
+        "object_id": "o",
+        "namespace": "n",
+        "state": "no-such-state",
+        "attempt": 0,
+        "max_attempts": 1,
+        "object": "{}",
+        "hash": b"",
+        "metadata": "{}",
+        "tags": [],
+        "errors": "[]",
+        "created_at": T0,
+        "updated_at": T0,
+        "scheduled_at": T0,
     }
     read = row_from_columns(tuple(row[n] for n in names))
     assert read.metadata == {}
@@ -91,7 +154,9 @@ def test_empty_metadata_and_errors_are_read_without_decoding() -> None:
 
 def test_json_from_the_database_loads_like_the_standard_library() -> None:
     assert load_json(b'{"a": [1, 2.5, null, true], "b": "\\u00e9"}') == {
-        "a": [1, 2.5, None, True], "b": "\u00e9"}
+        "a": [1, 2.5, None, True],
+        "b": "\u00e9",
+    }
     # Postgres' json type keeps these; msgspec refuses them: the fallback reads them.
     assert load_json(b"[1e400]") == [float("inf")]
     assert load_json(b'["\\ud800"]') == ["\ud800"]

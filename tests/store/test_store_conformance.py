@@ -113,8 +113,9 @@ async def lock_bounded_store(
             yield memory
         return
     await delta.migrate(dsn, schema=schema)
-    async with open_postgres_store(dsn, schema=schema, pool_size=4,
-                                   lock_timeout=lock_timeout) as pg:
+    async with open_postgres_store(
+        dsn, schema=schema, pool_size=4, lock_timeout=lock_timeout
+    ) as pg:
         yield pg
 
 
@@ -212,8 +213,9 @@ def error(rec: ResourceRow[Any], now: datetime, text: str = "boom") -> AttemptEr
     return AttemptError(at=now, attempt=rec.attempt, error=text, trace="Traceback ...")
 
 
-async def complete(store: Store, outcomes: list[Outcome], *, now: datetime,
-                   client_id: str) -> list[AppliedOutcome]:
+async def complete(
+    store: Store, outcomes: list[Outcome], *, now: datetime, client_id: str
+) -> list[AppliedOutcome]:
     """The outcomes that applied, where no row is held by a transaction."""
     done = await store.queue.complete(outcomes, now=now, client_id=client_id)
     assert done.locked == []
@@ -221,7 +223,8 @@ async def complete(store: Store, outcomes: list[Outcome], *, now: datetime,
 
 
 async def fail(store: Store, rec: ResourceRow[Any], now: datetime, retry_at: datetime) -> None:
-    (applied,) = await complete(store,
+    (applied,) = await complete(
+        store,
         [outcome(rec, OutcomeKind.FAILED, error=error(rec, now), retry_at=retry_at)],
         now=now,
         client_id=CLIENT,
@@ -480,7 +483,8 @@ async def test_claim_only_takes_claimable_states(store: Store) -> None:
     )
     recs = {r.object_id: r for r in await claim(store, at(1), limit=5)}
     assert set(recs) == {"synced", "failed", "degraded", "deleted", "pending"}
-    await complete(store,
+    await complete(
+        store,
         [
             outcome(recs["synced"], OutcomeKind.SYNCED),
             outcome(
@@ -579,8 +583,8 @@ async def test_claim_results_are_ordered_across_requests(store: Store) -> None:
 async def test_synced_outcome_marks_row_synced(store: Store) -> None:
     await upsert(store, [prep(Item("a"))], now=at(0))
     rec = await claim_one(store, at(1))
-    (applied,) = await complete(store,
-        [outcome(rec, OutcomeKind.SYNCED)], now=at(3), client_id=CLIENT
+    (applied,) = await complete(
+        store, [outcome(rec, OutcomeKind.SYNCED)], now=at(3), client_id=CLIENT
     )
     assert (applied.id, applied.state, applied.attempt) == (rec.id, S.SYNCED, 1)
     assert (applied.scheduled_at, applied.synced_at) == (at(0), at(3))
@@ -593,8 +597,11 @@ async def test_failed_outcome_records_error_and_retries_at_retry_at(store: Store
     await upsert(store, [prep(Item("a"))], now=at(0))
     rec = await claim_one(store, at(1))
     err = error(rec, at(2))
-    (applied,) = await complete(store,
-        [outcome(rec, OutcomeKind.FAILED, error=err, retry_at=at(7))], now=at(2), client_id=CLIENT
+    (applied,) = await complete(
+        store,
+        [outcome(rec, OutcomeKind.FAILED, error=err, retry_at=at(7))],
+        now=at(2),
+        client_id=CLIENT,
     )
     assert (applied.state, applied.attempt, applied.scheduled_at, applied.synced_at) == (
         S.FAILED,
@@ -608,7 +615,8 @@ async def test_failed_outcome_records_error_and_retries_at_retry_at(store: Store
     again = await claim_one(store, at(7))
     assert (again.attempt, again.errors) == (2, (err,))
     err2 = error(again, at(8), "again")
-    await complete(store,
+    await complete(
+        store,
         [outcome(again, OutcomeKind.FAILED, error=err2, retry_at=at(9))],
         now=at(8),
         client_id=CLIENT,
@@ -630,8 +638,8 @@ async def test_degraded_outcome_records_error_and_is_not_claimable(store: Store)
     await upsert(store, [prep(Item("a"))], now=at(0))
     rec = await claim_one(store, at(1))
     err = error(rec, at(2), "out of attempts")
-    (applied,) = await complete(store,
-        [outcome(rec, OutcomeKind.DEGRADED, error=err)], now=at(2), client_id=CLIENT
+    (applied,) = await complete(
+        store, [outcome(rec, OutcomeKind.DEGRADED, error=err)], now=at(2), client_id=CLIENT
     )
     assert (applied.state, applied.attempt, applied.scheduled_at) == (S.DEGRADED, 1, at(0))
     assert (await get(store, "a")).errors == (err,)
@@ -642,8 +650,8 @@ async def test_degraded_outcome_records_error_and_is_not_claimable(store: Store)
 async def test_deleted_outcome_marks_row_deleted(store: Store) -> None:
     await upsert(store, [prep(Item("a"))], now=at(0))
     rec = await claim_one(store, at(1))
-    (applied,) = await complete(store,
-        [outcome(rec, OutcomeKind.DELETED)], now=at(2), client_id=CLIENT
+    (applied,) = await complete(
+        store, [outcome(rec, OutcomeKind.DELETED)], now=at(2), client_id=CLIENT
     )
     assert (applied.state, applied.attempt, applied.synced_at) == (S.DELETED, 1, None)
     assert (await get(store, "a")).state is S.DELETED
@@ -655,8 +663,8 @@ async def test_handback_restores_the_attempt_and_schedules_at_now(store: Store) 
     rec = await claim_one(store, at(1))
     await fail(store, rec, at(2), retry_at=at(3))
     rec = await claim_one(store, at(4))
-    (applied,) = await complete(store,
-        [outcome(rec, OutcomeKind.HANDBACK)], now=at(5), client_id=CLIENT
+    (applied,) = await complete(
+        store, [outcome(rec, OutcomeKind.HANDBACK)], now=at(5), client_id=CLIENT
     )
     assert (applied.state, applied.attempt, applied.scheduled_at) == (S.SCHEDULED, 1, at(5))
     row = await get(store, "a")
@@ -696,16 +704,14 @@ async def test_guard_rejects_stale_attempt_other_client_and_finished_rows(store:
     assert await get(store, "a") == before
     assert (
         len(
-            await complete(store,
-                [outcome(current, OutcomeKind.SYNCED)], now=at(5), client_id=CLIENT
+            await complete(
+                store, [outcome(current, OutcomeKind.SYNCED)], now=at(5), client_id=CLIENT
             )
         )
         == 1
     )
     assert (
-        await complete(store,
-            [outcome(current, OutcomeKind.DELETED)], now=at(6), client_id=CLIENT
-        )
+        await complete(store, [outcome(current, OutcomeKind.DELETED)], now=at(6), client_id=CLIENT)
         == []
     )
     assert (await get(store, "a")).state is S.SYNCED
@@ -717,8 +723,7 @@ async def test_outcome_of_an_earlier_claim_is_rejected(store: Store) -> None:
     await fail(store, old, at(2), retry_at=at(3))
     new = await claim_one(store, at(3))
     assert (
-        await complete(store, [outcome(old, OutcomeKind.SYNCED)], now=at(4), client_id=CLIENT)
-        == []
+        await complete(store, [outcome(old, OutcomeKind.SYNCED)], now=at(4), client_id=CLIENT) == []
     )
     assert (await get(store, "a")).state is S.PENDING
     assert new.attempt == 2
@@ -727,7 +732,8 @@ async def test_outcome_of_an_earlier_claim_is_rejected(store: Store) -> None:
 async def test_complete_applies_a_batch_and_reports_only_what_applied(store: Store) -> None:
     await upsert(store, [prep(Item(k)) for k in "abc"], now=at(0))
     a, b, c = await claim(store, at(1))
-    applied = await complete(store,
+    applied = await complete(
+        store,
         [
             outcome(a, OutcomeKind.SYNCED),
             Outcome(b.id, 7, b.hash, OutcomeKind.SYNCED),
@@ -755,9 +761,7 @@ async def test_outcome_after_object_changed_reschedules_at_now_with_attempt_zero
         extra["error"] = error(rec, at(3))
     if kind is OutcomeKind.FAILED:
         extra["retry_at"] = at(50)
-    (applied,) = await complete(store,
-        [outcome(rec, kind, **extra)], now=at(3), client_id=CLIENT
-    )
+    (applied,) = await complete(store, [outcome(rec, kind, **extra)], now=at(3), client_id=CLIENT)
     assert (applied.state, applied.attempt, applied.scheduled_at, applied.synced_at) == (
         S.SCHEDULED,
         0,
@@ -789,8 +793,8 @@ async def test_handback_after_object_changed_still_restores_the_attempt(store: S
     await fail(store, rec, at(2), retry_at=at(3))
     rec = await claim_one(store, at(3))
     await upsert(store, [prep(Item("a", 2))], now=at(4))
-    (applied,) = await complete(store,
-        [outcome(rec, OutcomeKind.HANDBACK)], now=at(5), client_id=CLIENT
+    (applied,) = await complete(
+        store, [outcome(rec, OutcomeKind.HANDBACK)], now=at(5), client_id=CLIENT
     )
     assert (applied.state, applied.attempt, applied.scheduled_at) == (S.SCHEDULED, 1, at(5))
     assert len((await get(store, "a")).errors) == 1
@@ -936,17 +940,18 @@ async def test_outcomes_for_rows_held_by_a_transaction_are_skipped_and_reported(
         async with store.queue.transaction() as tx:
             await upsert(store, [prep(Item("b", 2))], now=at(2), tx=tx)
             done = await store.queue.complete(
-                [outcome(r, OutcomeKind.SYNCED) for r in (a, b, c)], now=at(3),
-                client_id=CLIENT)
+                [outcome(r, OutcomeKind.SYNCED) for r in (a, b, c)], now=at(3), client_id=CLIENT
+            )
             assert sorted(x.id for x in done.applied) == [a.id, c.id]
             assert done.locked == [b.id]
             assert (await get(store, "b")).state is S.PENDING
     # Once the transaction is over, the same outcome applies, and sees the
     # change committed meanwhile: rescheduled for the new version.
-    done = await store.queue.complete([outcome(b, OutcomeKind.SYNCED)], now=at(4),
-                                      client_id=CLIENT)
+    done = await store.queue.complete([outcome(b, OutcomeKind.SYNCED)], now=at(4), client_id=CLIENT)
     assert ([(x.id, x.state, x.attempt) for x in done.applied], done.locked) == (
-        [(b.id, S.SCHEDULED, 0)], [])
+        [(b.id, S.SCHEDULED, 0)],
+        [],
+    )
 
 
 async def test_a_held_row_is_reported_even_when_its_outcome_would_not_apply(
@@ -960,11 +965,13 @@ async def test_a_held_row_is_reported_even_when_its_outcome_would_not_apply(
     with trio.fail_after(5):  # skipped, never waited for
         async with store.queue.transaction() as tx:
             await upsert(store, [prep(Item("a", 2))], now=at(2), tx=tx)
-            done = await store.queue.complete([outcome(rec, OutcomeKind.SYNCED), ghost],
-                                              now=at(3), client_id="client-b")
+            done = await store.queue.complete(
+                [outcome(rec, OutcomeKind.SYNCED), ghost], now=at(3), client_id="client-b"
+            )
             assert (done.applied, done.locked) == ([], [rec.id])
-    done = await store.queue.complete([outcome(rec, OutcomeKind.SYNCED)], now=at(4),
-                                      client_id="client-b")
+    done = await store.queue.complete(
+        [outcome(rec, OutcomeKind.SYNCED)], now=at(4), client_id="client-b"
+    )
     assert (done.applied, done.locked) == ([], [])
 
 
@@ -997,8 +1004,9 @@ async def test_a_quiet_batch_gives_up_naming_the_held_row(
         async with store.queue.transaction() as tx:
             await upsert(store, [prep(Item("b", 2))], now=at(1), tx=tx)
             with trio.fail_after(5), pytest.raises(delta.LockTimeoutError) as caught:
-                await store.queue.upsert_quiet([prep(Item(k, 3)) for k in "abc"],
-                                               UpsertParams(at(2)))
+                await store.queue.upsert_quiet(
+                    [prep(Item(k, 3)) for k in "abc"], UpsertParams(at(2))
+                )
             assert (caught.value.kind, caught.value.object_id) == ("item", "b")
         assert [decoded(await get(store, k))["value"] for k in "abc"] == [1, 2, 1]
 
@@ -1095,9 +1103,7 @@ async def test_listener_wakes_on_handback(store: Store) -> None:
     await upsert(store, [prep(Item("a"), namespace="alpha")], now=at(0))
     rec = await claim_one(store, at(1), namespace="alpha")
     async with store.queue.listen() as listener:
-        await complete(store,
-            [outcome(rec, OutcomeKind.HANDBACK)], now=at(2), client_id=CLIENT
-        )
+        await complete(store, [outcome(rec, OutcomeKind.HANDBACK)], now=at(2), client_id=CLIENT)
         assert await next_payload(listener) == "alpha"
 
 
@@ -1168,7 +1174,8 @@ async def mixed_rows(store: Store) -> None:
         await upsert(store, [prep(Item(key), max_attempts=attempts)], now=at(3))
         rec = await claim_one(store, at(4))
         kind = OutcomeKind.FAILED if attempts > 1 else OutcomeKind.DEGRADED
-        await complete(store,
+        await complete(
+            store,
             [
                 outcome(
                     rec, kind, error=error(rec, at(4)), retry_at=at(100) if attempts > 1 else None
@@ -1495,9 +1502,7 @@ async def test_expire_turns_old_synced_rows_of_a_namespace_claimable(store: Stor
     for i, key in enumerate("abc"):
         await upsert(store, [prep(Item(key))], now=at(0))
         rec = await claim_one(store, at(1))
-        await complete(store,
-            [outcome(rec, OutcomeKind.SYNCED)], now=at(4 - i), client_id=CLIENT
-        )
+        await complete(store, [outcome(rec, OutcomeKind.SYNCED)], now=at(4 - i), client_id=CLIENT)
     await synced_row(store, prep(Item("other"), namespace="other"))
     assert await store.control.expire("default", now=at(10), synced_before=at(4), limit=1) == 1
     assert [(await get(store, k)).state for k in "abc"] == [S.SYNCED, S.SYNCED, S.EXPIRED]
@@ -1518,8 +1523,8 @@ async def test_clean_deletes_old_rows_of_one_state_and_namespace(store: Store) -
         store, [prep(Item(k)) for k in "abcd"] + [prep(Item("o"), namespace="other")], now=at(0)
     )
     recs = await claim(store, at(1), limit=3)
-    await complete(store,
-        [outcome(r, OutcomeKind.DELETED) for r in recs], now=at(2), client_id=CLIENT
+    await complete(
+        store, [outcome(r, OutcomeKind.DELETED) for r in recs], now=at(2), client_id=CLIENT
     )
     await upsert(store, [prep(Item("o"), namespace="other")], now=at(3))
     assert await store.control.clean("default", S.DELETED, updated_before=at(2), limit=10) == 0
@@ -1530,9 +1535,7 @@ async def test_clean_deletes_old_rows_of_one_state_and_namespace(store: Store) -
         "o",
     ]
     assert (
-        await complete(store,
-            [outcome(recs[0], OutcomeKind.SYNCED)], now=at(4), client_id=CLIENT
-        )
+        await complete(store, [outcome(recs[0], OutcomeKind.SYNCED)], now=at(4), client_id=CLIENT)
         == []
     )
     # A cleaned row comes back as a new one, with a new id.

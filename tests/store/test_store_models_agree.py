@@ -272,8 +272,10 @@ def norm_upserts(results: list[UpsertResult]) -> list[Any]:
 
 
 def norm_applied(done: Completed) -> list[Any]:
-    return sorted([(a.id, a.state, a.attempt, a.scheduled_at, a.synced_at)
-                   for a in done.applied] + [(row_id, "locked") for row_id in done.locked])
+    return sorted(
+        [(a.id, a.state, a.attempt, a.scheduled_at, a.synced_at) for a in done.applied]
+        + [(row_id, "locked") for row_id in done.locked]
+    )
 
 
 @dataclass

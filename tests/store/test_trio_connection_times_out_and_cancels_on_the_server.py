@@ -174,8 +174,10 @@ async def test_notifications_wait_ends_cancelled_or_notified(
 
 
 async def test_autocommit_is_set_without_opening_a_transaction(pg_dsn: str) -> None:
-    for autocommit, status in [(True, pq.TransactionStatus.IDLE),
-                               (False, pq.TransactionStatus.INTRANS)]:
+    for autocommit, status in [
+        (True, pq.TransactionStatus.IDLE),
+        (False, pq.TransactionStatus.INTRANS),
+    ]:
         conn = await connect(pg_dsn, autocommit=autocommit)
         try:
             assert conn.autocommit is autocommit
@@ -187,12 +189,18 @@ async def test_autocommit_is_set_without_opening_a_transaction(pg_dsn: str) -> N
 
 
 def run_python(code: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=60, env=os.environ.copy())
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=os.environ.copy(),
+    )
 
 
 def test_psycopg_whose_wait_changed_shape_is_refused_at_import() -> None:
-    proc = run_python(textwrap.dedent("""
+    proc = run_python(
+        textwrap.dedent("""
         import psycopg
 
         async def wait(self, gen, *, deadline=None):
@@ -200,7 +208,8 @@ def test_psycopg_whose_wait_changed_shape_is_refused_at_import() -> None:
 
         psycopg.AsyncConnection.wait = wait
         import trio_delta
-    """))
+    """)
+    )
     assert proc.returncode != 0
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("ImportError: trio_delta needs psycopg >=3.2.1,<3.4"), last
@@ -209,7 +218,8 @@ def test_psycopg_whose_wait_changed_shape_is_refused_at_import() -> None:
 
 
 def test_importing_trio_delta_patches_nothing() -> None:
-    proc = run_python(textwrap.dedent("""
+    proc = run_python(
+        textwrap.dedent("""
         import asyncio
         import asyncio.events
         import sys
@@ -234,13 +244,15 @@ def test_importing_trio_delta_patches_nothing() -> None:
         assert "trio_asyncio" not in sys.modules
         assert "psycopg_pool" not in sys.modules
         print("untouched")
-    """))
+    """)
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "untouched"
 
 
 def test_trio_asyncio_driver_patches_only_once_opened(pg_dsn: str) -> None:
-    proc = run_python(textwrap.dedent(f"""
+    proc = run_python(
+        textwrap.dedent(f"""
         import asyncio
         import asyncio.events
         import sys
@@ -270,7 +282,8 @@ def test_trio_asyncio_driver_patches_only_once_opened(pg_dsn: str) -> None:
             if hasattr(psycopg.waiting, name):
                 assert getattr(psycopg.waiting, name) is getattr(asyncio, name)
         print("patched when used")
-    """))
+    """)
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "patched when used"
 
@@ -283,7 +296,8 @@ def test_supported_range_is_the_one_pinned() -> None:
 
 def test_trio_asyncio_driver_that_cannot_load_says_why() -> None:
     # As on Python 3.14, where trio-asyncio 0.16 fails to import.
-    proc = run_python(textwrap.dedent("""
+    proc = run_python(
+        textwrap.dedent("""
         import sys
 
         import trio
@@ -299,7 +313,8 @@ def test_trio_asyncio_driver_that_cannot_load_says_why() -> None:
             trio.run(main)
         except ImportError as exc:
             print(exc)
-    """))
+    """)
+    )
     assert proc.returncode == 0, proc.stderr
     expected = "the trio-asyncio driver cannot load trio_asyncio on Python 3."
     assert proc.stdout.startswith(expected), proc.stdout

@@ -22,7 +22,8 @@ def test_repr_and_pickle_use_the_public_path() -> None:
     assert repr(delta.ResourceState.SYNCED) == "<ResourceState.SYNCED: 'synced'>"
     assert delta.Config.__module__ == "trio_delta"
     assert pickle.loads(pickle.dumps(delta.InformOpts(namespace="x"))) == delta.InformOpts(
-        namespace="x")
+        namespace="x"
+    )
     assert trio_delta.testing.TestClient.__module__ == "trio_delta.testing"
 
 

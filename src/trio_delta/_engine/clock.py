@@ -51,8 +51,11 @@ class Clock:
             self._anchor = database_now
             self._t0 = trio.current_time()
             self.resyncs += 1
-            log.warning("this client's clock was %.1fs %s the database's; re-anchored",
-                        abs(drift), "behind" if drift > 0 else "ahead of")
+            log.warning(
+                "this client's clock was %.1fs %s the database's; re-anchored",
+                abs(drift),
+                "behind" if drift > 0 else "ahead of",
+            )
         return drift
 
 

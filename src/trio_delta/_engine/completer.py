@@ -124,8 +124,9 @@ class Completer:
                 )
                 break
             except StoreError as exc:
-                storm.warning("writing %d outcomes failed, retrying in %.2fs: %s",
-                            len(batch), delay, exc)
+                storm.warning(
+                    "writing %d outcomes failed, retrying in %.2fs: %s", len(batch), delay, exc
+                )
                 await trio.sleep(delay)
                 delay = min(delay * 2, 5.0)
         self.written += len(done.applied)
@@ -142,7 +143,10 @@ class Completer:
                     log.info(
                         "outcome %s for %s %r attempt %d not applied: the claim was lost "
                         "(rescued or handed back meanwhile)",
-                        o.kind.value, c.resource.kind, c.resource.object_id, o.attempt,
+                        o.kind.value,
+                        c.resource.kind,
+                        c.resource.object_id,
+                        o.attempt,
                     )
         for a in done.applied:
             self._release(a.id)
@@ -154,8 +158,9 @@ class Completer:
         now = trio.current_time()
         held = self._held.get(outcome.id)
         if held is None:
-            held = self._held[outcome.id] = _Held(outcome, completion, since=now, retry_at=now,
-                                                  delay=HELD_RETRY_FIRST)
+            held = self._held[outcome.id] = _Held(
+                outcome, completion, since=now, retry_at=now, delay=HELD_RETRY_FIRST
+            )
         else:
             held.delay = min(held.delay * 2, HELD_RETRY_MAX)
         held.retry_at = now + held.delay
@@ -166,7 +171,10 @@ class Completer:
             log.warning(
                 "%s %r has been locked by another transaction for %.1fs: its %s outcome "
                 "waits (other outcomes are written meanwhile) and is retried until the "
-                "lock is released", resource.kind, resource.object_id, waited,
+                "lock is released",
+                resource.kind,
+                resource.object_id,
+                waited,
                 outcome.kind.value,
             )
 
@@ -174,13 +182,18 @@ class Completer:
         held = self._held.pop(row_id, None)
         if held is not None and held.reported:
             resource = held.completion.resource
-            log.info("%s %r: the lock was released; its %s outcome was written after "
-                     "waiting %.1fs", resource.kind, resource.object_id,
-                     held.outcome.kind.value, trio.current_time() - held.since)
+            log.info(
+                "%s %r: the lock was released; its %s outcome was written after waiting %.1fs",
+                resource.kind,
+                resource.object_id,
+                held.outcome.kind.value,
+                trio.current_time() - held.since,
+            )
 
 
-def applied_row(outcome: Outcome, completion: Completion, applied: AppliedOutcome
-                ) -> ResourceRow[Any]:
+def applied_row(
+    outcome: Outcome, completion: Completion, applied: AppliedOutcome
+) -> ResourceRow[Any]:
     """The claimed resource's row as it is after ``applied``."""
     resource = completion.resource
     errors = resource.errors

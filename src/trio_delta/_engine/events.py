@@ -92,5 +92,4 @@ class EventHub:
             self._subscriptions.discard(sub)
             sub._close()  # pyright: ignore[reportPrivateUsage]
             if sub.dropped:
-                log.warning("a subscriber dropped %d events (buffer %d)", sub.dropped,
-                            self._buffer)
+                log.warning("a subscriber dropped %d events (buffer %d)", sub.dropped, self._buffer)

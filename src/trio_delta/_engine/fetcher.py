@@ -59,15 +59,14 @@ class Fetcher:
         self._slots = slots
         self._kinds = ctx.controllers.kinds()
         # No poll where nothing can be missed: every wake-up reaches us.
-        self._poll_interval = (math.inf if ctx.store.notifications_reliable
-                               else ctx.config.poll_interval)
+        self._poll_interval = (
+            math.inf if ctx.store.notifications_reliable else ctx.config.poll_interval
+        )
         self._wakes = [trio.Event() for _ in range(concurrent_claims)]
         # One claim takes at most its share of a namespace's workers, so
         # that when all of them free up at once (short work), the claims
         # split them and run side by side instead of one taking everything.
-        self._shares = {
-            ns: -(-pool.max_workers // concurrent_claims) for ns, pool in pools.items()
-        }
+        self._shares = {ns: -(-pool.max_workers // concurrent_claims) for ns, pool in pools.items()}
         self._next_due = math.inf  # trio time of the earliest known scheduled_at
         self._fetching = 0  # claim loops between reserving slots and returning
         for pool in pools.values():
@@ -109,7 +108,8 @@ class Fetcher:
     def _worth_a_claim(self) -> bool:
         caps = self._slots.kind_caps()
         return any(caps[k] != 0 for k in self._kinds) and any(
-            self._free_to_claim(namespace) > 0 for namespace in self._pools)
+            self._free_to_claim(namespace) > 0 for namespace in self._pools
+        )
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -165,15 +165,17 @@ class Fetcher:
         finally:
             self._fetching -= 1
 
-    async def _claim(self, i: int, requests: list[ClaimRequest],
-                     kinds: dict[str, int | None]) -> bool:
+    async def _claim(
+        self, i: int, requests: list[ClaimRequest], kinds: dict[str, int | None]
+    ) -> bool:
         self._wakes[i] = trio.Event()  # a wake from now on means "look again"
         wanted = sum(r.limit for r in requests)
         for request in requests:
             self._slots.reserve(request)
         try:
-            resources = await self._queue.claim(requests, now=self._clock.now(),
-                                                client_id=self._client_id)
+            resources = await self._queue.claim(
+                requests, now=self._clock.now(), client_id=self._client_id
+            )
         finally:
             for request in requests:
                 self._slots.unreserve(request)
@@ -186,9 +188,7 @@ class Fetcher:
             # parallelism cap is no reason to look again soon (the end of
             # that kind's work wakes us), and counting it made us claim
             # every LOCKED_RETRY for as long as the cap was reached.
-            nxt = await self._queue.next_scheduled_at(
-                [r.namespace for r in requests], list(kinds)
-            )
+            nxt = await self._queue.next_scheduled_at([r.namespace for r in requests], list(kinds))
             now = trio.current_time()
             if nxt is None:
                 self._next_due = math.inf
@@ -196,7 +196,6 @@ class Fetcher:
                 # Due but not claimed means another client holds it locked
                 # right now: look again shortly rather than spin.
                 due = self._clock.trio_time(nxt)
-                self._next_due = due if due > now else now + min(self._poll_interval,
-                                                                 LOCKED_RETRY)
+                self._next_due = due if due > now else now + min(self._poll_interval, LOCKED_RETRY)
             return True
         return False

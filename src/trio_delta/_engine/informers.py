@@ -137,15 +137,17 @@ class Informers:
             lease_until = now + timedelta(seconds=self._config.inform_timeout + LEASE_GRACE)
             try:
                 claim = await self._control.claim_inform(
-                    InformLease(reg.kind, self._client_id, now, lease_until))
+                    InformLease(reg.kind, self._client_id, now, lease_until)
+                )
                 if claim is not None:
                     await self._run_once(reg, claim)
                     continue
                 deadline = await self._next_check(reg.kind)
                 delay = 0.1
             except StoreError as exc:
-                storm.warning("informer %s: database error, retrying in %.1fs: %s", reg.kind,
-                            delay, exc)
+                storm.warning(
+                    "informer %s: database error, retrying in %.1fs: %s", reg.kind, delay, exc
+                )
                 deadline = trio.current_time() + delay
                 delay = min(delay * 2, 10.0)
             with trio.move_on_at(deadline):
@@ -163,8 +165,11 @@ class Informers:
             return poll
         due = math.inf
         if state.requested_at is not None or state.next_inform_at is not None:
-            due = (self._clock.trio_time(state.next_inform_at)
-                   if state.next_inform_at is not None else trio.current_time())
+            due = (
+                self._clock.trio_time(state.next_inform_at)
+                if state.next_inform_at is not None
+                else trio.current_time()
+            )
             if state.requested_at is not None:
                 due = trio.current_time()
             if state.lease_expires_at is not None:
@@ -199,14 +204,17 @@ class Informers:
                         await reg.controller.inform(self._options(claim), send)
                     except Exception as exc:
                         error = clean_text(describe_exception(exc), MAX_MESSAGE)
-                        log.exception("informer %s failed after %d objects", reg.kind,
-                                      stats.sent)
+                        log.exception("informer %s failed after %d objects", reg.kind, stats.sent)
                     finally:
                         send.close()
                 if timeout.cancelled_caught:
                     error = f"informer timed out after {self._config.inform_timeout:g}s"
-                    log.error("informer %s timed out after %gs (%d objects sent)", reg.kind,
-                              self._config.inform_timeout, stats.sent)
+                    log.error(
+                        "informer %s timed out after %gs (%d objects sent)",
+                        reg.kind,
+                        self._config.inform_timeout,
+                        stats.sent,
+                    )
             completed = True
         except* StoreError as group:
             error = f"writing informed objects failed: {group.exceptions[0]}"
@@ -219,8 +227,14 @@ class Informers:
                 release.deadline = trio.current_time() + 5.0
                 await self._finish(reg, claim, started, stats, error)
 
-    async def _finish(self, reg: Registration, claim: InformClaim, started: datetime,
-                      stats: RunStats, error: str | None) -> None:
+    async def _finish(
+        self,
+        reg: Registration,
+        claim: InformClaim,
+        started: datetime,
+        stats: RunStats,
+        error: str | None,
+    ) -> None:
         interval = self.interval(reg)
         now = self._clock.now()
         next_at = None
@@ -233,19 +247,40 @@ class Informers:
         if error is not None:
             self.failures += 1
         else:
-            log.info("informer %s: %d objects, %d written, %d rejected", reg.kind, stats.sent,
-                     stats.written, stats.rejected)
+            log.info(
+                "informer %s: %d objects, %d written, %d rejected",
+                reg.kind,
+                stats.sent,
+                stats.written,
+                stats.rejected,
+            )
         try:
-            await self._control.finish_inform(InformRunEnd(
-                reg.kind, self._client_id, now, cursor=cursor, reschedule=interval >= 0,
-                next_inform_at=next_at, requested_at=claim.requested_at, error=error,
-            ))
+            await self._control.finish_inform(
+                InformRunEnd(
+                    reg.kind,
+                    self._client_id,
+                    now,
+                    cursor=cursor,
+                    reschedule=interval >= 0,
+                    next_inform_at=next_at,
+                    requested_at=claim.requested_at,
+                    error=error,
+                )
+            )
         except StoreError as exc:
-            log.error("informer %s: could not record the run (the lease expires by itself): %s",
-                      reg.kind, exc)
+            log.error(
+                "informer %s: could not record the run (the lease expires by itself): %s",
+                reg.kind,
+                exc,
+            )
 
-    async def _writer(self, reg: Registration, claim: InformClaim,
-                      receive: trio.MemoryReceiveChannel[Any], stats: RunStats) -> None:
+    async def _writer(
+        self,
+        reg: Registration,
+        claim: InformClaim,
+        receive: trio.MemoryReceiveChannel[Any],
+        stats: RunStats,
+    ) -> None:
         """Two stages, so the next batch is validated and encoded while the
         previous one is in flight to the database."""
         prepared_send, prepared_receive = trio.open_memory_channel[list[PreparedObject]](1)
@@ -290,37 +325,47 @@ class Informers:
         for obj in batch:
             try:
                 if not isinstance(obj, reg.object_type):
-                    raise ObjectError(f"expected {reg.object_type.__name__}, got "
-                                      f"{type(obj).__name__}")
-                item = prepare_object(obj, None,
-                                      default_max_attempts=self._config.max_attempts)
+                    raise ObjectError(
+                        f"expected {reg.object_type.__name__}, got {type(obj).__name__}"
+                    )
+                item = prepare_object(obj, None, default_max_attempts=self._config.max_attempts)
             except ObjectError as exc:
                 stats.rejected += 1
                 log.warning("informer %s: object rejected: %s", reg.kind, exc)
                 continue
-            if item.created_at is not None and (stats.newest is None
-                                                or item.created_at > stats.newest):
+            if item.created_at is not None and (
+                stats.newest is None or item.created_at > stats.newest
+            ):
                 stats.newest = item.created_at
             items.append(item)
         return items
 
-    async def _upsert_stage(self, reg: Registration, claim: InformClaim,
-                            prepared: trio.MemoryReceiveChannel[list[PreparedObject]],
-                            stats: RunStats) -> None:
+    async def _upsert_stage(
+        self,
+        reg: Registration,
+        claim: InformClaim,
+        prepared: trio.MemoryReceiveChannel[list[PreparedObject]],
+        stats: RunStats,
+    ) -> None:
         is_stale = stale_check_for(reg, reg.object_type)
         async with prepared:
             async for items in prepared:
                 delay = 0.1
                 for attempt in range(1, WRITE_ATTEMPTS + 1):
                     try:
-                        await self._queue.upsert_quiet(items, UpsertParams(
-                            self._clock.now(), claim.process_existing, is_stale))
+                        await self._queue.upsert_quiet(
+                            items, UpsertParams(self._clock.now(), claim.process_existing, is_stale)
+                        )
                         break
                     except StoreError as exc:
                         if attempt == WRITE_ATTEMPTS:
                             raise
-                        storm.warning("informer %s: writing %d objects failed, retrying: %s",
-                                    reg.kind, len(items), exc)
+                        storm.warning(
+                            "informer %s: writing %d objects failed, retrying: %s",
+                            reg.kind,
+                            len(items),
+                            exc,
+                        )
                         await trio.sleep(delay)
                         delay *= 4
                 stats.written += len(items)

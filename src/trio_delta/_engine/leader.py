@@ -72,7 +72,9 @@ class LeaderElector:
                     await self._clock_sync.sync(max_age=self._ttl)
                     now = self._clock.now()
                     won = await self._control.elect(
-                        LEADER_NAME, client_id=self._client_id, now=now,
+                        LEADER_NAME,
+                        client_id=self._client_id,
+                        now=now,
                         expires_at=now + timedelta(seconds=self._ttl),
                     )
                 except StoreError as exc:

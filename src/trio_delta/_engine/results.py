@@ -107,8 +107,7 @@ class Judge:
             return Outcome(resource.id, resource.attempt, resource.hash, OutcomeKind.SYNCED)
         error = result.error
         if isinstance(error, ResourceDelete):
-            log.info("%s %r deleted by work: %s", resource.kind, resource.object_id,
-                     error.reason)
+            log.info("%s %r deleted by work: %s", resource.kind, resource.object_id, error.reason)
             return Outcome(resource.id, resource.attempt, resource.hash, OutcomeKind.DELETED)
         return self._failure(resource, error)
 
@@ -118,15 +117,34 @@ class Judge:
         trace = clean_text(format_trace(exc), MAX_TRACE)
         error = AttemptError(at=now, attempt=resource.attempt, error=message, trace=trace)
         if resource.attempt >= resource.max_attempts:
-            log.error("%s %r degraded after %d attempts: %s", resource.kind,
-                      resource.object_id, resource.attempt, message)
-            return Outcome(resource.id, resource.attempt, resource.hash, OutcomeKind.DEGRADED,
-                           error=error)
+            log.error(
+                "%s %r degraded after %d attempts: %s",
+                resource.kind,
+                resource.object_id,
+                resource.attempt,
+                message,
+            )
+            return Outcome(
+                resource.id, resource.attempt, resource.hash, OutcomeKind.DEGRADED, error=error
+            )
         delay = self._retry_delay(resource.attempt)
-        log.warning("%s %r attempt %d/%d failed, retry in %.3gs: %s", resource.kind,
-                    resource.object_id, resource.attempt, resource.max_attempts, delay, message)
-        return Outcome(resource.id, resource.attempt, resource.hash, OutcomeKind.FAILED,
-                       error=error, retry_at=now + timedelta(seconds=delay))
+        log.warning(
+            "%s %r attempt %d/%d failed, retry in %.3gs: %s",
+            resource.kind,
+            resource.object_id,
+            resource.attempt,
+            resource.max_attempts,
+            delay,
+            message,
+        )
+        return Outcome(
+            resource.id,
+            resource.attempt,
+            resource.hash,
+            OutcomeKind.FAILED,
+            error=error,
+            retry_at=now + timedelta(seconds=delay),
+        )
 
     def _retry_delay(self, attempt: int) -> float:
         try:

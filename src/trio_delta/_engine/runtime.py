@@ -95,8 +95,9 @@ class _ServiceHandle:
         self.scope = trio.CancelScope()
         self.done = trio.Event()
 
-    async def run(self, fn: Service, *args: Any,
-                  task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(
+        self, fn: Service, *args: Any, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         try:
             with self.scope:
                 await fn(*args, task_status=task_status)
@@ -118,12 +119,19 @@ class Engine:
         self.slots = Slots({ns: c.max_workers for ns, c in namespaces.items()}, ctx.controllers)
         total_workers = sum(c.max_workers for c in namespaces.values())
         self.completer = Completer(
-            ctx, buffer=max(total_workers, ctx.config.batch_size), on_applied=self._publish,
+            ctx,
+            buffer=max(total_workers, ctx.config.batch_size),
+            on_applied=self._publish,
         )
         self.pools = {
             ns: WorkerPool(
-                ctx, ns, c.max_workers, slots=self.slots, completions=self.completer.send,
-                on_slot_free=self._slot_free, on_fatal=self._work_raised,
+                ctx,
+                ns,
+                c.max_workers,
+                slots=self.slots,
+                completions=self.completer.send,
+                on_slot_free=self._slot_free,
+                on_fatal=self._work_raised,
             )
             for ns, c in namespaces.items()
         }
@@ -173,8 +181,10 @@ class Engine:
         if self.fatal is not None:
             return
         self.fatal = exc
-        log.error("work raised %s: stopping the client, handing running work back",
-                  describe_exception(exc))
+        log.error(
+            "work raised %s: stopping the client, handing running work back",
+            describe_exception(exc),
+        )
         self._stopping = True  # a freed slot must not start another claim
         self.fetcher.stop()
         for pool in self.pools.values():
@@ -188,7 +198,7 @@ class Engine:
             self.fetcher.wake()
             self.elector.wake()
         elif payload.startswith("inform:"):
-            self.informers.wake(payload[len("inform:"):])
+            self.informers.wake(payload[len("inform:") :])
         elif payload.startswith("leader:"):
             self.elector.wake()
         elif payload in self.pools:
@@ -262,9 +272,12 @@ class Engine:
                 await handle.done.wait()
         if self._grace_scope.cancelled_caught:
             in_flight = self.slots.in_flight()
-            log.warning("shutdown grace of %gs over: cancelling %d running work items "
-                        "(handed back) and any informer run", self._config.shutdown_grace,
-                        in_flight)
+            log.warning(
+                "shutdown grace of %gs over: cancelling %d running work items "
+                "(handed back) and any informer run",
+                self._config.shutdown_grace,
+                in_flight,
+            )
             informers.scope.cancel()
             for pool in self.pools.values():
                 pool.force()
@@ -274,8 +287,10 @@ class Engine:
         self.completer.send.close()
         completer = self._handles["completer"]
         if not await self._wait_all([completer], FLUSH_TIMEOUT):
-            log.error("outcomes could not be written within %gs; the rescuer will retry "
-                      "those resources", FLUSH_TIMEOUT)
+            log.error(
+                "outcomes could not be written within %gs; the rescuer will retry those resources",
+                FLUSH_TIMEOUT,
+            )
             completer.scope.cancel()
 
     async def _abandon_stuck_work(self) -> None:
@@ -288,9 +303,12 @@ class Engine:
             stuck += running
             queued += waiting
         if stuck:
-            log.warning("%d running work items ignore cancellation; their rows are handed "
-                        "back and the client waits for them to end: %s", len(stuck),
-                        name_resources(stuck))
+            log.warning(
+                "%d running work items ignore cancellation; their rows are handed "
+                "back and the client waits for them to end: %s",
+                len(stuck),
+                name_resources(stuck),
+            )
         if queued:
             log.warning("%d claimed resources no worker had started are handed back", queued)
 

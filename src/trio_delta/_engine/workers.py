@@ -243,12 +243,16 @@ class WorkerPool:
         if not worker.handed_back:
             return False
         worker.handed_back = False
-        log.info("%s %r: work ended after its row was handed back; its result is dropped",
-                 resource.kind, resource.object_id)
+        log.info(
+            "%s %r: work ended after its row was handed back; its result is dropped",
+            resource.kind,
+            resource.object_id,
+        )
         return True
 
-    async def _finish(self, resource: Resource[Any], result: outcome.Outcome[object] | None
-                      ) -> None:
+    async def _finish(
+        self, resource: Resource[Any], result: outcome.Outcome[object] | None
+    ) -> None:
         self._slots.release(resource.namespace, resource.kind)
         self._on_slot_free()
         completion = Completion(resource, result)
@@ -263,8 +267,11 @@ class WorkerPool:
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             # The stop gave up on writing outcomes (or the completer was
             # cancelled): nothing can record this one now.
-            log.error("%s %r: the outcome writer is gone; the rescuer will retry this "
-                      "resource", resource.kind, resource.object_id)
+            log.error(
+                "%s %r: the outcome writer is gone; the rescuer will retry this resource",
+                resource.kind,
+                resource.object_id,
+            )
 
     def _interrupted(self, failure: BaseException | None) -> outcome.Outcome[object] | None:
         """The result of a work the worker's scope ended, or that raised what

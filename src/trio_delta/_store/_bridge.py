@@ -176,8 +176,13 @@ class Bridge:
         from psycopg_pool import AsyncConnectionPool  # asyncio-only: this driver's alone
 
         pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
-            conninfo, min_size=1, max_size=max_size, open=False, name="trio_delta",
-            configure=_configure_async, kwargs={"autocommit": True},
+            conninfo,
+            min_size=1,
+            max_size=max_size,
+            open=False,
+            name="trio_delta",
+            configure=_configure_async,
+            kwargs={"autocommit": True},
         )
         return pool
 

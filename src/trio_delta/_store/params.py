@@ -33,15 +33,15 @@ def dedupe(items: Sequence[PreparedObject]) -> list[PreparedObject]:
     return list(latest.values())
 
 
-def lock_timeout_error(what: str, held: Sequence[tuple[str, str]], seconds: float | None
-                       ) -> LockTimeoutError:
+def lock_timeout_error(
+    what: str, held: Sequence[tuple[str, str]], seconds: float | None
+) -> LockTimeoutError:
     """The error of ``what`` (an upsert) given up after waiting ``seconds`` for
     rows another transaction holds; ``held``: the (kind, id) of those rows,
     as far as they are known."""
     if held:
         kind, object_id = held[0]
-        rows = f"{kind} {object_id!r}" + (f" (and {len(held) - 1} more)" if len(held) > 1
-                                          else "")
+        rows = f"{kind} {object_id!r}" + (f" (and {len(held) - 1} more)" if len(held) > 1 else "")
     else:
         kind = object_id = None
         rows = "one of its rows"
@@ -49,7 +49,8 @@ def lock_timeout_error(what: str, held: Sequence[tuple[str, str]], seconds: floa
         f"{what} failed: {rows} stayed locked by another transaction for "
         + ("longer than the lock timeout" if seconds is None else f"{seconds:g}s")
         + " (Config.lock_timeout); nothing was written",
-        kind=kind, object_id=object_id,
+        kind=kind,
+        object_id=object_id,
     )
 
 
@@ -96,7 +97,7 @@ class ClaimRequest:
     def plan(self) -> list[tuple[tuple[str, ...], int | None]]:
         """Capped kinds one by one (with their cap), then the uncapped ones."""
         steps: list[tuple[tuple[str, ...], int | None]] = [
-            ((kind, ), cap) for kind, cap in self.kinds.items() if cap is not None and cap > 0
+            ((kind,), cap) for kind, cap in self.kinds.items() if cap is not None and cap > 0
         ]
         uncapped = tuple(kind for kind, cap in self.kinds.items() if cap is None)
         if uncapped:
@@ -276,14 +277,25 @@ class ResourceFilter:
     @property
     def is_everything(self) -> bool:
         return (self.kind, self.namespace, self.states, self.tags, self.object_ids) == (
-            None, None, None, None, None)
+            None,
+            None,
+            None,
+            None,
+            None,
+        )
 
     def narrowed(self, states: tuple[ResourceState, ...]) -> ResourceFilter:
         """This filter, for those of ``states`` it allows."""
-        allowed = states if self.states is None else tuple(s for s in states
-                                                           if s in self.states)
-        return ResourceFilter(self.kind, self.namespace, allowed, self.tags, self.object_ids,
-                              self.after_id, self.limit)
+        allowed = states if self.states is None else tuple(s for s in states if s in self.states)
+        return ResourceFilter(
+            self.kind,
+            self.namespace,
+            allowed,
+            self.tags,
+            self.object_ids,
+            self.after_id,
+            self.limit,
+        )
 
 
 class Change(enum.Enum):

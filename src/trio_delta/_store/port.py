@@ -91,7 +91,9 @@ class QueueStore(Protocol):
     """The resource queue."""
 
     async def upsert(
-        self, items: Sequence[PreparedObject], params: UpsertParams,
+        self,
+        items: Sequence[PreparedObject],
+        params: UpsertParams,
         tx: StoreTransaction | None = None,
     ) -> list[UpsertResult]:
         """Insert or update ``items`` in one transaction (``tx`` if given).
@@ -160,7 +162,11 @@ class ControlStore(Protocol):
         ...
 
     async def request_inform(
-        self, kind: str, *, now: datetime, process_existing: bool,
+        self,
+        kind: str,
+        *,
+        now: datetime,
+        process_existing: bool,
         options: Mapping[str, Any] | None,
     ) -> None:
         """Ask for a run of ``kind``'s informer as soon as possible."""

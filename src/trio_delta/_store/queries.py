@@ -62,11 +62,13 @@ class Queries:
         raw = _raw_blocks()
         fragments = {
             name: sql.SQL(body).format(schema=ident, columns=columns)  # pyright: ignore[reportArgumentType]
-            for (block, name), body in raw.items() if block == "fragment"
+            for (block, name), body in raw.items()
+            if block == "fragment"
         }
         self._composed: dict[str, sql.Composed] = {
             name: sql.SQL(body).format(schema=ident, columns=columns, **fragments)  # pyright: ignore[reportArgumentType]
-            for (block, name), body in raw.items() if block == "name"
+            for (block, name), body in raw.items()
+            if block == "name"
         }
 
     def __getitem__(self, name: str) -> sql.Composed:

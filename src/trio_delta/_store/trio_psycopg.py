@@ -106,7 +106,8 @@ _CANCEL_BOUND = 5.0
 #: that writes outcomes at stop). A connection is opened per pool slot and
 #: lane, a few dozen at most, so this bounds nothing in practice.
 _DRIVER_THREADS: trio.lowlevel.RunVar[trio.CapacityLimiter] = trio.lowlevel.RunVar(
-    "trio_delta_driver_threads")
+    "trio_delta_driver_threads"
+)
 
 
 def _driver_threads() -> trio.CapacityLimiter:
@@ -264,15 +265,18 @@ class TrioConnection(psycopg.AsyncConnection[Any]):
             try:
                 while exchange.live:
                     # PQcancel blocks (a connection of its own): in a thread.
-                    await trio.to_thread.run_sync(cancel.cancel, abandon_on_cancel=True,
-                                                  limiter=_driver_threads())
+                    await trio.to_thread.run_sync(
+                        cancel.cancel, abandon_on_cancel=True, limiter=_driver_threads()
+                    )
                     with trio.move_on_after(_CANCEL_AGAIN):
                         await exchange.run()
             except (psycopg.Error, OSError) as exc:
                 failure = exc  # QueryCanceled, as asked, or the statement's own end
         if self.pgconn.transaction_status == pq.TransactionStatus.ACTIVE:
-            log.warning("an interrupted statement did not end when cancelled (%s): "
-                        "closing its connection", failure or "no answer in time")
+            log.warning(
+                "an interrupted statement did not end when cancelled (%s): closing its connection",
+                failure or "no answer in time",
+            )
             self.pgconn.finish()  # `closed` reads the libpq status: now true
 
 
@@ -311,7 +315,8 @@ async def connect(conninfo: str, *, autocommit: bool) -> TrioConnection:
     except trio.TooSlowError:
         gen.close()  # drops the half-open connection
         raise psycopg.OperationalError(
-            f"connection failed: timeout expired after {timeout:g}s") from None
+            f"connection failed: timeout expired after {timeout:g}s"
+        ) from None
     except BaseException:
         gen.close()
         raise

@@ -41,7 +41,6 @@ def migrations() -> tuple[Migration, ...]:
 LATEST_VERSION = len(migrations())
 
 
-
 def missing_migrations(version: int | None) -> list[Migration]:
     """The migrations a schema at ``version`` (None: no tables) lacks."""
     return [m for m in migrations() if m.version > (version or 0)]
@@ -52,11 +51,13 @@ def check_version(version: int | None, schema: str) -> None:
     at ``version`` (None: no tables) has every migration of this library. A
     schema ahead of the library passes: its extra migrations are a newer
     library's, and they only add."""
-    fix = (f"run `trio-delta migrate --dsn DSN --schema {schema}` "
-           f"or `await trio_delta.migrate(dsn, schema={schema!r})`")
+    fix = (
+        f"run `trio-delta migrate --dsn DSN --schema {schema}` "
+        f"or `await trio_delta.migrate(dsn, schema={schema!r})`"
+    )
     if not version:
         raise NotMigratedError(f"schema {schema!r} has no trio_delta tables: {fix}")
     if version < LATEST_VERSION:
         raise NotMigratedError(
-            f"schema {schema!r} is at version {version}, this library needs "
-            f"{LATEST_VERSION}: {fix}")
+            f"schema {schema!r} is at version {version}, this library needs {LATEST_VERSION}: {fix}"
+        )

@@ -44,13 +44,25 @@ class MaintenanceStats:
     last_run_at: datetime | None = None
 
     def snapshot(self) -> MaintenanceStats:
-        return MaintenanceStats(self.runs, self.rescued, self.expired, Counter(self.cleaned),
-                                self.errors, self.last_run_at)
+        return MaintenanceStats(
+            self.runs,
+            self.rescued,
+            self.expired,
+            Counter(self.cleaned),
+            self.errors,
+            self.last_run_at,
+        )
 
 
 class Maintenance:
-    def __init__(self, ctx: EngineContext, elector: LeaderElector, clock_sync: ClockSync, *,
-                 namespaces: Mapping[str, NamespaceConfig]) -> None:
+    def __init__(
+        self,
+        ctx: EngineContext,
+        elector: LeaderElector,
+        clock_sync: ClockSync,
+        *,
+        namespaces: Mapping[str, NamespaceConfig],
+    ) -> None:
         self._clock = ctx.clock
         self._clock_sync = clock_sync
         self._elector = elector

@@ -22,8 +22,7 @@ class MaintenanceService(Generic[C]):
         self._elector = elector
         self.config = config
 
-    async def batches(self, budget: float, step: Callable[[], Awaitable[int]],
-                      batch: int) -> int:
+    async def batches(self, budget: float, step: Callable[[], Awaitable[int]], batch: int) -> int:
         """Run ``step`` (which handles up to ``batch`` rows) until it handles
         fewer, leadership is lost, or the trio time ``budget`` is reached;
         the total handled."""

@@ -27,16 +27,17 @@ class CleanerConfig:
 
     @classmethod
     def of(cls, config: Config, namespaces: Mapping[str, NamespaceConfig]) -> CleanerConfig:
-        return cls({
-            (name, state): retention_for(config, ns, state.value)
-            for name, ns in namespaces.items()
-            for state in CLEANED_STATES
-            if not (state is ResourceState.SYNCED and ns.resource_expiry is not None)
-        })
+        return cls(
+            {
+                (name, state): retention_for(config, ns, state.value)
+                for name, ns in namespaces.items()
+                for state in CLEANED_STATES
+                if not (state is ResourceState.SYNCED and ns.resource_expiry is not None)
+            }
+        )
 
 
 class Cleaner(MaintenanceService[CleanerConfig]):
-
     async def run_once(self, budget: float) -> Counter[str]:
         """Delete what is past retention now; rows deleted by ``"namespace/state"``."""
         now = self._clock.now()
@@ -46,7 +47,8 @@ class Cleaner(MaintenanceService[CleanerConfig]):
             count = await self.batches(
                 budget,
                 lambda name=name, state=state, cut=cut: self._control.clean(
-                    name, state, updated_before=cut, limit=self.config.batch),
+                    name, state, updated_before=cut, limit=self.config.batch
+                ),
                 self.config.batch,
             )
             if count:

@@ -22,12 +22,16 @@ class ExpirerConfig:
 
     @classmethod
     def of(cls, namespaces: Mapping[str, NamespaceConfig]) -> ExpirerConfig:
-        return cls({name: ns.resource_expiry for name, ns in namespaces.items()
-                    if ns.resource_expiry is not None})
+        return cls(
+            {
+                name: ns.resource_expiry
+                for name, ns in namespaces.items()
+                if ns.resource_expiry is not None
+            }
+        )
 
 
 class Expirer(MaintenanceService[ExpirerConfig]):
-
     async def run_once(self, budget: float) -> int:
         """Expire what is due now; the number of rows expired."""
         now = self._clock.now()
@@ -37,8 +41,8 @@ class Expirer(MaintenanceService[ExpirerConfig]):
             expired = await self.batches(
                 budget,
                 lambda name=name, cut=synced_before: self._control.expire(
-                    name, now=self._clock.now(), synced_before=cut,
-                    limit=self.config.batch),
+                    name, now=self._clock.now(), synced_before=cut, limit=self.config.batch
+                ),
                 self.config.batch,
             )
             if expired:

@@ -32,15 +32,19 @@ class RescuerConfig:
 
 
 class Rescuer(MaintenanceService[RescuerConfig]):
-
     async def run_once(self, budget: float) -> int:
         """Rescue what is stuck now; the number of rows rescued."""
         stuck_before = self._clock.now() - timedelta(seconds=self.config.stuck_after)
         rescued = await self.batches(
             budget,
-            lambda: self._control.rescue(RescueParams(
-                now=self._clock.now(), stuck_before=stuck_before, limit=self.config.batch,
-                error=RESCUE_ERROR)),
+            lambda: self._control.rescue(
+                RescueParams(
+                    now=self._clock.now(),
+                    stuck_before=stuck_before,
+                    limit=self.config.batch,
+                    error=RESCUE_ERROR,
+                )
+            ),
             self.config.batch,
         )
         if rescued:

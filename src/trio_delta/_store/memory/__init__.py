@@ -41,8 +41,9 @@ class MemoryStore:
     # failed to a later retry: a fetcher on this store needs no poll.
     notifications_reliable = True
 
-    def __init__(self, *, anchor: datetime = DEFAULT_ANCHOR,
-                 lock_timeout: float | None = None) -> None:
+    def __init__(
+        self, *, anchor: datetime = DEFAULT_ANCHOR, lock_timeout: float | None = None
+    ) -> None:
         self.schema = "memory"
         self._anchor = anchor
         self._started_at: float | None = None
@@ -74,7 +75,9 @@ class MemoryStore:
 
 @asynccontextmanager
 async def open_memory_store(
-    *, anchor: datetime = DEFAULT_ANCHOR, lock_timeout: float | None = None,
+    *,
+    anchor: datetime = DEFAULT_ANCHOR,
+    lock_timeout: float | None = None,
 ) -> AsyncGenerator[MemoryStore, None]:
     """A fresh, empty memory store whose ``database_now()`` is ``anchor``;
     upserts wait at most ``lock_timeout`` for rows a transaction holds."""

@@ -36,9 +36,17 @@ class MemoryControl:
 
     @staticmethod
     def _blank_controller(kind: str) -> ControllerState:
-        return ControllerState(kind=kind, cursor=None, next_inform_at=None, lease_owner=None,
-                               lease_expires_at=None, requested_at=None, process_existing=False,
-                               last_run_at=None, last_error=None)
+        return ControllerState(
+            kind=kind,
+            cursor=None,
+            next_inform_at=None,
+            lease_owner=None,
+            lease_expires_at=None,
+            requested_at=None,
+            process_existing=False,
+            last_run_at=None,
+            last_error=None,
+        )
 
     async def ensure_controllers(
         self, schedule: Mapping[str, datetime | None], *, now: datetime
@@ -49,10 +57,14 @@ class MemoryControl:
             if old is None:
                 state = replace(self._blank_controller(kind), next_inform_at=next_at)
                 self._t.controllers[kind] = ControllerRow(state, None)
-            elif (old.state.next_inform_at is None and next_at is not None
-                  and old.state.lease_owner is None):
+            elif (
+                old.state.next_inform_at is None
+                and next_at is not None
+                and old.state.lease_owner is None
+            ):
                 self._t.controllers[kind] = replace(
-                    old, state=replace(old.state, next_inform_at=next_at))
+                    old, state=replace(old.state, next_inform_at=next_at)
+                )
 
     async def claim_inform(self, lease: InformLease) -> InformClaim | None:
         await trio.lowlevel.checkpoint()
@@ -62,12 +74,14 @@ class MemoryControl:
             return None
         st = ctl.state
         due = (st.next_inform_at is not None and st.next_inform_at <= now) or (
-            st.requested_at is not None)
+            st.requested_at is not None
+        )
         free = st.lease_expires_at is None or st.lease_expires_at < now
         if not (due and free):
             return None
         self._t.controllers[kind] = replace(
-            ctl, state=replace(st, lease_owner=lease.client_id, lease_expires_at=lease.lease_until))
+            ctl, state=replace(st, lease_owner=lease.client_id, lease_expires_at=lease.lease_until)
+        )
         options = None if ctl.options is None else msgspec.json.decode(ctl.options)
         return InformClaim(st.cursor, st.requested_at, st.process_existing, options)
 
@@ -95,21 +109,30 @@ class MemoryControl:
         )
 
     async def request_inform(
-        self, kind: str, *, now: datetime, process_existing: bool,
+        self,
+        kind: str,
+        *,
+        now: datetime,
+        process_existing: bool,
         options: Mapping[str, Any] | None,
     ) -> None:
         await trio.lowlevel.checkpoint()
         encoded = None if options is None else msgspec.json.encode(options)
         old = self._t.controllers.get(kind)
         if old is None:
-            state = replace(self._blank_controller(kind), requested_at=now,
-                            process_existing=process_existing)
+            state = replace(
+                self._blank_controller(kind), requested_at=now, process_existing=process_existing
+            )
             self._t.controllers[kind] = ControllerRow(state, encoded)
         else:
-            state = replace(old.state, requested_at=now,
-                            process_existing=old.state.process_existing or process_existing)
+            state = replace(
+                old.state,
+                requested_at=now,
+                process_existing=old.state.process_existing or process_existing,
+            )
             self._t.controllers[kind] = ControllerRow(
-                state, encoded if encoded is not None else old.options)
+                state, encoded if encoded is not None else old.options
+            )
         self._t.notify([f"inform:{kind}"])
 
     async def get_controller(self, kind: str) -> ControllerState | None:
@@ -152,8 +175,12 @@ class MemoryControl:
 
     # -- maintenance ----------------------------------------------------------------
 
-    def _oldest(self, want: Callable[[ResourceRow[Any]], bool],
-                order: Callable[[ResourceRow[Any]], Any], limit: int) -> list[StoredRow]:
+    def _oldest(
+        self,
+        want: Callable[[ResourceRow[Any]], bool],
+        order: Callable[[ResourceRow[Any]], Any],
+        limit: int,
+    ) -> list[StoredRow]:
         """Up to ``limit`` rows matching ``want`` by ``order`` then id, skipping
         rows a transaction holds (FOR UPDATE SKIP LOCKED)."""
         if limit < 0:
@@ -163,20 +190,34 @@ class MemoryControl:
 
     async def rescue(self, params: RescueParams) -> int:
         await trio.lowlevel.checkpoint()
-        now, stuck_before, limit, error = (params.now, params.stuck_before, params.limit,
-                                           params.error)
+        now, stuck_before, limit, error = (
+            params.now,
+            params.stuck_before,
+            params.limit,
+            params.error,
+        )
         stuck = self._oldest(
-            lambda r: r.state is ResourceState.PENDING and r.attempted_at is not None
-            and r.attempted_at < stuck_before,
-            lambda r: r.attempted_at, limit)
+            lambda r: (
+                r.state is ResourceState.PENDING
+                and r.attempted_at is not None
+                and r.attempted_at < stuck_before
+            ),
+            lambda r: r.attempted_at,
+            limit,
+        )
         namespaces: set[str] = set()
         for row in stuck:
             rec = row.row
             out_of_attempts = rec.attempt >= rec.max_attempts
             failure = AttemptError(at=now, attempt=rec.attempt, error=error, trace="")
-            self._t.install(row.update(
-                state=ResourceState.DEGRADED if out_of_attempts else ResourceState.FAILED,
-                scheduled_at=now, errors=with_error(rec.errors, failure), updated_at=now))
+            self._t.install(
+                row.update(
+                    state=ResourceState.DEGRADED if out_of_attempts else ResourceState.FAILED,
+                    scheduled_at=now,
+                    errors=with_error(rec.errors, failure),
+                    updated_at=now,
+                )
+            )
             if not out_of_attempts:
                 namespaces.add(rec.namespace)
         self._t.notify(namespaces)
@@ -187,12 +228,25 @@ class MemoryControl:
     ) -> int:
         await trio.lowlevel.checkpoint()
         expiring = self._oldest(
-            lambda r: r.namespace == namespace and r.state is ResourceState.SYNCED
-            and r.synced_at is not None and r.synced_at < synced_before,
-            lambda r: r.synced_at, limit)
+            lambda r: (
+                r.namespace == namespace
+                and r.state is ResourceState.SYNCED
+                and r.synced_at is not None
+                and r.synced_at < synced_before
+            ),
+            lambda r: r.synced_at,
+            limit,
+        )
         for row in expiring:
-            self._t.install(row.update(state=ResourceState.EXPIRED, attempt=0, errors=(),
-                                     scheduled_at=now, updated_at=now))
+            self._t.install(
+                row.update(
+                    state=ResourceState.EXPIRED,
+                    attempt=0,
+                    errors=(),
+                    scheduled_at=now,
+                    updated_at=now,
+                )
+            )
         self._t.notify([namespace] if expiring else [])
         return len(expiring)
 
@@ -201,9 +255,12 @@ class MemoryControl:
     ) -> int:
         await trio.lowlevel.checkpoint()
         doomed = self._oldest(
-            lambda r: r.namespace == namespace and r.state == state
-            and r.updated_at < updated_before,
-            lambda r: 0, limit)  # Postgres deletes in no particular order; here by id
+            lambda r: (
+                r.namespace == namespace and r.state == state and r.updated_at < updated_before
+            ),
+            lambda r: 0,
+            limit,
+        )  # Postgres deletes in no particular order; here by id
         for row in doomed:
             self._t.remove(row)
         return len(doomed)

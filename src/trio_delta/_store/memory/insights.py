@@ -64,7 +64,8 @@ class MemoryInsights:
             key = (row.kind, row.namespace, row.state)
             counts[key] += 1
             if row.state is ResourceState.SCHEDULED and (
-                    key not in oldest or row.scheduled_at < oldest[key]):
+                key not in oldest or row.scheduled_at < oldest[key]
+            ):
                 oldest[key] = row.scheduled_at
         return [StateCount(*key, counts[key], oldest.get(key)) for key in sorted(counts)]
 
@@ -90,8 +91,9 @@ class MemoryInsights:
             if change.restarts_to is None:
                 stored = stored.update(state=ResourceState.DELETED, updated_at=now)
             else:
-                stored = stored.update(state=change.restarts_to, attempt=0, errors=(),
-                                       scheduled_at=now, updated_at=now)
+                stored = stored.update(
+                    state=change.restarts_to, attempt=0, errors=(), scheduled_at=now, updated_at=now
+                )
                 woken.add(stored.row.namespace)
             self._t.install(stored)
             out.append(stored.snapshot())

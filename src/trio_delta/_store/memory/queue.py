@@ -41,7 +41,9 @@ class MemoryQueue:
         self._t = tables
 
     async def upsert(
-        self, items: Sequence[PreparedObject], params: UpsertParams,
+        self,
+        items: Sequence[PreparedObject],
+        params: UpsertParams,
         tx: StoreTransaction | None = None,
     ) -> list[UpsertResult]:
         await trio.lowlevel.checkpoint()
@@ -178,8 +180,11 @@ class MemoryQueue:
             if req.limit <= 0 or not req.kinds:
                 continue
             for kinds, limit in budget.steps(req):
-                due = [r for r in self._t.rows.values()
-                       if self._claimable(r, req.namespace, kinds, now)]
+                due = [
+                    r
+                    for r in self._t.rows.values()
+                    if self._claimable(r, req.namespace, kinds, now)
+                ]
                 rows = sorted(due, key=lambda r: (r.row.scheduled_at, r.row.id))[:limit]
                 for row in rows:
                     claimed = row.update(
@@ -221,8 +226,9 @@ class MemoryQueue:
             row = row.update(**self._outcome_changes(row.row, outcome, now))
             self._t.install(row)
             rec = row.row
-            done.applied.append(AppliedOutcome(rec.id, rec.state, rec.attempt,
-                                               rec.scheduled_at, rec.synced_at))
+            done.applied.append(
+                AppliedOutcome(rec.id, rec.state, rec.attempt, rec.scheduled_at, rec.synced_at)
+            )
             # A failed row is claimable at its retry_at. Postgres leaves that to
             # its clients' poll; here it is announced, so that a client sharing
             # this store learns of it (see Store.notifications_reliable).
@@ -289,7 +295,6 @@ class MemoryQueue:
         finally:
             if not committed:
                 self._t.end(tx, commit=False)
-
 
     def listen(self) -> AbstractAsyncContextManager[MemoryListener]:
         return self._t.listen()

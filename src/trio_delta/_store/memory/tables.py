@@ -40,9 +40,23 @@ class StoredRow:
     def snapshot(self) -> ResourceRow[Any]:
         r = self.row
         return ResourceRow(
-            r.id, r.kind, r.object_id, r.namespace, r.state, r.attempt, r.max_attempts,
-            r.encoded_object, r.hash, msgspec.json.decode(self.metadata), r.tags, r.errors,
-            r.created_at, r.updated_at, r.scheduled_at, r.attempted_at, r.attempted_by,
+            r.id,
+            r.kind,
+            r.object_id,
+            r.namespace,
+            r.state,
+            r.attempt,
+            r.max_attempts,
+            r.encoded_object,
+            r.hash,
+            msgspec.json.decode(self.metadata),
+            r.tags,
+            r.errors,
+            r.created_at,
+            r.updated_at,
+            r.scheduled_at,
+            r.attempted_at,
+            r.attempted_by,
             r.synced_at,
         )
 
@@ -126,8 +140,9 @@ class Tables:
     def _blocked(self, keys: Iterable[Key], tx: MemoryTransaction | None) -> bool:
         return any(self.locks.get(key, tx) is not tx for key in keys)
 
-    async def wait_unlocked(self, keys: Sequence[Key], tx: MemoryTransaction | None,
-                            lock_timeout: float | None = None) -> None:
+    async def wait_unlocked(
+        self, keys: Sequence[Key], tx: MemoryTransaction | None, lock_timeout: float | None = None
+    ) -> None:
         """Wait while another transaction holds any of ``keys`` (Postgres would
         block on the row lock until that transaction ends), at most
         ``lock_timeout`` seconds: then :class:`LockTimeoutError`, as from

@@ -48,12 +48,24 @@ class PostgresStore:
     # See Store.notifications_reliable: clients poll (Config.poll_interval).
     notifications_reliable = False
 
-    def __init__(self, *, dsn: str, schema: str, bridge: Bridge, pool: Pool,
-                 lock_timeout: float | None = None,
-                 leader_lock_timeout: float | None = None) -> None:
-        self.connections = Connections(dsn=dsn, schema=schema, bridge=bridge, pool=pool,
-                                       lock_timeout=lock_timeout,
-                                       leader_lock_timeout=leader_lock_timeout)
+    def __init__(
+        self,
+        *,
+        dsn: str,
+        schema: str,
+        bridge: Bridge,
+        pool: Pool,
+        lock_timeout: float | None = None,
+        leader_lock_timeout: float | None = None,
+    ) -> None:
+        self.connections = Connections(
+            dsn=dsn,
+            schema=schema,
+            bridge=bridge,
+            pool=pool,
+            lock_timeout=lock_timeout,
+            leader_lock_timeout=leader_lock_timeout,
+        )
         self.schema = schema
         self.queue = PostgresQueue(self.connections)
         self.control = PostgresControl(self.connections)
@@ -85,14 +97,16 @@ class PostgresStore:
     async def read_only_reason(self) -> str | None:
         """Why this database takes no writes (a hot standby, read-only by
         default), or None when it does."""
+
         async def run(conn: Conn) -> tuple[bool, bool]:
             cur = await conn.execute(self.connections.queries["read_only"])
             row = await cur.fetchone()
             assert row is not None
             return bool(row[0]), bool(row[1])
 
-        standby, read_only = await self.connections.on_lane("claim", run,
-                                                            "checking the database is writable")
+        standby, read_only = await self.connections.on_lane(
+            "claim", run, "checking the database is writable"
+        )
         if standby:
             return "it is a hot standby in recovery"
         if read_only:
@@ -105,8 +119,14 @@ class PostgresStore:
 
 @asynccontextmanager
 async def open_postgres_store(
-    dsn: str, *, schema: str, pool_size: int, driver: Driver = "native",
-    check_schema: bool = True, writable: bool = True, lock_timeout: float | None = None,
+    dsn: str,
+    *,
+    schema: str,
+    pool_size: int,
+    driver: Driver = "native",
+    check_schema: bool = True,
+    writable: bool = True,
+    lock_timeout: float | None = None,
     leader_lock_timeout: float | None = None,
 ) -> AsyncGenerator[PostgresStore, None]:
     """Open the driver, a connection pool and the store.
@@ -121,21 +141,32 @@ async def open_postgres_store(
     """
     async with open_bridge(driver) as bridge:
         pool = bridge.pool(dsn, max_size=pool_size)
-        store = PostgresStore(dsn=dsn, schema=schema, bridge=bridge, pool=pool,
-                              lock_timeout=lock_timeout,
-                              leader_lock_timeout=leader_lock_timeout)
+        store = PostgresStore(
+            dsn=dsn,
+            schema=schema,
+            bridge=bridge,
+            pool=pool,
+            lock_timeout=lock_timeout,
+            leader_lock_timeout=leader_lock_timeout,
+        )
         try:
             version = await store.schema_version()
             if check_schema:
                 check_version(version, schema)
                 if version is not None and version > LATEST_VERSION:
-                    log.warning("schema %r is at version %d, newer than this library's %d; "
-                                "upgrade trio_delta", schema, version, LATEST_VERSION)
+                    log.warning(
+                        "schema %r is at version %d, newer than this library's %d; "
+                        "upgrade trio_delta",
+                        schema,
+                        version,
+                        LATEST_VERSION,
+                    )
             if writable and (reason := await store.read_only_reason()) is not None:
                 raise StoreError(
                     f"database {store.connections.describe()} is read-only ({reason}): "
                     "trio_delta writes to it; point the DSN at the primary (libpq's "
-                    "target_session_attrs=read-write picks it among several hosts)")
+                    "target_session_attrs=read-write picks it among several hosts)"
+                )
             await store.connections.call(lambda: pool.open(wait=False), what="opening the pool")
             yield store
         finally:

@@ -55,8 +55,11 @@ def notify_channel(schema: str) -> str:
 def store_error(exc: BaseException, what: str) -> StoreError:
     if isinstance(exc, psycopg.errors.LockNotAvailable):
         # The server refused the statement: it was rolled back, for sure.
-        return StoreError(f"{what} failed: a lock another transaction holds was not "
-                          "released within the lock timeout", maybe_applied=False)
+        return StoreError(
+            f"{what} failed: a lock another transaction holds was not "
+            "released within the lock timeout",
+            maybe_applied=False,
+        )
     maybe_applied = isinstance(exc, psycopg.OperationalError)
     return StoreError(f"{what} failed: {redact(str(exc)).strip()}", maybe_applied=maybe_applied)
 
@@ -72,8 +75,11 @@ def idle_and_healthy(conn: Conn) -> bool:
     """Whether a connection that just failed a statement can take the next
     one: the server refused the statement (a lock timeout, a constraint)
     but the session itself is fine, outside any transaction."""
-    return (not conn.closed and conn.pgconn.status == pq.ConnStatus.OK
-            and conn.pgconn.transaction_status == pq.TransactionStatus.IDLE)
+    return (
+        not conn.closed
+        and conn.pgconn.status == pq.ConnStatus.OK
+        and conn.pgconn.transaction_status == pq.TransactionStatus.IDLE
+    )
 
 
 def _never_ran(exc: psycopg.Error) -> bool:
@@ -115,17 +121,35 @@ def row_from_columns(row: Sequence[Any]) -> ResourceRow[Any]:
     metadata, errors = row[9], row[11]
     # Positional: keyword arguments cost ~2 us more per row on the claim path.
     return ResourceRow(
-        row[0], row[1], row[2], row[3], ResourceState.parse(row[4]), row[5],
-        row[6], row[7].encode(), bytes(row[8]), {} if metadata == "{}" else load_json(metadata),
-        tuple(row[10]), () if errors == "[]" else _errors_from_text(errors),
-        row[12], row[13], row[14], row[15], row[16], row[17],
+        row[0],
+        row[1],
+        row[2],
+        row[3],
+        ResourceState.parse(row[4]),
+        row[5],
+        row[6],
+        row[7].encode(),
+        bytes(row[8]),
+        {} if metadata == "{}" else load_json(metadata),
+        tuple(row[10]),
+        () if errors == "[]" else _errors_from_text(errors),
+        row[12],
+        row[13],
+        row[14],
+        row[15],
+        row[16],
+        row[17],
     )
 
 
 def encode_error(error: AttemptError) -> str:
     return msgspec.json.encode(
-        {"at": error.at.isoformat(), "attempt": error.attempt, "error": error.error,
-         "trace": error.trace}
+        {
+            "at": error.at.isoformat(),
+            "attempt": error.attempt,
+            "error": error.error,
+            "trace": error.trace,
+        }
     ).decode()
 
 
@@ -177,9 +201,16 @@ class _Lane:
 class Connections:
     """The pool and the lanes of one store, and the one way across the bridge."""
 
-    def __init__(self, *, dsn: str, schema: str, bridge: Bridge, pool: Pool,
-                 lock_timeout: float | None = None,
-                 leader_lock_timeout: float | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        dsn: str,
+        schema: str,
+        bridge: Bridge,
+        pool: Pool,
+        lock_timeout: float | None = None,
+        leader_lock_timeout: float | None = None,
+    ) -> None:
         self.dsn = dsn
         self.schema = schema
         self.bridge = bridge
@@ -192,7 +223,8 @@ class Connections:
             name: _Lane(name, lock_timeout) for name in (*CLAIM_LANES, "complete", "inform")
         }
         self._lanes["leader"] = _Lane(
-            "leader", lock_timeout if leader_lock_timeout is None else leader_lock_timeout)
+            "leader", lock_timeout if leader_lock_timeout is None else leader_lock_timeout
+        )
 
     def describe(self) -> str:
         return describe_dsn(self.dsn)
@@ -217,8 +249,7 @@ class Connections:
                     # Closed by the server while idle (idle_session_timeout, a
                     # restart, a proxy): found before sending anything, so
                     # reconnecting loses nothing.
-                    log.debug("the %s connection was closed by the server; reconnecting",
-                              lane.name)
+                    log.debug("the %s connection was closed by the server; reconnecting", lane.name)
                     await lane.drop()
                 if lane.conn is None:
                     lane.conn = await self._lane_connection(lane)
@@ -231,8 +262,11 @@ class Connections:
                     await lane.drop()  # the next call reconnects
                     if retried or not _never_ran(exc):
                         raise
-                    log.debug("the %s connection was closed by the server as the statement "
-                              "was sent; sending it again on a new one", lane.name)
+                    log.debug(
+                        "the %s connection was closed by the server as the statement "
+                        "was sent; sending it again on a new one",
+                        lane.name,
+                    )
                     retried = True
 
         async with lane.lock:
@@ -250,8 +284,10 @@ class Connections:
                 # No statement of a lane waits on a lock without bound: a
                 # backend left waiting would outlive a call given up on (and
                 # its connection), and still commit when the lock goes.
-                await conn.execute(self.queries["set_lock_timeout"],
-                                   {"lock_timeout": lock_timeout_ms(lane.lock_timeout)})
+                await conn.execute(
+                    self.queries["set_lock_timeout"],
+                    {"lock_timeout": lock_timeout_ms(lane.lock_timeout)},
+                )
         except BaseException:
             # Runs on either driver's loop (this may be asyncio code under
             # trio-asyncio), so no Trio shield: close what can be closed.
@@ -274,9 +310,11 @@ class Connections:
 
         return await self.call(run, what=what)
 
-    async def execute(self, lane: str | None, query: str, params: Mapping[str, Any],
-                      what: str) -> list[tuple[Any, ...]]:
+    async def execute(
+        self, lane: str | None, query: str, params: Mapping[str, Any], what: str
+    ) -> list[tuple[Any, ...]]:
         """Run the named ``query`` on ``lane`` (None: a pooled connection)."""
+
         async def run(conn: Conn) -> list[tuple[Any, ...]]:
             cur = await conn.execute(self.queries[query], params)
             return await cur.fetchall() if cur.description is not None else []

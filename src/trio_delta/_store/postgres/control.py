@@ -23,9 +23,15 @@ from .connections import Conn, Connections
 
 def _controller(row: Sequence[Any]) -> ControllerState:
     return ControllerState(
-        kind=row[0], cursor=row[1], next_inform_at=row[2], lease_owner=row[3],
-        lease_expires_at=row[4], requested_at=row[5], process_existing=bool(row[6]),
-        last_run_at=row[7], last_error=row[8],
+        kind=row[0],
+        cursor=row[1],
+        next_inform_at=row[2],
+        lease_owner=row[3],
+        lease_expires_at=row[4],
+        requested_at=row[5],
+        process_existing=bool(row[6]),
+        last_run_at=row[7],
+        last_error=row[8],
     )
 
 
@@ -45,51 +51,76 @@ class PostgresControl:
         self, schedule: Mapping[str, datetime | None], *, now: datetime
     ) -> None:
         await self._c.execute(
-            "inform", "ensure_controllers",
+            "inform",
+            "ensure_controllers",
             {"kind": list(schedule), "next_inform_at": list(schedule.values()), "now": now},
             "registering controllers",
         )
 
     async def claim_inform(self, lease: InformLease) -> InformClaim | None:
         rows = await self._c.execute(
-            "inform", "claim_inform",
-            {"kind": lease.kind, "now": lease.now, "client_id": lease.client_id,
-             "lease_until": lease.lease_until},
+            "inform",
+            "claim_inform",
+            {
+                "kind": lease.kind,
+                "now": lease.now,
+                "client_id": lease.client_id,
+                "lease_until": lease.lease_until,
+            },
             "claiming an informer run",
         )
         if not rows:
             return None
         cursor, requested_at, process_existing, options = rows[0]
         return InformClaim(
-            cursor=cursor, requested_at=requested_at, process_existing=bool(process_existing),
+            cursor=cursor,
+            requested_at=requested_at,
+            process_existing=bool(process_existing),
             options=None if options is None else msgspec.json.decode(options),
         )
 
     async def finish_inform(self, end: InformRunEnd) -> None:
         await self._c.execute(
-            "inform", "finish_inform",
-            {"kind": end.kind, "now": end.now, "client_id": end.client_id,
-             "cursor": end.cursor, "reschedule": end.reschedule,
-             "next_inform_at": end.next_inform_at, "requested_at": end.requested_at,
-             "error": end.error},
+            "inform",
+            "finish_inform",
+            {
+                "kind": end.kind,
+                "now": end.now,
+                "client_id": end.client_id,
+                "cursor": end.cursor,
+                "reschedule": end.reschedule,
+                "next_inform_at": end.next_inform_at,
+                "requested_at": end.requested_at,
+                "error": end.error,
+            },
             "finishing an informer run",
         )
 
     async def request_inform(
-        self, kind: str, *, now: datetime, process_existing: bool,
+        self,
+        kind: str,
+        *,
+        now: datetime,
+        process_existing: bool,
         options: Mapping[str, Any] | None,
     ) -> None:
         await self._c.execute(
-            None, "request_inform",
-            {"kind": kind, "now": now, "process_existing": process_existing,
-             "inform_options": None if options is None else msgspec.json.encode(options).decode(),
-             "channel": self._c.channel},
+            None,
+            "request_inform",
+            {
+                "kind": kind,
+                "now": now,
+                "process_existing": process_existing,
+                "inform_options": None
+                if options is None
+                else msgspec.json.encode(options).decode(),
+                "channel": self._c.channel,
+            },
             "requesting an informer run",
         )
 
     async def get_controller(self, kind: str) -> ControllerState | None:
-        rows = await self._c.execute(None, "get_controller", {"kind": kind},
-                                     "reading a controller")
+        rows = await self._c.execute(None, "get_controller", {"kind": kind}, "reading a controller")
         return _controller(rows[0]) if rows else None
 
     async def list_controllers(self) -> list[ControllerState]:
@@ -102,7 +133,8 @@ class PostgresControl:
         self, name: str, *, client_id: str, now: datetime, expires_at: datetime
     ) -> bool:
         rows = await self._c.execute(
-            "leader", "elect",
+            "leader",
+            "elect",
             {"name": name, "client_id": client_id, "now": now, "expires_at": expires_at},
             "leader election",
         )
@@ -110,8 +142,9 @@ class PostgresControl:
 
     async def resign(self, name: str, *, client_id: str) -> None:
         await self._c.execute(
-            "leader", "resign", {"name": name, "client_id": client_id,
-                                 "channel": self._c.channel},
+            "leader",
+            "resign",
+            {"name": name, "client_id": client_id, "channel": self._c.channel},
             "resigning leadership",
         )
 
@@ -123,10 +156,17 @@ class PostgresControl:
 
     async def rescue(self, params: RescueParams) -> int:
         rows = await self._c.execute(
-            "leader", "rescue",
-            {"now": params.now, "now_text": params.now.isoformat(),
-             "stuck_before": params.stuck_before, "limit": params.limit,
-             "error": params.error, "max_errors": MAX_ERRORS, "channel": self._c.channel},
+            "leader",
+            "rescue",
+            {
+                "now": params.now,
+                "now_text": params.now.isoformat(),
+                "stuck_before": params.stuck_before,
+                "limit": params.limit,
+                "error": params.error,
+                "max_errors": MAX_ERRORS,
+                "channel": self._c.channel,
+            },
             "rescuing stuck resources",
         )
         return int(rows[0][0]) if rows else 0
@@ -135,9 +175,15 @@ class PostgresControl:
         self, namespace: str, *, now: datetime, synced_before: datetime, limit: int
     ) -> int:
         rows = await self._c.execute(
-            "leader", "expire",
-            {"namespace": namespace, "now": now, "synced_before": synced_before,
-             "limit": limit, "channel": self._c.channel},
+            "leader",
+            "expire",
+            {
+                "namespace": namespace,
+                "now": now,
+                "synced_before": synced_before,
+                "limit": limit,
+                "channel": self._c.channel,
+            },
             "expiring resources",
         )
         return int(rows[0][0]) if rows else 0
@@ -145,8 +191,12 @@ class PostgresControl:
     async def clean(
         self, namespace: str, state: ResourceState, *, updated_before: datetime, limit: int
     ) -> int:
-        params = {"namespace": namespace, "state": state.value,
-                  "updated_before": updated_before, "limit": limit}
+        params = {
+            "namespace": namespace,
+            "state": state.value,
+            "updated_before": updated_before,
+            "limit": limit,
+        }
 
         async def run(conn: Conn) -> int:
             cur = await conn.execute(self._c.queries["clean"], params)

@@ -29,8 +29,7 @@ class PostgresInsights:
     def __init__(self, connections: Connections) -> None:
         self._c = connections
 
-    async def _rows(self, query: str, params: dict[str, Any], what: str
-                    ) -> list[ResourceRow[Any]]:
+    async def _rows(self, query: str, params: dict[str, Any], what: str) -> list[ResourceRow[Any]]:
         async def run(conn: Conn) -> list[ResourceRow[Any]]:
             cur = await conn.execute(self._c.queries[query], params)
             return [row_from_columns(columns) for columns in await cur.fetchall()]
@@ -38,22 +37,23 @@ class PostgresInsights:
         return await self._c.on_pool(run, what)
 
     async def get_resource(self, kind: str, object_id: str) -> ResourceRow[Any] | None:
-        rows = await self._rows("get_resource", {"kind": kind, "object_id": object_id},
-                                "get_resource")
+        rows = await self._rows(
+            "get_resource", {"kind": kind, "object_id": object_id}, "get_resource"
+        )
         return rows[0] if rows else None
 
     async def list_resources(self, flt: ResourceFilter) -> list[ResourceRow[Any]]:
         return await self._rows("list_resources", filter_params(flt), "list_resources")
 
     async def count_states(self, flt: ResourceFilter) -> list[StateCount]:
-        rows = await self._c.execute(None, "count_states", filter_params(flt),
-                                     "counting resources")
-        return [StateCount(kind, namespace, ResourceState.parse(state), count, oldest)
-                for kind, namespace, state, count, oldest in rows]
+        rows = await self._c.execute(None, "count_states", filter_params(flt), "counting resources")
+        return [
+            StateCount(kind, namespace, ResourceState.parse(state), count, oldest)
+            for kind, namespace, state, count, oldest in rows
+        ]
 
     async def known_kinds(self) -> list[str]:
-        return [row[0] for row in await self._c.execute(None, "known_kinds", {},
-                                                        "listing kinds")]
+        return [row[0] for row in await self._c.execute(None, "known_kinds", {}, "listing kinds")]
 
     async def change(
         self, change: Change, flt: ResourceFilter, *, now: datetime

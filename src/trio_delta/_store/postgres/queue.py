@@ -98,8 +98,9 @@ class PostgresQueue:
         self._c = connections
         self._queries = connections.queries
 
-    def _upsert_params(self, items: Sequence[PreparedObject], params: UpsertParams
-                       ) -> dict[str, Any]:
+    def _upsert_params(
+        self, items: Sequence[PreparedObject], params: UpsertParams
+    ) -> dict[str, Any]:
         return {
             "kind": [i.kind for i in items],
             "object_id": [i.object_id for i in items],
@@ -114,8 +115,9 @@ class PostgresQueue:
             "channel": self._c.channel,
         }
 
-    async def _fresh(self, conn: Conn, items: list[PreparedObject], params: UpsertParams
-                     ) -> list[PreparedObject]:
+    async def _fresh(
+        self, conn: Conn, items: list[PreparedObject], params: UpsertParams
+    ) -> list[PreparedObject]:
         """``items`` less those older than their stored row (locked meanwhile)."""
         if params.is_stale is None:
             return items
@@ -130,14 +132,13 @@ class PostgresQueue:
             fresh.append(item)
         return fresh
 
-    async def _upsert_on(self, conn: Conn, items: list[PreparedObject], params: UpsertParams
-                         ) -> list[UpsertResult]:
+    async def _upsert_on(
+        self, conn: Conn, items: list[PreparedObject], params: UpsertParams
+    ) -> list[UpsertResult]:
         to_write = await self._fresh(conn, items, params)
         written: dict[tuple[str, str], tuple[ResourceRow[Any], bool]] = {}
         if to_write:
-            cur = await conn.execute(
-                self._queries["upsert"], self._upsert_params(to_write, params)
-            )
+            cur = await conn.execute(self._queries["upsert"], self._upsert_params(to_write, params))
             for columns in await cur.fetchall():
                 row = row_from_columns(columns)
                 written[(row.kind, row.object_id)] = (row, bool(columns[18]))
@@ -182,7 +183,9 @@ class PostgresQueue:
         return self._c.lock_timeout is not None
 
     async def upsert(
-        self, items: Sequence[PreparedObject], params: UpsertParams,
+        self,
+        items: Sequence[PreparedObject],
+        params: UpsertParams,
         tx: StoreTransaction | None = None,
     ) -> list[UpsertResult]:
         unique = dedupe(items)
@@ -198,13 +201,15 @@ class PostgresQueue:
                     return await self._bounded(conn, unique, params)
                 # The bound holds for this inform only: the user's own later
                 # statements keep the lock_timeout they had.
-                cur = await conn.execute(self._queries["scope_lock_timeout"],
-                                         self._lock_timeout_param())
+                cur = await conn.execute(
+                    self._queries["scope_lock_timeout"], self._lock_timeout_param()
+                )
                 row = await cur.fetchone()
                 assert row is not None
                 results = await self._bounded(conn, unique, params)
-                await conn.execute(self._queries["set_local_lock_timeout"],
-                                   {"lock_timeout": row[0]})
+                await conn.execute(
+                    self._queries["set_local_lock_timeout"], {"lock_timeout": row[0]}
+                )
                 return results
 
             async with tx.lock:
@@ -213,19 +218,22 @@ class PostgresQueue:
         async def in_transaction(conn: Conn) -> list[UpsertResult]:
             async with conn.transaction():
                 if self._bounds_informs:
-                    await conn.execute(self._queries["set_local_lock_timeout"],
-                                       self._lock_timeout_param())
+                    await conn.execute(
+                        self._queries["set_local_lock_timeout"], self._lock_timeout_param()
+                    )
                 return await self._bounded(conn, unique, params)
 
         return await self._c.on_pool(in_transaction, "inform")
 
-    async def _bounded(self, conn: Conn, items: list[PreparedObject], params: UpsertParams
-                       ) -> list[UpsertResult]:
+    async def _bounded(
+        self, conn: Conn, items: list[PreparedObject], params: UpsertParams
+    ) -> list[UpsertResult]:
         try:
             return await self._upsert_on(conn, items, params)
         except psycopg.errors.LockNotAvailable as exc:
-            raise lock_timeout_error("inform", await self._held(conn, items),
-                                     self._c.lock_timeout) from exc
+            raise lock_timeout_error(
+                "inform", await self._held(conn, items), self._c.lock_timeout
+            ) from exc
 
     async def upsert_quiet(self, items: Sequence[PreparedObject], params: UpsertParams) -> None:
         unique = dedupe(items)
@@ -237,12 +245,14 @@ class PostgresQueue:
                 async with conn.transaction():
                     to_write = await self._fresh(conn, unique, params)
                     if to_write:
-                        await conn.execute(self._queries["upsert_quiet"],
-                                           self._upsert_params(to_write, params))
+                        await conn.execute(
+                            self._queries["upsert_quiet"], self._upsert_params(to_write, params)
+                        )
             except psycopg.errors.LockNotAvailable as exc:
                 # Rolled back: the lane may ask which rows were held.
-                raise lock_timeout_error("informer batch", await self._held(conn, unique),
-                                         self._c.lock_timeout) from exc
+                raise lock_timeout_error(
+                    "informer batch", await self._held(conn, unique), self._c.lock_timeout
+                ) from exc
 
         await self._c.on_lane("inform", in_transaction, "informer batch")
 
@@ -260,8 +270,13 @@ class PostgresQueue:
                 for kinds, limit in budget.steps(req):
                     cur = await conn.execute(
                         self._queries["claim"],
-                        {"namespace": req.namespace, "kinds": list(kinds), "limit": limit,
-                         "now": now, "client_id": client_id},
+                        {
+                            "namespace": req.namespace,
+                            "kinds": list(kinds),
+                            "limit": limit,
+                            "now": now,
+                            "client_id": client_id,
+                        },
                         binary=True,
                     )
                     rows = await cur.fetchall()
@@ -316,8 +331,7 @@ class PostgresQueue:
             row = await cur.fetchone()
             return None if row is None else row[0]
 
-        return await self._c.on_lane(self._c.free_claim_lane(), run,
-                                     "looking for scheduled work")
+        return await self._c.on_lane(self._c.free_claim_lane(), run, "looking for scheduled work")
 
     @asynccontextmanager
     async def transaction(self) -> AsyncGenerator[PostgresTransaction, None]:
