@@ -122,6 +122,7 @@ class Engine:
             ctx,
             buffer=max(total_workers, ctx.config.batch_size),
             on_applied=self._publish,
+            wants_rows=events.has_subscribers,
         )
         self.pools = {
             ns: WorkerPool(
