@@ -117,10 +117,10 @@ def test_a_simulated_day_at_default_settings_costs_little_real_time() -> None:
     again, states_again, seconds_again = run_once()
     print(f"one simulated day: {seconds:.3f}s, {seconds_again:.3f}s of real time")
     # The faster of the two: the other processes of a busy machine only add.
-    # The aim is 2 s; measured 1.9-2.3 s on a 2-core machine, most of it the
+    # The aim is 2 s; measured 1.9-2.8 s on a 2-core machine, most of it the
     # leader renewing every 5 s (17,280 rounds). Asserted with headroom so
     # that CI catches a return of the per-second poll (~30 s), not noise.
-    assert min(seconds, seconds_again) < 3.0, (seconds, seconds_again)
+    assert min(seconds, seconds_again) < 6.0, (seconds, seconds_again)
     assert (again, states_again) == (first, states)
 
     informs = [entry for entry in first if entry[1] == "inform"]
