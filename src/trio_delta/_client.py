@@ -41,7 +41,7 @@ from ._types import (
     ResourceRow,
     ResourceState,
 )
-from ._util import NoPublicConstructor, construct
+from ._util import NoPublicConstructor, construct, leaf_exceptions
 
 __all__ = ["Client", "ClientStats", "Transaction", "open_delta_client"]
 
@@ -319,16 +319,7 @@ def _failure_from_group(
     if rest is None:
         assert body_error is not None
         return body_error
-    failures: list[BaseException] = []
-
-    def collect(exc: BaseException) -> None:
-        if isinstance(exc, BaseExceptionGroup):
-            for sub in exc.exceptions:  # pyright: ignore[reportUnknownVariableType,reportUnknownMemberType]
-                collect(sub)  # pyright: ignore[reportUnknownArgumentType]
-        elif not isinstance(exc, trio.Cancelled):
-            failures.append(exc)
-
-    collect(rest)
+    failures = [e for e in leaf_exceptions(rest) if not isinstance(e, trio.Cancelled)]
     if not failures:
         return body_error if body_error is not None else rest
     first = failures[0]
