@@ -32,7 +32,6 @@ class Clock:
     def __init__(self, anchor: datetime) -> None:
         self._anchor = anchor
         self._t0 = trio.current_time()
-        self.resyncs = 0
 
     def now(self) -> datetime:
         """The current time as the database sees it."""
@@ -50,7 +49,6 @@ class Clock:
         if abs(drift) > TOLERANCE:
             self._anchor = database_now
             self._t0 = trio.current_time()
-            self.resyncs += 1
             log.warning(
                 "this client's clock was %.1fs %s the database's; re-anchored",
                 abs(drift),
