@@ -100,15 +100,38 @@ class Completer:
                                 receiving = False
                         else:
                             await trio.sleep_forever()
-                while receiving and len(batch) < self._batch_size:
-                    try:
-                        batch.append(self._pending(self._receive.receive_nowait()))
-                    except trio.WouldBlock:
-                        break
-                    except trio.EndOfChannel:
-                        receiving = False
+                if receiving:
+                    receiving = await self._fill(batch)
                 if batch:
                     await self._write(batch)
+
+    async def _fill(self, batch: list[Pending]) -> bool:
+        """Add completions to ``batch`` while they keep coming, up to a batch;
+        False once the channel is closed and empty.
+
+        Workers yield to the scheduler after each row they take, so the
+        completer runs between their rows: taking only what had arrived
+        then wrote batches of a few rows, a round trip each. Instead, while
+        the last scheduler pass brought completions, give the workers
+        another pass (a few microseconds); when one brings none, the
+        workers are waiting on their work, and the batch is written.
+        """
+        yielded = False
+        while len(batch) < self._batch_size:
+            before = len(batch)
+            while len(batch) < self._batch_size:
+                try:
+                    batch.append(self._pending(self._receive.receive_nowait()))
+                except trio.WouldBlock:
+                    break
+                except trio.EndOfChannel:
+                    return False
+            if yielded and len(batch) == before:
+                break  # a pass with nothing new: write what there is
+            # Shielded: what is taken from the channel must be written.
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            yielded = True
+        return True
 
     def _pending(self, completion: Completion) -> Pending:
         return (self._judge.outcome(completion), completion)
