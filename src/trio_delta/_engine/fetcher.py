@@ -83,6 +83,8 @@ class Fetcher:
 
     def wake(self) -> None:
         """Look for work now (a NOTIFY, a local inform, a freed slot)."""
+        if all(wake.is_set() for wake in self._wakes):
+            return  # both claim loops will look already (called per freed slot)
         if not (self._fetching or self._stopped.is_set() or self._worth_a_claim()):
             # A claim now would ask for nothing. What changes that (a freed
             # slot, a queue run dry) wakes us again; with short work, waking
@@ -108,10 +110,11 @@ class Fetcher:
         return free
 
     def _worth_a_claim(self) -> bool:
+        # Slots first: the cheap test, and the one that fails while rows wait.
+        if not any(self._free_to_claim(namespace) > 0 for namespace in self._pools):
+            return False
         caps = self._slots.kind_caps()
-        return any(caps[k] != 0 for k in self._kinds) and any(
-            self._free_to_claim(namespace) > 0 for namespace in self._pools
-        )
+        return any(caps[k] != 0 for k in self._kinds)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
