@@ -11,8 +11,10 @@ import trio
 ROOT = Path(__file__).resolve().parent.parent
 
 
-async def run(args: list[str], env_dsn: str | None = None) -> str:
+async def run(args: list[str], env_dsn: str | None = None, schema: str | None = None) -> str:
     env = {"TRIO_DELTA_DSN": env_dsn} if env_dsn else {}
+    if schema is not None:
+        env["EXAMPLE_SCHEMA"] = schema
     import os
 
     with trio.fail_after(120):
@@ -76,3 +78,28 @@ async def test_users_example_runs(pg_dsn: str) -> None:
     assert "inform: bob new=True, stale copy changed anything=False" in out
     assert "schedule_inform: 2 changed users re-synced" in out
     assert "converged: True; 22 users" in out
+
+
+async def test_sync_producer_example_runs(pg_dsn: str, schema: str) -> None:
+    out = await run([sys.executable, "examples/sync_producer.py", pg_dsn], schema=schema)
+    assert "imported 2 orders: o-1, o-2" in out
+    assert "refused: object 1: shipment: id must be 1-254 characters, got 0 (index 1)" in out
+    assert "o-1 again: changed=False" in out
+    assert "orders: ['o-1', 'o-2']" in out
+    assert "shipments: [('o-1', 'scheduled'), ('o-2', 'scheduled')]" in out
+
+
+async def test_trio_app_example_runs(pg_dsn: str, schema_name: str) -> None:
+    out = await run([sys.executable, "examples/trio_app.py", pg_dsn], schema=schema_name)
+    assert "INV-2: rolled back" in out
+    assert "mailing invoice INV-1 (42.50)" in out
+    assert "mailing invoice INV-2" not in out
+    assert "resources: [('INV-1', 'synced')]" in out
+
+
+async def test_asyncio_http_worker_example_runs(pg_dsn: str, schema_name: str) -> None:
+    out = await run([sys.executable, "examples/asyncio_http_worker.py", pg_dsn], schema=schema_name)
+    assert "/home: 'Page /home'" in out
+    assert "/home: object_synced" in out
+    assert "asyncio side: request to slow cancelled" in out
+    assert "/slow: object_failed" in out

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from ._client import Client, ClientStats, Transaction, open_delta_client
 from ._config import Config, NamespaceConfig, ObjectSettings, default_retry_policy
+from ._connect import connect
 from ._controllers import Controller, Controllers, add_controller
 from ._engine.events import Subscription
 from ._engine.maintenance import MaintenanceStats
@@ -22,6 +23,7 @@ from ._errors import (
     ResourceDelete,
     ResourceStateError,
     StoreError,
+    TrioRequiredError,
 )
 from ._migrate import migrate
 from ._objects import Object
@@ -73,8 +75,10 @@ __all__ = [
     "StoreError",
     "Subscription",
     "Transaction",
+    "TrioRequiredError",
     "__version__",
     "add_controller",
+    "connect",
     "default_retry_policy",
     "migrate",
     "open_delta_client",

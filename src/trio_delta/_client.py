@@ -9,10 +9,11 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager, asynccontextmanager
 from typing import Any, TypeVar
 
+import psycopg
 import trio
 
 from ._config import Config, NamespaceConfig, check_name, check_namespaces
@@ -20,18 +21,24 @@ from ._controllers import Controllers
 from ._engine.clock import Clock
 from ._engine.context import EngineContext
 from ._engine.events import EventHub, Subscription
-from ._engine.informers import stale_check_for
 from ._engine.runtime import ClientStats, Engine
 from ._errors import (
     ClientClosedError,
     ClientFailedError,
     ConfigError,
     ObjectError,
-    ResourceStateError,
 )
-from ._objects import PreparedObject, check_kind, encode_json, prepare_object
-from ._store.params import Change, ResourceFilter, StaleCheck, UpsertParams, UpsertResult
-from ._store.port import Store, StoreTransaction
+from ._informing import (
+    inform_run_options,
+    invalidate_refused,
+    object_types,
+    prepare_all,
+    results_for,
+    stale_check,
+)
+from ._objects import PreparedObject, check_kind, prepare_object
+from ._store.params import Change, ResourceFilter, UpsertParams
+from ._store.port import AppConnection, Store, StoreTransaction
 from ._types import (
     EventCategory,
     InformerState,
@@ -41,7 +48,7 @@ from ._types import (
     ResourceRow,
     ResourceState,
 )
-from ._util import NoPublicConstructor, construct, leaf_exceptions
+from ._util import NoPublicConstructor, construct, leaf_exceptions, require_trio
 
 __all__ = ["Client", "ClientStats", "Transaction", "open_delta_client"]
 
@@ -121,18 +128,48 @@ class Client(metaclass=NoPublicConstructor):
 
     # -- informing ------------------------------------------------------------
 
-    def _prepare(self, obj: object, opts: InformOpts | None) -> PreparedObject:
+    def _check_open(self) -> None:
         if self._closed:
             raise ClientClosedError("the client is stopped")
-        return prepare_object(obj, opts, default_max_attempts=self._config.max_attempts)
 
-    def _stale_check(self, item: PreparedObject) -> StaleCheck | None:
-        return stale_check_for(self._controllers.get(item.kind), item.obj.__class__)
+    def _decode_as(self, kind: str) -> type[Any] | None:
+        reg = self._controllers.get(kind)
+        return None if reg is None else reg.object_type
 
-    def _result(self, result: UpsertResult) -> InformResult[Any]:
-        return InformResult(
-            self._controllers.bind(result.row), result.already_exists, result.changed
+    async def _inform(
+        self, items: list[PreparedObject], tx: Transaction | AppConnection | None
+    ) -> list[InformResult[Any]]:
+        """Upsert ``items`` (in ``tx`` if given) and wake our fetcher for the
+        namespaces that gained work: now, on the commit of a transaction of
+        ours, or through the NOTIFY an application's connection sends when
+        it commits."""
+        store_tx: StoreTransaction | AppConnection | None = tx
+        if isinstance(tx, Transaction):
+            if tx._closed:  # pyright: ignore[reportPrivateUsage]
+                raise ClientClosedError("this transaction is already over")
+            store_tx = tx._store_tx  # pyright: ignore[reportPrivateUsage]
+        elif tx is not None and not isinstance(tx, psycopg.Connection | psycopg.AsyncConnection):
+            raise ConfigError(
+                "tx must come from client.transaction(), or be a psycopg Connection or a "
+                f"connection from trio_delta.connect(); got {type(tx).__name__}"
+            )
+        is_stale = stale_check(object_types(items), self._decode_as)
+        results = await self._store.queue.upsert(
+            items, UpsertParams(self._clock.now(), is_stale=is_stale), store_tx
         )
+        namespaces = {r.row.namespace for r in results if r.changed}
+        if namespaces:
+            engine = self._engine
+
+            def wake() -> None:
+                for namespace in namespaces:
+                    engine.wake(namespace)
+
+            if tx is None:
+                wake()
+            elif isinstance(tx, Transaction):
+                tx._on_commit.append(wake)  # pyright: ignore[reportPrivateUsage]
+        return results_for(items, results, self._decode_as)
 
     async def inform(self, obj: T, opts: InformOpts | None = None) -> InformResult[T]:
         """Store ``obj`` as a resource and schedule it to be worked.
@@ -141,39 +178,55 @@ class Client(metaclass=NoPublicConstructor):
         an object older than the stored one is ignored. Raises
         :class:`ObjectError` for an invalid object, writing nothing.
         """
-        item = self._prepare(obj, opts)
-        (result,) = await self._store.queue.upsert(
-            [item], UpsertParams(self._clock.now(), is_stale=self._stale_check(item))
-        )
-        if result.changed:
-            self._engine.wake(item.namespace)
-        return self._result(result)
+        self._check_open()
+        item = prepare_object(obj, opts, default_max_attempts=self._config.max_attempts)
+        (result,) = await self._inform([item], None)
+        return result
 
     async def inform_tx(
-        self, tx: Transaction, obj: T, opts: InformOpts | None = None
+        self, tx: Transaction | AppConnection, obj: T, opts: InformOpts | None = None
     ) -> InformResult[T]:
-        """Like :meth:`inform`, inside the user's transaction ``tx``: the
-        resource becomes visible (and workers are woken) only on commit."""
-        if not isinstance(tx, Transaction):
-            raise ConfigError("tx must come from client.transaction()")
-        if tx._closed:  # pyright: ignore[reportPrivateUsage]
-            raise ClientClosedError("this transaction is already over")
-        item = self._prepare(obj, opts)
-        (result,) = await self._store.queue.upsert(
-            [item],
-            UpsertParams(self._clock.now(), is_stale=self._stale_check(item)),
-            tx._store_tx,  # pyright: ignore[reportPrivateUsage]
-        )
-        if result.changed:
-            tx._on_commit.append(lambda: self._engine.wake(item.namespace))  # pyright: ignore[reportPrivateUsage]
-        return self._result(result)
+        """Like :meth:`inform`, inside the transaction ``tx``: the resource
+        becomes visible, and workers are woken, only when it commits.
+
+        ``tx`` is a :class:`Transaction` from :meth:`transaction`, or the
+        application's own connection: a synchronous ``psycopg.Connection``
+        (used from a thread, so the event loop never blocks) or an async one
+        from :func:`trio_delta.connect`. On a connection in autocommit with no
+        transaction open, the inform is a transaction of its own.
+        """
+        self._check_open()
+        item = prepare_object(obj, opts, default_max_attempts=self._config.max_attempts)
+        (result,) = await self._inform([item], tx)
+        return result
+
+    async def inform_many(
+        self, objs: Iterable[Any], opts: InformOpts | None = None
+    ) -> list[InformResult[Any]]:
+        """Store many objects in one transaction, with batched statements:
+        the fast way to inform in bulk. One result per object, in input
+        order (an object given twice is written once, as its last version).
+
+        One invalid object rejects them all, writing nothing:
+        :class:`ObjectError` names it by position (``error.index``).
+        """
+        self._check_open()
+        items = prepare_all(objs, opts, default_max_attempts=self._config.max_attempts)
+        return await self._inform(items, None) if items else []
+
+    async def inform_many_tx(
+        self, tx: Transaction | AppConnection, objs: Iterable[Any], opts: InformOpts | None = None
+    ) -> list[InformResult[Any]]:
+        """:meth:`inform_many` inside the transaction ``tx`` (as :meth:`inform_tx`)."""
+        self._check_open()
+        items = prepare_all(objs, opts, default_max_attempts=self._config.max_attempts)
+        return await self._inform(items, tx) if items else []
 
     @asynccontextmanager
     async def transaction(self) -> AsyncGenerator[Transaction, None]:
         """A transaction for the user's SQL and :meth:`inform_tx`; commits when
         the block exits normally, rolls back when it raises."""
-        if self._closed:
-            raise ClientClosedError("the client is stopped")
+        self._check_open()
         async with self._store.queue.transaction() as store_tx:
             tx = construct(Transaction, store_tx)
             try:
@@ -197,18 +250,8 @@ class Client(metaclass=NoPublicConstructor):
         ``options`` supplies ``labels``, ``limit`` and ``order_by`` for that run.
         """
         check_kind(kind, error=ConfigError)
-        if self._closed:
-            raise ClientClosedError("the client is stopped")
-        extra: dict[str, Any] | None = None
-        if options is not None:
-            if not isinstance(options, InformOptions):
-                raise ConfigError(f"options must be InformOptions, got {options!r}")
-            extra = {
-                "labels": dict(options.labels),
-                "limit": options.limit,
-                "order_by": options.order_by,
-            }
-            encode_json(extra, what="inform options")
+        self._check_open()
+        extra = inform_run_options(options)
         await self._store.control.request_inform(
             kind, now=self._clock.now(), process_existing=bool(process_existing), options=extra
         )
@@ -220,7 +263,8 @@ class Client(metaclass=NoPublicConstructor):
         Raises :class:`ResourceStateError` when there is no such resource or
         it is not synced (pending, failed, ... resources are already due).
         """
-        item = self._prepare(obj, None)
+        self._check_open()
+        item = prepare_object(obj, None, default_max_attempts=self._config.max_attempts)
         rows = await self._store.insights.change(
             Change.INVALIDATE,
             ResourceFilter(kind=item.kind, object_ids=(item.object_id,)),
@@ -228,12 +272,7 @@ class Client(metaclass=NoPublicConstructor):
         )
         if not rows:
             current = await self._store.insights.get_resource(item.kind, item.object_id)
-            if current is None:
-                raise ResourceStateError(f"no {item.kind} resource with id {item.object_id!r}")
-            raise ResourceStateError(
-                f"{item.kind} {item.object_id!r} is {current.state.value}; only synced "
-                "resources can be invalidated"
-            )
+            raise invalidate_refused(item, current)
         self._engine.wake(rows[0].namespace)
         return self._controllers.bind(rows[0])
 
@@ -340,7 +379,28 @@ async def run_client(
     namespaces: Mapping[str, NamespaceConfig],
     config: Config,
 ) -> AsyncGenerator[Client, None]:
-    """Run a client on an open store (Postgres or memory)."""
+    """Run a client on an open store (Postgres or memory); inside a
+    trio-asyncio loop with ``config.asyncio``."""
+    if not config.asyncio:
+        async with _run_client(store, controllers, namespaces, config) as client:
+            yield client
+        return
+    from ._store._bridge import open_asyncio_loop
+
+    async with (
+        open_asyncio_loop(),
+        _run_client(store, controllers, namespaces, config) as client,
+    ):
+        yield client
+
+
+@asynccontextmanager
+async def _run_client(
+    store: Store,
+    controllers: Controllers,
+    namespaces: Mapping[str, NamespaceConfig],
+    config: Config,
+) -> AsyncGenerator[Client, None]:
     clock = Clock(await store.database_now())
     ctx = EngineContext(store, clock, _make_client_id(config), config, controllers)
     client = construct(Client, ctx, namespaces)
@@ -399,7 +459,9 @@ async def open_delta_client(
     Raises :class:`ConfigError` for bad arguments and :class:`NotMigratedError`
     when the schema is missing or old, before anything runs. Leaving the block
     stops the client gracefully, then forcibly (see :attr:`Config.shutdown_grace`).
+    Runs on Trio: called from asyncio it raises :class:`TrioRequiredError`.
     """
+    require_trio("trio_delta.open_delta_client()")
     from ._store.dsn import normalize_dsn, with_connect_timeout
     from ._store.postgres import open_postgres_store
 

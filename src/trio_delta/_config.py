@@ -104,6 +104,10 @@ def default_retry_policy(attempt: int) -> float:
     return float(min(attempt**4, DAY))
 
 
+#: Attempts before a resource is degraded, unless its object or client says.
+DEFAULT_MAX_ATTEMPTS = 10
+
+
 @dataclass(frozen=True, slots=True)
 class NamespaceConfig:
     """Limits and retention for one namespace.
@@ -172,7 +176,7 @@ class Config:
     """Up to this much random delay is added to each informer run."""
     retry_policy: Callable[[int], float] = default_retry_policy
     """Attempt number (1-based) -> seconds until the retry."""
-    max_attempts: int = 10
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
     """Attempts before a resource is degraded, unless the object says otherwise."""
     poll_interval: float = 1.0
     """The fetcher looks for work at least this often even without a NOTIFY."""
@@ -206,6 +210,11 @@ class Config:
     """How psycopg runs on Trio: ``"native"`` (Trio waits on libpq's socket
     directly; the fast default) or ``"trio-asyncio"`` (psycopg's asyncio code
     on a trio-asyncio loop)."""
+    asyncio: bool = False
+    """Run the client inside a trio-asyncio loop, so that ``work`` and
+    ``inform`` may await asyncio-only libraries through
+    ``trio_asyncio.aio_as_trio``; a work timeout or forced stop cancels the
+    asyncio side too. Needs trio-asyncio to load (not on Python 3.14)."""
     random: random.Random = field(default_factory=random.Random, compare=False)
     """Source of jitter and ids; seed it for reproducible tests."""
 
@@ -237,6 +246,8 @@ class Config:
         _check_int("batch_size", self.batch_size, minimum=1)
         _check_int("event_buffer", self.event_buffer, minimum=0)
         _check_int("pool_size", self.pool_size, minimum=2, allow_none=True)
+        if not isinstance(self.asyncio, bool):
+            raise ConfigError(f"asyncio must be True or False, got {self.asyncio!r}")
         if self.driver not in ("native", "trio-asyncio"):
             raise ConfigError(f"driver must be 'native' or 'trio-asyncio', got {self.driver!r}")
         if not callable(self.retry_policy):

@@ -16,7 +16,15 @@ class ConfigError(DeltaError, ValueError):
 
 class ObjectError(DeltaError, ValueError):
     """An object cannot be informed: invalid id, kind, tags or metadata, or not
-    encodable as JSON. Nothing was written."""
+    encodable as JSON. Nothing was written.
+
+    ``index`` is the object's position when a batch was informed
+    (``inform_many``), else None.
+    """
+
+    def __init__(self, message: str, *, index: int | None = None) -> None:
+        super().__init__(message)
+        self.index = index
 
 
 class NotMigratedError(DeltaError):
@@ -51,6 +59,13 @@ class LockTimeoutError(StoreError):
 class ResourceStateError(DeltaError):
     """An operation is not allowed in the resource's current state (for example
     invalidating a resource that is not synced)."""
+
+
+class TrioRequiredError(DeltaError, RuntimeError):
+    """A function that runs on Trio was called from another async library
+    (asyncio, most likely) or outside any. From asyncio, inform with
+    :mod:`trio_delta.producer`; run the workers under Trio (``trio.run``, or
+    ``trio-delta run``)."""
 
 
 class ClientClosedError(DeltaError):

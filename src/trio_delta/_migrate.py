@@ -13,6 +13,7 @@ from ._config import check_schema
 from ._errors import StoreError
 from ._store._bridge import Bridge, open_bridge
 from ._store.dsn import describe_dsn, normalize_dsn, redact
+from ._util import require_trio
 from .migrations.runner import LATEST_VERSION, migrations
 
 log = logging.getLogger("trio_delta.migrate")
@@ -62,8 +63,10 @@ async def migrate(dsn: str, *, schema: str = "delta") -> list[int]:
     """Create or upgrade trio_delta's tables in ``schema``; returns the
     versions applied (empty when already current).
 
-    Idempotent, and safe to run from several processes at once.
+    Idempotent, and safe to run from several processes at once. Runs on
+    Trio; from synchronous code, ``trio-delta migrate`` does the same.
     """
+    require_trio("trio_delta.migrate()")
     check_schema(schema)
     conninfo = normalize_dsn(dsn)
     async with open_bridge() as bridge:

@@ -5,6 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar, cast
 
+import sniffio
+
+from ._errors import TrioRequiredError
+
 T = TypeVar("T")
 
 
@@ -67,3 +71,23 @@ def leaf_exceptions(exc: BaseException) -> list[BaseException]:
         else:
             leaves.append(current)
     return leaves
+
+
+def require_trio(api: str) -> None:
+    """Raise :class:`TrioRequiredError` unless called from Trio.
+
+    Called first thing by the entry points that run on Trio: under asyncio
+    their first Trio call would fail with ``RuntimeError: Task got bad
+    yield``, which says nothing of what to do instead.
+    """
+    try:
+        library: str | None = sniffio.current_async_library()
+    except sniffio.AsyncLibraryNotFoundError:
+        library = None
+    if library != "trio":
+        where = f"from {library}" if library else "outside any async library"
+        raise TrioRequiredError(
+            f"{api} runs on Trio, but was called {where}. From asyncio or synchronous "
+            "code, inform with trio_delta.producer (inform_async(), inform()) and run "
+            "the workers under Trio (trio.run, or `trio-delta run`)"
+        )

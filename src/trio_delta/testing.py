@@ -37,7 +37,7 @@ from ._store.memory import DEFAULT_ANCHOR, MemoryStore
 from ._store.params import ResourceFilter
 from ._store.port import Store
 from ._types import CLAIMABLE_STATES, Event, ResourceRow, ResourceState
-from ._util import NoPublicConstructor, construct, fixup_module_metadata
+from ._util import NoPublicConstructor, construct, fixup_module_metadata, require_trio
 
 __all__ = [
     "DEFAULT_ANCHOR",
@@ -236,6 +236,7 @@ async def open_test_client(
     run. Pass ``store`` to share one memory store between several clients
     (a multi-client test) or to keep it after the client stops.
     """
+    require_trio("trio_delta.testing.open_test_client()")
     check_controllers(controllers)
     checked = check_namespaces(namespaces)
     if config is None:

@@ -1029,7 +1029,7 @@ async def test_upsert_rejects_a_foreign_transaction(store: Store) -> None:
         async def execute(self, query: str, params: Any = None) -> list[tuple[Any, ...]]:
             return []
 
-    with pytest.raises(TypeError):
+    with pytest.raises(ConfigError, match="tx must come from"):
         await upsert(store, [prep(Item("a"))], now=at(0), tx=Foreign())
 
 

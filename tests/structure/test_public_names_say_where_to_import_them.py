@@ -8,6 +8,8 @@ import pickle
 import pytest
 
 import trio_delta as delta
+import trio_delta.producer
+import trio_delta.sqlalchemy
 import trio_delta.testing
 
 
@@ -31,3 +33,11 @@ def test_repr_and_pickle_use_the_public_path() -> None:
 def test_handles_have_no_public_constructor(cls: type) -> None:
     with pytest.raises(TypeError, match="no public constructor"):
         cls()
+
+
+@pytest.mark.parametrize("module", [trio_delta.producer, trio_delta.sqlalchemy])
+def test_helper_modules_report_their_own_name(module: object) -> None:
+    names = module.__all__  # type: ignore[attr-defined]
+    assert names
+    for name in names:
+        assert getattr(module, name).__module__ == module.__name__  # type: ignore[attr-defined]

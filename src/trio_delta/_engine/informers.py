@@ -24,9 +24,10 @@ import trio
 
 from .._controllers import Registration
 from .._errors import ObjectError, StoreError
+from .._informing import stale_check
 from .._logs import Throttled
-from .._objects import PreparedObject, decode_object, prepare_object
-from .._store.params import InformClaim, InformLease, InformRunEnd, StaleCheck, UpsertParams
+from .._objects import PreparedObject, prepare_object
+from .._store.params import InformClaim, InformLease, InformRunEnd, UpsertParams
 from .._types import InformOptions
 from .context import EngineContext
 from .results import MAX_MESSAGE, clean_text, describe_exception
@@ -38,22 +39,6 @@ storm = Throttled(log)  # retries of one failure: not a warning each
 LEASE_GRACE = 30.0
 #: Write attempts for one batch before the run is failed.
 WRITE_ATTEMPTS = 4
-
-
-def stale_check_for(reg: Registration | None, obj_type: type[Any]) -> StaleCheck | None:
-    """A ``StaleCheck`` using the type's ``compare``, or None without one."""
-    if getattr(obj_type, "compare", None) is None:
-        return None
-    target = reg.object_type if reg is not None else obj_type
-
-    def is_stale(incoming: PreparedObject, stored: bytes) -> bool:
-        try:
-            existing = decode_object(stored, target)
-        except Exception:
-            return False  # an undecodable stored object is not newer
-        return incoming.obj.compare(existing) < 0
-
-    return is_stale
 
 
 class RunStats:
@@ -347,7 +332,7 @@ class Informers:
         prepared: trio.MemoryReceiveChannel[list[PreparedObject]],
         stats: RunStats,
     ) -> None:
-        is_stale = stale_check_for(reg, reg.object_type)
+        is_stale = stale_check([reg.object_type], lambda kind: reg.object_type)
         async with prepared:
             async for items in prepared:
                 delay = 0.1

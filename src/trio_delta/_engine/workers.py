@@ -91,6 +91,7 @@ class WorkerPool:
         self.max_workers = max_workers
         self._controllers = ctx.controllers
         self._work_timeout = ctx.config.work_timeout
+        self._asyncio = ctx.config.asyncio
         self._slots = slots
         self._completions = completions
         self._on_slot_free = on_slot_free
@@ -100,8 +101,6 @@ class WorkerPool:
         self.rows = RowQueue(self._spawn)
         self._spawner: trio.Nursery | None = None
         self._workers: list[_Worker] = []
-        self._watcher_idle = False
-        self._watcher_wake = trio.Event()
         self._forced = False
         self.worked = 0
 
@@ -168,13 +167,15 @@ class WorkerPool:
     # keeps one scope (without deadline) across resources and makes a new
     # one only after it was cancelled, and one watcher task per pool sleeps
     # until the earliest running work's deadline and cancels that worker's
-    # scope. Every work starts with the same timeout, so a newly started work
-    # never has the earliest deadline unless nothing was running.
+    # scope. Every work starts with the same timeout, so a work that starts
+    # later has a later deadline than ``now + timeout``: the watcher sleeps
+    # until then at the latest, and no work start ever needs to wake it
+    # (waking it was a task switch for every other row of a short-work drain).
 
     async def _watch_timeouts(self) -> None:
         while True:
             now = trio.current_time()
-            earliest = math.inf
+            earliest = now + self._work_timeout
             for worker in self._workers:
                 if worker.resource is None:
                     continue
@@ -183,13 +184,7 @@ class WorkerPool:
                     worker.deadline = math.inf  # cancelled once
                 else:
                     earliest = min(earliest, worker.deadline)
-            if earliest == math.inf:
-                self._watcher_idle = True
-                await self._watcher_wake.wait()
-                self._watcher_wake = trio.Event()
-                self._watcher_idle = False
-            else:
-                await trio.sleep_until(earliest)
+            await trio.sleep_until(earliest)
 
     async def _worker_loop(self, worker: _Worker) -> None:
         self.rows.started()
@@ -208,8 +203,6 @@ class WorkerPool:
                             break  # a late cancel, meant for a work that ended: new scope
                         worker.deadline = trio.current_time() + self._work_timeout
                         worker.resource = resource
-                        if self._watcher_idle:
-                            self._watcher_wake.set()
                         result = await self._work_one(resource)
                         worker.resource = None
                         done, resource = resource, None
@@ -314,6 +307,13 @@ class WorkerPool:
                 return self._not_cancelled(error)
             if self._forced:
                 return None  # the work failed because we stopped it
+            if not self._asyncio and _needed_asyncio(error):
+                explained = NoAsyncioLoop(
+                    "work awaited asyncio code (trio_asyncio.aio_as_trio), but the client "
+                    "runs no asyncio loop: set Config(asyncio=True)"
+                )
+                explained.__cause__ = error
+                return outcome.Error(explained)
         return result
 
     def _not_cancelled(self, error: BaseException) -> outcome.Outcome[object] | None:
@@ -336,3 +336,14 @@ class WorkerPool:
         stray = StrayCancelled("work raised trio.Cancelled, but nothing had cancelled it")
         stray.__cause__ = error
         return outcome.Error(stray)
+
+
+class NoAsyncioLoop(RuntimeError):
+    """A work called into asyncio on a client without ``Config(asyncio=True)``."""
+
+
+def _needed_asyncio(error: Exception) -> bool:
+    """Whether ``error`` is trio-asyncio finding no loop to run asyncio code on
+    (it fails with an AttributeError on its missing loop, saying nothing of
+    what to do)."""
+    return isinstance(error, AttributeError) and "run_aio_coroutine" in str(error)

@@ -215,21 +215,33 @@ def _sole_exception(group: BaseExceptionGroup[BaseException]) -> BaseException |
 
 
 @asynccontextmanager
-async def open_bridge(driver: Driver = "native") -> AsyncGenerator[Bridge, None]:
-    """Make the driver ready for the duration of the block.
+async def open_asyncio_loop() -> AsyncGenerator[None, None]:
+    """Run the block inside a trio-asyncio loop (the one already running,
+    if any), where asyncio code can be awaited with ``aio_as_trio``.
 
     trio-asyncio's loop runs in nurseries of its own, which would wrap
     whatever the block raises in exception groups; a lone exception is
     re-raised as itself so callers see what their own code raised.
     """
-    if driver == "native":
-        yield Bridge(driver)
+    trio_asyncio = _trio_asyncio()
+    if trio_asyncio.current_loop.get() is not None:
+        yield
         return
     try:
-        async with _trio_asyncio().open_loop():
-            yield Bridge(driver)
+        async with trio_asyncio.open_loop():
+            yield
     except BaseExceptionGroup as group:
         sole = _sole_exception(group)
         if sole is None:
             raise
         raise sole from None
+
+
+@asynccontextmanager
+async def open_bridge(driver: Driver = "native") -> AsyncGenerator[Bridge, None]:
+    """Make the driver ready for the duration of the block."""
+    if driver == "native":
+        yield Bridge(driver)
+        return
+    async with open_asyncio_loop():
+        yield Bridge(driver)

@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from .._errors import LockTimeoutError
 from .._objects import PreparedObject
@@ -66,16 +66,21 @@ class UpsertParams:
     """How to write a batch of objects.
 
     ``process_existing`` reschedules unchanged rows too (not pending ones);
-    ``is_stale`` skips objects older than the stored ones.
+    ``is_stale`` skips objects older than the stored ones. ``now`` None
+    (Postgres only) takes the database's statement time: for producers,
+    which run no engine clock.
     """
 
-    now: datetime
+    now: datetime | None
     process_existing: bool = False
     is_stale: StaleCheck | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class UpsertResult:
+class UpsertResult(NamedTuple):
+    """One object's upsert: its row as stored now. (A named tuple: a bulk
+    inform makes one per object, and building a frozen dataclass cost
+    several times as much.)"""
+
     row: ResourceRow[Any]
     already_exists: bool
     changed: bool

@@ -50,6 +50,8 @@ from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Any, Protocol
 
+import psycopg
+
 from .._objects import PreparedObject
 from .._types import Resource, ResourceRow, ResourceState
 from .params import (
@@ -80,6 +82,11 @@ class StoreTransaction(Protocol):
         ...
 
 
+#: An application's own connection an inform may join: a synchronous psycopg
+#: connection, or an async one that runs on Trio (``trio_delta.connect``).
+AppConnection = psycopg.Connection[Any] | psycopg.AsyncConnection[Any]
+
+
 class Listener(Protocol):
     async def wait(self) -> str:
         """The next notification's payload; raises :class:`StoreError` when
@@ -94,9 +101,11 @@ class QueueStore(Protocol):
         self,
         items: Sequence[PreparedObject],
         params: UpsertParams,
-        tx: StoreTransaction | None = None,
+        tx: StoreTransaction | AppConnection | None = None,
     ) -> list[UpsertResult]:
-        """Insert or update ``items`` in one transaction (``tx`` if given).
+        """Insert or update ``items`` in one transaction (``tx`` if given:
+        one of this store's transactions, or an application's connection,
+        in its transaction or else in one of its own).
 
         Later items win over earlier ones with the same kind and id. Returns a
         result per distinct item, in input order. Wakes listeners of the

@@ -1,7 +1,7 @@
 """Every SQL statement trio_delta runs, kept as package data in ``sql/*.sql``.
 
 Each file holds ``-- name: NAME`` blocks (a statement) and ``-- fragment:
-NAME`` blocks (text a statement includes as ``{NAME}``). One loader, one
+NAME`` blocks (text a statement, or a later fragment, includes as ``{NAME}``). One loader, one
 composition for every caller: the Postgres store's parts and the producer
 functions all read their statements from :class:`Queries`.
 """
@@ -50,6 +50,14 @@ def _raw_blocks() -> dict[tuple[str, str], str]:
             if key in blocks:
                 raise ValueError(f"{key[0]} {key[1]!r} is defined in two query files")
             blocks[key] = body
+    # A fragment may include the fragments defined before it: spliced in as
+    # text here (all of it package data), so that each block is composed once.
+    done: dict[str, str] = {}
+    for (block, name), body in blocks.items():
+        if block == "fragment":
+            for earlier, text in done.items():
+                body = body.replace("{" + earlier + "}", text)
+            blocks[(block, name)] = done[name] = body
     return blocks
 
 

@@ -28,7 +28,7 @@ import math
 import os
 import select
 from collections.abc import Generator
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import psycopg
 import psycopg.errors
@@ -214,13 +214,41 @@ class _Exchange:
                 raise _WaitTimeout("wait timeout expired")
 
 
-class TrioConnection(psycopg.AsyncConnection[Any]):
-    """An ``AsyncConnection`` whose waiting is done by Trio.
+class _TaskLock:
+    """What psycopg's ``async with conn.lock`` needs, on Trio.
 
-    Only ever used by one task at a time (callers serialize), which keeps
-    psycopg's internal asyncio lock uncontended: an uncontended
-    ``asyncio.Lock`` never touches an event loop.
+    psycopg serializes a connection's operations with an ``asyncio.Lock``,
+    which needs an asyncio loop as soon as two tasks contend. An
+    application's connection (``trio_delta.connect``) may well be shared by
+    tasks, so it gets this instead. Taking it free costs no checkpoint: the
+    statement it guards checkpoints anyway, and a lock per statement that
+    yielded to the scheduler cost every statement a scheduler pass.
     """
+
+    def __init__(self) -> None:
+        self._held = False
+        self._lot = trio.lowlevel.ParkingLot()
+
+    def locked(self) -> bool:
+        return self._held
+
+    async def __aenter__(self) -> None:
+        while self._held:
+            await self._lot.park()
+        self._held = True
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._held = False
+        self._lot.unpark()
+
+
+class TrioConnection(psycopg.AsyncConnection[Any]):
+    """An ``AsyncConnection`` whose waiting is done by Trio, and whose
+    operations are serialized with a Trio lock: it may be shared by tasks."""
+
+    def __init__(self, pgconn: pq.abc.PGconn) -> None:
+        super().__init__(pgconn)
+        self.lock = cast(Any, _TaskLock())
 
     async def wait(  # 3.2 has no timeout
         self,

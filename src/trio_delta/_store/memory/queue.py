@@ -14,9 +14,10 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
+import psycopg
 import trio
 
-from ..._errors import StoreError
+from ..._errors import ConfigError, StoreError
 from ..._objects import PreparedObject
 from ..._types import CLAIMABLE_STATES, Resource, ResourceRow, ResourceState
 from ..params import (
@@ -30,7 +31,7 @@ from ..params import (
     UpsertResult,
     dedupe,
 )
-from ..port import StoreTransaction
+from ..port import AppConnection, StoreTransaction
 from .tables import Key, MemoryListener, MemoryTransaction, StoredRow, Tables, with_error
 
 
@@ -44,17 +45,24 @@ class MemoryQueue:
         self,
         items: Sequence[PreparedObject],
         params: UpsertParams,
-        tx: StoreTransaction | None = None,
+        tx: StoreTransaction | AppConnection | None = None,
     ) -> list[UpsertResult]:
         await trio.lowlevel.checkpoint()
         unique = dedupe(items)
         if not unique:
             return []
         now, process_existing, is_stale = params.now, params.process_existing, params.is_stale
+        if now is None:
+            raise ConfigError("the memory store keeps no time of its own: upserts need `now`")
         mtx: MemoryTransaction | None = None
         if tx is not None:
+            if isinstance(tx, psycopg.Connection | psycopg.AsyncConnection):
+                raise ConfigError(
+                    "the memory store has no SQL: inform on a database connection "
+                    "needs a client on Postgres"
+                )
             if not isinstance(tx, MemoryTransaction) or tx.tables is not self._t:
-                raise TypeError("tx must come from this client's transaction()")
+                raise ConfigError("tx must come from this client's transaction()")
             if tx.closed:
                 raise StoreError("inform failed: the transaction is already over")
             mtx = tx

@@ -24,6 +24,7 @@ from psycopg import pq
 from psycopg.types.json import set_json_loads
 
 from ..._errors import StoreError
+from ..._objects import PreparedObject
 from ..._types import AttemptError, ResourceRow, ResourceState
 from .._bridge import (
     Bridge,
@@ -139,6 +140,32 @@ def row_from_columns(row: Sequence[Any]) -> ResourceRow[Any]:
         row[15],
         row[16],
         row[17],
+    )
+
+
+def row_from_written(item: PreparedObject, row: Sequence[Any]) -> ResourceRow[Any]:
+    """The resource ``item`` was just written to, from what the ``upsert``
+    query returns (the rest, as stored, is what ``item`` holds)."""
+    errors = row[5]
+    return ResourceRow(
+        row[2],
+        item.kind,
+        item.object_id,
+        item.namespace,
+        ResourceState.parse(row[3]),
+        row[4],
+        item.max_attempts,
+        item.encoded,
+        item.hash,
+        {} if item.metadata == b"{}" else load_json(item.metadata),
+        item.tags,
+        () if errors == "[]" else _errors_from_text(errors),
+        row[6],
+        row[7],
+        row[8],
+        row[9],
+        row[10],
+        row[11],
     )
 
 

@@ -19,6 +19,7 @@ from ..params import (
     RescueParams,
 )
 from .connections import Conn, Connections
+from .statements import Target, request_inform_plan, run_async
 
 
 def _controller(row: Sequence[Any]) -> ControllerState:
@@ -44,6 +45,7 @@ class PostgresControl:
 
     def __init__(self, connections: Connections) -> None:
         self._c = connections
+        self._target = Target(connections.queries, connections.channel)
 
     # -- informer schedule (the controllers table) ----------------------------------
 
@@ -104,20 +106,14 @@ class PostgresControl:
         process_existing: bool,
         options: Mapping[str, Any] | None,
     ) -> None:
-        await self._c.execute(
-            None,
-            "request_inform",
-            {
-                "kind": kind,
-                "now": now,
-                "process_existing": process_existing,
-                "inform_options": None
-                if options is None
-                else msgspec.json.encode(options).decode(),
-                "channel": self._c.channel,
-            },
-            "requesting an informer run",
+        plan = request_inform_plan(
+            self._target, kind, now=now, process_existing=process_existing, options=options
         )
+
+        async def run(conn: Conn) -> None:
+            await run_async(conn, plan)
+
+        await self._c.on_pool(run, "requesting an informer run")
 
     async def get_controller(self, kind: str) -> ControllerState | None:
         rows = await self._c.execute(None, "get_controller", {"kind": kind}, "reading a controller")

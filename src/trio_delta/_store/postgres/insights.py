@@ -8,19 +8,7 @@ from typing import Any
 from ..._types import ResourceRow, ResourceState
 from ..params import Change, ResourceFilter, StateCount
 from .connections import Conn, Connections, row_from_columns
-
-
-def filter_params(flt: ResourceFilter) -> dict[str, Any]:
-    """The parameters of the ``resource_filter`` fragment."""
-    return {
-        "kind": flt.kind,
-        "namespace": flt.namespace,
-        "states": None if flt.states is None else [s.value for s in flt.states],
-        "tags": None if flt.tags is None else list(flt.tags),
-        "object_ids": None if flt.object_ids is None else list(flt.object_ids),
-        "after_id": flt.after_id,
-        "limit": flt.limit,
-    }
+from .statements import Target, change_plan, filter_params, run_async
 
 
 class PostgresInsights:
@@ -58,11 +46,9 @@ class PostgresInsights:
     async def change(
         self, change: Change, flt: ResourceFilter, *, now: datetime
     ) -> list[ResourceRow[Any]]:
-        params = filter_params(flt.narrowed(change.states))
-        params |= {"now": now, "channel": self._c.channel}
-        query = change.value
-        if change.restarts_to is not None:
-            query = "restart"
-            params["to_state"] = change.restarts_to.value
-        rows = await self._rows(query, params, f"{change.value} resources")
-        return sorted(rows, key=lambda r: r.id)
+        plan = change_plan(Target(self._c.queries, self._c.channel), change, flt, now)
+
+        async def run(conn: Conn) -> list[ResourceRow[Any]]:
+            return await run_async(conn, plan)
+
+        return await self._c.on_pool(run, f"{change.value} resources")

@@ -9,13 +9,13 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
-import msgspec
 import psycopg
 import trio
 from psycopg import sql
 
+from ..._errors import ConfigError
 from ..._objects import PreparedObject
-from ..._types import Resource, ResourceRow, ResourceState
+from ..._types import Resource, ResourceState
 from ..params import (
     MAX_ERRORS,
     AppliedOutcome,
@@ -29,8 +29,8 @@ from ..params import (
     dedupe,
     lock_timeout_error,
 )
-from ..port import StoreTransaction
-from ..trio_psycopg import read_notifies
+from ..port import AppConnection, StoreTransaction
+from ..trio_psycopg import TrioConnection, read_notifies
 from .connections import (
     Conn,
     Connections,
@@ -38,6 +38,17 @@ from .connections import (
     idle_and_healthy,
     lock_timeout_ms,
     row_from_columns,
+    store_error,
+)
+from .statements import (
+    Plan,
+    Target,
+    bounded,
+    in_transaction_async,
+    in_transaction_sync,
+    run_async,
+    upsert_plan,
+    upsert_quiet_plan,
 )
 
 #: The server version that has ``idle_session_timeout`` (Postgres 14).
@@ -97,70 +108,12 @@ class PostgresQueue:
     def __init__(self, connections: Connections) -> None:
         self._c = connections
         self._queries = connections.queries
-
-    def _upsert_params(
-        self, items: Sequence[PreparedObject], params: UpsertParams
-    ) -> dict[str, Any]:
-        return {
-            "kind": [i.kind for i in items],
-            "object_id": [i.object_id for i in items],
-            "namespace": [i.namespace for i in items],
-            "object": [i.encoded.decode() for i in items],
-            "hash": [i.hash for i in items],
-            "metadata": [i.metadata.decode() for i in items],
-            "tags": [msgspec.json.encode(i.tags).decode() for i in items],
-            "max_attempts": [i.max_attempts for i in items],
-            "now": params.now,
-            "process_existing": params.process_existing,
-            "channel": self._c.channel,
-        }
-
-    async def _fresh(
-        self, conn: Conn, items: list[PreparedObject], params: UpsertParams
-    ) -> list[PreparedObject]:
-        """``items`` less those older than their stored row (locked meanwhile)."""
-        if params.is_stale is None:
-            return items
-        keys = {"kind": [i.kind for i in items], "object_id": [i.object_id for i in items]}
-        cur = await conn.execute(self._queries["lock_existing"], keys)
-        stored = {(r[0], r[1]): (r[2].encode(), bytes(r[3])) for r in await cur.fetchall()}
-        fresh: list[PreparedObject] = []
-        for item in items:
-            old = stored.get((item.kind, item.object_id))
-            if old is not None and old[1] != item.hash and params.is_stale(item, old[0]):
-                continue
-            fresh.append(item)
-        return fresh
+        self._target = Target(connections.queries, connections.channel)
 
     async def _upsert_on(
         self, conn: Conn, items: list[PreparedObject], params: UpsertParams
     ) -> list[UpsertResult]:
-        to_write = await self._fresh(conn, items, params)
-        written: dict[tuple[str, str], tuple[ResourceRow[Any], bool]] = {}
-        if to_write:
-            cur = await conn.execute(self._queries["upsert"], self._upsert_params(to_write, params))
-            for columns in await cur.fetchall():
-                row = row_from_columns(columns)
-                written[(row.kind, row.object_id)] = (row, bool(columns[18]))
-        missing = [i for i in items if (i.kind, i.object_id) not in written]
-        unchanged: dict[tuple[str, str], ResourceRow[Any]] = {}
-        if missing:
-            cur = await conn.execute(
-                self._queries["select_existing"],
-                {"kind": [i.kind for i in missing], "object_id": [i.object_id for i in missing]},
-            )
-            for columns in await cur.fetchall():
-                row = row_from_columns(columns)
-                unchanged[(row.kind, row.object_id)] = row
-        results: list[UpsertResult] = []
-        for item in items:
-            key = (item.kind, item.object_id)
-            if key in written:
-                row, inserted = written[key]
-                results.append(UpsertResult(row, already_exists=not inserted, changed=True))
-            else:
-                results.append(UpsertResult(unchanged[key], already_exists=True, changed=False))
-        return results
+        return await run_async(conn, upsert_plan(self._target, items, params))
 
     async def _held(self, conn: Conn, items: Sequence[PreparedObject]) -> list[tuple[str, str]]:
         """The (kind, id) of ``items`` whose rows another transaction holds,
@@ -186,44 +139,79 @@ class PostgresQueue:
         self,
         items: Sequence[PreparedObject],
         params: UpsertParams,
-        tx: StoreTransaction | None = None,
+        tx: StoreTransaction | AppConnection | None = None,
     ) -> list[UpsertResult]:
         unique = dedupe(items)
         if not unique:
             return []
-        if tx is not None:
-            if not isinstance(tx, PostgresTransaction):
-                raise TypeError("tx must come from this client's transaction()")
+        if tx is None:
+
+            async def in_transaction(conn: Conn) -> list[UpsertResult]:
+                async with conn.transaction():
+                    if self._bounds_informs:
+                        await conn.execute(
+                            self._queries["set_local_lock_timeout"], self._lock_timeout_param()
+                        )
+                    return await self._bounded(conn, unique, params)
+
+            return await self._c.on_pool(in_transaction, "inform")
+        if isinstance(tx, PostgresTransaction):
             conn = tx.conn
 
             async def in_users_transaction() -> list[UpsertResult]:
-                if not self._bounds_informs:
-                    return await self._bounded(conn, unique, params)
-                # The bound holds for this inform only: the user's own later
-                # statements keep the lock_timeout they had.
-                cur = await conn.execute(
-                    self._queries["scope_lock_timeout"], self._lock_timeout_param()
-                )
-                row = await cur.fetchone()
-                assert row is not None
-                results = await self._bounded(conn, unique, params)
-                await conn.execute(
-                    self._queries["set_local_lock_timeout"], {"lock_timeout": row[0]}
-                )
-                return results
+                try:
+                    return await run_async(conn, self._plan(unique, params))
+                except psycopg.errors.LockNotAvailable as exc:
+                    raise lock_timeout_error(
+                        "inform", await self._held(conn, unique), self._c.lock_timeout
+                    ) from exc
 
             async with tx.lock:
                 return await self._c.call(in_users_transaction, what="inform")
+        return await self._upsert_on_app_connection(tx, unique, params)
 
-        async def in_transaction(conn: Conn) -> list[UpsertResult]:
-            async with conn.transaction():
-                if self._bounds_informs:
-                    await conn.execute(
-                        self._queries["set_local_lock_timeout"], self._lock_timeout_param()
-                    )
-                return await self._bounded(conn, unique, params)
+    def _plan(self, items: list[PreparedObject], params: UpsertParams) -> Plan[list[UpsertResult]]:
+        """The upsert inside a transaction of the caller's, bounded by the
+        store's lock timeout for its own statements only: the caller's later
+        statements keep the lock_timeout they had."""
+        return bounded(
+            upsert_plan(self._target, items, params), self._queries, self._c.lock_timeout
+        )
 
-        return await self._c.on_pool(in_transaction, "inform")
+    async def _upsert_on_app_connection(
+        self,
+        conn: StoreTransaction | AppConnection,
+        items: list[PreparedObject],
+        params: UpsertParams,
+    ) -> list[UpsertResult]:
+        """Inform on an application's own psycopg connection: a synchronous
+        one in a thread (it blocks), an async one only if it runs on Trio.
+        Neither crosses the bridge: the trio-asyncio driver's loop is for
+        the store's own connections."""
+        plan = self._plan(items, params)
+        try:
+            if isinstance(conn, psycopg.Connection):
+                return await trio.to_thread.run_sync(in_transaction_sync, conn, plan)
+            if isinstance(conn, TrioConnection):
+                return await in_transaction_async(conn, plan)
+        except psycopg.errors.LockNotAvailable as exc:
+            # The caller's transaction is aborted: nothing can ask which
+            # row was held, so only a lone object is named.
+            held = [(items[0].kind, items[0].object_id)] if len(items) == 1 else []
+            raise lock_timeout_error("inform", held, self._c.lock_timeout) from exc
+        except (psycopg.Error, OSError) as exc:
+            raise store_error(exc, "inform") from exc
+        plan.close()
+        if isinstance(conn, psycopg.AsyncConnection):
+            raise ConfigError(
+                "this AsyncConnection does not run on Trio: open one with "
+                "trio_delta.connect(), or inform from asyncio with "
+                "trio_delta.producer.inform_async()"
+            )
+        raise ConfigError(
+            "tx must come from client.transaction(), or be a psycopg Connection or a "
+            f"connection from trio_delta.connect(); got {type(conn).__name__}"
+        )
 
     async def _bounded(
         self, conn: Conn, items: list[PreparedObject], params: UpsertParams
@@ -243,11 +231,7 @@ class PostgresQueue:
         async def in_transaction(conn: Conn) -> None:
             try:
                 async with conn.transaction():
-                    to_write = await self._fresh(conn, unique, params)
-                    if to_write:
-                        await conn.execute(
-                            self._queries["upsert_quiet"], self._upsert_params(to_write, params)
-                        )
+                    await run_async(conn, upsert_quiet_plan(self._target, unique, params))
             except psycopg.errors.LockNotAvailable as exc:
                 # Rolled back: the lane may ask which rows were held.
                 raise lock_timeout_error(

@@ -49,8 +49,8 @@ with target as (
 ),
 updated as (
     update {schema}.resources as r
-    set state = %(to_state)s, attempt = 0, errors = '[]', scheduled_at = %(now)s,
-        updated_at = %(now)s
+    set state = %(to_state)s, attempt = 0, errors = '[]', scheduled_at = {now},
+        updated_at = {now}
     from target
     -- again: the row may have changed since the target was read
     where r.id = target.id and r.state = any(%(states)s::text[])

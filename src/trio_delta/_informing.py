@@ -1,0 +1,130 @@
+"""What every way of informing does around the store: check the objects, compare
+them with the stored ones, and hand back results.
+
+The client (``inform``, ``inform_tx``, ``inform_many``), the informers and
+:mod:`trio_delta.producer` all inform; they differ in the connection they
+write on, never in what is valid, what is stale or what a result holds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from ._errors import ConfigError, ObjectError, ResourceStateError
+from ._objects import PreparedObject, decode_object, encode_json, prepare_object
+from ._store.params import StaleCheck, UpsertResult
+from ._types import InformOptions, InformOpts, InformResult, ResourceRow
+
+#: The type a kind's stored objects decode to (None: the informed object's own).
+DecodeAs = Callable[[str], type[Any] | None]
+
+
+def _own_type(kind: str) -> type[Any] | None:
+    return None
+
+
+def _type_of(item: PreparedObject) -> type[Any]:
+    obj_type: type[Any] = item.obj.__class__
+    return obj_type
+
+
+def object_types(items: Iterable[PreparedObject]) -> set[type[Any]]:
+    """The types of the informed objects (what :func:`stale_check` looks at)."""
+    return {_type_of(item) for item in items}
+
+
+def prepare_all(
+    objs: Iterable[Any], opts: InformOpts | None, *, default_max_attempts: int
+) -> list[PreparedObject]:
+    """Every object checked and encoded, or :class:`ObjectError` for the
+    first invalid one, naming its position (``error.index``)."""
+    if isinstance(objs, str | bytes) or not isinstance(objs, Iterable):
+        raise ObjectError(f"objects must be an iterable of objects, got {type(objs).__name__}")
+    items: list[PreparedObject] = []
+    for index, obj in enumerate(objs):
+        try:
+            items.append(prepare_object(obj, opts, default_max_attempts=default_max_attempts))
+        except ObjectError as exc:
+            raise ObjectError(f"object {index}: {exc}", index=index) from exc
+    return items
+
+
+def stale_check(
+    object_types: Iterable[type[Any]], decode_as: DecodeAs = _own_type
+) -> StaleCheck | None:
+    """A stale check by the objects' own ``compare(other) -> int``, or None
+    when no type among ``object_types`` has one (then nothing stored need be
+    read first). The stored object is decoded to ``decode_as(kind)``, else to
+    the informed object's type; one that no longer decodes is not newer."""
+    if not any(getattr(t, "compare", None) is not None for t in object_types):
+        return None
+
+    def is_stale(incoming: PreparedObject, stored: bytes) -> bool:
+        compare = getattr(incoming.obj, "compare", None)
+        if compare is None:
+            return False
+        try:
+            existing = decode_object(stored, decode_as(incoming.kind) or _type_of(incoming))
+        except Exception:
+            return False
+        return compare(existing) < 0
+
+    return is_stale
+
+
+def results_for(
+    items: Sequence[PreparedObject],
+    results: Sequence[UpsertResult],
+    decode_as: DecodeAs = _own_type,
+) -> list[InformResult[Any]]:
+    """One result per informed object, in input order; ``results`` are the
+    store's, one per distinct (kind, id), their rows bound by :func:`bind_row`."""
+    by_key = {(r.row.kind, r.row.object_id): r for r in results}
+    out: list[InformResult[Any]] = []
+    for item in items:
+        result = by_key[(item.kind, item.object_id)]
+        row = bind_row(item, result.row, decode_as)
+        out.append(InformResult(row, result.already_exists, result.changed))
+    return out
+
+
+def bind_row(
+    item: PreparedObject, row: ResourceRow[Any], decode_as: DecodeAs = _own_type
+) -> ResourceRow[Any]:
+    """``row``, the stored resource of ``item``, with its object set: the
+    informed object itself when the row holds it (same hash), else the
+    stored one decoded to its type (left plain JSON if it no longer fits)."""
+    if row.hash == item.hash:
+        row._set_decoded(item.obj)  # pyright: ignore[reportPrivateUsage]
+    else:
+        with contextlib.suppress(Exception):
+            row._set_decoded(  # pyright: ignore[reportPrivateUsage]
+                decode_object(row.encoded_object, decode_as(item.kind) or _type_of(item))
+            )
+    return row
+
+
+def inform_run_options(options: InformOptions | None) -> dict[str, Any] | None:
+    """What a requested informer run is given (labels, limit, order_by), as
+    stored with the request; None for the informer's defaults."""
+    if options is None:
+        return None
+    if not isinstance(options, InformOptions):
+        raise ConfigError(f"options must be InformOptions, got {options!r}")
+    extra = {"labels": dict(options.labels), "limit": options.limit, "order_by": options.order_by}
+    encode_json(extra, what="inform options")
+    return extra
+
+
+def invalidate_refused(
+    item: PreparedObject, current: ResourceRow[Any] | None
+) -> ResourceStateError:
+    """Why ``item``'s resource was not invalidated: missing, or not synced."""
+    if current is None:
+        return ResourceStateError(f"no {item.kind} resource with id {item.object_id!r}")
+    return ResourceStateError(
+        f"{item.kind} {item.object_id!r} is {current.state.value}; only synced "
+        "resources can be invalidated"
+    )
