@@ -99,7 +99,9 @@ def rss_peak_kb() -> int:
 def child_parser(description: str) -> argparse.ArgumentParser:
     """The command line every ``bench_*.py`` child accepts."""
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("scenario", choices=["drain", "inform", "latency", "scale", "memory"])
+    parser.add_argument(
+        "scenario", choices=["drain", "inform", "inform_many", "latency", "scale", "memory"]
+    )
     parser.add_argument("--dsn", required=True, help="libpq connection string")
     parser.add_argument("--schema", required=True, help="fresh schema for this run")
     parser.add_argument("--count", type=int, default=20_000, help="jobs/objects to drain or inform")

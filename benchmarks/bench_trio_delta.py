@@ -13,7 +13,11 @@ Settings (``--settings '{"max_workers": 100, "batch_size": 500}'``):
 * ``pool_size``: ``Config.pool_size`` (None: trio_delta sizes it);
 * ``latency_informer``: ``same`` (the working client informs, waking its own
   fetcher directly) or ``other`` (a second client in this process informs, so
-  the worker hears of it through Postgres' NOTIFY, as the peers' workers do).
+  the worker hears of it through Postgres' NOTIFY, as the peers' workers do);
+  or an inform in the application's own transaction, timed from its commit:
+  ``transaction`` (``client.transaction()``), ``trio_connection`` (on
+  ``trio_delta.connect``), ``producer`` (``trio_delta.producer.inform`` on a
+  synchronous psycopg connection, in a thread).
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from _common import (
 from psycopg import sql
 
 import trio_delta as delta
+from trio_delta import producer
 
 # High-throughput settings: 500 workers (pgqueuer runs unlimited concurrency
 # with batches of 500) and statements of up to 2,000 rows (pgqueuer's bulk
@@ -143,6 +148,27 @@ async def inform_all(
         "startup_s": seeder.started_at - opened,
         "send_s": seeder.sent_at - seeder.started_at,
     }
+
+
+async def inform_many(dsn: str, schema: str, count: int, settings: dict[str, Any]) -> float:
+    """``client.inform_many`` of ``count`` objects on a client that works
+    nothing; seconds from making the objects until the call returns (its
+    transaction committed)."""
+    controllers = delta.Controllers()
+    delta.add_controller(controllers, Seeder(0))
+    config = _config(schema, settings, inform_interval=-1.0)
+    async with delta.open_delta_client(
+        dsn,
+        controllers,
+        namespaces={"elsewhere": delta.NamespaceConfig(max_workers=1)},
+        config=config,
+    ) as client:
+        started = time.perf_counter()
+        results = await client.inform_many([Item(f"{KEY_PREFIX}-{i}", i) for i in range(count)])
+        elapsed = time.perf_counter() - started
+    if len(results) != count or not all(r.changed for r in results):
+        raise RuntimeError(f"expected {count} new resources, got {len(results)} results")
+    return elapsed
 
 
 ALL_ROWS = sql.SQL("true")
@@ -269,10 +295,39 @@ async def latency(
                     config=config,
                 )
             )
+        mode = settings["latency_informer"]
+        app_conn = (
+            await stack.enter_async_context(delta.connect(dsn))
+            if mode == "trio_connection"
+            else None
+        )
+        sync_conn = psycopg.connect(dsn) if mode == "producer" else None
+        if sync_conn is not None:
+            stack.callback(sync_conn.close)
+
+        async def inform(item: Item) -> float:
+            """Inform ``item`` the way ``mode`` says; when it was committed."""
+            if mode == "transaction":
+                async with client.transaction() as tx:
+                    await client.inform_tx(tx, item)
+            elif app_conn is not None:
+                await client.inform_tx(app_conn, item)
+                await app_conn.commit()
+            elif sync_conn is not None:
+
+                def produce() -> float:
+                    producer.inform(sync_conn, item, schema=schema)
+                    sync_conn.commit()
+                    return time.perf_counter()
+
+                return await trio.to_thread.run_sync(produce)
+            else:
+                await informer.inform(item)
+            return time.perf_counter()
+
         for i in range(warmup + samples):
             key = f"{KEY_PREFIX}-{i}"
-            await informer.inform(Item(key, i))
-            returned = time.perf_counter()
+            returned = await inform(Item(key, i))
             with trio.fail_after(10):
                 while key not in ctl.started_at:
                     await ctl.event.wait()
@@ -307,6 +362,12 @@ async def main() -> None:
         if written != args.count:
             raise RuntimeError(f"expected {args.count} rows, found {written}")
         emit(inform=args.count / timing["seconds"], **timing)
+    elif args.scenario == "inform_many":
+        seconds = await inform_many(args.dsn, args.schema, args.count, settings)
+        written = count_rows(args.dsn, args.schema)
+        if written != args.count:
+            raise RuntimeError(f"expected {args.count} rows, found {written}")
+        emit(inform_many=args.count / seconds, seconds=seconds)
     elif args.scenario == "memory":
         before = rss_now_kb()
         timing = await inform_all(args.dsn, args.schema, args.count, settings)

@@ -17,6 +17,9 @@ Scenarios (full size; ``--quick`` shrinks them and says so in the table):
 * ``inform``: 100,000 objects written: trio_delta through one informer run
   until all are upserted (a client that works nothing); peers through their
   bulk enqueue API; objects/s;
+* ``inform_many``: the same 100,000 objects through one ``client.inform_many``
+  call (one transaction, pipelined statements) beside the peers' bulk
+  enqueue (as in ``inform``); objects/s;
 * ``latency``: an idle worker, one inform/enqueue every 20 ms: delay from
   inform/enqueue returning to the handler starting; p50, p95, p99 in ms;
 * ``scale`` (trio_delta only): drain 10,000 with 1,000,000 other (synced) rows
@@ -53,7 +56,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 HERE = Path(__file__).resolve().parent
 SYSTEMS = ("trio_delta", "pgqueuer", "procrastinate")
 PEERS = ("pgqueuer", "procrastinate")
-SCENARIOS = ("drain", "inform", "latency", "scale", "memory")
+SCENARIOS = ("drain", "inform", "inform_many", "latency", "scale", "memory")
 CHILD = {s: HERE / f"bench_{s}.py" for s in SYSTEMS}
 SHORT = {"trio_delta": "td", "pgqueuer": "pgq", "procrastinate": "proc"}
 DEFAULT_DSN = os.environ.get("BENCH_DSN", "postgresql://postgres@127.0.0.1:5432/bench")
@@ -350,7 +353,7 @@ class Bench:
     def scenario(self, name: str) -> None:
         systems = (
             self.systems
-            if name in ("drain", "inform", "latency")
+            if name in ("drain", "inform", "inform_many", "latency")
             else (("trio_delta",) if "trio_delta" in self.systems else ())
         )
         if not systems:
@@ -360,6 +363,8 @@ class Bench:
             self.add_metric(Metric("drain", "drain", "jobs/s", True, systems))
         elif name == "inform":
             self.add_metric(Metric("inform", "inform", "objects/s", True, systems))
+        elif name == "inform_many":
+            self.add_metric(Metric("inform_many", "inform_many", "objects/s", True, systems))
         elif name == "latency":
             for p in ("p50", "p95", "p99"):
                 self.add_metric(Metric(f"latency_{p}", f"latency {p}", "ms", False, systems))
@@ -387,6 +392,13 @@ class Bench:
         elif name == "inform":
             res, err = self.attempt(system, lambda: run(system, "inform", count=s.inform))
             self.record(system, res, err, ["inform"], f"n={s.inform:,}")
+        elif name == "inform_many":
+            # The peers' side is their bulk enqueue, as in ``inform``.
+            child = "inform_many" if system == "trio_delta" else "inform"
+            res, err = self.attempt(system, lambda: run(system, child, count=s.inform))
+            if res is not None and child == "inform":
+                res = {**res, "inform_many": res["inform"]}
+            self.record(system, res, err, ["inform_many"], f"n={s.inform:,}")
         elif name == "latency":
             res, err = self.attempt(
                 system, lambda: run(system, "latency", samples=s.latency_samples)
@@ -454,6 +466,7 @@ class Bench:
         checks: dict[str, tuple[str, bool | None]] = {
             "drain": (">=1.5x", None if ratio is None else ratio >= 1.5),
             "inform": (">=1.0x", None if ratio is None else ratio >= 1.0),
+            "inform_many": (">=1.2x", None if ratio is None else ratio >= 1.2),
             "latency_p50": ("<=2ms, <=peers", td[0] <= 2.0 and (best is None or td[0] <= best[1])),
             "latency_p99": ("<=5ms, <=peers", td[0] <= 5.0 and (best is None or td[0] <= best[1])),
             "scale": (">=0.8", td[0] >= 0.8),
