@@ -79,3 +79,19 @@ async def test_psycopg_options_are_passed_on(pg_dsn: str) -> None:
     with pytest.raises(psycopg.OperationalError):
         async with delta.connect("host=127.0.0.1 port=1 user=postgres connect_timeout=2"):
             pass
+
+
+async def test_inform_on_an_autocommit_connection_is_its_own_transaction(
+    pg_dsn: str, schema: str, config: delta.Config
+) -> None:
+    from ..models import Note, NoteController, controllers_for
+
+    async with (
+        delta.open_delta_client(pg_dsn, controllers_for(NoteController()), config=config) as c,
+        delta.connect(pg_dsn, autocommit=True) as conn,
+    ):
+        result = await c.inform_tx(conn, Note("n1"))
+        assert result.changed
+        # Committed already: visible to everyone, nothing left open.
+        assert sql(pg_dsn, f"select object_id from {schema}.resources") == [("n1",)]
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
