@@ -134,9 +134,11 @@ async def test_forced_stop_hands_back_rows_no_worker_had_taken(
     config = delta.Config(
         random=random.Random(1), client_id="c1", inform_interval=-1, shutdown_grace=GRACE
     )
-    namespaces = {"default": delta.NamespaceConfig(max_workers=30)}
+    # Enough rows that workers (a few started per scheduler pass) have not
+    # reached them all when the stop begins.
+    namespaces = {"default": delta.NamespaceConfig(max_workers=200)}
     store = MemoryStore(anchor=DEFAULT_ANCHOR)
-    keys = [f"stuck-{i}" for i in range(30)]
+    keys = [f"stuck-{i}" for i in range(200)]
     seen: dict[str, ResourceRow[object]] = {}
 
     async def look_while_stopping(stop_began: float) -> None:

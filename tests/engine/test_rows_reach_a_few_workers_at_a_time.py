@@ -1,6 +1,6 @@
-"""The fetcher-to-workers queue wakes (or starts) one worker at a time, yet
-every row of a claim starts at once when work awaits something, and no row
-is lost to closing or to a cancelled taker."""
+"""The fetcher-to-workers queue wakes (or starts) a few workers at a time,
+not one per row, yet every row of a claim starts at once when work awaits
+something, and no row is lost to closing or to a cancelled taker."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 import trio
 import trio.testing
 
-from trio_delta._engine.rowqueue import RowQueue
+from trio_delta._engine.rowqueue import TAKERS_AT_ONCE, RowQueue
 from trio_delta._types import Resource, ResourceState
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -77,9 +77,10 @@ async def test_instant_work_is_carried_by_few_workers(
         wakes = queue.wakes
         queue.close()
     assert sorted(r for _, r, _ in workers.taken) == list(range(rows))
-    # A memory channel would have woken one worker per row.
-    assert wakes <= 2
-    assert len({w for w, _, _ in workers.taken}) <= 2
+    # A memory channel would have woken one worker per row; a few take
+    # the rows side by side, however many rows there are.
+    assert wakes <= TAKERS_AT_ONCE + 1
+    assert len({w for w, _, _ in workers.taken}) <= TAKERS_AT_ONCE + 1
 
 
 async def test_awaiting_work_still_starts_every_row_at_once(
@@ -187,7 +188,7 @@ class SpawningPool:
         await self.workers.run(index)
 
 
-@pytest.mark.parametrize(("seconds", "started"), [(0, 2), (10, 40)])
+@pytest.mark.parametrize(("seconds", "started"), [(0, TAKERS_AT_ONCE + 1), (10, 40)])
 async def test_workers_are_started_only_as_rows_need_them(
     autojump_clock: trio.testing.MockClock,
     seconds: float,
@@ -199,9 +200,8 @@ async def test_workers_are_started_only_as_rows_need_them(
         for i in range(40):
             pool.queue.send_nowait(row(i))
         await trio.sleep(1)
-        # Instant work: the first task did it all (it started a second one
-        # before it knew). Awaiting work: a task per row,
-        # every one started at once.
+        # Instant work: a few tasks did it all, side by side. Awaiting
+        # work: a task per row, every one started at once.
         assert pool.workers.n == started
         assert len(pool.workers.taken) == 40
         assert {round(at - t0, 6) for _, _, at in pool.workers.taken} == {0}
