@@ -35,6 +35,8 @@ PSYCOPG_TESTS = (
     "tests/store/test_store_conformance.py",
     "tests/store/test_trio_connection_times_out_and_cancels_on_the_server.py",
     "tests/test_both_drivers_run_the_control_loop.py",
+    # psycopg on Trio for applications, the pipelined bulk inform, the producer
+    "tests/informing",
 )
 
 
