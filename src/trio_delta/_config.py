@@ -171,7 +171,9 @@ class Config:
     inform_timeout: float = 60.0
     """Longest one informer run may take."""
     inform_interval: float = HOUR
-    """Default time between informer runs of a kind (negative disables)."""
+    """Default time between informer runs of a kind. Negative: no periodic
+    runs and no run at start-up (a kind's first client included); the
+    informer runs only when asked (``schedule_inform``)."""
     inform_jitter: float = 60.0
     """Up to this much random delay is added to each informer run."""
     retry_policy: Callable[[int], float] = default_retry_policy

@@ -176,7 +176,6 @@ class Informers:
 
     async def _run_once(self, reg: Registration, claim: InformClaim) -> None:
         started = self._clock.now()
-        self.runs += 1
         stats = RunStats()
         error: str | None = None
         send, receive = trio.open_memory_channel[Any](self._config.batch_size)
@@ -229,6 +228,7 @@ class Informers:
         cursor = None
         if error is None and not claim.process_existing:
             cursor = stats.newest if stats.newest is not None else started
+        self.runs += 1  # counted when it ends: a run still going is not one yet
         if error is not None:
             self.failures += 1
         else:

@@ -74,10 +74,16 @@ class ClientStats:
     """What a client has done since it started (a snapshot)."""
 
     claimed: int
+    """Resources this client claimed."""
     worked: int
+    """Work calls that ended (or were cut short)."""
     outcomes_written: int
+    """Outcomes committed to the store."""
     informer_runs: int
+    """Informer runs this client finished, failed ones included (a run still
+    going is not counted until it ends)."""
     informer_failures: int
+    """Of those, the runs that failed (an error, a timeout, a stop)."""
     maintenance: MaintenanceStats
 
 
