@@ -69,6 +69,18 @@ def latency_metrics(delays_s: Sequence[float]) -> dict[str, float]:
     }
 
 
+def call_metrics(calls_s: Sequence[float], starts_s: Sequence[float]) -> dict[str, float]:
+    """What a caller waits for: the inform/enqueue call itself, and from the
+    call's start to the handler starting; p50/p99 in milliseconds."""
+    calls, starts = sorted(calls_s), sorted(starts_s)
+    return {
+        "inform_call_p50": percentile(calls, 50) * 1000,
+        "inform_call_p99": percentile(calls, 99) * 1000,
+        "call_to_start_p50": percentile(starts, 50) * 1000,
+        "call_to_start_p99": percentile(starts, 99) * 1000,
+    }
+
+
 def _proc_status_kb(field: str) -> int | None:
     try:
         with open("/proc/self/status", encoding="ascii") as f:

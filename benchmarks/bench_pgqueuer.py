@@ -30,6 +30,7 @@ from _common import (
     asyncpg_kwargs,
     child_parser,
     emit,
+    call_metrics,
     latency_metrics,
     payload,
     quiet_logging,
@@ -138,8 +139,11 @@ async def main() -> None:
         )
         await asyncio.sleep(0.5)  # the worker is listening
         delays: list[float] = []
+        calls: list[float] = []
+        starts: list[float] = []
         for i in range(args.warmup + args.samples):
             key = payload(i)["key"]
+            called = time.perf_counter()
             await setup.enqueue(ENTRYPOINT, _encode(i), 0)
             returned = time.perf_counter()
             async with asyncio.timeout(10):
@@ -148,10 +152,12 @@ async def main() -> None:
                     arrived.clear()
             if i >= args.warmup:
                 delays.append(started_at[key] - returned)
+                calls.append(returned - called)
+                starts.append(started_at[key] - called)
             await asyncio.sleep(args.interval)
         pgq.shutdown.set()
         await worker
-        emit(**latency_metrics(delays))
+        emit(**latency_metrics(delays), **call_metrics(calls, starts))
         return
 
     sys.exit(f"pgqueuer: scenario {args.scenario!r} is not measured for this system")

@@ -26,7 +26,15 @@ import sys
 import time
 from typing import Any
 
-from _common import child_parser, emit, latency_metrics, payload, quiet_logging, settings_from
+from _common import (
+    call_metrics,
+    child_parser,
+    emit,
+    latency_metrics,
+    payload,
+    quiet_logging,
+    settings_from,
+)
 from psycopg.conninfo import make_conninfo
 
 DEFAULTS: dict[str, Any] = {
@@ -109,8 +117,11 @@ async def main() -> None:
             task = asyncio.create_task(worker(wait=True))
             await asyncio.sleep(0.5)  # the worker is listening
             delays: list[float] = []
+            calls: list[float] = []
+            starts: list[float] = []
             for i in range(args.warmup + args.samples):
                 item = payload(i)
+                called = time.perf_counter()
                 await noop.defer_async(**item)
                 returned = time.perf_counter()
                 async with asyncio.timeout(10):
@@ -119,11 +130,13 @@ async def main() -> None:
                         arrived.clear()
                 if i >= args.warmup:
                     delays.append(started_at[item["key"]] - returned)
+                    calls.append(returned - called)
+                    starts.append(started_at[item["key"]] - called)
                 await asyncio.sleep(args.interval)
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.wait_for(task, timeout=10)
-            emit(**latency_metrics(delays))
+            emit(**latency_metrics(delays), **call_metrics(calls, starts))
 
         else:
             sys.exit(f"procrastinate: scenario {args.scenario!r} is not measured for this system")

@@ -33,6 +33,7 @@ from _common import (
     KEY_PREFIX,
     child_parser,
     emit,
+    call_metrics,
     latency_metrics,
     quiet_logging,
     rss_now_kb,
@@ -325,8 +326,11 @@ async def latency(
                 await informer.inform(item)
             return time.perf_counter()
 
+        calls: list[float] = []
+        starts: list[float] = []
         for i in range(warmup + samples):
             key = f"{KEY_PREFIX}-{i}"
+            called = time.perf_counter()
             returned = await inform(Item(key, i))
             with trio.fail_after(10):
                 while key not in ctl.started_at:
@@ -334,8 +338,10 @@ async def latency(
                     ctl.event = trio.Event()
             if i >= warmup:
                 delays.append(ctl.started_at[key] - returned)
+                calls.append(returned - called)
+                starts.append(ctl.started_at[key] - called)
             await trio.sleep(interval)
-    return latency_metrics(delays)
+    return {**latency_metrics(delays), **call_metrics(calls, starts)}
 
 
 async def main() -> None:

@@ -56,6 +56,13 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 HERE = Path(__file__).resolve().parent
 SYSTEMS = ("trio_delta", "pgqueuer", "procrastinate")
 PEERS = ("pgqueuer", "procrastinate")
+#: What a caller waits for, from the latency scenario's samples.
+CALL_METRICS = (
+    ("inform_call_p50", "inform call p50"),
+    ("inform_call_p99", "inform call p99"),
+    ("call_to_start_p50", "call start -> work start p50"),
+    ("call_to_start_p99", "call start -> work start p99"),
+)
 SCENARIOS = ("drain", "inform", "inform_many", "latency", "scale", "memory")
 CHILD = {s: HERE / f"bench_{s}.py" for s in SYSTEMS}
 SHORT = {"trio_delta": "td", "pgqueuer": "pgq", "procrastinate": "proc"}
@@ -368,6 +375,8 @@ class Bench:
         elif name == "latency":
             for p in ("p50", "p95", "p99"):
                 self.add_metric(Metric(f"latency_{p}", f"latency {p}", "ms", False, systems))
+            for key, label in CALL_METRICS:
+                self.add_metric(Metric(key, label, "ms", False, systems))
         elif name == "scale":
             self.add_metric(Metric("scale", "scale", "ratio", True, systems))
             self.add_metric(
@@ -407,7 +416,7 @@ class Bench:
                 system,
                 res,
                 err,
-                ["latency_p50", "latency_p95", "latency_p99"],
+                ["latency_p50", "latency_p95", "latency_p99", *(k for k, _ in CALL_METRICS)],
                 f"{s.latency_samples} samples",
             )
         elif name == "scale":
@@ -463,12 +472,21 @@ class Bench:
             return ""
         best = self.best_peer(metric)
         ratio = td[0] / best[1] if best and best[1] else None
+
+        def faster(most: float) -> bool:
+            return td[0] <= most and (best is None or td[0] * 1.5 <= best[1])
+
         checks: dict[str, tuple[str, bool | None]] = {
             "drain": (">=1.5x", None if ratio is None else ratio >= 1.5),
             "inform": (">=1.0x", None if ratio is None else ratio >= 1.0),
             "inform_many": (">=1.2x", None if ratio is None else ratio >= 1.2),
             "latency_p50": ("<=2ms, <=peers", td[0] <= 2.0 and (best is None or td[0] <= best[1])),
             "latency_p99": ("<=5ms, <=peers", td[0] <= 5.0 and (best is None or td[0] <= best[1])),
+            # Issue 15: at most these, and at least 1.5x better than the best peer.
+            "inform_call_p50": ("<=1.0ms, 1.5x peers", faster(1.0)),
+            "inform_call_p99": ("<=2.5ms, 1.5x peers", faster(2.5)),
+            "call_to_start_p50": ("<=2.0ms, 1.5x peers", faster(2.0)),
+            "call_to_start_p99": ("<=5ms, 1.5x peers", faster(5.0)),
             "scale": (">=0.8", td[0] >= 0.8),
             "memory": ("<=150MB", td[0] <= 150.0),
         }

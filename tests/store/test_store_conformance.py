@@ -1541,3 +1541,16 @@ async def test_clean_deletes_old_rows_of_one_state_and_namespace(store: Store) -
     # A cleaned row comes back as a new one, with a new id.
     (result,) = await upsert(store, [prep(Item("a"))], now=at(5))
     assert (result.already_exists, result.row.id > recs[-1].id) == (False, True)
+
+
+async def test_a_users_transaction_waits_on_locks_as_the_database_says(
+    pg_dsn: str, schema: str
+) -> None:
+    # Pooled connections bound our own lock waits (a session setting); the
+    # user's statements in a transaction of theirs keep the database's own.
+    async with open_postgres_store(pg_dsn, schema=schema, pool_size=2, lock_timeout=3.0) as pg:
+        async with pg.queue.transaction() as tx:
+            assert await tx.execute("show lock_timeout") == [("0",)]
+        async with pg.connections.pool.connection() as conn:
+            cur = await conn.execute("show lock_timeout")
+            assert await cur.fetchone() == ("3s",)

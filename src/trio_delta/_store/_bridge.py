@@ -48,6 +48,8 @@ R = TypeVar("R")
 Driver = Literal["native", "trio-asyncio"]
 DRIVERS: tuple[Driver, ...] = ("native", "trio-asyncio")
 Conn = psycopg.AsyncConnection[Any]
+#: Session settings for a new pooled connection.
+Configure = Callable[[Conn], Awaitable[None]]
 
 
 def _fast_json(conn: Conn) -> Conn:
@@ -76,8 +78,9 @@ class TrioPool:
     connections, opened on demand, reused while healthy and idle (a
     connection returned inside a transaction is closed, not reused)."""
 
-    def __init__(self, conninfo: str, *, max_size: int) -> None:
+    def __init__(self, conninfo: str, *, max_size: int, configure: Configure | None = None) -> None:
         self._conninfo = conninfo
+        self._configure = configure
         self._idle: list[TrioConnection] = []
         self._slots = trio.Semaphore(max_size)
         self._closed = False
@@ -95,7 +98,14 @@ class TrioPool:
                 if _still_connected(conn):
                     return conn
                 await conn.close()
-            return _fast_json(await native_connect(self._conninfo, autocommit=True))  # type: ignore[return-value]
+            conn = await native_connect(self._conninfo, autocommit=True)
+            try:
+                if self._configure is not None:
+                    await self._configure(conn)
+            except BaseException:
+                await conn.close()
+                raise
+            return _fast_json(conn)  # type: ignore[return-value]
         except BaseException:
             self._slots.release()
             raise
@@ -170,10 +180,18 @@ class Bridge:
             return _fast_json(await native_connect(conninfo, autocommit=autocommit))
         return _fast_json(await psycopg.AsyncConnection.connect(conninfo, autocommit=autocommit))
 
-    def pool(self, conninfo: str, *, max_size: int) -> Pool:
+    def pool(self, conninfo: str, *, max_size: int, configure: Configure | None = None) -> Pool:
+        """A pool of autocommit connections; ``configure`` runs once on each
+        new connection (session settings), on the driver's side."""
         if self.driver == "native":
-            return TrioPool(conninfo, max_size=max_size)
+            return TrioPool(conninfo, max_size=max_size, configure=configure)
         from psycopg_pool import AsyncConnectionPool  # asyncio-only: this driver's alone
+
+        async def configure_async(conn: Conn) -> None:
+            _fast_json(conn)
+            if configure is not None:
+                await configure(conn)
+            await asyncio.sleep(0)
 
         pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
             conninfo,
@@ -181,15 +199,10 @@ class Bridge:
             max_size=max_size,
             open=False,
             name="trio_delta",
-            configure=_configure_async,
+            configure=configure_async,
             kwargs={"autocommit": True},
         )
         return pool
-
-
-async def _configure_async(conn: Conn) -> None:
-    _fast_json(conn)
-    await asyncio.sleep(0)
 
 
 def _trio_asyncio() -> Any:

@@ -10,17 +10,20 @@ import logging
 from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
 from datetime import datetime
+from typing import Any
 
 import psycopg
 
 from ..._errors import StoreError
 from ...migrations.runner import LATEST_VERSION, check_version
-from .._bridge import Bridge, Driver, Pool, open_bridge
+from .._bridge import Bridge, Configure, Driver, Pool, open_bridge
+from ..queries import Queries
 from .connections import (
     Conn,
     Connections,
     lane_settings,
     load_json,
+    lock_timeout_ms,
     notify_channel,
     row_from_columns,
 )
@@ -140,7 +143,22 @@ async def open_postgres_store(
     instead, when given.
     """
     async with open_bridge(driver) as bridge:
-        pool = bridge.pool(dsn, max_size=pool_size)
+        configure: Configure | None = None
+        if lock_timeout is not None:
+            # Every pooled statement waits on locks at most this long, an
+            # inform included: as one statement in autocommit it needs no
+            # transaction block to scope it (one round trip, not four).
+            # A user's transaction on a pooled connection gets the
+            # database's default back (see PostgresQueue.transaction).
+            bound = {"lock_timeout": lock_timeout_ms(lock_timeout)}
+            set_lock_timeout = Queries(schema)["set_lock_timeout"]
+
+            async def set_bound(conn: psycopg.AsyncConnection[Any]) -> None:
+                await conn.execute(set_lock_timeout, bound)
+
+            configure = set_bound
+
+        pool = bridge.pool(dsn, max_size=pool_size, configure=configure)
         store = PostgresStore(
             dsn=dsn,
             schema=schema,

@@ -36,11 +36,11 @@ from .connections import (
     Connections,
     encode_error,
     idle_and_healthy,
-    lock_timeout_ms,
     row_from_columns,
     store_error,
 )
 from .statements import (
+    UPSERT_CHUNK,
     Plan,
     Target,
     bounded,
@@ -128,9 +128,6 @@ class PostgresQueue:
         )
         return [(kind, object_id) for kind, object_id in await cur.fetchall()]
 
-    def _lock_timeout_param(self) -> dict[str, str]:
-        return {"lock_timeout": lock_timeout_ms(self._c.lock_timeout)}
-
     @property
     def _bounds_informs(self) -> bool:
         return self._c.lock_timeout is not None
@@ -145,13 +142,16 @@ class PostgresQueue:
         if not unique:
             return []
         if tx is None:
+            # Pooled connections bound lock waits by themselves (a session
+            # setting): an upsert that is one statement is atomic in
+            # autocommit, one round trip. A stale check (read, then write)
+            # or several statements need a transaction.
+            one_statement = params.is_stale is None and len(unique) <= UPSERT_CHUNK
 
             async def in_transaction(conn: Conn) -> list[UpsertResult]:
+                if one_statement:
+                    return await self._bounded(conn, unique, params)
                 async with conn.transaction():
-                    if self._bounds_informs:
-                        await conn.execute(
-                            self._queries["set_local_lock_timeout"], self._lock_timeout_param()
-                        )
                     return await self._bounded(conn, unique, params)
 
             return await self._c.on_pool(in_transaction, "inform")
@@ -321,8 +321,12 @@ class PostgresQueue:
     async def transaction(self) -> AsyncGenerator[PostgresTransaction, None]:
         pool = self._c.pool
         conn: Conn = await self._c.call(pool.getconn, what="opening a transaction")
+        # The user's statements wait on locks as the database's settings say,
+        # not as the pool's bound on our own statements does (informs in it
+        # scope that bound to themselves).
+        begin = "begin; set local lock_timeout to default" if self._bounds_informs else "begin"
         try:
-            await self._c.call(lambda: conn.execute("begin"), what="begin")
+            await self._c.call(lambda: conn.execute(begin), what="begin")
         except BaseException:
             with trio.CancelScope(shield=True):
                 await self._c.call(lambda: pool.putconn(conn), what="returning a connection")
