@@ -484,6 +484,7 @@ async def open_delta_client(
             driver=driver,
             lock_timeout=config.lock_timeout,
             leader_lock_timeout=leader_lock_timeout,
+            async_commit=config.async_commit,
         ) as store,
         run_client(store, controllers, checked, config) as client,
     ):

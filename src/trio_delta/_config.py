@@ -212,6 +212,13 @@ class Config:
     """How psycopg runs on Trio: ``"native"`` (Trio waits on libpq's socket
     directly; the fast default) or ``"trio-asyncio"`` (psycopg's asyncio code
     on a trio-asyncio loop)."""
+    async_commit: bool = True
+    """Claims, outcomes and the leader's renewals commit without waiting for
+    the WAL flush (``synchronous_commit = off`` on those connections only).
+    One lost in a database crash is safe to lose: the row stays claimable,
+    or pending until the rescuer retries it, so at-least-once holds and a
+    work may run again. Informs always wait for the flush. False: every
+    commit waits, as the peers' job queues do by default (slower drains)."""
     asyncio: bool = False
     """Run the client inside a trio-asyncio loop, so that ``work`` and
     ``inform`` may await asyncio-only libraries through
@@ -248,8 +255,9 @@ class Config:
         _check_int("batch_size", self.batch_size, minimum=1)
         _check_int("event_buffer", self.event_buffer, minimum=0)
         _check_int("pool_size", self.pool_size, minimum=2, allow_none=True)
-        if not isinstance(self.asyncio, bool):
-            raise ConfigError(f"asyncio must be True or False, got {self.asyncio!r}")
+        for flag in ("asyncio", "async_commit"):
+            if not isinstance(getattr(self, flag), bool):
+                raise ConfigError(f"{flag} must be True or False, got {getattr(self, flag)!r}")
         if self.driver not in ("native", "trio-asyncio"):
             raise ConfigError(f"driver must be 'native' or 'trio-asyncio', got {self.driver!r}")
         if not callable(self.retry_policy):

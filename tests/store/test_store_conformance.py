@@ -1554,3 +1554,27 @@ async def test_a_users_transaction_waits_on_locks_as_the_database_says(
         async with pg.connections.pool.connection() as conn:
             cur = await conn.execute("show lock_timeout")
             assert await cur.fetchone() == ("3s",)
+
+
+@pytest.mark.parametrize(("async_commit", "expected"), [(True, "off"), (False, "on")])
+async def test_async_commit_decides_how_the_hot_lanes_commit(
+    pg_dsn: str, schema: str, async_commit: bool, expected: str
+) -> None:
+    async with open_postgres_store(
+        pg_dsn, schema=schema, pool_size=2, async_commit=async_commit
+    ) as pg:
+        for lane in ("claim", "complete", "leader"):
+            rows = await pg.connections.execute(lane, "database_now", {}, "now")
+            assert rows  # the lane is open
+            (setting,) = await pg.connections.on_lane(lane, _show_synchronous_commit, "show")
+            assert setting == expected, lane
+        # Informs always wait for the WAL flush.
+        (setting,) = await pg.connections.on_lane("inform", _show_synchronous_commit, "show")
+        assert setting == "on"
+
+
+async def _show_synchronous_commit(conn: Any) -> tuple[str]:
+    cur = await conn.execute("show synchronous_commit")
+    row = await cur.fetchone()
+    assert row is not None
+    return (row[0],)

@@ -60,6 +60,7 @@ class PostgresStore:
         pool: Pool,
         lock_timeout: float | None = None,
         leader_lock_timeout: float | None = None,
+        async_commit: bool = True,
     ) -> None:
         self.connections = Connections(
             dsn=dsn,
@@ -68,6 +69,7 @@ class PostgresStore:
             pool=pool,
             lock_timeout=lock_timeout,
             leader_lock_timeout=leader_lock_timeout,
+            async_commit=async_commit,
         )
         self.schema = schema
         self.queue = PostgresQueue(self.connections)
@@ -131,6 +133,7 @@ async def open_postgres_store(
     writable: bool = True,
     lock_timeout: float | None = None,
     leader_lock_timeout: float | None = None,
+    async_commit: bool = True,
 ) -> AsyncGenerator[PostgresStore, None]:
     """Open the driver, a connection pool and the store.
 
@@ -140,7 +143,8 @@ async def open_postgres_store(
     the database takes no writes (a client there would only ever fail).
     ``lock_timeout`` bounds every lock wait of the store's own statements
     (None: no bound); the leader's connection uses ``leader_lock_timeout``
-    instead, when given.
+    instead, when given. ``async_commit``: claims, outcomes and the
+    leader's renewals commit without waiting for the WAL flush.
     """
     async with open_bridge(driver) as bridge:
         configure: Configure | None = None
@@ -166,6 +170,7 @@ async def open_postgres_store(
             pool=pool,
             lock_timeout=lock_timeout,
             leader_lock_timeout=leader_lock_timeout,
+            async_commit=async_commit,
         )
         try:
             version = await store.schema_version()

@@ -39,10 +39,11 @@ R = TypeVar("R")
 Conn = psycopg.AsyncConnection[Any]
 
 
-#: Lanes whose commits need not wait for the WAL flush. A claim or outcome
-#: lost in a database crash is safe to lose: the row stays claimable, or
-#: pending until the rescuer retries it (at-least-once either way). Informs
-#: are never on such a lane: an inform reported as done must be durable.
+#: Lanes whose commits need not wait for the WAL flush (unless
+#: ``Config.async_commit`` is off). A claim or outcome lost in a database
+#: crash is safe to lose: the row stays claimable, or pending until the
+#: rescuer retries it (at-least-once either way). Informs are never on such
+#: a lane: an inform reported as done must be durable.
 ASYNC_COMMIT_LANES = frozenset({"claim", "claim-2", "complete", "leader"})
 #: The fetcher may have two claims in flight (see ``_engine/fetcher.py``).
 CLAIM_LANES = ("claim", "claim-2")
@@ -180,7 +181,7 @@ def encode_error(error: AttemptError) -> str:
     ).decode()
 
 
-def lane_settings(name: str) -> list[LiteralString]:
+def lane_settings(name: str, *, async_commit: bool = True) -> list[LiteralString]:
     """The session settings of the lane ``name`` (constant SQL text)."""
     settings: list[LiteralString] = [
         # Statements are prepared after a few runs; a generic plan cannot
@@ -192,7 +193,7 @@ def lane_settings(name: str) -> list[LiteralString]:
         # jit_above_cost (large tables, disabled plan shapes).
         "set jit = off",
     ]
-    if name in ASYNC_COMMIT_LANES:
+    if async_commit and name in ASYNC_COMMIT_LANES:
         settings.append("set synchronous_commit = off")
     if name == "complete":
         # The outcome statement joins a batch of n outcomes to their n rows.
@@ -237,8 +238,10 @@ class Connections:
         pool: Pool,
         lock_timeout: float | None = None,
         leader_lock_timeout: float | None = None,
+        async_commit: bool = True,
     ) -> None:
         self.dsn = dsn
+        self.async_commit = async_commit
         self.schema = schema
         self.bridge = bridge
         self.pool = pool
@@ -305,7 +308,7 @@ class Connections:
         conn = await self.bridge.connect(self.dsn, autocommit=True)
         try:
             set_json_loads(load_json, conn)
-            for statement in lane_settings(lane.name):
+            for statement in lane_settings(lane.name, async_commit=self.async_commit):
                 await conn.execute(statement)
             if lane.lock_timeout is not None:
                 # No statement of a lane waits on a lock without bound: a
