@@ -41,6 +41,10 @@ DEFAULTS: dict[str, Any] = {
     "batch_size": 500,
     "max_concurrent_tasks": None,
     "enqueue_chunk": 10_000,
+    # "off" for the equal-durability drain: commits as trio_delta's claims
+    # and outcomes make them (see Config.async_commit).
+    "synchronous_commit": "on",
+    "work_seconds": 0.0,  # drain: each job awaits this long (drain_io: 0.02)
 }
 ENTRYPOINT = "noop"
 
@@ -64,7 +68,10 @@ async def main() -> None:
 
     async def connect() -> Any:
         connect_: Any = getattr(asyncpg, "connect")  # asyncpg is untyped  # noqa: B009
-        return await connect_(**asyncpg_kwargs(args.dsn))
+        kwargs = asyncpg_kwargs(args.dsn)
+        if settings["synchronous_commit"] != "on":
+            kwargs["server_settings"] = {"synchronous_commit": settings["synchronous_commit"]}
+        return await connect_(**kwargs)
 
     setup = Queries(AsyncpgDriver(await connect()))
     await setup.install()
@@ -99,6 +106,8 @@ async def main() -> None:
             nonlocal done, first_at
             if first_at is None:
                 first_at = time.perf_counter()
+            if settings["work_seconds"]:
+                await asyncio.sleep(settings["work_seconds"])
             done += 1
 
         await pgq.run(

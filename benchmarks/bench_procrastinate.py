@@ -42,6 +42,10 @@ DEFAULTS: dict[str, Any] = {
     "pool_size": None,
     "delete_jobs": "always",
     "enqueue_chunk": 10_000,
+    # "off" for the equal-durability drain: commits as trio_delta's claims
+    # and outcomes make them (see Config.async_commit).
+    "synchronous_commit": "on",
+    "work_seconds": 0.0,  # drain: each job awaits this long (drain_io: 0.02)
 }
 TASK = "noop"
 
@@ -53,7 +57,8 @@ async def main() -> None:
     import procrastinate
 
     size = settings["pool_size"] or settings["concurrency"] + 2
-    conninfo = make_conninfo(args.dsn, options=f"-c search_path={args.schema}")
+    options = f"-c search_path={args.schema} -c synchronous_commit={settings['synchronous_commit']}"
+    conninfo = make_conninfo(args.dsn, options=options)
     app = procrastinate.App(
         connector=procrastinate.PsycopgConnector(
             conninfo=conninfo, min_size=min(size, 4), max_size=size
@@ -70,6 +75,8 @@ async def main() -> None:
         now = time.perf_counter()
         if first_at is None:
             first_at = now
+        if settings["work_seconds"]:
+            await asyncio.sleep(settings["work_seconds"])
         done += 1
         if args.scenario == "latency":
             started_at[key] = now

@@ -56,6 +56,7 @@ DEFAULTS: dict[str, Any] = {
     "batch_size": 2000,
     "pool_size": None,
     "latency_informer": "same",
+    "work_seconds": 0.0,  # drain: each work awaits this long (drain_io: 0.02)
 }
 KIND = "item"
 POLL = 0.005  # seconds between looks at the client's counters (Client.stats copies)
@@ -94,7 +95,8 @@ class Seeder(delta.Controller[Item]):
 class NoOp(delta.Controller[Item]):
     """A no-op worker; counts handler starts and records their times by key."""
 
-    def __init__(self, *, record: bool = False) -> None:
+    def __init__(self, *, record: bool = False, seconds: float = 0.0) -> None:
+        self.seconds = seconds
         self.started = 0
         self.first_at: float | None = None
         self.record = record
@@ -109,6 +111,8 @@ class NoOp(delta.Controller[Item]):
         if self.record:
             self.started_at[resource.object.key] = now
             self.event.set()
+        if self.seconds:
+            await trio.sleep(self.seconds)  # I/O-bound work: a wait, no CPU
 
 
 def _config(schema: str, settings: dict[str, Any], **extra: Any) -> delta.Config:
@@ -234,7 +238,7 @@ async def drain(
         await inform_all(dsn, schema, count, settings)
     if resident:
         add_resident_rows(dsn, schema, resident)
-    ctl = NoOp()
+    ctl = NoOp(seconds=settings["work_seconds"])
     controllers = delta.Controllers()
     delta.add_controller(controllers, ctl)
     config = _config(schema, settings, inform_interval=-1.0)

@@ -17,6 +17,12 @@ Scenarios (full size; ``--quick`` shrinks them and says so in the table):
 * ``inform``: 100,000 objects written: trio_delta through one informer run
   until all are upserted (a client that works nothing); peers through their
   bulk enqueue API; objects/s;
+* ``drain_io``: 5,000 works each awaiting 20 ms, 200 at once (trio_delta
+  ``max_workers``, pgqueuer ``max_concurrent_tasks``, procrastinate
+  ``concurrency``): jobs/s against the ideal 10,000/s;
+* ``drain_equal_durability``: the drain with the peers' connections at
+  ``synchronous_commit = off`` too, as trio_delta's claim and outcome
+  connections are (``Config.async_commit``); jobs/s;
 * ``inform_many``: the same 100,000 objects through one ``client.inform_many``
   call (one transaction, pipelined statements) beside the peers' bulk
   enqueue (as in ``inform``); objects/s;
@@ -56,6 +62,16 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 HERE = Path(__file__).resolve().parent
 SYSTEMS = ("trio_delta", "pgqueuer", "procrastinate")
 PEERS = ("pgqueuer", "procrastinate")
+#: drain_io: every work awaits this long, this many at once (ideal: their ratio).
+IO_WORK_S = 0.02
+IO_CONCURRENCY = 200
+IO_IDEAL = IO_CONCURRENCY / IO_WORK_S
+IO_SETTINGS: dict[str, dict[str, Any]] = {
+    "trio_delta": {"max_workers": IO_CONCURRENCY},
+    # pgqueuer wants at least twice its batch in flight: batches of 100.
+    "pgqueuer": {"max_concurrent_tasks": IO_CONCURRENCY, "batch_size": IO_CONCURRENCY // 2},
+    "procrastinate": {"concurrency": IO_CONCURRENCY},
+}
 #: What a caller waits for, from the latency scenario's samples.
 CALL_METRICS = (
     ("inform_call_p50", "inform call p50"),
@@ -63,7 +79,16 @@ CALL_METRICS = (
     ("call_to_start_p50", "call start -> work start p50"),
     ("call_to_start_p99", "call start -> work start p99"),
 )
-SCENARIOS = ("drain", "inform", "inform_many", "latency", "scale", "memory")
+SCENARIOS = (
+    "drain",
+    "drain_equal_durability",
+    "drain_io",
+    "inform",
+    "inform_many",
+    "latency",
+    "scale",
+    "memory",
+)
 CHILD = {s: HERE / f"bench_{s}.py" for s in SYSTEMS}
 SHORT = {"trio_delta": "td", "pgqueuer": "pgq", "procrastinate": "proc"}
 DEFAULT_DSN = os.environ.get("BENCH_DSN", "postgresql://postgres@127.0.0.1:5432/bench")
@@ -73,6 +98,7 @@ DEFAULT_DSN = os.environ.get("BENCH_DSN", "postgresql://postgres@127.0.0.1:5432/
 class Sizes:
     drain: int
     drain_procrastinate: int
+    drain_io: int
     inform: int
     latency_samples: int
     scale_count: int
@@ -84,6 +110,7 @@ class Sizes:
 FULL = Sizes(
     drain=20_000,
     drain_procrastinate=20_000,
+    drain_io=5_000,
     inform=100_000,
     latency_samples=500,
     scale_count=10_000,
@@ -96,6 +123,7 @@ FULL = Sizes(
 QUICK = Sizes(
     drain=5_000,
     drain_procrastinate=500,
+    drain_io=2_000,
     inform=10_000,
     latency_samples=100,
     scale_count=2_000,
@@ -264,9 +292,19 @@ class Runner:
     verbose: bool
 
     def run(
-        self, system: str, scenario: str, *, count: int = 0, resident: int = 0, samples: int = 0
+        self,
+        system: str,
+        scenario: str,
+        *,
+        count: int = 0,
+        resident: int = 0,
+        samples: int = 0,
+        extra: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Run one scenario of one system in a fresh process on a fresh schema."""
+        """Run one scenario of one system in a fresh process on a fresh
+        schema; ``extra`` settings go over the system's ``--*-settings``."""
+        settings = json.loads(self.settings.get(system, "{}"))
+        settings.update(extra or {})
         schema = f"bench_{SHORT[system]}_{uuid.uuid4().hex[:10]}"
         cmd = [
             sys.executable,
@@ -283,7 +321,7 @@ class Runner:
             "--samples",
             str(samples),
             "--settings",
-            self.settings.get(system, "{}"),
+            json.dumps(settings),
         ]
         drop_schema(self.dsn, schema)
         with psycopg.connect(self.dsn, autocommit=True) as conn:
@@ -360,7 +398,8 @@ class Bench:
     def scenario(self, name: str) -> None:
         systems = (
             self.systems
-            if name in ("drain", "inform", "inform_many", "latency")
+            if name
+            in ("drain", "drain_equal_durability", "drain_io", "inform", "inform_many", "latency")
             else (("trio_delta",) if "trio_delta" in self.systems else ())
         )
         if not systems:
@@ -368,6 +407,12 @@ class Bench:
             return
         if name == "drain":
             self.add_metric(Metric("drain", "drain", "jobs/s", True, systems))
+        elif name == "drain_equal_durability":
+            label = "drain, peers at synchronous_commit=off too"
+            self.add_metric(Metric(name, label, "jobs/s", True, systems))
+        elif name == "drain_io":
+            label = f"drain, works awaiting {IO_WORK_S * 1000:g} ms, {IO_CONCURRENCY} at once"
+            self.add_metric(Metric(name, label, "jobs/s", True, systems))
         elif name == "inform":
             self.add_metric(Metric("inform", "inform", "objects/s", True, systems))
         elif name == "inform_many":
@@ -394,10 +439,26 @@ class Bench:
 
     def one(self, name: str, system: str) -> None:
         s, run = self.sizes, self.runner.run
-        if name == "drain":
+        if name == "drain_io":
+            n = s.drain_io
+            extra = {"work_seconds": IO_WORK_S, **IO_SETTINGS[system]}
+            res, err = self.attempt(system, lambda: run(system, "drain", count=n, extra=extra))
+            if res is not None:
+                res = {**res, name: res["drain"]}
+            self.record(system, res, err, [name], f"n={n:,}, ideal {IO_IDEAL:,.0f}/s")
+        elif name in ("drain", "drain_equal_durability"):
             n = s.drain_procrastinate if system == "procrastinate" else s.drain
-            res, err = self.attempt(system, lambda: run(system, "drain", count=n))
-            self.record(system, res, err, ["drain"], f"n={n:,}")
+            # trio_delta's claims and outcomes commit without waiting for the
+            # WAL flush (Config.async_commit); here the peers' commits do too.
+            extra = (
+                {"synchronous_commit": "off"}
+                if name == "drain_equal_durability" and system != "trio_delta"
+                else None
+            )
+            res, err = self.attempt(system, lambda: run(system, "drain", count=n, extra=extra))
+            if res is not None:
+                res = {**res, name: res["drain"]}
+            self.record(system, res, err, [name], f"n={n:,}")
         elif name == "inform":
             res, err = self.attempt(system, lambda: run(system, "inform", count=s.inform))
             self.record(system, res, err, ["inform"], f"n={s.inform:,}")
@@ -478,6 +539,8 @@ class Bench:
 
         checks: dict[str, tuple[str, bool | None]] = {
             "drain": (">=1.5x", None if ratio is None else ratio >= 1.5),
+            "drain_equal_durability": (">=1.5x", None if ratio is None else ratio >= 1.5),
+            "drain_io": (">=85% of ideal", td[0] >= 0.85 * IO_IDEAL),
             "inform": (">=1.0x", None if ratio is None else ratio >= 1.0),
             "inform_many": (">=1.2x", None if ratio is None else ratio >= 1.2),
             "latency_p50": ("<=2ms, <=peers", td[0] <= 2.0 and (best is None or td[0] <= best[1])),
