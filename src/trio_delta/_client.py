@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import psycopg
 import trio
 
+from ._coalescer import InformCoalescer
 from ._config import Config, NamespaceConfig, check_name, check_namespaces
 from ._controllers import Controllers
 from ._engine.clock import Clock
@@ -95,6 +96,12 @@ class Client(metaclass=NoPublicConstructor):
         self._id = ctx.client_id
         self._events = EventHub(ctx.config.event_buffer)
         self._engine = Engine(ctx, namespaces=namespaces, events=self._events)
+        self._coalescer = InformCoalescer(
+            ctx.store.queue,
+            ctx.clock.now,
+            batch_size=ctx.config.batch_size,
+            decode_as=self._decode_as,
+        )
         self._closed = False
 
     def __repr__(self) -> str:
@@ -153,10 +160,14 @@ class Client(metaclass=NoPublicConstructor):
                 "tx must come from client.transaction(), or be a psycopg Connection or a "
                 f"connection from trio_delta.connect(); got {type(tx).__name__}"
             )
-        is_stale = stale_check(object_types(items), self._decode_as)
-        results = await self._store.queue.upsert(
-            items, UpsertParams(self._clock.now(), is_stale=is_stale), store_tx
-        )
+        if tx is None and len(items) == 1:
+            # Concurrent single informs share statements.
+            results = [await self._coalescer.upsert(items[0])]
+        else:
+            is_stale = stale_check(object_types(items), self._decode_as)
+            results = await self._store.queue.upsert(
+                items, UpsertParams(self._clock.now(), is_stale=is_stale), store_tx
+            )
         namespaces = {r.row.namespace for r in results if r.changed}
         if namespaces:
             engine = self._engine
@@ -177,6 +188,10 @@ class Client(metaclass=NoPublicConstructor):
         Unchanged objects (same JSON) are not rescheduled; with ``compare``,
         an object older than the stored one is ignored. Raises
         :class:`ObjectError` for an invalid object, writing nothing.
+
+        One statement, committed when it returns. Calls made while another
+        is in flight (many tasks informing at once) share the next
+        statement; each still gets its own result or its own error.
         """
         self._check_open()
         item = prepare_object(obj, opts, default_max_attempts=self._config.max_attempts)

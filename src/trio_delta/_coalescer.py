@@ -1,0 +1,132 @@
+"""Concurrent ``Client.inform`` calls share statements.
+
+A web service informs once per request, from many tasks at once; one
+statement per call makes the database's round trips the limit. Calls that
+arrive while a statement is in flight wait together and go out as the next
+statement, as the completer batches outcomes: an idle client pays no
+batching delay, a busy one writes many objects per round trip.
+
+There is no writer task: the first caller to find no statement in flight
+writes the batch waiting then (its own object and the others'), hands
+every caller its own result, and passes the pen to the first caller still
+waiting. A call therefore never serves others' batches after its own, and
+nothing is left to stop when the client stops.
+
+Each call keeps its own semantics: its own result, or its own error. A
+batch that fails because one of its rows is held past the lock timeout is
+written again one object at a time, so only that call fails.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import outcome
+import trio
+
+from ._errors import LockTimeoutError
+from ._informing import DecodeAs, object_types, stale_check
+from ._objects import PreparedObject
+from ._store.params import UpsertParams, UpsertResult
+from ._store.port import QueueStore
+
+
+class _Call:
+    __slots__ = ("item", "result", "turn")
+
+    def __init__(self, item: PreparedObject) -> None:
+        self.item = item
+        self.result: outcome.Outcome[UpsertResult] | None = None
+        # Set when the result is in, or when it is this call's turn to write.
+        self.turn = trio.Event()
+
+
+class InformCoalescer:
+    def __init__(
+        self,
+        queue: QueueStore,
+        now: Callable[[], Any],
+        *,
+        batch_size: int,
+        decode_as: DecodeAs,
+    ) -> None:
+        self._queue = queue
+        self._now = now
+        self._batch_size = batch_size
+        self._decode_as = decode_as
+        self._waiting: deque[_Call] = deque()
+        self._writing = False
+        self.statements = 0  # for tests and profiling
+
+    async def upsert(self, item: PreparedObject) -> UpsertResult:
+        """Write ``item`` (alone or with concurrent calls' items); its result."""
+        call = _Call(item)
+        self._waiting.append(call)
+        while True:
+            if call.result is not None:
+                return call.result.unwrap()
+            if not self._writing:
+                await self._write_batch()
+                continue
+            call.turn = trio.Event()
+            try:
+                await call.turn.wait()  # our result is in, or it is our turn
+            except trio.Cancelled:
+                if call in self._waiting:
+                    self._waiting.remove(call)  # never sent: nothing written
+                    self._pass_on()
+                raise
+
+    async def _write_batch(self) -> None:
+        self._writing = True
+        count = min(self._batch_size, len(self._waiting))
+        batch = [self._waiting.popleft() for _ in range(count)]
+        try:
+            # Others' objects ride on this call: a cancel of this call must
+            # not undo theirs. The statement is bounded by the lock timeout.
+            with trio.CancelScope(shield=True):
+                await self._write(batch)
+        finally:
+            self._writing = False
+            for call in batch:
+                call.turn.set()
+            self._pass_on()
+        await trio.lowlevel.checkpoint_if_cancelled()
+
+    def _pass_on(self) -> None:
+        """The first waiting call writes next."""
+        if self._waiting and not self._writing:
+            self._waiting[0].turn.set()
+
+    async def _write(self, batch: list[_Call]) -> None:
+        items = [call.item for call in batch]
+        try:
+            results = await self._upsert(items)
+        except LockTimeoutError as exc:
+            if len(batch) == 1:
+                batch[0].result = outcome.Error(exc)
+                return
+            # One error does not say for sure which object's row is held:
+            # each one alone, so that only the held one's call fails.
+            for call in batch:
+                call.result = await outcome.acapture(self._upsert_one, call.item)
+            return
+        except Exception as exc:
+            for call in batch:
+                call.result = outcome.Error(exc if len(batch) == 1 else copy.copy(exc))
+            return
+        by_key = {(r.row.kind, r.row.object_id): r for r in results}
+        for call in batch:
+            call.result = outcome.Value(by_key[(call.item.kind, call.item.object_id)])
+
+    async def _upsert(self, items: list[PreparedObject]) -> list[UpsertResult]:
+        self.statements += 1
+        is_stale = stale_check(object_types(items), self._decode_as)
+        return await self._queue.upsert(items, UpsertParams(self._now(), is_stale=is_stale))
+
+    async def _upsert_one(self, item: PreparedObject) -> UpsertResult:
+        (result,) = await self._upsert([item])
+        return result
