@@ -112,7 +112,16 @@ def child_parser(description: str) -> argparse.ArgumentParser:
     """The command line every ``bench_*.py`` child accepts."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument(
-        "scenario", choices=["drain", "inform", "inform_many", "latency", "scale", "memory"]
+        "scenario",
+        choices=[
+            "drain",
+            "inform",
+            "inform_many",
+            "inform_concurrent",
+            "latency",
+            "scale",
+            "memory",
+        ],
     )
     parser.add_argument("--dsn", required=True, help="libpq connection string")
     parser.add_argument("--schema", required=True, help="fresh schema for this run")

@@ -62,7 +62,7 @@ async def main() -> None:
     quiet_logging()
     import asyncpg
     from pgqueuer import PgQueuer, Queries
-    from pgqueuer.db import AsyncpgDriver
+    from pgqueuer.db import AsyncpgDriver, AsyncpgPoolDriver
     from pgqueuer.models import Job
     from pgqueuer.types import QueueExecutionMode
 
@@ -88,6 +88,30 @@ async def main() -> None:
         if queued != count:
             raise RuntimeError(f"expected {count} queued, found {queued}")
         emit(inform=count / elapsed, seconds=elapsed)
+        return
+
+    if args.scenario == "inform_concurrent":
+        # ``--samples`` tasks, each enqueueing one job at a time, through a
+        # pool (one asyncpg connection runs one statement at a time) of 20:
+        # the server's max_connections (100) leaves no room for one each.
+        create_pool: Any = getattr(asyncpg, "create_pool")  # noqa: B009
+        kwargs = asyncpg_kwargs(args.dsn)
+        size = min(args.samples, 20)
+        async with create_pool(**kwargs, min_size=size, max_size=size) as pool:
+            queries = Queries(AsyncpgPoolDriver(pool))
+            keys = iter(range(args.count))
+
+            async def task() -> None:
+                for i in keys:
+                    await queries.enqueue(ENTRYPOINT, _encode(i), 0)
+
+            started = time.perf_counter()
+            await asyncio.gather(*(task() for _ in range(args.samples)))
+            elapsed = time.perf_counter() - started
+        queued = sum(s.count for s in await setup.queue_size())
+        if queued != args.count:
+            raise RuntimeError(f"expected {args.count} queued, found {queued}")
+        emit(inform_concurrent=args.count / elapsed, seconds=elapsed)
         return
 
     if args.scenario == "drain":

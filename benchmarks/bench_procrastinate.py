@@ -112,6 +112,21 @@ async def main() -> None:
                 raise RuntimeError(f"expected {count} queued, found {queued}")
             emit(inform=count / elapsed, seconds=elapsed)
 
+        elif args.scenario == "inform_concurrent":
+            keys = iter(range(args.count))
+
+            async def task() -> None:
+                for i in keys:
+                    await noop.defer_async(**payload(i))
+
+            started = time.perf_counter()
+            await asyncio.gather(*(task() for _ in range(args.samples)))
+            elapsed = time.perf_counter() - started
+            queued = await count_todo()
+            if queued != args.count:
+                raise RuntimeError(f"expected {args.count} queued, found {queued}")
+            emit(inform_concurrent=args.count / elapsed, seconds=elapsed)
+
         elif args.scenario == "drain":
             count = args.count
             chunk = settings["enqueue_chunk"]

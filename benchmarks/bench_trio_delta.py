@@ -176,6 +176,34 @@ async def inform_many(dsn: str, schema: str, count: int, settings: dict[str, Any
     return elapsed
 
 
+async def inform_concurrent(
+    dsn: str, schema: str, count: int, tasks: int, settings: dict[str, Any]
+) -> float:
+    """``tasks`` tasks each calling ``client.inform`` for one object at a
+    time until ``count`` are informed (a web service informing per
+    request); seconds for all of them."""
+    controllers = delta.Controllers()
+    delta.add_controller(controllers, Seeder(0))
+    config = _config(schema, settings, inform_interval=-1.0)
+    async with delta.open_delta_client(
+        dsn,
+        controllers,
+        namespaces={"elsewhere": delta.NamespaceConfig(max_workers=1)},
+        config=config,
+    ) as client:
+        keys = iter(range(count))
+
+        async def task() -> None:
+            for i in keys:
+                await client.inform(Item(f"{KEY_PREFIX}-{i}", i))
+
+        started = time.perf_counter()
+        async with trio.open_nursery() as nursery:
+            for _ in range(tasks):
+                nursery.start_soon(task)
+        return time.perf_counter() - started
+
+
 ALL_ROWS = sql.SQL("true")
 
 
@@ -378,6 +406,12 @@ async def main() -> None:
         if written != args.count:
             raise RuntimeError(f"expected {args.count} rows, found {written}")
         emit(inform_many=args.count / seconds, seconds=seconds)
+    elif args.scenario == "inform_concurrent":
+        seconds = await inform_concurrent(args.dsn, args.schema, args.count, args.samples, settings)
+        written = count_rows(args.dsn, args.schema)
+        if written != args.count:
+            raise RuntimeError(f"expected {args.count} rows, found {written}")
+        emit(inform_concurrent=args.count / seconds, seconds=seconds)
     elif args.scenario == "memory":
         before = rss_now_kb()
         timing = await inform_all(args.dsn, args.schema, args.count, settings)

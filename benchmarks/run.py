@@ -17,6 +17,11 @@ Scenarios (full size; ``--quick`` shrinks them and says so in the table):
 * ``inform``: 100,000 objects written: trio_delta through one informer run
   until all are upserted (a client that works nothing); peers through their
   bulk enqueue API; objects/s;
+* ``inform_concurrent``: 20,000 objects informed one per call by 100
+  concurrent tasks (a web service informing per request); peers: their
+  single enqueue from 100 tasks (pgqueuer through an asyncpg pool of 20,
+  procrastinate through its connector's pool);
+  objects/s;
 * ``drain_io``: 5,000 works each awaiting 20 ms, 200 at once (trio_delta
   ``max_workers``, pgqueuer ``max_concurrent_tasks``, procrastinate
   ``concurrency``): jobs/s against the ideal 10,000/s;
@@ -72,6 +77,8 @@ IO_SETTINGS: dict[str, dict[str, Any]] = {
     "pgqueuer": {"max_concurrent_tasks": IO_CONCURRENCY, "batch_size": IO_CONCURRENCY // 2},
     "procrastinate": {"concurrency": IO_CONCURRENCY},
 }
+#: inform_concurrent: this many tasks each inform one object at a time.
+CONCURRENT_TASKS = 100
 #: What a caller waits for, from the latency scenario's samples.
 CALL_METRICS = (
     ("inform_call_p50", "inform call p50"),
@@ -85,6 +92,7 @@ SCENARIOS = (
     "drain_io",
     "inform",
     "inform_many",
+    "inform_concurrent",
     "latency",
     "scale",
     "memory",
@@ -100,6 +108,7 @@ class Sizes:
     drain_procrastinate: int
     drain_io: int
     inform: int
+    inform_concurrent: int
     latency_samples: int
     scale_count: int
     scale_big: int
@@ -112,6 +121,7 @@ FULL = Sizes(
     drain_procrastinate=20_000,
     drain_io=5_000,
     inform=100_000,
+    inform_concurrent=20_000,
     latency_samples=500,
     scale_count=10_000,
     scale_big=1_000_000,
@@ -124,6 +134,7 @@ QUICK = Sizes(
     drain=5_000,
     drain_procrastinate=500,
     drain_io=2_000,
+    inform_concurrent=5_000,
     inform=10_000,
     latency_samples=100,
     scale_count=2_000,
@@ -399,7 +410,15 @@ class Bench:
         systems = (
             self.systems
             if name
-            in ("drain", "drain_equal_durability", "drain_io", "inform", "inform_many", "latency")
+            in (
+                "drain",
+                "drain_equal_durability",
+                "drain_io",
+                "inform",
+                "inform_many",
+                "inform_concurrent",
+                "latency",
+            )
             else (("trio_delta",) if "trio_delta" in self.systems else ())
         )
         if not systems:
@@ -417,6 +436,9 @@ class Bench:
             self.add_metric(Metric("inform", "inform", "objects/s", True, systems))
         elif name == "inform_many":
             self.add_metric(Metric("inform_many", "inform_many", "objects/s", True, systems))
+        elif name == "inform_concurrent":
+            label = f"single informs from {CONCURRENT_TASKS} tasks"
+            self.add_metric(Metric(name, label, "objects/s", True, systems))
         elif name == "latency":
             for p in ("p50", "p95", "p99"):
                 self.add_metric(Metric(f"latency_{p}", f"latency {p}", "ms", False, systems))
@@ -462,6 +484,12 @@ class Bench:
         elif name == "inform":
             res, err = self.attempt(system, lambda: run(system, "inform", count=s.inform))
             self.record(system, res, err, ["inform"], f"n={s.inform:,}")
+        elif name == "inform_concurrent":
+            n = s.inform_concurrent
+            res, err = self.attempt(
+                system, lambda: run(system, name, count=n, samples=CONCURRENT_TASKS)
+            )
+            self.record(system, res, err, [name], f"n={n:,}")
         elif name == "inform_many":
             # The peers' side is their bulk enqueue, as in ``inform``.
             child = "inform_many" if system == "trio_delta" else "inform"
@@ -543,6 +571,7 @@ class Bench:
             "drain_io": (">=85% of ideal", td[0] >= 0.85 * IO_IDEAL),
             "inform": (">=1.0x", None if ratio is None else ratio >= 1.0),
             "inform_many": (">=1.2x", None if ratio is None else ratio >= 1.2),
+            "inform_concurrent": (">=3x", None if ratio is None else ratio >= 3.0),
             "latency_p50": ("<=2ms, <=peers", td[0] <= 2.0 and (best is None or td[0] <= best[1])),
             "latency_p99": ("<=5ms, <=peers", td[0] <= 5.0 and (best is None or td[0] <= best[1])),
             # Issue 15: at most these, and at least 1.5x better than the best peer.
