@@ -155,19 +155,26 @@ async def inform_all(
     }
 
 
+def producing_client(
+    dsn: str, schema: str, settings: dict[str, Any]
+) -> contextlib.AbstractAsyncContextManager[delta.Client]:
+    """A client that informs and works nothing (it serves a namespace the
+    objects are not in), and runs no informer."""
+    controllers = delta.Controllers()
+    delta.add_controller(controllers, Seeder(0))
+    return delta.open_delta_client(
+        dsn,
+        controllers,
+        namespaces={"elsewhere": delta.NamespaceConfig(max_workers=1)},
+        config=_config(schema, settings, inform_interval=-1.0),
+    )
+
+
 async def inform_many(dsn: str, schema: str, count: int, settings: dict[str, Any]) -> float:
     """``client.inform_many`` of ``count`` objects on a client that works
     nothing; seconds from making the objects until the call returns (its
     transaction committed)."""
-    controllers = delta.Controllers()
-    delta.add_controller(controllers, Seeder(0))
-    config = _config(schema, settings, inform_interval=-1.0)
-    async with delta.open_delta_client(
-        dsn,
-        controllers,
-        namespaces={"elsewhere": delta.NamespaceConfig(max_workers=1)},
-        config=config,
-    ) as client:
+    async with producing_client(dsn, schema, settings) as client:
         started = time.perf_counter()
         results = await client.inform_many([Item(f"{KEY_PREFIX}-{i}", i) for i in range(count)])
         elapsed = time.perf_counter() - started
@@ -182,15 +189,7 @@ async def inform_concurrent(
     """``tasks`` tasks each calling ``client.inform`` for one object at a
     time until ``count`` are informed (a web service informing per
     request); seconds for all of them."""
-    controllers = delta.Controllers()
-    delta.add_controller(controllers, Seeder(0))
-    config = _config(schema, settings, inform_interval=-1.0)
-    async with delta.open_delta_client(
-        dsn,
-        controllers,
-        namespaces={"elsewhere": delta.NamespaceConfig(max_workers=1)},
-        config=config,
-    ) as client:
+    async with producing_client(dsn, schema, settings) as client:
         keys = iter(range(count))
 
         async def task() -> None:
