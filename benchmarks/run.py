@@ -22,6 +22,9 @@ Scenarios (full size; ``--quick`` shrinks them and says so in the table):
   single enqueue from 100 tasks (pgqueuer through an asyncpg pool of 20,
   procrastinate through its connector's pool);
   objects/s;
+* ``drain_defaults``: the drain with every system at its library defaults
+  (trio_delta 10 workers and 200-row statements, pgqueuer batches of 10,
+  procrastinate one job at a time); jobs/s;
 * ``drain_io``: 5,000 works each awaiting 20 ms, 200 at once (trio_delta
   ``max_workers``, pgqueuer ``max_concurrent_tasks``, procrastinate
   ``concurrency``): jobs/s against the ideal 10,000/s;
@@ -77,6 +80,16 @@ IO_SETTINGS: dict[str, dict[str, Any]] = {
     "pgqueuer": {"max_concurrent_tasks": IO_CONCURRENCY, "batch_size": IO_CONCURRENCY // 2},
     "procrastinate": {"concurrency": IO_CONCURRENCY},
 }
+#: drain_defaults: what each library does out of the box (the harness's
+#: other settings are tuned for no-op work).
+DEFAULT_SETTINGS: dict[str, dict[str, Any]] = {
+    # NamespaceConfig() and Config() defaults.
+    "trio_delta": {"max_workers": 10, "batch_size": 200},
+    # PgQueuer.run(): batch_size 10, no concurrency limit.
+    "pgqueuer": {"batch_size": 10, "max_concurrent_tasks": None},
+    # run_worker_async(): concurrency 1.
+    "procrastinate": {"concurrency": 1},
+}
 #: inform_concurrent: this many tasks each inform one object at a time.
 CONCURRENT_TASKS = 100
 #: What a caller waits for, from the latency scenario's samples.
@@ -88,6 +101,7 @@ CALL_METRICS = (
 )
 SCENARIOS = (
     "drain",
+    "drain_defaults",
     "drain_equal_durability",
     "drain_io",
     "inform",
@@ -412,6 +426,7 @@ class Bench:
             if name
             in (
                 "drain",
+                "drain_defaults",
                 "drain_equal_durability",
                 "drain_io",
                 "inform",
@@ -426,6 +441,9 @@ class Bench:
             return
         if name == "drain":
             self.add_metric(Metric("drain", "drain", "jobs/s", True, systems))
+        elif name == "drain_defaults":
+            label = "drain, every system at its library defaults"
+            self.add_metric(Metric(name, label, "jobs/s", True, systems))
         elif name == "drain_equal_durability":
             label = "drain, peers at synchronous_commit=off too"
             self.add_metric(Metric(name, label, "jobs/s", True, systems))
@@ -468,6 +486,13 @@ class Bench:
             if res is not None:
                 res = {**res, name: res["drain"]}
             self.record(system, res, err, [name], f"n={n:,}, ideal {IO_IDEAL:,.0f}/s")
+        elif name == "drain_defaults":
+            n = s.drain_procrastinate if system == "procrastinate" else s.drain
+            extra = DEFAULT_SETTINGS[system]
+            res, err = self.attempt(system, lambda: run(system, "drain", count=n, extra=extra))
+            if res is not None:
+                res = {**res, name: res["drain"]}
+            self.record(system, res, err, [name], f"n={n:,}")
         elif name in ("drain", "drain_equal_durability"):
             n = s.drain_procrastinate if system == "procrastinate" else s.drain
             # trio_delta's claims and outcomes commit without waiting for the
@@ -568,6 +593,7 @@ class Bench:
         checks: dict[str, tuple[str, bool | None]] = {
             "drain": (">=1.5x", None if ratio is None else ratio >= 1.5),
             "drain_equal_durability": (">=1.5x", None if ratio is None else ratio >= 1.5),
+            "drain_defaults": (">=1.5x", None if ratio is None else ratio >= 1.5),
             "drain_io": (">=85% of ideal", td[0] >= 0.85 * IO_IDEAL),
             "inform": (">=1.0x", None if ratio is None else ratio >= 1.0),
             "inform_many": (">=1.2x", None if ratio is None else ratio >= 1.2),
