@@ -84,7 +84,7 @@ IO_SETTINGS: dict[str, dict[str, Any]] = {
 #: other settings are tuned for no-op work).
 DEFAULT_SETTINGS: dict[str, dict[str, Any]] = {
     # NamespaceConfig() and Config() defaults.
-    "trio_delta": {"max_workers": 10, "batch_size": 200},
+    "trio_delta": {"max_workers": 50, "batch_size": 200},
     # PgQueuer.run(): batch_size 10, no concurrency limit.
     "pgqueuer": {"batch_size": 10, "max_concurrent_tasks": None},
     # run_worker_async(): concurrency 1.

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 import trio
 
-from .._config import check_name
+from .._config import DEFAULT_MAX_WORKERS, check_name
 from .._errors import ConfigError, StoreError
 from .._store.dsn import describe_dsn, normalize_dsn
 
@@ -228,7 +228,7 @@ async def _run_client(
 @click.option(
     "--max-workers",
     type=click.IntRange(min=1),
-    default=10,
+    default=DEFAULT_MAX_WORKERS,
     show_default=True,
     help="Concurrent work per namespace (unless NAME=WORKERS says otherwise).",
 )
