@@ -10,20 +10,17 @@ import logging
 from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Any
 
 import psycopg
 
 from ..._errors import StoreError
 from ...migrations.runner import LATEST_VERSION, check_version
-from .._bridge import Bridge, Configure, Driver, Pool, open_bridge
-from ..queries import Queries
+from .._bridge import Driver, open_bridge
 from .connections import (
     Conn,
     Connections,
     lane_settings,
     load_json,
-    lock_timeout_ms,
     notify_channel,
     row_from_columns,
 )
@@ -51,27 +48,9 @@ class PostgresStore:
     # See Store.notifications_reliable: clients poll (Config.poll_interval).
     notifications_reliable = False
 
-    def __init__(
-        self,
-        *,
-        dsn: str,
-        schema: str,
-        bridge: Bridge,
-        pool: Pool,
-        lock_timeout: float | None = None,
-        leader_lock_timeout: float | None = None,
-        async_commit: bool = True,
-    ) -> None:
-        self.connections = Connections(
-            dsn=dsn,
-            schema=schema,
-            bridge=bridge,
-            pool=pool,
-            lock_timeout=lock_timeout,
-            leader_lock_timeout=leader_lock_timeout,
-            async_commit=async_commit,
-        )
-        self.schema = schema
+    def __init__(self, connections: Connections) -> None:
+        self.connections = connections
+        self.schema = connections.schema
         self.queue = PostgresQueue(self.connections)
         self.control = PostgresControl(self.connections)
         self.insights = PostgresInsights(self.connections)
@@ -147,31 +126,18 @@ async def open_postgres_store(
     leader's renewals commit without waiting for the WAL flush.
     """
     async with open_bridge(driver) as bridge:
-        configure: Configure | None = None
-        if lock_timeout is not None:
-            # Every pooled statement waits on locks at most this long, an
-            # inform included: as one statement in autocommit it needs no
-            # transaction block to scope it (one round trip, not four).
-            # A user's transaction on a pooled connection gets the
-            # database's default back (see PostgresQueue.transaction).
-            bound = {"lock_timeout": lock_timeout_ms(lock_timeout)}
-            set_lock_timeout = Queries(schema)["set_lock_timeout"]
-
-            async def set_bound(conn: psycopg.AsyncConnection[Any]) -> None:
-                await conn.execute(set_lock_timeout, bound)
-
-            configure = set_bound
-
-        pool = bridge.pool(dsn, max_size=pool_size, configure=configure)
         store = PostgresStore(
-            dsn=dsn,
-            schema=schema,
-            bridge=bridge,
-            pool=pool,
-            lock_timeout=lock_timeout,
-            leader_lock_timeout=leader_lock_timeout,
-            async_commit=async_commit,
+            Connections(
+                dsn=dsn,
+                schema=schema,
+                bridge=bridge,
+                pool_size=pool_size,
+                lock_timeout=lock_timeout,
+                leader_lock_timeout=leader_lock_timeout,
+                async_commit=async_commit,
+            )
         )
+        pool = store.connections.pool
         try:
             version = await store.schema_version()
             if check_schema:

@@ -235,7 +235,7 @@ class Connections:
         dsn: str,
         schema: str,
         bridge: Bridge,
-        pool: Pool,
+        pool_size: int,
         lock_timeout: float | None = None,
         leader_lock_timeout: float | None = None,
         async_commit: bool = True,
@@ -244,7 +244,16 @@ class Connections:
         self.async_commit = async_commit
         self.schema = schema
         self.bridge = bridge
-        self.pool = pool
+        # Every pooled statement waits on locks at most lock_timeout, an
+        # inform included: as one statement in autocommit it needs no
+        # transaction block to scope it (one round trip, not four). A
+        # user's transaction on a pooled connection gets the database's
+        # default back (see PostgresQueue.transaction).
+        self.pool: Pool = bridge.pool(
+            dsn,
+            max_size=pool_size,
+            configure=None if lock_timeout is None else self._bound_pooled,
+        )
         self.queries = Queries(schema)
         self.channel = notify_channel(schema)
         self.lock_timeout = lock_timeout
@@ -314,10 +323,7 @@ class Connections:
                 # No statement of a lane waits on a lock without bound: a
                 # backend left waiting would outlive a call given up on (and
                 # its connection), and still commit when the lock goes.
-                await conn.execute(
-                    self.queries["set_lock_timeout"],
-                    {"lock_timeout": lock_timeout_ms(lane.lock_timeout)},
-                )
+                await self._bound_locks(conn, lane.lock_timeout)
         except BaseException:
             # Runs on either driver's loop (this may be asyncio code under
             # trio-asyncio), so no Trio shield: close what can be closed.
@@ -325,6 +331,16 @@ class Connections:
                 await conn.close()
             raise
         return conn
+
+    async def _bound_locks(self, conn: Conn, seconds: float) -> None:
+        """Bound every lock wait of ``conn``'s session to ``seconds``."""
+        await conn.execute(
+            self.queries["set_lock_timeout"], {"lock_timeout": lock_timeout_ms(seconds)}
+        )
+
+    async def _bound_pooled(self, conn: Conn) -> None:
+        assert self.lock_timeout is not None
+        await self._bound_locks(conn, self.lock_timeout)
 
     def free_claim_lane(self) -> str:
         """A claim lane not in use, if there is one (else the first)."""
