@@ -13,7 +13,6 @@ from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequenc
 from contextlib import AbstractContextManager, asynccontextmanager
 from typing import Any, TypeVar
 
-import psycopg
 import trio
 
 from ._coalescer import InformCoalescer
@@ -155,11 +154,6 @@ class Client(metaclass=NoPublicConstructor):
             if tx._closed:  # pyright: ignore[reportPrivateUsage]
                 raise ClientClosedError("this transaction is already over")
             store_tx = tx._store_tx  # pyright: ignore[reportPrivateUsage]
-        elif tx is not None and not isinstance(tx, psycopg.Connection | psycopg.AsyncConnection):
-            raise ConfigError(
-                "tx must come from client.transaction(), or be a psycopg Connection or a "
-                f"connection from trio_delta.connect(); got {type(tx).__name__}"
-            )
         if tx is None and len(items) == 1:
             # Concurrent single informs share statements.
             results = [await self._coalescer.upsert(items[0])]

@@ -110,11 +110,6 @@ class PostgresQueue:
         self._queries = connections.queries
         self._target = Target(connections.queries, connections.channel)
 
-    async def _upsert_on(
-        self, conn: Conn, items: list[PreparedObject], params: UpsertParams
-    ) -> list[UpsertResult]:
-        return await run_async(conn, upsert_plan(self._target, items, params))
-
     async def _held(self, conn: Conn, items: Sequence[PreparedObject]) -> list[tuple[str, str]]:
         """The (kind, id) of ``items`` whose rows another transaction holds,
         for an error to name; one item is named without asking."""
@@ -149,22 +144,18 @@ class PostgresQueue:
             one_statement = params.is_stale is None and len(unique) <= UPSERT_CHUNK
 
             async def in_transaction(conn: Conn) -> list[UpsertResult]:
+                plan = upsert_plan(self._target, unique, params)
                 if one_statement:
-                    return await self._bounded(conn, unique, params)
+                    return await self._bounded(conn, unique, plan)
                 async with conn.transaction():
-                    return await self._bounded(conn, unique, params)
+                    return await self._bounded(conn, unique, plan)
 
             return await self._c.on_pool(in_transaction, "inform")
         if isinstance(tx, PostgresTransaction):
             conn = tx.conn
 
             async def in_users_transaction() -> list[UpsertResult]:
-                try:
-                    return await run_async(conn, self._plan(unique, params))
-                except psycopg.errors.LockNotAvailable as exc:
-                    raise lock_timeout_error(
-                        "inform", await self._held(conn, unique), self._c.lock_timeout
-                    ) from exc
+                return await self._bounded(conn, unique, self._plan(unique, params))
 
             async with tx.lock:
                 return await self._c.call(in_users_transaction, what="inform")
@@ -188,12 +179,22 @@ class PostgresQueue:
         one in a thread (it blocks), an async one only if it runs on Trio.
         Neither crosses the bridge: the trio-asyncio driver's loop is for
         the store's own connections."""
+        if isinstance(conn, psycopg.AsyncConnection) and not isinstance(conn, TrioConnection):
+            raise ConfigError(
+                "this AsyncConnection does not run on Trio: open one with "
+                "trio_delta.connect(), or inform from asyncio with "
+                "trio_delta.producer.inform_async()"
+            )
+        if not isinstance(conn, psycopg.Connection | TrioConnection):
+            raise ConfigError(
+                "tx must come from client.transaction(), or be a psycopg Connection or a "
+                f"connection from trio_delta.connect(); got {type(conn).__name__}"
+            )
         plan = self._plan(items, params)
         try:
-            if isinstance(conn, psycopg.Connection):
-                return await trio.to_thread.run_sync(in_transaction_sync, conn, plan)
             if isinstance(conn, TrioConnection):
                 return await in_transaction_async(conn, plan)
+            return await trio.to_thread.run_sync(in_transaction_sync, conn, plan)
         except psycopg.errors.LockNotAvailable as exc:
             # The caller's transaction is aborted: nothing can ask which
             # row was held, so only a lone object is named.
@@ -201,23 +202,14 @@ class PostgresQueue:
             raise lock_timeout_error("inform", held, self._c.lock_timeout) from exc
         except (psycopg.Error, OSError) as exc:
             raise store_error(exc, "inform") from exc
-        plan.close()
-        if isinstance(conn, psycopg.AsyncConnection):
-            raise ConfigError(
-                "this AsyncConnection does not run on Trio: open one with "
-                "trio_delta.connect(), or inform from asyncio with "
-                "trio_delta.producer.inform_async()"
-            )
-        raise ConfigError(
-            "tx must come from client.transaction(), or be a psycopg Connection or a "
-            f"connection from trio_delta.connect(); got {type(conn).__name__}"
-        )
 
     async def _bounded(
-        self, conn: Conn, items: list[PreparedObject], params: UpsertParams
+        self, conn: Conn, items: list[PreparedObject], plan: Plan[list[UpsertResult]]
     ) -> list[UpsertResult]:
+        """Run the upsert ``plan`` of ``items``; a lock held past the lock
+        timeout fails it with the held rows named."""
         try:
-            return await self._upsert_on(conn, items, params)
+            return await run_async(conn, plan)
         except psycopg.errors.LockNotAvailable as exc:
             raise lock_timeout_error(
                 "inform", await self._held(conn, items), self._c.lock_timeout
