@@ -477,35 +477,29 @@ class Bench:
             for system in systems:
                 self.one(name, system)
 
+    def _drain_variant(self, name: str, system: str) -> tuple[int, dict[str, Any], str]:
+        """The drain scenario ``name`` for ``system``: how many jobs, which
+        settings over the system's own, and the size shown."""
+        s = self.sizes
+        if name == "drain_io":
+            extra = {"work_seconds": IO_WORK_S, **IO_SETTINGS[system]}
+            return s.drain_io, extra, f"n={s.drain_io:,}, ideal {IO_IDEAL:,.0f}/s"
+        n = s.drain_procrastinate if system == "procrastinate" else s.drain
+        if name == "drain_defaults":
+            return n, DEFAULT_SETTINGS[system], f"n={n:,}"
+        # trio_delta's claims and outcomes commit without waiting for the WAL
+        # flush (Config.async_commit); at equal durability the peers' do too.
+        peers_async = name == "drain_equal_durability" and system != "trio_delta"
+        return n, {"synchronous_commit": "off"} if peers_async else {}, f"n={n:,}"
+
     def one(self, name: str, system: str) -> None:
         s, run = self.sizes, self.runner.run
-        if name == "drain_io":
-            n = s.drain_io
-            extra = {"work_seconds": IO_WORK_S, **IO_SETTINGS[system]}
+        if name in ("drain", "drain_defaults", "drain_equal_durability", "drain_io"):
+            n, extra, size = self._drain_variant(name, system)
             res, err = self.attempt(system, lambda: run(system, "drain", count=n, extra=extra))
             if res is not None:
                 res = {**res, name: res["drain"]}
-            self.record(system, res, err, [name], f"n={n:,}, ideal {IO_IDEAL:,.0f}/s")
-        elif name == "drain_defaults":
-            n = s.drain_procrastinate if system == "procrastinate" else s.drain
-            extra = DEFAULT_SETTINGS[system]
-            res, err = self.attempt(system, lambda: run(system, "drain", count=n, extra=extra))
-            if res is not None:
-                res = {**res, name: res["drain"]}
-            self.record(system, res, err, [name], f"n={n:,}")
-        elif name in ("drain", "drain_equal_durability"):
-            n = s.drain_procrastinate if system == "procrastinate" else s.drain
-            # trio_delta's claims and outcomes commit without waiting for the
-            # WAL flush (Config.async_commit); here the peers' commits do too.
-            extra = (
-                {"synchronous_commit": "off"}
-                if name == "drain_equal_durability" and system != "trio_delta"
-                else None
-            )
-            res, err = self.attempt(system, lambda: run(system, "drain", count=n, extra=extra))
-            if res is not None:
-                res = {**res, name: res["drain"]}
-            self.record(system, res, err, [name], f"n={n:,}")
+            self.record(system, res, err, [name], size)
         elif name == "inform":
             res, err = self.attempt(system, lambda: run(system, "inform", count=s.inform))
             self.record(system, res, err, ["inform"], f"n={s.inform:,}")
