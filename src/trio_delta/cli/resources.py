@@ -262,84 +262,58 @@ def change_options(f: F) -> F:
     return json_option(f)
 
 
-@resources.command(epilog=EPILOG)
-@dsn_option
-@schema_option
-@filter_options(
+def _restart_command(
+    name: str, change: Change, *, states: tuple[str, ...], state_help: str, doc: str
+) -> click.Command:
+    """A command that starts a new round of work for the selected
+    resources (retry, invalidate): the same options, one query."""
+
+    @resources.command(name, epilog=EPILOG, help=doc)
+    @dsn_option
+    @schema_option
+    @filter_options(states=states, limit_default=None, state_help=state_help)
+    @change_options
+    @click.argument("object_ids", nargs=-1, metavar="[OBJECT_ID]...")
+    def command(
+        dsn: str | None,
+        schema: str,
+        kind: str | None,
+        namespace: str | None,
+        states: tuple[str, ...],
+        tags: tuple[str, ...] | None,
+        limit: int | None,
+        all_: bool,
+        dry_run: bool,
+        as_json: bool,
+        object_ids: tuple[str, ...],
+    ) -> int:
+        selection = _selection(kind, namespace, states, tags, object_ids, limit)
+        return _change(name, dsn, schema, selection, all_, as_json, dry_run, change)
+
+    return command
+
+
+retry = _restart_command(
+    "retry",
+    Change.RETRY,
     states=("failed", "degraded"),
-    limit_default=None,
     state_help="Only failed or only degraded resources [default: both].",
+    doc="""Retry failed and degraded resources now.
+
+They become scheduled, due now, with their attempts counted from 0
+again; running clients are woken at once.""",
 )
-@change_options
-@click.argument("object_ids", nargs=-1, metavar="[OBJECT_ID]...")
-def retry(
-    dsn: str | None,
-    schema: str,
-    kind: str | None,
-    namespace: str | None,
-    states: tuple[str, ...],
-    tags: tuple[str, ...] | None,
-    limit: int | None,
-    all_: bool,
-    dry_run: bool,
-    as_json: bool,
-    object_ids: tuple[str, ...],
-) -> int:
-    """Retry failed and degraded resources now.
 
-    They become scheduled, due now, with their attempts counted from 0
-    again; running clients are woken at once.
-    """
-    return _change(
-        "retry",
-        dsn,
-        schema,
-        _selection(kind, namespace, states, tags, object_ids, limit),
-        all_,
-        as_json,
-        dry_run,
-        Change.RETRY,
-    )
-
-
-@resources.command(epilog=EPILOG)
-@dsn_option
-@schema_option
-@filter_options(
+invalidate = _restart_command(
+    "invalidate",
+    Change.INVALIDATE,
     states=("synced",),
-    limit_default=None,
     state_help="Accepted for symmetry: only synced resources are invalidated.",
-)
-@change_options
-@click.argument("object_ids", nargs=-1, metavar="[OBJECT_ID]...")
-def invalidate(
-    dsn: str | None,
-    schema: str,
-    kind: str | None,
-    namespace: str | None,
-    states: tuple[str, ...],
-    tags: tuple[str, ...] | None,
-    limit: int | None,
-    all_: bool,
-    dry_run: bool,
-    as_json: bool,
-    object_ids: tuple[str, ...],
-) -> int:
-    """Have synced resources worked again.
+    doc="""Have synced resources worked again.
 
-    They become expired, due now (as Client.invalidate does); running
-    clients are woken at once.
-    """
-    return _change(
-        "invalidate",
-        dsn,
-        schema,
-        _selection(kind, namespace, states, tags, object_ids, limit),
-        all_,
-        as_json,
-        dry_run,
-        Change.INVALIDATE,
-    )
+They become expired, due now (as Client.invalidate does); running
+clients are woken at once.""",
+)
 
 
 @resources.command(epilog=EPILOG)
