@@ -29,6 +29,7 @@ from ._errors import (
     ObjectError,
 )
 from ._informing import (
+    changed_namespaces,
     inform_run_options,
     invalidate_refused,
     object_types,
@@ -162,7 +163,7 @@ class Client(metaclass=NoPublicConstructor):
             results = await self._store.queue.upsert(
                 items, UpsertParams(self._clock.now(), is_stale=is_stale), store_tx
             )
-        namespaces = {r.row.namespace for r in results if r.changed}
+        namespaces = changed_namespaces(items, results)
         if namespaces:
             engine = self._engine
 

@@ -30,8 +30,9 @@ import trio
 from ._errors import LockTimeoutError
 from ._informing import DecodeAs, object_types, stale_check
 from ._objects import PreparedObject
-from ._store.params import UpsertParams, UpsertResult
+from ._store.params import UpsertParams
 from ._store.port import QueueStore
+from ._types import InformResult
 
 
 class _Call:
@@ -39,7 +40,7 @@ class _Call:
 
     def __init__(self, item: PreparedObject) -> None:
         self.item = item
-        self.result: outcome.Outcome[UpsertResult] | None = None
+        self.result: outcome.Outcome[InformResult[Any]] | None = None
         # Set when the result is in, or when it is this call's turn to write.
         self.turn = trio.Event()
 
@@ -61,7 +62,7 @@ class InformCoalescer:
         self._writing = False
         self.statements = 0  # for tests and profiling
 
-    async def upsert(self, item: PreparedObject) -> UpsertResult:
+    async def upsert(self, item: PreparedObject) -> InformResult[Any]:
         """Write ``item`` (alone or with concurrent calls' items); its result."""
         call = _Call(item)
         self._waiting.append(call)
@@ -118,15 +119,23 @@ class InformCoalescer:
             for call in batch:
                 call.result = outcome.Error(exc if len(batch) == 1 else copy.copy(exc))
             return
-        by_key = {(r.row.kind, r.row.object_id): r for r in results}
+        # One result per distinct object, in order of first appearance.
+        keys = list(dict.fromkeys((call.item.kind, call.item.object_id) for call in batch))
+        by_key = dict(zip(keys, results, strict=True))
+        handed: set[tuple[str, str]] = set()
         for call in batch:
-            call.result = outcome.Value(by_key[(call.item.kind, call.item.object_id)])
+            key = (call.item.kind, call.item.object_id)
+            result = by_key[key]
+            if key in handed:  # the same object informed twice: a result each
+                result = InformResult(result.resource, result.already_exists, result.changed)
+            handed.add(key)
+            call.result = outcome.Value(result)
 
-    async def _upsert(self, items: list[PreparedObject]) -> list[UpsertResult]:
+    async def _upsert(self, items: list[PreparedObject]) -> list[InformResult[Any]]:
         self.statements += 1
         is_stale = stale_check(object_types(items), self._decode_as)
         return await self._queue.upsert(items, UpsertParams(self._now(), is_stale=is_stale))
 
-    async def _upsert_one(self, item: PreparedObject) -> UpsertResult:
+    async def _upsert_one(self, item: PreparedObject) -> InformResult[Any]:
         (result,) = await self._upsert([item])
         return result

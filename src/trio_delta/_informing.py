@@ -14,7 +14,7 @@ from typing import Any
 
 from ._errors import ConfigError, ObjectError, ResourceStateError
 from ._objects import PreparedObject, decode_object, encode_json, prepare_object
-from ._store.params import StaleCheck, UpsertResult
+from ._store.params import StaleCheck, dedupe
 from ._types import InformOptions, InformOpts, InformResult, ResourceRow
 
 #: The type a kind's stored objects decode to (None: the informed object's own).
@@ -76,18 +76,50 @@ def stale_check(
 
 def results_for(
     items: Sequence[PreparedObject],
-    results: Sequence[UpsertResult],
+    results: Sequence[InformResult[Any]],
     decode_as: DecodeAs = _own_type,
 ) -> list[InformResult[Any]]:
     """One result per informed object, in input order; ``results`` are the
-    store's, one per distinct (kind, id), their rows bound by :func:`bind_row`."""
-    by_key = {(r.row.kind, r.row.object_id): r for r in results}
+    store's, one per distinct (kind, id) in input order, their rows to be
+    bound by :func:`bind_row` (when first read)."""
+    if len(results) == len(items):  # no object given twice: the same order
+        bound: dict[Any, Any] = {}
+        for item, result in zip(items, results, strict=True):
+            build = result._build  # pyright: ignore[reportPrivateUsage]
+            if build is None:
+                bind_row(item, result.resource, decode_as)
+            else:  # bound when built: one builder per call, not per result
+                if (binder := bound.get(build)) is None:
+                    binder = bound[build] = _binding(build, decode_as)
+                result._build = binder  # pyright: ignore[reportPrivateUsage]
+        return list(results)
+    by_key = {(r.resource.kind, r.resource.object_id): r for r in results}
     out: list[InformResult[Any]] = []
     for item in items:
         result = by_key[(item.kind, item.object_id)]
-        row = bind_row(item, result.row, decode_as)
+        row = bind_row(item, result.resource, decode_as)
         out.append(InformResult(row, result.already_exists, result.changed))
     return out
+
+
+def _binding(
+    build: Callable[[Any, Any], ResourceRow[Any]], decode_as: DecodeAs
+) -> Callable[[PreparedObject, Any], ResourceRow[Any]]:
+    """``build``, then :func:`bind_row` on the row it makes."""
+
+    def build_and_bind(item: PreparedObject, columns: Any) -> ResourceRow[Any]:
+        return bind_row(item, build(item, columns), decode_as)
+
+    return build_and_bind
+
+
+def changed_namespaces(
+    items: Sequence[PreparedObject], results: Sequence[InformResult[Any]]
+) -> set[str]:
+    """The namespaces ``results`` (the store's, for ``items``) gave work to,
+    read from the objects: no result's row need be built for it."""
+    distinct = items if len(items) == len(results) else dedupe(items)
+    return {item.namespace for item, r in zip(distinct, results, strict=True) if r.changed}
 
 
 def bind_row(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, TypeVar
@@ -149,16 +149,85 @@ class InformOptions:
     process_existing: bool = False
 
 
-@dataclass(frozen=True, slots=True)
 class InformResult(Generic[T]):
-    """The result of :meth:`Client.inform`."""
+    """The result of :meth:`Client.inform`: the resource as stored now.
 
-    resource: ResourceRow[T]
-    already_exists: bool
-    """True when a resource for this kind and id existed before the call."""
-    changed: bool = True
-    """False when the object was unchanged (or older, per ``compare``) and
-    nothing was rescheduled."""
+    Read-only. A bulk inform hands back one per object, and most callers
+    read only ``changed``: ``resource`` is built on first use, from what
+    the write returned.
+    """
+
+    __slots__ = ("_already_exists", "_build", "_changed", "_columns", "_item", "_resource")
+
+    def __init__(
+        self, resource: ResourceRow[T], already_exists: bool, changed: bool = True
+    ) -> None:
+        self._resource: ResourceRow[T] | None = resource
+        self._build: Callable[[Any, Any], ResourceRow[T]] | None = None
+        self._item: Any = None
+        self._columns: Any = None
+        self._already_exists = already_exists
+        self._changed = changed
+
+    @classmethod
+    def _deferred(
+        cls,
+        build: Callable[[Any, Any], ResourceRow[T]],
+        item: Any,
+        columns: Any,
+        already_exists: bool,
+        changed: bool,
+    ) -> InformResult[T]:
+        """A result whose row ``build(item, columns)`` makes when it is first
+        read. (No closure per result: a bulk inform makes a hundred thousand,
+        and every object allocated for them is one more for the garbage
+        collector to walk.)"""
+        result = cls.__new__(cls)
+        result._resource = None
+        result._build = build
+        result._item = item
+        result._columns = columns
+        result._already_exists = already_exists
+        result._changed = changed
+        return result
+
+    @property
+    def resource(self) -> ResourceRow[T]:
+        row = self._resource
+        if row is None:
+            assert self._build is not None
+            row = self._resource = self._build(self._item, self._columns)
+            self._build = self._item = self._columns = None
+        return row
+
+    @property
+    def already_exists(self) -> bool:
+        """True when a resource for this kind and id existed before the call."""
+        return self._already_exists
+
+    @property
+    def changed(self) -> bool:
+        """False when the object was unchanged (or older, per ``compare``) and
+        nothing was rescheduled."""
+        return self._changed
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, InformResult):
+            return NotImplemented
+        theirs: InformResult[Any] = other  # pyright: ignore[reportUnknownVariableType]
+        return (self.resource, self._already_exists, self._changed) == (
+            theirs.resource,
+            theirs.already_exists,
+            theirs.changed,
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return (
+            f"InformResult(resource={self.resource!r}, "
+            f"already_exists={self._already_exists!r}, changed={self._changed!r})"
+        )
 
 
 class EventCategory(enum.StrEnum):

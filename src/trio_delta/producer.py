@@ -46,7 +46,7 @@ from ._informing import (
 )
 from ._objects import PreparedObject, check_kind, prepare_object
 from ._store.dsn import redact
-from ._store.params import Change, ResourceFilter, UpsertParams, UpsertResult, dedupe
+from ._store.params import Change, ResourceFilter, UpsertParams, dedupe
 from ._store.postgres.connections import notify_channel, row_from_columns
 from ._store.postgres.statements import (
     Plan,
@@ -136,7 +136,7 @@ async def _run_async(
 # -- inform ---------------------------------------------------------------------
 
 
-def _upsert(items: list[PreparedObject], schema: str) -> Plan[list[UpsertResult]]:
+def _upsert(items: list[PreparedObject], schema: str) -> Plan[list[InformResult[Any]]]:
     params = UpsertParams(None, is_stale=stale_check(object_types(items)))
     return upsert_plan(_target(schema), dedupe(items), params)
 

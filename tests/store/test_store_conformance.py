@@ -33,11 +33,10 @@ from trio_delta._store.params import (
     ResourceFilter,
     StaleCheck,
     UpsertParams,
-    UpsertResult,
 )
 from trio_delta._store.port import Store, StoreTransaction
 from trio_delta._store.postgres import PostgresStore, open_postgres_store
-from trio_delta._types import AttemptError, InformOpts, ResourceRow, ResourceState
+from trio_delta._types import AttemptError, InformOpts, InformResult, ResourceRow, ResourceState
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 CLIENT = "client-a"
@@ -138,7 +137,7 @@ async def upsert(
     process_existing: bool = False,
     is_stale: StaleCheck | None = None,
     tx: StoreTransaction | None = None,
-) -> list[UpsertResult]:
+) -> list[InformResult[Any]]:
     return await store.queue.upsert(items, UpsertParams(now, process_existing, is_stale), tx)
 
 
@@ -184,7 +183,7 @@ async def upsert_one(
     store: Store, item: PreparedObject, now: datetime, **kw: Any
 ) -> ResourceRow[Any]:
     (result,) = await upsert(store, [item], now=now, **kw)
-    return result.row
+    return result.resource
 
 
 async def claim(
@@ -258,7 +257,7 @@ async def synced_row(store: Store, item: PreparedObject) -> ResourceRow[Any]:
 async def test_new_row_is_scheduled_at_now_with_attempt_zero(store: Store) -> None:
     item = prep(Item("a", 1), metadata={"m": 1}, tags=["red"], max_attempts=3)
     (result,) = await upsert(store, [item], now=at(5))
-    rec = result.row
+    rec = result.resource
     assert (result.already_exists, result.changed) == (False, True)
     assert (rec.id, rec.kind, rec.object_id, rec.namespace) == (1, "item", "a", "default")
     assert (rec.state, rec.attempt, rec.max_attempts, rec.errors) == (S.SCHEDULED, 0, 3, ())
@@ -271,8 +270,8 @@ async def test_new_row_is_scheduled_at_now_with_attempt_zero(store: Store) -> No
 
 async def test_ids_are_sequential_from_one(store: Store) -> None:
     results = await upsert(store, [prep(Item(k)) for k in "abc"], now=at(0))
-    assert [r.row.id for r in results] == [1, 2, 3]
-    assert [r.row.object_id for r in results] == ["a", "b", "c"]
+    assert [r.resource.id for r in results] == [1, 2, 3]
+    assert [r.resource.object_id for r in results] == ["a", "b", "c"]
 
 
 async def test_every_proposed_row_consumes_an_id_like_a_postgres_identity(store: Store) -> None:
@@ -291,8 +290,8 @@ async def test_duplicate_items_in_a_batch_last_wins_in_first_position(store: Sto
     results = await upsert(
         store, [prep(Item("a", 1)), prep(Item("b")), prep(Item("a", 2))], now=at(0)
     )
-    assert [(r.row.id, r.row.object_id) for r in results] == [(1, "a"), (2, "b")]
-    assert decoded(results[0].row)["value"] == 2
+    assert [(r.resource.id, r.resource.object_id) for r in results] == [(1, "a"), (2, "b")]
+    assert decoded(results[0].resource)["value"] == 2
     assert decoded(await get(store, "a"))["value"] == 2
 
 
@@ -314,7 +313,7 @@ async def test_same_object_again_leaves_row_untouched(store: Store) -> None:
     before = await synced_row(store, prep(Item("a", 1)))
     (result,) = await upsert(store, [prep(Item("a", 1))], now=at(10))
     assert (result.already_exists, result.changed) == (True, False)
-    assert result.row == before
+    assert result.resource == before
     assert await get(store, "a") == before
 
 
@@ -332,7 +331,7 @@ async def test_changed_object_reschedules_row_and_clears_attempts(store: Store) 
     await fail(store, rec, at(2), retry_at=at(100))
     item = prep(Item("a", 2), namespace="other", metadata={"m": 2}, tags=["blue"], max_attempts=4)
     (result,) = await upsert(store, [item], now=at(10))
-    new = result.row
+    new = result.resource
     assert (result.already_exists, result.changed) == (True, True)
     assert (new.id, new.state, new.attempt, new.errors) == (rec.id, S.SCHEDULED, 0, ())
     assert (new.scheduled_at, new.updated_at, new.created_at) == (at(10), at(10), at(0))
@@ -351,7 +350,7 @@ async def test_changed_object_while_pending_keeps_the_claim(store: Store) -> Non
     claimed = await claim_one(store, at(1))
     item = prep(Item("a", 2), metadata={"m": 2})
     (result,) = await upsert(store, [item], now=at(2))
-    rec = result.row
+    rec = result.resource
     assert result.changed
     assert (rec.state, rec.attempt, rec.scheduled_at) == (S.PENDING, 1, at(0))
     assert (rec.attempted_by, rec.attempted_at, rec.updated_at) == (CLIENT, at(1), at(2))
@@ -370,7 +369,7 @@ async def test_process_existing_reschedules_an_unchanged_row(store: Store) -> No
     rec = await claim_one(store, at(3))
     await complete(store, [outcome(rec, OutcomeKind.SYNCED)], now=at(4), client_id=CLIENT)
     (result,) = await upsert(store, [prep(Item("a", 1))], now=at(10), process_existing=True)
-    new = result.row
+    new = result.resource
     assert (result.already_exists, result.changed) == (True, True)
     assert (new.state, new.attempt, new.errors, new.scheduled_at) == (S.SCHEDULED, 0, (), at(10))
     assert new.synced_at == at(4)
@@ -381,7 +380,7 @@ async def test_process_existing_leaves_a_pending_row_alone(store: Store) -> None
     claimed = await claim_one(store, at(1))
     (result,) = await upsert(store, [prep(Item("a", 1))], now=at(2), process_existing=True)
     assert not result.changed
-    assert result.row == claimed
+    assert result.resource == claimed
 
 
 async def test_stale_object_is_ignored(store: Store) -> None:
@@ -394,7 +393,7 @@ async def test_stale_object_is_ignored(store: Store) -> None:
 
     (result,) = await upsert(store, [prep(Item("a", 3))], now=at(10), is_stale=is_stale)
     assert (result.already_exists, result.changed) == (True, False)
-    assert result.row == before
+    assert result.resource == before
     assert calls == [(3, {"key": "a", "value": 5})]
 
 
@@ -415,7 +414,7 @@ async def test_newer_object_passes_the_stale_check(store: Store) -> None:
     await synced_row(store, prep(Item("a", 5)))
     (result,) = await upsert(store, [prep(Item("a", 7))], now=at(10), is_stale=by_value)
     assert result.changed
-    assert (result.row.state, decoded(result.row)["value"]) == (S.SCHEDULED, 7)
+    assert (result.resource.state, decoded(result.resource)["value"]) == (S.SCHEDULED, 7)
 
 
 async def test_stale_object_is_ignored_even_with_process_existing(
@@ -894,11 +893,11 @@ async def upsert_then_roll_back(store: Store, items: list[PreparedObject], now: 
 async def test_transaction_upserts_are_visible_only_after_commit(store: Store) -> None:
     async with store.queue.transaction() as tx:
         (result,) = await upsert(store, [prep(Item("a"))], now=at(0), tx=tx)
-        assert (result.row.id, result.row.state, result.changed) == (1, S.SCHEDULED, True)
+        assert (result.resource.id, result.resource.state, result.changed) == (1, S.SCHEDULED, True)
         assert await store.insights.get_resource("item", "a") is None
         assert await store.insights.list_resources(ResourceFilter()) == []
         assert await claim(store, at(1)) == []
-    assert await get(store, "a") == result.row
+    assert await get(store, "a") == result.resource
 
 
 async def test_transaction_rollback_discards_its_upserts(store: Store) -> None:
@@ -915,7 +914,7 @@ async def test_transaction_sees_its_own_upserts(store: Store) -> None:
     async with store.queue.transaction() as tx:
         await upsert(store, [prep(Item("a", 1))], now=at(0), tx=tx)
         (again,) = await upsert(store, [prep(Item("a", 1))], now=at(1), tx=tx)
-        assert (again.already_exists, again.changed, again.row.id) == (True, False, 1)
+        assert (again.already_exists, again.changed, again.resource.id) == (True, False, 1)
         (changed,) = await upsert(store, [prep(Item("a", 2))], now=at(2), tx=tx)
         assert (changed.already_exists, changed.changed) == (True, True)
     row = await get(store, "a")
@@ -1540,7 +1539,7 @@ async def test_clean_deletes_old_rows_of_one_state_and_namespace(store: Store) -
     )
     # A cleaned row comes back as a new one, with a new id.
     (result,) = await upsert(store, [prep(Item("a"))], now=at(5))
-    assert (result.already_exists, result.row.id > recs[-1].id) == (False, True)
+    assert (result.already_exists, result.resource.id > recs[-1].id) == (False, True)
 
 
 async def test_a_users_transaction_waits_on_locks_as_the_database_says(

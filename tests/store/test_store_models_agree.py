@@ -31,11 +31,10 @@ from trio_delta._store.params import (
     RescueParams,
     ResourceFilter,
     UpsertParams,
-    UpsertResult,
 )
 from trio_delta._store.port import Store, StoreTransaction
 from trio_delta._store.postgres import open_postgres_store
-from trio_delta._types import AttemptError, InformOpts, ResourceRow, ResourceState
+from trio_delta._types import AttemptError, InformOpts, InformResult, ResourceRow, ResourceState
 
 from ..conftest import drop_schema
 
@@ -267,8 +266,8 @@ def norm(rec: ResourceRow[Any]) -> tuple[Any, ...]:
     )
 
 
-def norm_upserts(results: list[UpsertResult]) -> list[Any]:
-    return [(r.already_exists, r.changed, norm(r.row)) for r in results]
+def norm_upserts(results: list[InformResult[Any]]) -> list[Any]:
+    return [(r.already_exists, r.changed, norm(r.resource)) for r in results]
 
 
 def norm_applied(done: Completed) -> list[Any]:

@@ -12,11 +12,11 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any
 
 from .._errors import LockTimeoutError
 from .._objects import PreparedObject
-from .._types import AttemptError, InformerState, ResourceRow, ResourceState
+from .._types import AttemptError, InformerState, ResourceState
 
 #: Most errors kept per resource; older ones are dropped first.
 MAX_ERRORS = 20
@@ -74,16 +74,6 @@ class UpsertParams:
     now: datetime | None
     process_existing: bool = False
     is_stale: StaleCheck | None = None
-
-
-class UpsertResult(NamedTuple):
-    """One object's upsert: its row as stored now. (A named tuple: a bulk
-    inform makes one per object, and building a frozen dataclass cost
-    several times as much.)"""
-
-    row: ResourceRow[Any]
-    already_exists: bool
-    changed: bool
 
 
 @dataclass(frozen=True, slots=True)

@@ -53,7 +53,7 @@ from typing import Any, Protocol
 import psycopg
 
 from .._objects import PreparedObject
-from .._types import Resource, ResourceRow, ResourceState
+from .._types import InformResult, Resource, ResourceRow, ResourceState
 from .params import (
     Change,
     ClaimRequest,
@@ -68,7 +68,6 @@ from .params import (
     ResourceFilter,
     StateCount,
     UpsertParams,
-    UpsertResult,
 )
 
 
@@ -102,7 +101,7 @@ class QueueStore(Protocol):
         items: Sequence[PreparedObject],
         params: UpsertParams,
         tx: StoreTransaction | AppConnection | None = None,
-    ) -> list[UpsertResult]:
+    ) -> list[InformResult[Any]]:
         """Insert or update ``items`` in one transaction (``tx`` if given:
         one of this store's transactions, or an application's connection,
         in its transaction or else in one of its own).

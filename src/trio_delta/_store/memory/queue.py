@@ -19,7 +19,7 @@ import trio
 
 from ..._errors import ConfigError, StoreError
 from ..._objects import PreparedObject
-from ..._types import CLAIMABLE_STATES, Resource, ResourceRow, ResourceState
+from ..._types import CLAIMABLE_STATES, InformResult, Resource, ResourceRow, ResourceState
 from ..params import (
     AppliedOutcome,
     ClaimBudget,
@@ -28,7 +28,6 @@ from ..params import (
     Outcome,
     OutcomeKind,
     UpsertParams,
-    UpsertResult,
     dedupe,
 )
 from ..port import AppConnection, StoreTransaction
@@ -46,7 +45,7 @@ class MemoryQueue:
         items: Sequence[PreparedObject],
         params: UpsertParams,
         tx: StoreTransaction | AppConnection | None = None,
-    ) -> list[UpsertResult]:
+    ) -> list[InformResult[Any]]:
         await trio.lowlevel.checkpoint()
         unique = dedupe(items)
         if not unique:
@@ -113,15 +112,15 @@ class MemoryQueue:
             mtx.namespaces |= namespaces
         else:
             self._t.notify(namespaces)
-        results: list[UpsertResult] = []
+        results: list[InformResult[Any]] = []
         for key in keys:
             if key in written:
                 row, inserted = written[key]
-                results.append(UpsertResult(row.snapshot(), not inserted, changed=True))
+                results.append(InformResult(row.snapshot(), not inserted, changed=True))
             else:
                 row = self._t.view(key, mtx)
                 assert row is not None
-                results.append(UpsertResult(row.snapshot(), already_exists=True, changed=False))
+                results.append(InformResult(row.snapshot(), already_exists=True, changed=False))
         return results
 
     @staticmethod

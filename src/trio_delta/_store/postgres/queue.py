@@ -15,7 +15,7 @@ from psycopg import sql
 
 from ..._errors import ConfigError
 from ..._objects import PreparedObject
-from ..._types import Resource, ResourceState
+from ..._types import InformResult, Resource, ResourceState
 from ..params import (
     MAX_ERRORS,
     AppliedOutcome,
@@ -25,7 +25,6 @@ from ..params import (
     Outcome,
     OutcomeKind,
     UpsertParams,
-    UpsertResult,
     dedupe,
     lock_timeout_error,
 )
@@ -132,7 +131,7 @@ class PostgresQueue:
         items: Sequence[PreparedObject],
         params: UpsertParams,
         tx: StoreTransaction | AppConnection | None = None,
-    ) -> list[UpsertResult]:
+    ) -> list[InformResult[Any]]:
         unique = dedupe(items)
         if not unique:
             return []
@@ -143,7 +142,7 @@ class PostgresQueue:
             # or several statements need a transaction.
             one_statement = params.is_stale is None and len(unique) <= UPSERT_CHUNK
 
-            async def in_transaction(conn: Conn) -> list[UpsertResult]:
+            async def in_transaction(conn: Conn) -> list[InformResult[Any]]:
                 plan = upsert_plan(self._target, unique, params)
                 if one_statement:
                     return await self._bounded(conn, unique, plan)
@@ -154,14 +153,16 @@ class PostgresQueue:
         if isinstance(tx, PostgresTransaction):
             conn = tx.conn
 
-            async def in_users_transaction() -> list[UpsertResult]:
+            async def in_users_transaction() -> list[InformResult[Any]]:
                 return await self._bounded(conn, unique, self._plan(unique, params))
 
             async with tx.lock:
                 return await self._c.call(in_users_transaction, what="inform")
         return await self._upsert_on_app_connection(tx, unique, params)
 
-    def _plan(self, items: list[PreparedObject], params: UpsertParams) -> Plan[list[UpsertResult]]:
+    def _plan(
+        self, items: list[PreparedObject], params: UpsertParams
+    ) -> Plan[list[InformResult[Any]]]:
         """The upsert inside a transaction of the caller's, bounded by the
         store's lock timeout for its own statements only: the caller's later
         statements keep the lock_timeout they had."""
@@ -174,7 +175,7 @@ class PostgresQueue:
         conn: StoreTransaction | AppConnection,
         items: list[PreparedObject],
         params: UpsertParams,
-    ) -> list[UpsertResult]:
+    ) -> list[InformResult[Any]]:
         """Inform on an application's own psycopg connection: a synchronous
         one in a thread (it blocks), an async one only if it runs on Trio.
         Neither crosses the bridge: the trio-asyncio driver's loop is for
@@ -204,8 +205,8 @@ class PostgresQueue:
             raise store_error(exc, "inform") from exc
 
     async def _bounded(
-        self, conn: Conn, items: list[PreparedObject], plan: Plan[list[UpsertResult]]
-    ) -> list[UpsertResult]:
+        self, conn: Conn, items: list[PreparedObject], plan: Plan[list[InformResult[Any]]]
+    ) -> list[InformResult[Any]]:
         """Run the upsert ``plan`` of ``items``; a lock held past the lock
         timeout fails it with the held rows named."""
         try:

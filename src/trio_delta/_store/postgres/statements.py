@@ -23,8 +23,8 @@ from psycopg import pq, sql
 from psycopg.rows import tuple_row
 
 from ..._objects import PreparedObject
-from ..._types import ResourceRow
-from ..params import Change, ResourceFilter, UpsertParams, UpsertResult
+from ..._types import InformResult, ResourceRow
+from ..params import Change, ResourceFilter, UpsertParams
 from ..queries import Queries
 from .connections import lock_timeout_ms, row_from_columns, row_from_written
 
@@ -74,11 +74,13 @@ def run_sync(conn: psycopg.Connection[Any], plan: Plan[T]) -> T:
                 # Rows as tuples whatever the application set as its row factory.
                 cursors = [conn.cursor(row_factory=tuple_row) for _ in statements]
                 with conn.pipeline():
-                    for i, (cur, statement) in enumerate(zip(cursors, statements, strict=True)):
-                        cur.execute(statement.query, statement.params)
-                        if i:  # the one before, while the server runs this one
-                            results.append(statements[i - 1].read(cursors[i - 1].fetchall()))
-                    results.append(statements[-1].read(cursors[-1].fetchall()))
+                    cursors[0].execute(statements[0].query, statements[0].params)
+                    for i, statement in enumerate(statements):
+                        rows = cursors[i].fetchall()
+                        if i + 1 < len(statements):
+                            following = statements[i + 1]
+                            cursors[i + 1].execute(following.query, following.params)
+                        results.append(statement.read(rows))
             else:
                 for statement in statements:
                     with conn.cursor(row_factory=tuple_row) as cur:
@@ -103,12 +105,13 @@ async def run_async(conn: psycopg.AsyncConnection[Any], plan: Plan[T]) -> T:
             if _pipelined(conn, statements):
                 cursors = [conn.cursor(row_factory=tuple_row) for _ in statements]
                 async with conn.pipeline():
-                    for i, (cur, statement) in enumerate(zip(cursors, statements, strict=True)):
-                        await cur.execute(statement.query, statement.params)
-                        if i:
-                            rows = await cursors[i - 1].fetchall()
-                            results.append(statements[i - 1].read(rows))
-                    results.append(statements[-1].read(await cursors[-1].fetchall()))
+                    await cursors[0].execute(statements[0].query, statements[0].params)
+                    for i, statement in enumerate(statements):
+                        rows = await cursors[i].fetchall()
+                        if i + 1 < len(statements):
+                            following = statements[i + 1]
+                            await cursors[i + 1].execute(following.query, following.params)
+                        results.append(statement.read(rows))
             else:
                 for statement in statements:
                     async with conn.cursor(row_factory=tuple_row) as cur:
@@ -158,22 +161,35 @@ class Target:
     channel: str
 
 
+def _column(params: dict[str, Any], name: str, values: list[Any]) -> None:
+    """``values`` as the array parameter ``name``, or, when they are all
+    equal, as the one value ``name_all`` with an empty array."""
+    first = values[0]
+    if values.count(first) == len(values):
+        params[name] = []
+        params[f"{name}_all"] = first
+    else:
+        params[name] = values
+        params[f"{name}_all"] = None
+
+
 def upsert_params(
     items: Sequence[PreparedObject], now: datetime | None, process_existing: bool, channel: str
 ) -> dict[str, Any]:
-    return {
-        "kind": [i.kind for i in items],
+    params: dict[str, Any] = {
         "object_id": [i.object_id for i in items],
-        "namespace": [i.namespace for i in items],
         "object": [i.encoded.decode() for i in items],
         "hash": [i.hash for i in items],
-        "metadata": [i.metadata.decode() for i in items],
-        "tags": [msgspec.json.encode(i.tags).decode() for i in items],
-        "max_attempts": [i.max_attempts for i in items],
         "now": now,
         "process_existing": process_existing,
         "channel": channel,
     }
+    _column(params, "kind", [i.kind for i in items])
+    _column(params, "namespace", [i.namespace for i in items])
+    _column(params, "metadata", [i.metadata.decode() for i in items])
+    _column(params, "tags", [msgspec.json.encode(i.tags).decode() for i in items])
+    _column(params, "max_attempts", [i.max_attempts for i in items])
+    return params
 
 
 def _keys(items: Sequence[PreparedObject]) -> dict[str, list[str]]:
@@ -221,22 +237,23 @@ UPSERT_CHUNK = 5000
 
 def upsert_plan(
     target: Target, items: list[PreparedObject], params: UpsertParams
-) -> Plan[list[UpsertResult]]:
+) -> Plan[list[InformResult[Any]]]:
     """Write ``items`` (unique by kind and id); one result per item, in order.
     Objects older than the stored ones (see :func:`fresh_plan`) are reported
     unchanged. A bulk inform runs one statement per :data:`UPSERT_CHUNK`
     objects, pipelined."""
     to_write = yield from fresh_plan(target, items, params)
-    written: dict[tuple[str, str], tuple[ResourceRow[Any], bool]] = {}
+    written: dict[tuple[str, str], InformResult[Any]] = {}
     if to_write:
 
         def reader(chunk: list[PreparedObject]) -> Callable[[Rows], None]:
-            by_key = {(i.kind, i.object_id): i for i in chunk}
-
             def read(rows: Rows) -> None:
+                by_key = {(i.kind, i.object_id): i for i in chunk}
                 for columns in rows:
                     key = (columns[0], columns[1])
-                    written[key] = (row_from_written(by_key[key], columns), columns[12])
+                    written[key] = InformResult._deferred(  # pyright: ignore[reportPrivateUsage]
+                        row_from_written, by_key[key], columns, not columns[12], True
+                    )
 
             return read
 
@@ -250,22 +267,14 @@ def upsert_plan(
                 to_write[i : i + UPSERT_CHUNK] for i in range(0, len(to_write), UPSERT_CHUNK)
             )
         )
-    unchanged: dict[tuple[str, str], ResourceRow[Any]] = {}
+    if len(written) == len(items):
+        return [written[(i.kind, i.object_id)] for i in items]
     missing = [i for i in items if (i.kind, i.object_id) not in written]
-    if missing:
-        (rows,) = yield (Statement(target.queries["select_existing"], _keys(missing)),)
-        for columns in rows:
-            row = row_from_columns(columns)
-            unchanged[(row.kind, row.object_id)] = row
-    out: list[UpsertResult] = []
-    for item in items:
-        key = (item.kind, item.object_id)
-        if key in written:
-            row, inserted = written[key]
-            out.append(UpsertResult(row, not inserted, True))
-        else:
-            out.append(UpsertResult(unchanged[key], True, False))
-    return out
+    (rows,) = yield (Statement(target.queries["select_existing"], _keys(missing)),)
+    for columns in rows:
+        row = row_from_columns(columns)
+        written[(row.kind, row.object_id)] = InformResult(row, True, False)
+    return [written[(i.kind, i.object_id)] for i in items]
 
 
 def bounded(plan: Plan[T], queries: Queries, lock_timeout: float | None) -> Plan[T]:

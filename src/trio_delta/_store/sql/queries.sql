@@ -15,8 +15,16 @@ coalesce(%(now)s::timestamptz, statement_timestamp())
 -- fragment: upsert_rows
 -- The body both forms of the upsert share; each closes the "upserted" CTE
 -- with a RETURNING clause of its own.
+-- A column whose value every object shares (one kind, one namespace, no
+-- metadata: the usual bulk) comes once, as its "_all" parameter, with an empty array;
+-- unnest() pads the shorter arrays with nulls. Encoding the arrays was
+-- most of a bulk inform's client time.
 with input as (
-    select *
+    select coalesce(i.kind, %(kind_all)s::text) as kind, i.object_id,
+           coalesce(i.namespace, %(namespace_all)s::text) as namespace, i.object, i.hash,
+           coalesce(i.metadata, %(metadata_all)s::text) as metadata,
+           coalesce(i.tags, %(tags_all)s::text) as tags,
+           coalesce(i.max_attempts, %(max_attempts_all)s::int) as max_attempts
     from unnest(
         %(kind)b::text[], %(object_id)b::text[], %(namespace)b::text[], %(object)b::text[],
         %(hash)b::bytea[], %(metadata)b::text[], %(tags)b::text[], %(max_attempts)b::int[]
