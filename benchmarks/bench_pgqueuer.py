@@ -28,9 +28,9 @@ from typing import Any
 
 from _common import (
     asyncpg_kwargs,
+    call_metrics,
     child_parser,
     emit,
-    call_metrics,
     latency_metrics,
     payload,
     quiet_logging,

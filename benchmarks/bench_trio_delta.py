@@ -31,9 +31,9 @@ import psycopg
 import trio
 from _common import (
     KEY_PREFIX,
+    call_metrics,
     child_parser,
     emit,
-    call_metrics,
     latency_metrics,
     quiet_logging,
     rss_now_kb,

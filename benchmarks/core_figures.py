@@ -107,7 +107,7 @@ def drop(dsn: str, schema: str) -> None:
 
 
 async def main(dsn: str, count: int, workers: int, samples: int) -> None:
-    for name, run in (("throughput", None), ("latency", None)):
+    for name in ("throughput", "latency"):
         schema = fresh_schema(dsn)
         await delta.migrate(dsn, schema=schema)
         try:
