@@ -144,10 +144,7 @@ class PostgresQueue:
 
             async def in_transaction(conn: Conn) -> list[InformResult[Any]]:
                 plan = upsert_plan(self._target, unique, params)
-                if one_statement:
-                    return await self._bounded(conn, unique, plan)
-                async with conn.transaction():
-                    return await self._bounded(conn, unique, plan)
+                return await self._bounded(conn, unique, plan, own=not one_statement)
 
             return await self._c.on_pool(in_transaction, "inform")
         if isinstance(tx, PostgresTransaction):
@@ -205,11 +202,19 @@ class PostgresQueue:
             raise store_error(exc, "inform") from exc
 
     async def _bounded(
-        self, conn: Conn, items: list[PreparedObject], plan: Plan[list[InformResult[Any]]]
+        self,
+        conn: Conn,
+        items: list[PreparedObject],
+        plan: Plan[list[InformResult[Any]]],
+        *,
+        own: bool = False,
     ) -> list[InformResult[Any]]:
-        """Run the upsert ``plan`` of ``items``; a lock held past the lock
-        timeout fails it with the held rows named."""
+        """Run the upsert ``plan`` of ``items`` (in a transaction of its own
+        with ``own``); a lock held past the lock timeout fails it with the
+        held rows named."""
         try:
+            if own:
+                return await in_transaction_async(conn, plan)
             return await run_async(conn, plan)
         except psycopg.errors.LockNotAvailable as exc:
             raise lock_timeout_error(
@@ -223,8 +228,7 @@ class PostgresQueue:
 
         async def in_transaction(conn: Conn) -> None:
             try:
-                async with conn.transaction():
-                    await run_async(conn, upsert_quiet_plan(self._target, unique, params))
+                await in_transaction_async(conn, upsert_quiet_plan(self._target, unique, params))
             except psycopg.errors.LockNotAvailable as exc:
                 # Rolled back: the lane may ask which rows were held.
                 raise lock_timeout_error(

@@ -44,13 +44,16 @@ class Statement:
     query: sql.Composed
     params: Mapping[str, Any]
     read: Callable[[Rows], Any] = _rows
+    last: bool = False
+    """No statement of its plan comes after this one (a transaction the
+    runner opened commits with it)."""
 
 
 #: What a plan yields: statements to run in order; it is sent back what each
 #: statement's ``read`` made of its rows (of none, for a statement without
 #: a result). Several at once are pipelined: each is sent before the rows of
 #: the one before are read, so the server runs a statement while the client
-#: encodes the next and reads the last. Pipelined statements must return rows.
+#: reads the last. Of several at once, all but the last must return rows.
 Plan: TypeAlias = Generator[tuple[Statement, ...], list[Any], T]
 
 
@@ -64,64 +67,129 @@ def _pipelined(
     )
 
 
-def run_sync(conn: psycopg.Connection[Any], plan: Plan[T]) -> T:
-    """Run ``plan`` on a synchronous connection, in its current transaction."""
+_BEGIN = sql.SQL("begin")
+_COMMIT = sql.SQL("commit")
+_ROLLBACK = sql.SQL("rollback")
+
+
+@dataclass(slots=True)
+class _Own:
+    """The state of a transaction a runner opened for its plan (see
+    :func:`in_transaction_async`): ``begin`` goes with the next statements,
+    ``commit`` once sent with the statements marked ``last``."""
+
+    begin: bool = True
+    commit: bool = False
+
+    def wrap(self, statements: tuple[Statement, ...]) -> tuple[bool, bool]:
+        """Whether to send BEGIN before, and COMMIT after, ``statements``."""
+        if self.commit:  # committed: what follows runs by itself
+            return False, False
+        begin, self.begin = self.begin, False
+        self.commit = statements[-1].last
+        return begin, self.commit
+
+
+def run_sync(conn: psycopg.Connection[Any], plan: Plan[T], own: _Own | None = None) -> T:
+    """Run ``plan`` on a synchronous connection, in its current transaction
+    (in its own with ``own``, from :func:`in_transaction_sync`)."""
     try:
         statements = next(plan)
         while True:
             results: list[Any] = []
-            if _pipelined(conn, statements):
-                # Rows as tuples whatever the application set as its row factory.
-                cursors = [conn.cursor(row_factory=tuple_row) for _ in statements]
+            # Rows as tuples whatever the application set as its row factory.
+            cursors = [conn.cursor(row_factory=tuple_row) for _ in statements]
+            begin, commit = own.wrap(statements) if own is not None else (False, False)
+            if (
+                begin or commit or _pipelined(conn, statements)
+            ) and psycopg.Pipeline.is_supported():
                 with conn.pipeline():
+                    if begin:
+                        conn.execute(_BEGIN)
                     cursors[0].execute(statements[0].query, statements[0].params)
-                    for i, statement in enumerate(statements):
+                    # Several statements: the next is sent before the rows
+                    # of one are read, so the server works while we read.
+                    for i, statement in enumerate(statements[:-1]):
                         rows = cursors[i].fetchall()
-                        if i + 1 < len(statements):
-                            following = statements[i + 1]
-                            cursors[i + 1].execute(following.query, following.params)
+                        cursors[i + 1].execute(statements[i + 1].query, statements[i + 1].params)
                         results.append(statement.read(rows))
+                    if commit:
+                        conn.execute(_COMMIT)
+                # The last statement's rows come with the pipeline's end.
+                last = cursors[-1]
+                rows = last.fetchall() if last.description is not None else []
+                results.append(statements[-1].read(rows))
             else:
-                for statement in statements:
-                    with conn.cursor(row_factory=tuple_row) as cur:
-                        cur.execute(statement.query, statement.params)
-                        rows = cur.fetchall() if cur.description is not None else []
+                if begin:
+                    conn.execute(_BEGIN)
+                for cur, statement in zip(cursors, statements, strict=True):
+                    cur.execute(statement.query, statement.params)
+                    rows = cur.fetchall() if cur.description is not None else []
                     results.append(statement.read(rows))
+                if commit:
+                    conn.execute(_COMMIT)
             statements = plan.send(results)
     except StopIteration as done:
+        if own is not None and not own.commit:
+            conn.execute(_COMMIT)
         result: T = done.value
         return result
+    except BaseException:
+        if own is not None and conn.info.transaction_status != pq.TransactionStatus.IDLE:
+            conn.execute(_ROLLBACK)
+        raise
     finally:
         plan.close()
 
 
-async def run_async(conn: psycopg.AsyncConnection[Any], plan: Plan[T]) -> T:
+async def run_async(
+    conn: psycopg.AsyncConnection[Any], plan: Plan[T], own: _Own | None = None
+) -> T:
     """Run ``plan`` on an async connection (Trio's or asyncio's), in its
-    current transaction."""
+    current transaction (in its own with ``own``, from
+    :func:`in_transaction_async`)."""
     try:
         statements = next(plan)
         while True:
             results: list[Any] = []
-            if _pipelined(conn, statements):
-                cursors = [conn.cursor(row_factory=tuple_row) for _ in statements]
+            cursors = [conn.cursor(row_factory=tuple_row) for _ in statements]
+            begin, commit = own.wrap(statements) if own is not None else (False, False)
+            if (
+                begin or commit or _pipelined(conn, statements)
+            ) and psycopg.Pipeline.is_supported():
                 async with conn.pipeline():
+                    if begin:
+                        await conn.execute(_BEGIN)
                     await cursors[0].execute(statements[0].query, statements[0].params)
-                    for i, statement in enumerate(statements):
+                    for i, statement in enumerate(statements[:-1]):
                         rows = await cursors[i].fetchall()
-                        if i + 1 < len(statements):
-                            following = statements[i + 1]
-                            await cursors[i + 1].execute(following.query, following.params)
+                        following = statements[i + 1]
+                        await cursors[i + 1].execute(following.query, following.params)
                         results.append(statement.read(rows))
+                    if commit:
+                        await conn.execute(_COMMIT)
+                last = cursors[-1]
+                rows = await last.fetchall() if last.description is not None else []
+                results.append(statements[-1].read(rows))
             else:
-                for statement in statements:
-                    async with conn.cursor(row_factory=tuple_row) as cur:
-                        await cur.execute(statement.query, statement.params)
-                        rows = await cur.fetchall() if cur.description is not None else []
+                if begin:
+                    await conn.execute(_BEGIN)
+                for cur, statement in zip(cursors, statements, strict=True):
+                    await cur.execute(statement.query, statement.params)
+                    rows = await cur.fetchall() if cur.description is not None else []
                     results.append(statement.read(rows))
+                if commit:
+                    await conn.execute(_COMMIT)
             statements = plan.send(results)
     except StopIteration as done:
+        if own is not None and not own.commit:
+            await conn.execute(_COMMIT)
         result: T = done.value
         return result
+    except BaseException:
+        if own is not None and conn.info.transaction_status != pq.TransactionStatus.IDLE:
+            await conn.execute(_ROLLBACK)
+        raise
     finally:
         plan.close()
 
@@ -134,20 +202,20 @@ def needs_own_transaction(conn: psycopg.Connection[Any] | psycopg.AsyncConnectio
     return conn.autocommit and conn.info.transaction_status == pq.TransactionStatus.IDLE
 
 
+# A transaction of the runner's own is begun and committed by statements
+# sent with the plan's (not psycopg's transaction(), which waits for BEGIN
+# and for COMMIT): a plan that reads, then writes (a stale check) takes two
+# round trips, BEGIN with the read and COMMIT with the write.
+
+
 def in_transaction_sync(conn: psycopg.Connection[Any], plan: Plan[T]) -> T:
     """:func:`run_sync` in the caller's transaction, or one of its own."""
-    if needs_own_transaction(conn):
-        with conn.transaction():
-            return run_sync(conn, plan)
-    return run_sync(conn, plan)
+    return run_sync(conn, plan, _Own() if needs_own_transaction(conn) else None)
 
 
 async def in_transaction_async(conn: psycopg.AsyncConnection[Any], plan: Plan[T]) -> T:
     """:func:`run_async` in the caller's transaction, or one of its own."""
-    if needs_own_transaction(conn):
-        async with conn.transaction():
-            return await run_async(conn, plan)
-    return await run_async(conn, plan)
+    return await run_async(conn, plan, _Own() if needs_own_transaction(conn) else None)
 
 
 # -- the plans ------------------------------------------------------------------
@@ -196,35 +264,43 @@ def _keys(items: Sequence[PreparedObject]) -> dict[str, list[str]]:
     return {"kind": [i.kind for i in items], "object_id": [i.object_id for i in items]}
 
 
+Stored: TypeAlias = dict[tuple[str, str], ResourceRow[Any]]
+
+
 def fresh_plan(
     target: Target, items: list[PreparedObject], params: UpsertParams
-) -> Plan[list[PreparedObject]]:
-    """``items`` less those older than their stored row, by the stale check;
-    the stored rows stay locked until the transaction ends, so that what
-    was compared is what gets replaced."""
+) -> Plan[tuple[list[PreparedObject], Stored]]:
+    """``items`` less those older than their stored row, by the stale check,
+    and the stored rows read for it (none without a stale check); they stay
+    locked until the transaction ends, so that what was compared is what
+    gets replaced."""
     if params.is_stale is None:
-        return items
+        return items, {}
     (rows,) = yield (Statement(target.queries["lock_existing"], _keys(items)),)
-    stored = {(r[0], r[1]): (r[2].encode(), bytes(r[3])) for r in rows}
+    stored: Stored = {}
+    for columns in rows:
+        row = row_from_columns(columns)
+        stored[(row.kind, row.object_id)] = row
     fresh: list[PreparedObject] = []
     for item in items:
         old = stored.get((item.kind, item.object_id))
-        if old is not None and old[1] != item.hash and params.is_stale(item, old[0]):
+        if old is not None and old.hash != item.hash and params.is_stale(item, old.encoded_object):
             continue
         fresh.append(item)
-    return fresh
+    return fresh, stored
 
 
 def upsert_quiet_plan(
     target: Target, items: list[PreparedObject], params: UpsertParams
 ) -> Plan[None]:
     """Write ``items`` and read nothing back (informer batches)."""
-    to_write = yield from fresh_plan(target, items, params)
+    to_write, _ = yield from fresh_plan(target, items, params)
     if to_write:
         yield (
             Statement(
                 target.queries["upsert_quiet"],
                 upsert_params(to_write, params.now, params.process_existing, target.channel),
+                last=True,
             ),
         )
 
@@ -242,7 +318,7 @@ def upsert_plan(
     Objects older than the stored ones (see :func:`fresh_plan`) are reported
     unchanged. A bulk inform runs one statement per :data:`UPSERT_CHUNK`
     objects, pipelined."""
-    to_write = yield from fresh_plan(target, items, params)
+    to_write, stored = yield from fresh_plan(target, items, params)
     written: dict[tuple[str, str], InformResult[Any]] = {}
     if to_write:
 
@@ -262,18 +338,25 @@ def upsert_plan(
                 target.queries["upsert"],
                 upsert_params(chunk, params.now, params.process_existing, target.channel),
                 reader(chunk),
+                # The writes end the transaction: what is read after them
+                # (objects neither written nor read first) is as stored.
+                last=end >= len(to_write),
             )
-            for chunk in (
-                to_write[i : i + UPSERT_CHUNK] for i in range(0, len(to_write), UPSERT_CHUNK)
+            for chunk, end in (
+                (to_write[i : i + UPSERT_CHUNK], i + UPSERT_CHUNK)
+                for i in range(0, len(to_write), UPSERT_CHUNK)
             )
         )
-    if len(written) == len(items):
-        return [written[(i.kind, i.object_id)] for i in items]
-    missing = [i for i in items if (i.kind, i.object_id) not in written]
-    (rows,) = yield (Statement(target.queries["select_existing"], _keys(missing)),)
-    for columns in rows:
-        row = row_from_columns(columns)
-        written[(row.kind, row.object_id)] = InformResult(row, True, False)
+    for key, row in stored.items():
+        if key not in written:
+            written[key] = InformResult(row, True, False)
+    if len(written) < len(items):
+        # Unchanged (or inserted meanwhile by another transaction): as stored.
+        missing = [i for i in items if (i.kind, i.object_id) not in written]
+        (rows,) = yield (Statement(target.queries["select_existing"], _keys(missing)),)
+        for columns in rows:
+            row = row_from_columns(columns)
+            written[(row.kind, row.object_id)] = InformResult(row, True, False)
     return [written[(i.kind, i.object_id)] for i in items]
 
 

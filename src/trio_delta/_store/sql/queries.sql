@@ -86,7 +86,9 @@ notified as (
 select (select count(*) from upserted), (select count(*) from notified)
 
 -- name: lock_existing
-select r.kind, r.object_id, r.object::text, r.hash
+-- Whole rows: an object found stale, or unchanged, is reported as stored
+-- without reading it again.
+select {columns}
 from {schema}.resources as r
 join unnest(%(kind)s::text[], %(object_id)s::text[]) as i(kind, object_id)
     on r.kind = i.kind and r.object_id = i.object_id
