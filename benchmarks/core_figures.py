@@ -127,7 +127,6 @@ async def main(dsn: str, count: int, workers: int, samples: int) -> None:
                 )
         finally:
             drop(dsn, schema)
-    del run
 
 
 if __name__ == "__main__":

@@ -124,6 +124,11 @@ class NamespaceConfig:
     """
 
     max_workers: int = DEFAULT_MAX_WORKERS
+    prefetch: int = 0
+    """Rows claimed ahead of free workers: a worker whose work ends starts
+    its next row at once instead of after a claim's round trip (I/O-bound
+    work gains most). Each waits in this client, ``pending`` in the
+    database, until a worker takes it; kind ``parallelism`` caps count it."""
     resource_expiry: float | None = None
     synced_retention: float | None = None
     degraded_retention: float | None = None
@@ -131,6 +136,7 @@ class NamespaceConfig:
 
     def __post_init__(self) -> None:
         _check_int("NamespaceConfig.max_workers", self.max_workers, minimum=1)
+        _check_int("NamespaceConfig.prefetch", self.prefetch, minimum=0)
         _check_duration(
             "NamespaceConfig.resource_expiry",
             self.resource_expiry,

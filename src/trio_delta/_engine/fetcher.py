@@ -66,7 +66,7 @@ class Fetcher:
         # One claim takes at most its share of a namespace's workers, so
         # that when all of them free up at once (short work), the claims
         # split them and run side by side instead of one taking everything.
-        self._shares = {ns: -(-pool.max_workers // concurrent_claims) for ns, pool in pools.items()}
+        self._shares = {ns: -(-slots.capacity(ns) // concurrent_claims) for ns in pools}
         self._next_due = math.inf  # trio time of the earliest known scheduled_at
         self._fetching = 0  # claim loops between reserving slots and returning
         for pool in pools.values():

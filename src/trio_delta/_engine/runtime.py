@@ -122,7 +122,9 @@ class Engine:
         self._ctx = ctx
         self._config = ctx.config
         self._events = events
-        self.slots = Slots({ns: c.max_workers for ns, c in namespaces.items()}, ctx.controllers)
+        self.slots = Slots(
+            {ns: c.max_workers + c.prefetch for ns, c in namespaces.items()}, ctx.controllers
+        )
         total_workers = sum(c.max_workers for c in namespaces.values())
         self.completer = Completer(
             ctx,

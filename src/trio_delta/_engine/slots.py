@@ -1,7 +1,7 @@
 """Worker slot accounting shared by the fetcher and the worker pools.
 
-The fetcher claims only what can start now: per
-namespace, ``max_workers`` minus what is in flight; per kind with a
+The fetcher claims only what can start now, or soon: per
+namespace, ``max_workers`` plus its ``prefetch`` minus what is in flight; per kind with a
 ``parallelism``, that cap minus the kind's work in flight in this client.
 A claim still in flight *reserves* what it may return, so a second claim
 running beside it asks only for what is left.
@@ -24,6 +24,10 @@ class Slots:
         }
         self._by_namespace: Counter[str] = Counter()
         self._by_kind: Counter[str] = Counter()
+
+    def capacity(self, namespace: str) -> int:
+        """Rows ``namespace`` may hold at once: its workers and its prefetch."""
+        return self._max_workers[namespace]
 
     def namespace_free(self, namespace: str) -> int:
         return self._max_workers[namespace] - self._by_namespace[namespace]
