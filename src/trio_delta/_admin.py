@@ -65,6 +65,8 @@ def resource_dict(row: ResourceRow[Any]) -> dict[str, Any]:
         "attempted_at": _iso(row.attempted_at),
         "attempted_by": row.attempted_by,
         "synced_at": _iso(row.synced_at),
+        "priority": row.priority,
+        "snoozes": row.snoozes,
     }
 
 
@@ -141,8 +143,9 @@ class Admin:
         now = await self._store.database_now()
         groups: dict[tuple[str, str], dict[str, Any]] = {}
         totals = dict.fromkeys(STATES, 0)
+        waiting = snoozed = 0
         for count in await self._store.insights.count_states(
-            ResourceFilter(kind=kind, namespace=namespace)
+            ResourceFilter(kind=kind, namespace=namespace), now
         ):
             group = groups.setdefault(
                 (count.kind, count.namespace),
@@ -153,8 +156,14 @@ class Admin:
                     "states": dict.fromkeys(STATES, 0),
                     "oldest_scheduled_at": None,
                     "oldest_scheduled_age_seconds": None,
+                    "waiting": 0,
+                    "snoozed": 0,
                 },
             )
+            group["waiting"] += count.waiting
+            group["snoozed"] += count.snoozed
+            waiting += count.waiting
+            snoozed += count.snoozed
             state = count.state.value
             group["states"][state] = count.count
             group["total"] += count.count
@@ -188,7 +197,12 @@ class Admin:
             "schema_version": version,
             "now": _iso(now),
             "resources": list(groups.values()),
-            "totals": {**totals, "total": sum(totals.values())},
+            "totals": {
+                **totals,
+                "total": sum(totals.values()),
+                "waiting": waiting,
+                "snoozed": snoozed,
+            },
             "controllers": controllers,
             "leader": None
             if leader is None or leader.expires_at <= now

@@ -88,6 +88,14 @@ def _check_int(
         raise ConfigError(f"{name} must be an integer from {minimum} to {maximum}, got {value!r}")
 
 
+#: Priorities a resource may have (the column is a smallint).
+PRIORITY_MIN, PRIORITY_MAX = -32768, 32767
+
+
+def check_priority(name: str, value: object) -> None:
+    _check_int(name, value, minimum=PRIORITY_MIN, maximum=PRIORITY_MAX)
+
+
 def _encodable(text: str) -> bool:
     try:
         text.encode()
@@ -160,9 +168,33 @@ class ObjectSettings:
 
     parallelism: int | None = None
     inform_interval: float | None = None
+    retry_policy: Callable[[int], float] | None = None
+    """The kind's retry delays (None: :attr:`Config.retry_policy`)."""
+    max_attempts: int | None = None
+    """Attempts before a resource of the kind is degraded, when its inform
+    does not say (None: :attr:`Config.max_attempts`)."""
+    work_timeout: float | None = None
+    """Longest one work of the kind may run (None: :attr:`Config.work_timeout`)."""
+    priority: int = 0
+    """Priority of a new resource of the kind whose inform gives none."""
 
     def __post_init__(self) -> None:
         _check_int("ObjectSettings.parallelism", self.parallelism, minimum=1, allow_none=True)
+        if self.retry_policy is not None and not callable(self.retry_policy):
+            raise ConfigError(
+                f"ObjectSettings.retry_policy must be callable, got {self.retry_policy!r}"
+            )
+        _check_int(
+            "ObjectSettings.max_attempts",
+            self.max_attempts,
+            minimum=1,
+            maximum=32767,
+            allow_none=True,
+        )
+        _check_duration(
+            "ObjectSettings.work_timeout", self.work_timeout, allow_none=True, allow_zero=False
+        )
+        check_priority("ObjectSettings.priority", self.priority)
         _check_duration(
             "ObjectSettings.inform_interval",
             self.inform_interval,

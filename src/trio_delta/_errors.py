@@ -89,3 +89,35 @@ class ResourceDelete(Exception):
     def __init__(self, reason: str = "") -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class Snooze(Exception):
+    """Raise from :meth:`Controller.work` to look again in ``seconds``.
+
+    Not a failure: no attempt is spent and no error recorded; the resource
+    is due again at now + ``seconds`` and its ``snoozes`` count goes up by one.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        seconds = _non_negative_seconds("Snooze", seconds)
+        super().__init__(seconds)
+        self.seconds = seconds
+
+
+class TerminalError(Exception):
+    """Raise from :meth:`Controller.work` for a failure that no retry can
+    mend: the resource is degraded at once, with ``reason`` recorded as its
+    error, and is not worked again until its object changes."""
+
+    def __init__(self, reason: str = "") -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _non_negative_seconds(what: str, seconds: object) -> float:
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+        raise TypeError(f"{what}: seconds must be a number, got {seconds!r}")
+    value = float(seconds)
+    if not 0 <= value < float("inf"):
+        raise ValueError(f"{what}: seconds must be finite and >= 0, got {seconds!r}")
+    return value

@@ -14,7 +14,7 @@ from ._errors import StoreError
 from ._store._bridge import Bridge, open_bridge
 from ._store.dsn import describe_dsn, normalize_dsn, redact
 from ._util import require_trio
-from .migrations.runner import LATEST_VERSION, migrations
+from .migrations.runner import fresh_schema, migrations
 
 log = logging.getLogger("trio_delta.migrate")
 
@@ -24,7 +24,9 @@ def _lock_key(schema: str) -> int:
     return zlib.crc32(f"trio_delta:{schema}".encode())
 
 
-async def _apply(bridge: Bridge, dsn: str, schema: str) -> list[int]:
+async def _apply(bridge: Bridge, dsn: str, schema: str, upto: int | None = None) -> list[int]:
+    """Bring ``schema`` to the latest version (to ``upto``, migration by
+    migration: for tests of the upgrade path)."""
     ident = sql.Identifier(schema)
     applied: list[int] = []
     conn: psycopg.AsyncConnection[Any] = await bridge.connect(dsn, autocommit=False)
@@ -46,11 +48,15 @@ async def _apply(bridge: Bridge, dsn: str, schema: str) -> list[int]:
         )
         cur = await conn.execute(sql.SQL("select version from {}.migrations").format(ident))
         done = {row[0] for row in await cur.fetchall()}
+        if not done and upto is None:
+            # New: the whole schema at once, recorded as every migration.
+            await conn.execute(sql.SQL(fresh_schema()).format(schema=ident))  # pyright: ignore[reportArgumentType]
         for migration in migrations():
-            if migration.version in done:
+            if migration.version in done or (upto is not None and migration.version > upto):
                 continue
-            body = sql.SQL(migration.sql).format(schema=ident)  # pyright: ignore[reportArgumentType]
-            await conn.execute(body)
+            if done or upto is not None:
+                body = sql.SQL(migration.sql).format(schema=ident)  # pyright: ignore[reportArgumentType]
+                await conn.execute(body)
             await conn.execute(
                 sql.SQL("insert into {}.migrations (version, name) values (%s, %s)").format(ident),
                 [migration.version, migration.name],
@@ -67,16 +73,22 @@ async def migrate(dsn: str, *, schema: str = "delta") -> list[int]:
     Trio; from synchronous code, ``trio-delta migrate`` does the same.
     """
     require_trio("trio_delta.migrate()")
+    return await migrate_to(dsn, schema=schema)
+
+
+async def migrate_to(dsn: str, *, schema: str, upto: int | None = None) -> list[int]:
+    """:func:`migrate`; with ``upto``, only as far as that version, one
+    migration at a time (the upgrade path, for tests)."""
     check_schema(schema)
     conninfo = normalize_dsn(dsn)
     async with open_bridge() as bridge:
         try:
-            applied = await bridge.run(_apply, bridge, conninfo, schema)
+            applied = await bridge.run(_apply, bridge, conninfo, schema, upto)
         except (psycopg.Error, OSError) as exc:
             raise StoreError(
                 f"migrating schema {schema!r} on {describe_dsn(conninfo)} failed: "
                 f"{redact(str(exc)).strip()}"
             ) from exc
     if applied:
-        log.info("schema %r migrated to version %d (applied %s)", schema, LATEST_VERSION, applied)
+        log.info("schema %r migrated to version %d (applied %s)", schema, applied[-1], applied)
     return applied

@@ -17,7 +17,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import msgspec
 
-from ._config import NAME_MAX, NAME_RE, ObjectSettings, short
+from ._config import NAME_MAX, NAME_RE, PRIORITY_MAX, PRIORITY_MIN, ObjectSettings, short
 from ._errors import ConfigError, ObjectError
 from ._types import InformOpts
 
@@ -72,13 +72,27 @@ def _valid_name(value: object) -> bool:
     return True
 
 
+_NO_SETTINGS = ObjectSettings()
+# Per class, as the name of the hook says: bulk informs read a kind's
+# settings once per object. Bounded like the names above.
+_SETTINGS: dict[type[Any], ObjectSettings] = {}
+
+
 def object_settings(cls: type[Any]) -> ObjectSettings:
+    cached = _SETTINGS.get(cls)
+    if cached is not None:
+        return cached
     hook = getattr(cls, "settings", None)
     if hook is None:
-        return ObjectSettings()
-    settings = hook()
-    if not isinstance(settings, ObjectSettings):
-        raise ConfigError(f"{cls.__name__}.settings() must return ObjectSettings, got {settings!r}")
+        settings = _NO_SETTINGS
+    else:
+        settings = hook()
+        if not isinstance(settings, ObjectSettings):
+            raise ConfigError(
+                f"{cls.__name__}.settings() must return ObjectSettings, got {settings!r}"
+            )
+    if len(_SETTINGS) < _VALID_NAMES_MAX:
+        _SETTINGS[cls] = settings
     return settings
 
 
@@ -169,6 +183,10 @@ class PreparedObject:
     max_attempts: int
     created_at: datetime | None
     obj: Any
+    priority: int = 0
+    """For a new resource; a changed one keeps its own unless ``priority_set``."""
+    priority_set: bool = False
+    run_at: datetime | None = None
 
 
 def _check_tags(tags: object) -> tuple[str, ...]:
@@ -203,6 +221,8 @@ def merge_inform_opts(obj: Any, opts: InformOpts | None) -> InformOpts:
         metadata=opts.metadata if opts.metadata is not None else base.metadata,
         max_attempts=opts.max_attempts if opts.max_attempts is not None else base.max_attempts,
         tags=opts.tags if opts.tags is not None else base.tags,
+        priority=opts.priority if opts.priority is not None else base.priority,
+        run_at=opts.run_at if opts.run_at is not None else base.run_at,
     )
 
 
@@ -231,7 +251,12 @@ def prepare_object(
     namespace = merged.namespace if merged.namespace is not None else "default"
     if not _valid_name(namespace):
         raise ObjectError(f"{kind} {object_id!r}: invalid namespace {short(namespace)}")
-    max_attempts = merged.max_attempts if merged.max_attempts is not None else default_max_attempts
+    settings = object_settings(obj_type)
+    max_attempts = merged.max_attempts
+    if max_attempts is None:
+        max_attempts = (
+            settings.max_attempts if settings.max_attempts is not None else default_max_attempts
+        )
     if (
         isinstance(max_attempts, bool)
         or not isinstance(max_attempts, int)
@@ -265,6 +290,21 @@ def prepare_object(
         if value is not None and not isinstance(value, datetime):
             raise ObjectError(f"{kind} {object_id!r}: created_at() must return datetime or None")
         created_at = value
+    priority = merged.priority if merged.priority is not None else settings.priority
+    if merged.priority is not None and (
+        isinstance(priority, bool)
+        or not isinstance(priority, int)
+        or not PRIORITY_MIN <= priority <= PRIORITY_MAX
+    ):
+        raise ObjectError(
+            f"{kind} {object_id!r}: priority must be an integer from {PRIORITY_MIN} "
+            f"to {PRIORITY_MAX}, got {priority!r}"
+        )
+    run_at = merged.run_at
+    if run_at is not None and (
+        not isinstance(run_at, datetime) or run_at.tzinfo is None or run_at.utcoffset() is None
+    ):
+        raise ObjectError(f"{kind} {object_id!r}: run_at must be a timezone-aware datetime")
     return PreparedObject(
         kind,
         object_id,
@@ -276,6 +316,9 @@ def prepare_object(
         max_attempts,
         created_at,
         obj,
+        priority,
+        merged.priority is not None,
+        run_at,
     )
 
 

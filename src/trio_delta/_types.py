@@ -98,6 +98,10 @@ class ResourceRow(Generic[T]):
     attempted_at: datetime | None
     attempted_by: str | None
     synced_at: datetime | None
+    priority: int = 0
+    """Claims take higher priorities first."""
+    snoozes: int = 0
+    """How many times work snoozed this resource (:class:`Snooze`)."""
     # The decoded object, set once; not part of the row's value.
     _decoded: Any = field(default=_UNDECODED, compare=False, repr=False)
 
@@ -132,6 +136,12 @@ class InformOpts:
     metadata: Mapping[str, Any] | None = None
     max_attempts: int | None = None
     tags: Sequence[str] | None = None
+    priority: int | None = None
+    """Claims take higher priorities first (-32768 to 32767). None: the
+    kind's :class:`ObjectSettings` priority for a new resource; a changed
+    one keeps the priority it has."""
+    run_at: datetime | None = None
+    """Not worked before this (timezone-aware) time; None: at once."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +157,22 @@ class InformOptions:
     limit: int | None = None
     order_by: str | None = None
     process_existing: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RequeueAfter:
+    """Return from :meth:`Controller.work`: the resource is synced now and
+    due again ``seconds`` from now, with no new inform (a controller
+    watching something that changes by itself). Its attempts start over."""
+
+    seconds: float
+
+    def __post_init__(self) -> None:
+        value = self.seconds
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise TypeError(f"RequeueAfter: seconds must be a number, got {value!r}")
+        if not 0 <= value < float("inf"):
+            raise ValueError(f"RequeueAfter: seconds must be finite and >= 0, got {value!r}")
 
 
 class InformResult(Generic[T]):

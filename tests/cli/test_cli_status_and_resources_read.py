@@ -27,7 +27,7 @@ def test_status_json_has_counts_per_kind_and_namespace(
         "leader",
     }
     assert data["schema"] == shared_population
-    assert data["schema_version"] == 1
+    assert data["schema_version"] == 2
     assert data["leader"] is None  # the populating client resigned when it stopped
     datetime.fromisoformat(data["now"])
 
@@ -42,6 +42,8 @@ def test_status_json_has_counts_per_kind_and_namespace(
             "states",
             "oldest_scheduled_at",
             "oldest_scheduled_age_seconds",
+            "waiting",
+            "snoozed",
         }
         assert list(group["states"]) == list(STATES)
         expected = {state: n for (ns, state), n in EXPECTED.items() if ns == namespace}
@@ -54,6 +56,8 @@ def test_status_json_has_counts_per_kind_and_namespace(
         "degraded": 1,
         "failed": 1,
         "total": 6,
+        "waiting": 0,
+        "snoozed": 0,
     }
 
     (controller,) = data["controllers"]

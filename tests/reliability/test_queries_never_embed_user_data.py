@@ -270,11 +270,12 @@ async def _synced(client: delta.Client, key: str) -> bool:
 SQL_FROM_PACKAGE_DATA = {
     ("_store/queries.py", "body"): "a named query or fragment from _store/sql/*.sql",
     ("_migrate.py", "migration.sql"): "a migration file from trio_delta/migrations/",
+    ("_migrate.py", "fresh_schema()"): "trio_delta/migrations/schema.sql",
 }
 #: Arguments of ``sql.Identifier`` that are the schema after ``check_schema``.
 VALIDATED_IDENTIFIERS = {
     ("_store/queries.py", "schema"): "Queries(schema): PostgresStore's, from a checked Config",
-    ("_migrate.py", "schema"): "_apply: migrate() calls check_schema first",
+    ("_migrate.py", "schema"): "_apply: migrate_to() calls check_schema first",
     ("_store/postgres/queue.py", "self._c.channel"): "notify_channel(schema) of the checked schema",
 }
 

@@ -49,6 +49,8 @@ def test_row_from_columns_reads_each_column_into_its_field() -> None:
         "attempted_at": T0 + timedelta(seconds=3),
         "attempted_by": "client-x",
         "synced_at": T0 + timedelta(seconds=4),
+        "priority": 5,
+        "snoozes": 6,
     }
     assert sorted(names) == sorted(values)
     row = row_from_columns(tuple(values[n] for n in names))
@@ -71,6 +73,8 @@ def test_row_from_columns_reads_each_column_into_its_field() -> None:
         attempted_at=T0 + timedelta(seconds=3),
         attempted_by="client-x",
         synced_at=T0 + timedelta(seconds=4),
+        priority=5,
+        snoozes=6,
     )
 
 
@@ -95,6 +99,8 @@ def test_memory_snapshots_copy_every_field_by_name() -> None:
         attempted_at=T0 + timedelta(seconds=3),
         attempted_by="me",
         synced_at=T0 + timedelta(seconds=4),
+        priority=5,
+        snoozes=6,
     )
     snapshot = StoredRow(row, b'{"x": 1}').snapshot()
     for field in dataclasses.fields(ResourceRow):

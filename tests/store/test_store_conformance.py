@@ -3,8 +3,6 @@ against both adapters: Postgres (the reference) and the memory store."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, cast
@@ -37,6 +35,8 @@ from trio_delta._store.params import (
 from trio_delta._store.port import Store, StoreTransaction
 from trio_delta._store.postgres import PostgresStore, open_postgres_store
 from trio_delta._types import AttemptError, InformOpts, InformResult, ResourceRow, ResourceState
+
+from .conftest import lock_bounded_store
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 CLIENT = "client-a"
@@ -86,42 +86,6 @@ def decoded(rec: ResourceRow[Any]) -> Any:
 def by_value(incoming: PreparedObject, stored: bytes) -> bool:
     """``is_stale``: the stored object has a higher ``value``."""
     return bool(msgspec.json.decode(stored)["value"] > incoming.obj.value)
-
-
-# -- fixtures -------------------------------------------------------------------
-
-
-@pytest.fixture(params=["memory", "postgres"])
-def backend(request: pytest.FixtureRequest) -> tuple[str, str, str]:
-    """Which store; for Postgres also the DSN and this test's own schema
-    (the ``schema_name`` fixture drops it afterwards)."""
-    if request.param == "memory":
-        return ("memory", "", "")
-    return ("postgres", request.getfixturevalue("pg_dsn"), request.getfixturevalue("schema_name"))
-
-
-@asynccontextmanager
-async def lock_bounded_store(
-    backend: tuple[str, str, str], *, lock_timeout: float | None
-) -> AsyncIterator[Store]:
-    """The backend's store, whose upserts wait at most ``lock_timeout`` for a
-    row another transaction holds."""
-    kind, dsn, schema = backend
-    if kind == "memory":
-        async with open_memory_store(lock_timeout=lock_timeout) as memory:
-            yield memory
-        return
-    await delta.migrate(dsn, schema=schema)
-    async with open_postgres_store(
-        dsn, schema=schema, pool_size=4, lock_timeout=lock_timeout
-    ) as pg:
-        yield pg
-
-
-@pytest.fixture
-async def store(backend: tuple[str, str, str]) -> AsyncIterator[Store]:
-    async with lock_bounded_store(backend, lock_timeout=None) as opened:
-        yield opened
 
 
 # -- helpers --------------------------------------------------------------------
@@ -1188,7 +1152,7 @@ async def mixed_rows(store: Store) -> None:
 
 async def test_count_states_groups_by_kind_namespace_and_state(store: Store) -> None:
     await mixed_rows(store)
-    counts = await store.insights.count_states(ResourceFilter())
+    counts = await store.insights.count_states(ResourceFilter(), at(5))
     assert [(c.kind, c.namespace, c.state, c.count) for c in counts] == [
         ("item", "default", S.DEGRADED, 1),
         ("item", "default", S.FAILED, 1),
@@ -1199,7 +1163,7 @@ async def test_count_states_groups_by_kind_namespace_and_state(store: Store) -> 
     scheduled = next(c for c in counts if c.state is S.SCHEDULED)
     assert scheduled.oldest_scheduled_at == at(5)
     assert all(c.oldest_scheduled_at is None for c in counts if c is not scheduled)
-    only = await store.insights.count_states(ResourceFilter(namespace="other"))
+    only = await store.insights.count_states(ResourceFilter(namespace="other"), at(5))
     assert [(c.namespace, c.count) for c in only] == [("other", 1)]
 
 

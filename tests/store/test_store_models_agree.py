@@ -266,6 +266,10 @@ def norm(rec: ResourceRow[Any]) -> tuple[Any, ...]:
     )
 
 
+#: Outcomes that make a row due again later, at their ``retry_at``.
+LATER = (OutcomeKind.FAILED, OutcomeKind.REQUEUE, OutcomeKind.SNOOZE)
+
+
 def norm_upserts(results: list[InformResult[Any]]) -> list[Any]:
     return [(r.already_exists, r.changed, norm(r.resource)) for r in results]
 
@@ -307,7 +311,7 @@ class Runner:
                 hash=rec.hash,
                 kind=kind,
                 error=err if kind in (OutcomeKind.FAILED, OutcomeKind.DEGRADED) else None,
-                retry_at=now + timedelta(seconds=retry) if kind is OutcomeKind.FAILED else None,
+                retry_at=now + timedelta(seconds=retry) if kind in LATER else None,
             )
             client = rec.attempted_by if own and rec.attempted_by else "intruder"
             # One outcome per row and client: Postgres applies only one of duplicates,

@@ -30,7 +30,7 @@ import trio
 from .._errors import StoreError
 from .._logs import Throttled
 from .._store.params import AppliedOutcome, Outcome, OutcomeKind
-from .._types import ResourceRow
+from .._types import EventCategory, ResourceRow, ResourceState
 from .context import EngineContext
 from .results import Completion, Judge
 
@@ -38,7 +38,7 @@ log = logging.getLogger("trio_delta.completer")
 storm = Throttled(log)  # retries of one failure: not a warning each
 
 #: Called with the rows the written outcomes changed, as they are now.
-OnApplied = Callable[[list[ResourceRow[Any]]], None]
+OnApplied = Callable[[list[tuple[ResourceRow[Any], EventCategory]]], None]
 
 #: First and longest wait before an outcome whose row was held is tried again.
 HELD_RETRY_FIRST = 0.05
@@ -184,7 +184,13 @@ class Completer:
         if done.applied and self._wants_rows():
             # Rows for events only: a replace() per outcome was 8 % of a
             # drain's time when nobody listened.
-            rows = [applied_row(*by_id[a.id], a) for a in done.applied if a.id in by_id]
+            rows: list[tuple[ResourceRow[Any], EventCategory]] = []
+            for a in done.applied:
+                if a.id in by_id:
+                    outcome, completion = by_id[a.id]
+                    category = event_category(outcome, completion, a)
+                    if category is not None:
+                        rows.append((applied_row(outcome, completion, a), category))
             if rows:
                 self._on_applied(rows)
 
@@ -223,6 +229,28 @@ class Completer:
                 held.outcome.kind.value,
                 trio.current_time() - held.since,
             )
+
+
+_CATEGORY = {
+    ResourceState.SYNCED: EventCategory.OBJECT_SYNCED,
+    ResourceState.FAILED: EventCategory.OBJECT_FAILED,
+    ResourceState.DEGRADED: EventCategory.OBJECT_FAILED,
+    ResourceState.DELETED: EventCategory.OBJECT_DELETED,
+}
+
+
+def event_category(
+    outcome: Outcome, completion: Completion, applied: AppliedOutcome
+) -> EventCategory | None:
+    """What subscribers hear of ``applied``: by the state it left, and a
+    requeue (due again, but synced now) as synced."""
+    if (
+        outcome.kind is OutcomeKind.REQUEUE
+        and applied.synced_at is not None
+        and applied.synced_at != completion.resource.synced_at
+    ):
+        return EventCategory.OBJECT_SYNCED
+    return _CATEGORY.get(applied.state)
 
 
 def applied_row(

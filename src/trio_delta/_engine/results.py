@@ -3,7 +3,8 @@
 A worker captures what ``Controller.work`` did as an :mod:`outcome` (a
 ``Value`` or an ``Error``) and hands it, with the resource, to the outcome
 writer; :class:`Judge` turns that into what the store records: synced,
-deleted, failed with a retry time, or degraded when out of attempts. A row
+deleted, failed with a retry time, degraded when out of attempts (or at
+once, for a :class:`TerminalError`), requeued or snoozed. A row
 the client gives up without a verdict (a forced stop) is handed back.
 """
 
@@ -17,9 +18,9 @@ from typing import Any
 
 import outcome
 
-from .._errors import ResourceDelete
+from .._errors import ResourceDelete, Snooze, TerminalError
 from .._store.params import Outcome, OutcomeKind
-from .._types import AttemptError, Resource
+from .._types import AttemptError, RequeueAfter, Resource
 from .context import EngineContext
 
 log = logging.getLogger("trio_delta.worker")
@@ -98,24 +99,47 @@ class Judge:
     def __init__(self, ctx: EngineContext) -> None:
         self._clock = ctx.clock
         self._config = ctx.config
+        self._retry_policies = {
+            reg.kind: reg.settings.retry_policy or ctx.config.retry_policy
+            for reg in ctx.controllers
+        }
 
     def outcome(self, completion: Completion) -> Outcome:
         resource, result = completion.resource, completion.result
         if result is None:
             return handback(resource)
-        if not isinstance(result, outcome.Error):
+        if isinstance(result, outcome.Value):
+            value: object = result.value
+            if isinstance(value, RequeueAfter):
+                return self._later(resource, OutcomeKind.REQUEUE, value.seconds)
             return Outcome(resource.id, resource.attempt, resource.hash, OutcomeKind.SYNCED)
+        assert isinstance(result, outcome.Error)
         error = result.error
         if isinstance(error, ResourceDelete):
             log.info("%s %r deleted by work: %s", resource.kind, resource.object_id, error.reason)
             return Outcome(resource.id, resource.attempt, resource.hash, OutcomeKind.DELETED)
+        if isinstance(error, Snooze):
+            log.debug("%s %r snoozed for %gs", resource.kind, resource.object_id, error.seconds)
+            return self._later(resource, OutcomeKind.SNOOZE, error.seconds)
         return self._failure(resource, error)
+
+    def _later(self, resource: Resource[Any], kind: OutcomeKind, seconds: float) -> Outcome:
+        """Synced and requeued, or snoozed: due again ``seconds`` from now."""
+        delay = timedelta(seconds=min(seconds, MAX_RETRY_DELAY))
+        return Outcome(
+            resource.id, resource.attempt, resource.hash, kind, retry_at=self._clock.now() + delay
+        )
 
     def _failure(self, resource: Resource[Any], exc: BaseException) -> Outcome:
         now = self._clock.now()
         message = clean_text(describe_exception(exc), MAX_MESSAGE)
         trace = clean_text(format_trace(exc), MAX_TRACE)
         error = AttemptError(at=now, attempt=resource.attempt, error=message, trace=trace)
+        if isinstance(exc, TerminalError):
+            log.error("%s %r degraded: %s", resource.kind, resource.object_id, message)
+            return Outcome(
+                resource.id, resource.attempt, resource.hash, OutcomeKind.DEGRADED, error=error
+            )
         if resource.attempt >= resource.max_attempts:
             log.error(
                 "%s %r degraded after %d attempts: %s",
@@ -127,7 +151,7 @@ class Judge:
             return Outcome(
                 resource.id, resource.attempt, resource.hash, OutcomeKind.DEGRADED, error=error
             )
-        delay = self._retry_delay(resource.attempt)
+        delay = self._retry_delay(resource.kind, resource.attempt)
         log.warning(
             "%s %r attempt %d/%d failed, retry in %.3gs: %s",
             resource.kind,
@@ -146,9 +170,10 @@ class Judge:
             retry_at=now + timedelta(seconds=delay),
         )
 
-    def _retry_delay(self, attempt: int) -> float:
+    def _retry_delay(self, kind: str, attempt: int) -> float:
+        policy = self._retry_policies.get(kind, self._config.retry_policy)
         try:
-            delay = float(self._config.retry_policy(attempt))
+            delay = float(policy(attempt))
         except Exception:
             log.exception("retry_policy(%d) raised; retrying in 1s", attempt)
             return 1.0

@@ -31,7 +31,7 @@ from typing import Any
 import trio
 
 from .._config import NamespaceConfig
-from .._types import Event, EventCategory, Resource, ResourceRow, ResourceState
+from .._types import Event, EventCategory, Resource, ResourceRow
 from .clock import ClockSync
 from .completer import Completer
 from .context import EngineContext
@@ -58,13 +58,6 @@ FETCH_STOP_TIMEOUT = 5.0
 #: which a process killed during the stop strands rows, waiting less would
 #: hand back rows whose work is still cleaning up.
 CANCEL_WAIT = 0.25
-
-_CATEGORY = {
-    ResourceState.SYNCED: EventCategory.OBJECT_SYNCED,
-    ResourceState.FAILED: EventCategory.OBJECT_FAILED,
-    ResourceState.DEGRADED: EventCategory.OBJECT_FAILED,
-    ResourceState.DELETED: EventCategory.OBJECT_DELETED,
-}
 
 Service = Callable[..., Awaitable[None]]
 
@@ -229,14 +222,12 @@ class Engine:
         if not namespaces.isdisjoint(self.pools):
             self.fetcher.wake()
 
-    def _publish(self, rows: list[ResourceRow[Any]]) -> None:
+    def _publish(self, rows: list[tuple[ResourceRow[Any], EventCategory]]) -> None:
         if not self._events.has_subscribers():
             return
         now = self._ctx.clock.now()
-        for row in rows:
-            category = _CATEGORY.get(row.state)
-            if category is not None:
-                self._events.publish(Event(category, self._ctx.controllers.bind(row), now))
+        for row, category in rows:
+            self._events.publish(Event(category, self._ctx.controllers.bind(row), now))
 
     async def _start(self, nursery: trio.Nursery, name: str, fn: Service, *args: Any) -> None:
         handle = _ServiceHandle(name)

@@ -66,12 +66,13 @@ def _without_cancelled(exc: BaseException) -> BaseException | None:
 class _Worker:
     """One worker task's state, read by the pool's timeout watcher."""
 
-    __slots__ = ("deadline", "handed_back", "resource", "scope")
+    __slots__ = ("deadline", "handed_back", "resource", "scope", "timeout")
 
     def __init__(self) -> None:
         self.resource: Resource[Any] | None = None  # in work now
         self.handed_back = False  # its row was given up while the work ran on
         self.deadline = math.inf
+        self.timeout = 0.0  # of the work in hand
         self.scope = trio.CancelScope()
 
 
@@ -91,6 +92,16 @@ class WorkerPool:
         self.max_workers = max_workers
         self._controllers = ctx.controllers
         self._work_timeout = ctx.config.work_timeout
+        self._timeouts = {
+            reg.kind: reg.settings.work_timeout or ctx.config.work_timeout
+            for reg in ctx.controllers
+        }
+        self._longest = max(self._timeouts.values(), default=self._work_timeout)
+        # One timeout for every kind: a work that starts later ends its time
+        # later, and no start needs to wake the watcher (see below).
+        self._uniform = all(t == self._work_timeout for t in self._timeouts.values())
+        self._watch_until = math.inf
+        self._watch_scope = trio.CancelScope()
         self._asyncio = ctx.config.asyncio
         self._slots = slots
         self._completions = completions
@@ -175,7 +186,7 @@ class WorkerPool:
     async def _watch_timeouts(self) -> None:
         while True:
             now = trio.current_time()
-            earliest = now + self._work_timeout
+            earliest = now + self._longest
             for worker in self._workers:
                 if worker.resource is None:
                     continue
@@ -184,7 +195,22 @@ class WorkerPool:
                     worker.deadline = math.inf  # cancelled once
                 else:
                     earliest = min(earliest, worker.deadline)
-            await trio.sleep_until(earliest)
+            self._watch_until = earliest
+            with trio.CancelScope() as self._watch_scope:
+                await trio.sleep_until(earliest)
+
+    def _start_clock(self, worker: _Worker, kind: str) -> None:
+        """Set the deadline of the work ``worker`` starts on a row of ``kind``.
+        With kinds of different timeouts, a work that starts now may end its
+        time before the watcher's next look: then it looks again now."""
+        if self._uniform:
+            worker.timeout = self._work_timeout
+        else:
+            worker.timeout = self._timeouts.get(kind, self._work_timeout)
+        worker.deadline = trio.current_time() + worker.timeout
+        if not self._uniform and worker.deadline < self._watch_until:
+            self._watch_until = worker.deadline
+            self._watch_scope.cancel()
 
     async def _worker_loop(self, worker: _Worker) -> None:
         self.rows.started()
@@ -201,7 +227,7 @@ class WorkerPool:
                                 return  # closed and drained
                         if scope.cancel_called:
                             break  # a late cancel, meant for a work that ended: new scope
-                        worker.deadline = trio.current_time() + self._work_timeout
+                        self._start_clock(worker, resource.kind)
                         worker.resource = resource
                         result = await self._work_one(resource)
                         worker.resource = None
@@ -223,7 +249,7 @@ class WorkerPool:
                 # cancelled), or failed with what ``_work_one`` could not catch.
                 resource = None
                 self.worked += 1
-                result = self._interrupted(failure)
+                result = self._interrupted(failure, worker.timeout)
                 if not self._handed_back(worker, interrupted):
                     await self._finish(interrupted, result)
                 # Cancelled from outside the worker's scope: end this task.
@@ -266,7 +292,9 @@ class WorkerPool:
                 resource.object_id,
             )
 
-    def _interrupted(self, failure: BaseException | None) -> outcome.Outcome[object] | None:
+    def _interrupted(
+        self, failure: BaseException | None, timeout: float
+    ) -> outcome.Outcome[object] | None:
         """The result of a work the worker's scope ended, or that raised what
         ``_work_one`` let through: a BaseException that must end the client
         fails the attempt; otherwise none (handed back) in a forced stop or
@@ -282,7 +310,7 @@ class WorkerPool:
             return None
         if failure is not None:
             return outcome.Error(failure)
-        return outcome.Error(WorkTimeout(f"work timed out after {self._work_timeout:g}s"))
+        return outcome.Error(WorkTimeout(f"work timed out after {timeout:g}s"))
 
     async def _work_one(self, resource: Resource[Any]) -> outcome.Outcome[object] | None:
         """Run one work call; a cancellation (timeout, forced stop) propagates."""

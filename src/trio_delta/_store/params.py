@@ -16,7 +16,7 @@ from typing import Any
 
 from .._errors import LockTimeoutError
 from .._objects import PreparedObject
-from .._types import AttemptError, InformerState, ResourceState
+from .._types import AttemptError, InformerState, ResourceRow, ResourceState
 
 #: Most errors kept per resource; older ones are dropped first.
 MAX_ERRORS = 20
@@ -134,12 +134,26 @@ class ClaimBudget:
             self._taken[kinds[0]] += count
 
 
+def claim_order(row: ResourceRow[Any]) -> tuple[int, datetime, int]:
+    """The order claims take rows in: the highest priority, then the
+    earliest due, then the oldest."""
+    return (-row.priority, row.scheduled_at, row.id)
+
+
 class OutcomeKind(enum.Enum):
     SYNCED = "synced"
     FAILED = "failed"
     DEGRADED = "degraded"
     DELETED = "deleted"
     HANDBACK = "handback"
+    REQUEUE = "requeue"
+    """Synced, and due again at ``retry_at``."""
+    SNOOZE = "snooze"
+    """Due again at ``retry_at``; the attempt is given back."""
+
+
+#: Outcomes that make their row due again at their ``retry_at``.
+DUE_LATER = frozenset({OutcomeKind.FAILED, OutcomeKind.REQUEUE, OutcomeKind.SNOOZE})
 
 
 # Outcome and AppliedOutcome: made once per worked resource, so plain
@@ -152,7 +166,8 @@ class Outcome:
     """The result of working one claimed row.
 
     ``attempt`` and ``hash`` are the claimed row's; ``retry_at`` is set for
-    ``FAILED``; ``error`` for ``FAILED`` and ``DEGRADED``.
+    ``FAILED``, ``REQUEUE`` and ``SNOOZE``; ``error`` for ``FAILED`` and
+    ``DEGRADED``.
     """
 
     id: int
@@ -337,3 +352,7 @@ class StateCount:
     count: int
     oldest_scheduled_at: datetime | None
     """The earliest ``scheduled_at`` among them (scheduled rows only)."""
+    waiting: int = 0
+    """Of these, scheduled rows not yet due (a run-at, requeue or snooze)."""
+    snoozed: int = 0
+    """Of the waiting, those that work has snoozed."""

@@ -224,9 +224,10 @@ class InsightStore(Protocol):
         """Matching rows ordered by id; all of them when ``limit`` is None."""
         ...
 
-    async def count_states(self, flt: ResourceFilter) -> list[StateCount]:
+    async def count_states(self, flt: ResourceFilter, now: datetime) -> list[StateCount]:
         """Resources per kind, namespace and state (``limit`` and
-        ``after_id`` ignored), ordered by those three."""
+        ``after_id`` ignored), ordered by those three; ``waiting`` counts
+        the rows due after ``now``."""
         ...
 
     async def known_kinds(self) -> list[str]:

@@ -19,7 +19,8 @@ RESOURCE_COLUMNS = (
     "r.id, r.kind, r.object_id, r.namespace, r.state, r.attempt, r.max_attempts, "
     "r.object::text as object, r.hash, r.metadata::text as metadata, r.tags, "
     "r.errors::text as errors, r.created_at, "
-    "r.updated_at, r.scheduled_at, r.attempted_at, r.attempted_by, r.synced_at"
+    "r.updated_at, r.scheduled_at, r.attempted_at, r.attempted_by, r.synced_at, "
+    "r.priority, r.snoozes"
 )
 
 #: The query files, in the package's ``sql/`` folder.

@@ -71,13 +71,20 @@ def _short_time(iso: str | None) -> str:
 
 def _print_resources(rows: list[dict[str, Any]], title: str) -> None:
     with_errors = any(r["errors"] for r in rows)
+    # Shown when any row has one: most deployments use neither.
+    with_priority = any(r["priority"] for r in rows)
+    with_snoozes = any(r["snoozes"] for r in rows)
     table = Table(title=title, title_justify="left")
     table.add_column("id", no_wrap=True, justify="right")
     table.add_column("kind", min_width=8, max_width=24)
     table.add_column("object id", min_width=10, overflow="fold")
     table.add_column("namespace", min_width=7, max_width=16)
     table.add_column("state", no_wrap=True)
-    table.add_column("scheduled", no_wrap=True)
+    table.add_column("due", no_wrap=True)
+    if with_priority:
+        table.add_column("priority", justify="right")
+    if with_snoozes:
+        table.add_column("snoozes", justify="right")
     if with_errors:
         table.add_column("last error", max_width=40, overflow="ellipsis", no_wrap=True)
     for r in rows:
@@ -89,6 +96,10 @@ def _print_resources(rows: list[dict[str, Any]], title: str) -> None:
             f"{r['state']} {r['attempt']}/{r['max_attempts']}",
             _short_time(r["scheduled_at"]),
         ]
+        if with_priority:
+            cells.append(str(r["priority"]))
+        if with_snoozes:
+            cells.append(str(r["snoozes"]))
         if with_errors:
             cells.append(Text(_last_error(r), style="red"))
         table.add_row(*cells)
@@ -114,7 +125,8 @@ def list_(
     limit: int,
     as_json: bool,
 ) -> int:
-    """List resources matching the filters, lowest id first."""
+    """List resources matching the filters, lowest id first: state,
+    attempts, due time, and priority and snoozes when any has them."""
     flt = _selection(kind, namespace, states, tags, (), limit)
 
     async def read() -> list[dict[str, Any]]:
@@ -139,7 +151,8 @@ def list_(
 @click.argument("object_id")
 @json_option
 def show(dsn: str | None, schema: str, kind: str, object_id: str, as_json: bool) -> int:
-    """Show one resource: its state, object, tags, metadata and errors."""
+    """Show one resource: its state, priority, snoozes, object, tags,
+    metadata and errors."""
 
     async def read() -> dict[str, Any]:
         async with Admin.connect(require_dsn(dsn), schema) as admin:
@@ -166,6 +179,8 @@ def show(dsn: str | None, schema: str, kind: str, object_id: str, as_json: bool)
         "state",
         "attempt",
         "max_attempts",
+        "priority",
+        "snoozes",
         "tags",
         "created_at",
         "updated_at",

@@ -123,9 +123,11 @@ def status(
 ) -> int:
     """Show resources and informers of SCHEMA.
 
-    Per kind and namespace: resources by state and how long the oldest
-    scheduled one has waited. Per controller: its last and next inform,
-    the client informing now and the last error. And the current leader.
+    Per kind and namespace: resources by state, those scheduled for later
+    (waiting: a run-at, a requeue or a snooze) and the snoozed among them,
+    and how long the oldest scheduled one has waited. Per controller: its
+    last and next inform, the client informing now and the last error.
+    And the current leader.
     """
 
     async def read() -> dict[str, Any]:
@@ -160,6 +162,11 @@ def status(
         for state in shown:
             table.add_column(state, justify="right")
         table.add_column("total", justify="right")
+        # Scheduled but not yet due (a run-at, a requeue, a snooze), and of
+        # those the snoozed: shown when there are any.
+        later = [c for c in ("waiting", "snoozed") if data["totals"][c]]
+        for column in later:
+            table.add_column(column, justify="right")
         table.add_column("oldest scheduled", justify="right")
         for group in data["resources"]:
             table.add_row(
@@ -167,6 +174,7 @@ def status(
                 group["namespace"],
                 *(str(group["states"][s]) for s in shown),
                 str(group["total"]),
+                *(str(group[c]) for c in later),
                 _ago(group["oldest_scheduled_age_seconds"]),
             )
         console.print(table)

@@ -41,6 +41,13 @@ def migrations() -> tuple[Migration, ...]:
 LATEST_VERSION = len(migrations())
 
 
+@cache
+def fresh_schema() -> str:
+    """The whole schema at :data:`LATEST_VERSION` (``schema.sql``): what a
+    schema without tables gets, in one step instead of every migration."""
+    return resources.files("trio_delta.migrations").joinpath("schema.sql").read_text("utf-8")
+
+
 def missing_migrations(version: int | None) -> list[Migration]:
     """The migrations a schema at ``version`` (None: no tables) lacks."""
     return [m for m in migrations() if m.version > (version or 0)]

@@ -53,9 +53,11 @@ class MemoryInsights:
         await trio.lowlevel.checkpoint()
         return [stored.snapshot() for stored in self._select(flt)]
 
-    async def count_states(self, flt: ResourceFilter) -> list[StateCount]:
+    async def count_states(self, flt: ResourceFilter, now: datetime) -> list[StateCount]:
         await trio.lowlevel.checkpoint()
         counts: Counter[tuple[str, str, ResourceState]] = Counter()
+        waiting: Counter[tuple[str, str, ResourceState]] = Counter()
+        snoozed: Counter[tuple[str, str, ResourceState]] = Counter()
         oldest: dict[tuple[str, str, ResourceState], datetime] = {}
         for stored in self._t.rows.values():
             row = stored.row
@@ -67,7 +69,13 @@ class MemoryInsights:
                 key not in oldest or row.scheduled_at < oldest[key]
             ):
                 oldest[key] = row.scheduled_at
-        return [StateCount(*key, counts[key], oldest.get(key)) for key in sorted(counts)]
+            if row.state is ResourceState.SCHEDULED and row.scheduled_at > now:
+                waiting[key] += 1
+                snoozed[key] += row.snoozes > 0
+        return [
+            StateCount(*key, counts[key], oldest.get(key), waiting[key], snoozed[key])
+            for key in sorted(counts)
+        ]
 
     async def known_kinds(self) -> list[str]:
         await trio.lowlevel.checkpoint()

@@ -21,6 +21,7 @@ from ..._errors import ConfigError, StoreError
 from ..._objects import PreparedObject
 from ..._types import CLAIMABLE_STATES, InformResult, Resource, ResourceRow, ResourceState
 from ..params import (
+    DUE_LATER,
     AppliedOutcome,
     ClaimBudget,
     ClaimRequest,
@@ -28,6 +29,7 @@ from ..params import (
     Outcome,
     OutcomeKind,
     UpsertParams,
+    claim_order,
     dedupe,
 )
 from ..port import AppConnection, StoreTransaction
@@ -140,10 +142,11 @@ class MemoryQueue:
             errors=(),
             created_at=now,
             updated_at=now,
-            scheduled_at=now,
+            scheduled_at=now if item.run_at is None else item.run_at,
             attempted_at=None,
             attempted_by=None,
             synced_at=None,
+            priority=item.priority,
         )
         return StoredRow(row, item.metadata)
 
@@ -161,7 +164,11 @@ class MemoryQueue:
             state=old.row.state if pending else ResourceState.SCHEDULED,
             attempt=old.row.attempt if pending else 0,
             errors=old.row.errors if pending else (),
-            scheduled_at=old.row.scheduled_at if pending else now,
+            scheduled_at=(
+                old.row.scheduled_at if pending else now if item.run_at is None else item.run_at
+            ),
+            # Without a priority of its own, an object keeps the stored one.
+            priority=item.priority if item.priority_set else old.row.priority,
         )
         return StoredRow(row, item.metadata)
 
@@ -192,7 +199,7 @@ class MemoryQueue:
                     for r in self._t.rows.values()
                     if self._claimable(r, req.namespace, kinds, now)
                 ]
-                rows = sorted(due, key=lambda r: (r.row.scheduled_at, r.row.id))[:limit]
+                rows = sorted(due, key=lambda r: claim_order(r.row))[:limit]
                 for row in rows:
                     claimed = row.update(
                         state=ResourceState.PENDING,
@@ -204,7 +211,7 @@ class MemoryQueue:
                     self._t.install(claimed)
                     out.append(claimed.snapshot())
                 budget.took(kinds, len(rows))
-        out.sort(key=lambda r: (r.scheduled_at, r.id))
+        out.sort(key=claim_order)
         return out
 
     async def complete(
@@ -213,7 +220,7 @@ class MemoryQueue:
         await trio.lowlevel.checkpoint()
         if not outcomes:
             return Completed([], [])
-        assert all(o.kind is not OutcomeKind.FAILED or o.retry_at is not None for o in outcomes)
+        assert all(o.kind not in DUE_LATER or o.retry_at is not None for o in outcomes)
         done = Completed([], [])
         namespaces: set[str] = set()
         for outcome in outcomes:
@@ -247,18 +254,26 @@ class MemoryQueue:
     @staticmethod
     def _outcome_changes(rec: ResourceRow[Any], outcome: Outcome, now: datetime) -> dict[str, Any]:
         """The ``complete`` query's ``set`` clause, case for case."""
-        handback = outcome.kind is OutcomeKind.HANDBACK
+        kind = outcome.kind
+        handback = kind is OutcomeKind.HANDBACK
         changed = rec.hash != outcome.hash
+        requeue, snooze = kind is OutcomeKind.REQUEUE, kind is OutcomeKind.SNOOZE
         if handback or changed:
             state, scheduled_at = ResourceState.SCHEDULED, now
+        elif requeue or snooze or kind is OutcomeKind.FAILED:
+            assert outcome.retry_at is not None
+            state = ResourceState.FAILED if kind is OutcomeKind.FAILED else ResourceState.SCHEDULED
+            scheduled_at = outcome.retry_at
         else:
-            state = ResourceState(outcome.kind.value)
+            state = ResourceState(kind.value)
             scheduled_at = rec.scheduled_at
-            if outcome.kind is OutcomeKind.FAILED:
-                assert outcome.retry_at is not None
-                scheduled_at = outcome.retry_at
-        attempt = rec.attempt - 1 if handback else 0 if changed else rec.attempt
-        synced = outcome.kind is OutcomeKind.SYNCED and not changed
+        if handback or (snooze and not changed):
+            attempt = rec.attempt - 1
+        elif changed or requeue:
+            attempt = 0
+        else:
+            attempt = rec.attempt
+        synced = (kind is OutcomeKind.SYNCED or requeue) and not changed
         errors = rec.errors
         if not handback and changed:
             errors = ()  # a new version starts without the old one's errors
@@ -271,6 +286,7 @@ class MemoryQueue:
             "synced_at": now if synced else rec.synced_at,
             "errors": errors,
             "updated_at": now,
+            "snoozes": rec.snoozes + (1 if snooze and not changed else 0),
         }
 
     async def upsert_quiet(self, items: Sequence[PreparedObject], params: UpsertParams) -> None:

@@ -58,6 +58,8 @@ class StoredRow:
             r.attempted_at,
             r.attempted_by,
             r.synced_at,
+            r.priority,
+            r.snoozes,
         )
 
     def update(self, **changes: Any) -> StoredRow:

@@ -141,6 +141,8 @@ def row_from_columns(row: Sequence[Any]) -> ResourceRow[Any]:
         row[15],
         row[16],
         row[17],
+        row[18],
+        row[19],
     )
 
 
@@ -167,6 +169,8 @@ def row_from_written(item: PreparedObject, row: Sequence[Any]) -> ResourceRow[An
         row[9],
         row[10],
         row[11],
+        row[14],
+        row[15],
     )
 
 

@@ -33,11 +33,12 @@ class PostgresInsights:
     async def list_resources(self, flt: ResourceFilter) -> list[ResourceRow[Any]]:
         return await self._rows("list_resources", filter_params(flt), "list_resources")
 
-    async def count_states(self, flt: ResourceFilter) -> list[StateCount]:
-        rows = await self._c.execute(None, "count_states", filter_params(flt), "counting resources")
+    async def count_states(self, flt: ResourceFilter, now: datetime) -> list[StateCount]:
+        params = filter_params(flt) | {"now": now}
+        rows = await self._c.execute(None, "count_states", params, "counting resources")
         return [
-            StateCount(kind, namespace, ResourceState.parse(state), count, oldest)
-            for kind, namespace, state, count, oldest in rows
+            StateCount(kind, namespace, ResourceState.parse(state), count, oldest, waiting, snoozed)
+            for kind, namespace, state, count, oldest, waiting, snoozed in rows
         ]
 
     async def known_kinds(self) -> list[str]:

@@ -17,14 +17,15 @@ from ..._errors import ConfigError
 from ..._objects import PreparedObject
 from ..._types import InformResult, Resource, ResourceState
 from ..params import (
+    DUE_LATER,
     MAX_ERRORS,
     AppliedOutcome,
     ClaimBudget,
     ClaimRequest,
     Completed,
     Outcome,
-    OutcomeKind,
     UpsertParams,
+    claim_order,
     dedupe,
     lock_timeout_error,
 )
@@ -266,7 +267,7 @@ class PostgresQueue:
             return out
 
         claimed = await self._c.on_lane(self._c.free_claim_lane(), run, "claim")
-        claimed.sort(key=lambda r: (r.scheduled_at, r.id))
+        claimed.sort(key=claim_order)
         return claimed
 
     async def complete(
@@ -286,7 +287,7 @@ class PostgresQueue:
             "max_errors": MAX_ERRORS,
             "channel": self._c.channel,
         }
-        assert all(o.kind is not OutcomeKind.FAILED or o.retry_at is not None for o in outcomes)
+        assert all(o.kind not in DUE_LATER or o.retry_at is not None for o in outcomes)
 
         async def run(conn: Conn) -> Completed:
             cur = await conn.execute(self._queries["complete"], params, binary=True)

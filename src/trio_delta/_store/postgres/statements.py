@@ -257,7 +257,21 @@ def upsert_params(
     _column(params, "metadata", [i.metadata.decode() for i in items])
     _column(params, "tags", [msgspec.json.encode(i.tags).decode() for i in items])
     _column(params, "max_attempts", [i.max_attempts for i in items])
+    _column(params, "priority", [i.priority for i in items])
+    _column(params, "run_at", [i.run_at for i in items])
+    # The statement's objects all set a priority, or none does (see _batches).
+    params["keep_priority"] = not items[0].priority_set
     return params
+
+
+def _batches(items: list[PreparedObject]) -> list[list[PreparedObject]]:
+    """``items`` as the objects of each upsert statement: at most
+    :data:`UPSERT_CHUNK`, and either all giving a priority or none (one
+    without keeps the stored one; a statement says which for all its rows)."""
+    groups = [items]
+    if any(i.priority_set for i in items) and not all(i.priority_set for i in items):
+        groups = [[i for i in items if i.priority_set], [i for i in items if not i.priority_set]]
+    return [g[n : n + UPSERT_CHUNK] for g in groups for n in range(0, len(g), UPSERT_CHUNK)]
 
 
 def _keys(items: Sequence[PreparedObject]) -> dict[str, list[str]]:
@@ -296,12 +310,14 @@ def upsert_quiet_plan(
     """Write ``items`` and read nothing back (informer batches)."""
     to_write, _ = yield from fresh_plan(target, items, params)
     if to_write:
-        yield (
+        batches = _batches(to_write)
+        yield tuple(
             Statement(
                 target.queries["upsert_quiet"],
-                upsert_params(to_write, params.now, params.process_existing, target.channel),
-                last=True,
-            ),
+                upsert_params(batch, params.now, params.process_existing, target.channel),
+                last=n == len(batches) - 1,
+            )
+            for n, batch in enumerate(batches)
         )
 
 
@@ -333,19 +349,17 @@ def upsert_plan(
 
             return read
 
+        batches = _batches(to_write)
         yield tuple(
             Statement(
                 target.queries["upsert"],
-                upsert_params(chunk, params.now, params.process_existing, target.channel),
-                reader(chunk),
+                upsert_params(batch, params.now, params.process_existing, target.channel),
+                reader(batch),
                 # The writes end the transaction: what is read after them
                 # (objects neither written nor read first) is as stored.
-                last=end >= len(to_write),
+                last=n == len(batches) - 1,
             )
-            for chunk, end in (
-                (to_write[i : i + UPSERT_CHUNK], i + UPSERT_CHUNK)
-                for i in range(0, len(to_write), UPSERT_CHUNK)
-            )
+            for n, batch in enumerate(batches)
         )
     for key, row in stored.items():
         if key not in written:

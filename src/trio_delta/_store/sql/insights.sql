@@ -25,7 +25,10 @@ limit %(limit)s::bigint
 
 -- name: count_states
 select r.kind, r.namespace, r.state, count(*),
-       min(r.scheduled_at) filter (where r.state = 'scheduled')
+       min(r.scheduled_at) filter (where r.state = 'scheduled'),
+       count(*) filter (where r.state = 'scheduled' and r.scheduled_at > %(now)s),
+       count(*) filter (where r.state = 'scheduled' and r.scheduled_at > %(now)s
+                              and r.snoozes > 0)
 from {schema}.resources as r
 where {resource_filter}
 group by r.kind, r.namespace, r.state

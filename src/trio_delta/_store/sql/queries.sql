@@ -24,16 +24,20 @@ with input as (
            coalesce(i.namespace, %(namespace_all)s::text) as namespace, i.object, i.hash,
            coalesce(i.metadata, %(metadata_all)s::text) as metadata,
            coalesce(i.tags, %(tags_all)s::text) as tags,
-           coalesce(i.max_attempts, %(max_attempts_all)s::int) as max_attempts
+           coalesce(i.max_attempts, %(max_attempts_all)s::int) as max_attempts,
+           coalesce(i.priority, %(priority_all)s::int) as priority,
+           coalesce(i.run_at, %(run_at_all)s::timestamptz) as run_at
     from unnest(
         %(kind)b::text[], %(object_id)b::text[], %(namespace)b::text[], %(object)b::text[],
-        %(hash)b::bytea[], %(metadata)b::text[], %(tags)b::text[], %(max_attempts)b::int[]
-    ) as i(kind, object_id, namespace, object, hash, metadata, tags, max_attempts)
+        %(hash)b::bytea[], %(metadata)b::text[], %(tags)b::text[], %(max_attempts)b::int[],
+        %(priority)b::int[], %(run_at)b::timestamptz[]
+    ) as i(kind, object_id, namespace, object, hash, metadata, tags, max_attempts, priority,
+           run_at)
 ),
 upserted as (
     insert into {schema}.resources as r (
         kind, object_id, namespace, state, attempt, max_attempts, object, hash, metadata,
-        tags, errors, created_at, updated_at, scheduled_at
+        tags, errors, created_at, updated_at, scheduled_at, priority
     )
     select kind, object_id, namespace, 'scheduled', 0, max_attempts, object::json, hash,
            metadata::json,
@@ -41,7 +45,7 @@ upserted as (
            case when tags = '[]' then '{{}}'::text[]
                 else array(select jsonb_array_elements_text(tags::jsonb)) end,
            '[]',
-           {now}, {now}, {now}
+           {now}, {now}, coalesce(run_at, {now}), priority
     from input
     on conflict (kind, object_id) do update set
         namespace = excluded.namespace,
@@ -55,7 +59,10 @@ upserted as (
         attempt = case when r.state = 'pending' then r.attempt else 0 end,
         errors = case when r.state = 'pending' then r.errors else '[]'::jsonb end,
         scheduled_at = case when r.state = 'pending' then r.scheduled_at
-                            else excluded.scheduled_at end
+                            else excluded.scheduled_at end,
+        -- A statement's objects all give a priority or none does: without
+        -- one, a resource keeps the priority it has.
+        priority = case when %(keep_priority)s then r.priority else excluded.priority end
     where r.hash <> excluded.hash or (%(process_existing)s and r.state <> 'pending')
 
 -- name: upsert
@@ -65,7 +72,7 @@ upserted as (
 {upsert_rows}
     returning r.kind, r.object_id, r.id, r.state, r.attempt, r.errors::text as errors,
               r.created_at, r.updated_at, r.scheduled_at, r.attempted_at, r.attempted_by,
-              r.synced_at, (r.xmax = 0) as inserted, r.namespace
+              r.synced_at, (r.xmax = 0) as inserted, r.namespace, r.priority, r.snoozes
 ),
 notified as (
     select pg_notify(%(channel)s, namespace)
@@ -109,7 +116,7 @@ with claimable as (
       and kind = any(%(kinds)s::text[])
       and state in ('scheduled', 'failed', 'expired')
       and scheduled_at <= %(now)s
-    order by scheduled_at, id
+    order by priority desc, scheduled_at, id
     limit %(limit)s
     for update skip locked
 )
@@ -145,20 +152,24 @@ target as materialized (
 ),
 updated as (
     update {schema}.resources as r
+    -- requeue: synced now, due again at retry_at; snooze: due again at
+    -- retry_at with the attempt given back and counted as a snooze.
     set state = case
-            when o.outcome = 'handback' or r.hash <> o.hash then 'scheduled'
+            when o.outcome in ('handback', 'requeue', 'snooze') or r.hash <> o.hash
+                then 'scheduled'
             else o.outcome end,
         attempt = case
-            when o.outcome = 'handback' then r.attempt - 1
-            when r.hash <> o.hash then 0
+            when o.outcome in ('handback', 'snooze') then r.attempt - 1
+            when r.hash <> o.hash or o.outcome = 'requeue' then 0
             else r.attempt end,
         scheduled_at = case
             when o.outcome = 'handback' or r.hash <> o.hash then %(now)s
-            when o.outcome = 'failed' then o.retry_at
+            when o.outcome in ('failed', 'requeue', 'snooze') then o.retry_at
             else r.scheduled_at end,
         synced_at = case
-            when o.outcome = 'synced' and r.hash = o.hash then %(now)s
+            when o.outcome in ('synced', 'requeue') and r.hash = o.hash then %(now)s
             else r.synced_at end,
+        snoozes = r.snoozes + (o.outcome = 'snooze' and r.hash = o.hash)::int,
         errors = case
             when o.outcome = 'handback' then r.errors
             when r.hash <> o.hash then '[]'::jsonb
