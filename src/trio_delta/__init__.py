@@ -29,6 +29,7 @@ from ._errors import (
 )
 from ._migrate import migrate
 from ._objects import Object
+from ._store.params import Pause
 from ._types import (
     AttemptError,
     Event,
@@ -70,6 +71,7 @@ __all__ = [
     "Object",
     "ObjectError",
     "ObjectSettings",
+    "Pause",
     "RequeueAfter",
     "Resource",
     "ResourceDelete",

@@ -8,6 +8,7 @@ plain JSON-ready dicts, so ``--json`` output and tables share one shape.
 from __future__ import annotations
 
 import re
+import socket
 from collections.abc import AsyncGenerator, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -16,7 +17,7 @@ from typing import Any
 from ._config import check_schema
 from ._errors import StoreError
 from ._store.dsn import describe_dsn, normalize_dsn, redact, with_connect_timeout
-from ._store.params import Change, ResourceFilter
+from ._store.params import Change, Pause, ResourceFilter
 from ._store.port import Store
 from ._types import ResourceRow, ResourceState
 from .migrations.runner import Migration, check_version, missing_migrations
@@ -191,6 +192,17 @@ class Admin:
             if kind is None or c.kind == kind
         ]
         leader = await self._store.control.get_leader(LEADER)
+        paused = [
+            {
+                "kind": p.kind,
+                "namespace": p.namespace,
+                "paused_at": _iso(p.paused_at),
+                "paused_by": p.paused_by,
+            }
+            for p in await self._store.control.list_pauses()
+            if (kind is None or p.kind in (None, kind))
+            and (namespace is None or p.namespace in (None, namespace))
+        ]
         return {
             "schema": self.schema,
             "database": self.database,
@@ -204,6 +216,7 @@ class Admin:
                 "snoozed": snoozed,
             },
             "controllers": controllers,
+            "paused": paused,
             "leader": None
             if leader is None or leader.expires_at <= now
             else {
@@ -214,6 +227,17 @@ class Admin:
                 "active": True,
             },
         }
+
+    # -- pauses -------------------------------------------------------------------
+
+    async def pause(self, pause: Pause) -> bool:
+        """Record ``pause`` as this command's; False when already paused."""
+        now = await self._store.database_now()
+        by = f"trio-delta@{socket.gethostname()}"
+        return await self._store.control.pause(Pause(pause.kind, pause.namespace, now, by))
+
+    async def resume(self, pause: Pause) -> bool:
+        return await self._store.control.resume(pause.kind, pause.namespace)
 
     # -- resources ----------------------------------------------------------------
 

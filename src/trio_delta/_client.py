@@ -38,7 +38,7 @@ from ._informing import (
     stale_check,
 )
 from ._objects import PreparedObject, check_kind, prepare_object
-from ._store.params import Change, ResourceFilter, UpsertParams
+from ._store.params import Change, Pause, ResourceFilter, UpsertParams, check_pause_target
 from ._store.port import AppConnection, Store, StoreTransaction
 from ._types import (
     EventCategory,
@@ -285,6 +285,49 @@ class Client(metaclass=NoPublicConstructor):
             raise invalidate_refused(item, current)
         self._engine.wake(rows[0].namespace)
         return self._controllers.bind(rows[0])
+
+    async def cancel(self, kind: str, object_id: str) -> ResourceRow[Any] | None:
+        """Stop syncing a resource: it becomes ``deleted`` (the cleaner
+        removes it after retention; a changed object brings it back), and a
+        work running on it, in this client or any other, is cancelled
+        within moments (its ``finally`` blocks run; whatever it would have
+        written is refused). Returns the row as it is now, None if there is
+        no such resource or it was deleted already."""
+        self._check_open()
+        check_kind(kind, error=ConfigError)
+        rows = await self._store.insights.change(
+            Change.DELETE,
+            ResourceFilter(kind=kind, object_ids=(object_id,)),
+            now=self._clock.now(),
+        )
+        for row in rows:
+            self._engine.cancel_work(row.id)  # ours at once; others hear the NOTIFY
+        return self._controllers.bind(rows[0]) if rows else None
+
+    async def pause(self, kind: str | None = None, namespace: str | None = None) -> bool:
+        """Stop every client from claiming work of ``kind`` (in every
+        namespace, or only in ``namespace``), or of every kind in
+        ``namespace``; work already running finishes, and a paused kind's
+        informer does not run. Lasts until :meth:`resume`, across restarts.
+        False when it was paused already."""
+        self._check_open()
+        pause = Pause(*check_pause_target(kind, namespace), self._clock.now(), self.id)
+        added = await self._store.control.pause(pause)
+        await self._engine.pauses.refresh()
+        return added
+
+    async def resume(self, kind: str | None = None, namespace: str | None = None) -> bool:
+        """Undo the :meth:`pause` of exactly ``kind`` and ``namespace``;
+        False when there was none."""
+        self._check_open()
+        removed = await self._store.control.resume(*check_pause_target(kind, namespace))
+        await self._engine.pauses.refresh()
+        return removed
+
+    async def list_pauses(self) -> list[Pause]:
+        """Every pause in force, by kind then namespace."""
+        self._check_open()
+        return await self._store.control.list_pauses()
 
     # -- reading --------------------------------------------------------------
 

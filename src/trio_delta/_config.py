@@ -177,6 +177,9 @@ class ObjectSettings:
     """Longest one work of the kind may run (None: :attr:`Config.work_timeout`)."""
     priority: int = 0
     """Priority of a new resource of the kind whose inform gives none."""
+    global_parallelism: int | None = None
+    """The most works of the kind running at once across every client on
+    the database (None: no such cap). Counts the kind's pending rows."""
 
     def __post_init__(self) -> None:
         _check_int("ObjectSettings.parallelism", self.parallelism, minimum=1, allow_none=True)
@@ -195,6 +198,12 @@ class ObjectSettings:
             "ObjectSettings.work_timeout", self.work_timeout, allow_none=True, allow_zero=False
         )
         check_priority("ObjectSettings.priority", self.priority)
+        _check_int(
+            "ObjectSettings.global_parallelism",
+            self.global_parallelism,
+            minimum=1,
+            allow_none=True,
+        )
         _check_duration(
             "ObjectSettings.inform_interval",
             self.inform_interval,

@@ -8,6 +8,7 @@ from typing import Any
 
 from tests.cli.conftest import EXPECTED
 from trio_delta._admin import STATES
+from trio_delta.migrations.runner import LATEST_VERSION
 
 
 def test_status_json_has_counts_per_kind_and_namespace(
@@ -24,11 +25,13 @@ def test_status_json_has_counts_per_kind_and_namespace(
         "resources",
         "totals",
         "controllers",
+        "paused",
         "leader",
     }
     assert data["schema"] == shared_population
-    assert data["schema_version"] == 2
+    assert data["schema_version"] == LATEST_VERSION
     assert data["leader"] is None  # the populating client resigned when it stopped
+    assert data["paused"] == []
     datetime.fromisoformat(data["now"])
 
     groups = {(g["kind"], g["namespace"]): g for g in data["resources"]}

@@ -4,11 +4,14 @@
 
 It opens a client on ``--schema`` with a controller for kind ``job`` and
 rewrites ``--state`` (JSON: id, pid, phase, is_leader) every 20 ms, atomically.
-With ``--work-log``, every ``work`` call appends ``"<object_id> <attempt>"``
-to that file as it starts; with ``--block`` work then never returns (a worker
-to be killed mid-work). ``--inform N`` informs jobs ``job-0`` .. ``job-N-1``
-once the client runs. SIGTERM leaves the client's ``async with`` block (a
-graceful stop); the state file then says ``"phase": "stopped"``.
+With ``--work-log``, every ``work`` call appends ``"<object_id> <attempt>
+start <unix time>"`` to that file as it starts, ``... end <unix time>`` as
+it returns and ``... cancelled <unix time>`` if it is cancelled;
+``--work-seconds`` is how long work takes, and with ``--block`` it never
+returns (a worker to be killed mid-work).
+``--inform N`` informs jobs ``job-0`` .. ``job-N-1`` once the client runs.
+SIGTERM leaves the client's ``async with`` block (a graceful stop); the
+state file then says ``"phase": "stopped"``.
 """
 
 from __future__ import annotations
@@ -26,6 +29,9 @@ import trio
 
 import trio_delta as delta
 
+#: ``--global-parallelism``: the kind's cluster-wide cap, read by ``settings()``.
+GLOBAL_PARALLELISM: int | None = None
+
 
 @dataclass
 class Job:
@@ -35,18 +41,32 @@ class Job:
     def id(self) -> str:
         return self.key
 
+    @classmethod
+    def settings(cls) -> delta.ObjectSettings:
+        return delta.ObjectSettings(global_parallelism=GLOBAL_PARALLELISM)
+
 
 class JobController(delta.Controller[Job]):
-    def __init__(self, work_log: Path | None, block: bool) -> None:
+    def __init__(self, work_log: Path | None, block: bool, seconds: float) -> None:
         self.work_log = work_log
         self.block = block
+        self.seconds = seconds
 
-    async def work(self, resource: delta.Resource[Job]) -> None:
+    def log(self, resource: delta.Resource[Job], event: str) -> None:
         if self.work_log is not None:
             with self.work_log.open("a") as f:
-                f.write(f"{resource.object_id} {resource.attempt}\n")
-        if self.block:
-            await trio.sleep_forever()
+                f.write(f"{resource.object_id} {resource.attempt} {event} {time.time()!r}\n")
+
+    async def work(self, resource: delta.Resource[Job]) -> None:
+        self.log(resource, "start")
+        try:
+            if self.block:
+                await trio.sleep_forever()
+            await trio.sleep(self.seconds)
+            self.log(resource, "end")
+        except trio.Cancelled:
+            self.log(resource, "cancelled")
+            raise
 
 
 def write_state(path: Path, **state: Any) -> None:
@@ -56,10 +76,12 @@ def write_state(path: Path, **state: Any) -> None:
 
 
 async def main(args: argparse.Namespace) -> None:
+    global GLOBAL_PARALLELISM
+    GLOBAL_PARALLELISM = args.global_parallelism
     state_path = Path(args.state)
     controllers = delta.Controllers()
     work_log = Path(args.work_log) if args.work_log else None
-    delta.add_controller(controllers, JobController(work_log, args.block))
+    delta.add_controller(controllers, JobController(work_log, args.block, args.work_seconds))
     config = delta.Config(
         schema=args.schema,
         leader_ttl=args.leader_ttl,
@@ -98,6 +120,8 @@ if __name__ == "__main__":
     parser.add_argument("--state", required=True)
     parser.add_argument("--work-log")
     parser.add_argument("--block", action="store_true")
+    parser.add_argument("--work-seconds", type=float, default=0.0)
+    parser.add_argument("--global-parallelism", type=int, default=None)
     parser.add_argument("--inform", type=int, default=0)
     parser.add_argument("--leader-ttl", type=float, default=1.0)
     parser.add_argument("--maintenance-interval", type=float, default=0.2)

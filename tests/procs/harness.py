@@ -86,15 +86,23 @@ class RunnerProcess:
         state = self.state()
         return state is not None and state["phase"] == "running" and state["is_leader"]
 
-    def work_started(self) -> list[tuple[str, int]]:
-        """``(object_id, attempt)`` of every work call started, in order."""
+    def work_events(self) -> list[tuple[str, int, str, float]]:
+        """``(object_id, attempt, "start", "end" or "cancelled", unix time)``
+        of every work call, in order (a line cut short by a kill is left out)."""
         try:
             lines = self.work_log.read_text().splitlines()
         except FileNotFoundError:
             return []
         return [
-            (object_id, int(attempt)) for object_id, attempt in (line.split() for line in lines)
+            (object_id, int(attempt), event, float(at))
+            for object_id, attempt, event, at in (
+                line.split() for line in lines if len(line.split()) == 4
+            )
         ]
+
+    def work_started(self) -> list[tuple[str, int]]:
+        """``(object_id, attempt)`` of every work call started, in order."""
+        return [(o, a) for o, a, event, _ in self.work_events() if event == "start"]
 
     def send(self, sig: signal.Signals) -> None:
         os.kill(self.pid, sig)

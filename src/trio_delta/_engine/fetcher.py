@@ -25,6 +25,7 @@ from .._errors import StoreError
 from .._logs import Throttled
 from .._store.params import ClaimRequest
 from .context import EngineContext
+from .pauses import Pauses
 from .slots import Slots
 from .workers import WorkerPool
 
@@ -50,6 +51,7 @@ class Fetcher:
         *,
         pools: Mapping[str, WorkerPool],
         slots: Slots,
+        pauses: Pauses,
         concurrent_claims: int = CONCURRENT_CLAIMS,
     ) -> None:
         self._queue = ctx.store.queue
@@ -57,7 +59,13 @@ class Fetcher:
         self._client_id = ctx.client_id
         self._pools = pools
         self._slots = slots
+        self._pauses = pauses
         self._kinds = ctx.controllers.kinds()
+        self._cluster_caps = {
+            reg.kind: reg.settings.global_parallelism
+            for reg in ctx.controllers
+            if reg.settings.global_parallelism is not None
+        }
         # No poll where nothing can be missed: every wake-up reaches us.
         self._poll_interval = (
             math.inf if ctx.store.notifications_reliable else ctx.config.poll_interval
@@ -160,13 +168,17 @@ class Fetcher:
         requests: list[ClaimRequest] = []
         for namespace in self._pools:
             free = self._free_to_claim(namespace)
-            if free > 0 and kinds:
-                requests.append(ClaimRequest(namespace, free, kinds))
+            # Paused work stays unclaimed; a resume wakes us.
+            allowed = {k: c for k, c in kinds.items() if not self._pauses.covers(k, namespace)}
+            if free > 0 and allowed:
+                capped = {k: c for k, c in self._cluster_caps.items() if k in allowed}
+                requests.append(ClaimRequest(namespace, free, allowed, capped))
         if not requests:
-            return False  # all busy: wait for a slot
+            return False  # all busy or paused: wait for a slot or a resume
         self._fetching += 1
         try:
-            return await self._claim(i, requests, kinds)
+            claimable = {k: c for r in requests for k, c in r.kinds.items()}
+            return await self._claim(i, requests, claimable)
         finally:
             self._fetching -= 1
 

@@ -30,6 +30,7 @@ from .._objects import PreparedObject, prepare_object
 from .._store.params import InformClaim, InformLease, InformRunEnd, UpsertParams
 from .._types import InformOptions
 from .context import EngineContext
+from .pauses import Pauses
 from .results import MAX_MESSAGE, clean_text, describe_exception
 
 log = logging.getLogger("trio_delta.informer")
@@ -50,7 +51,9 @@ class RunStats:
 
 
 class Informers:
-    def __init__(self, ctx: EngineContext, *, on_written: Callable[[set[str]], None]) -> None:
+    def __init__(
+        self, ctx: EngineContext, *, on_written: Callable[[set[str]], None], pauses: Pauses
+    ) -> None:
         self._control = ctx.store.control
         self._queue = ctx.store.queue
         self._notifications_reliable = ctx.store.notifications_reliable
@@ -59,6 +62,7 @@ class Informers:
         self._controllers = ctx.controllers
         self._config = ctx.config
         self._on_written = on_written
+        self._pauses = pauses
         self._wakes: dict[str, trio.Event] = {reg.kind: trio.Event() for reg in ctx.controllers}
         self._stopping = False
         self._stopped = trio.Event()
@@ -68,6 +72,11 @@ class Informers:
     def interval(self, reg: Registration) -> float:
         value = reg.settings.inform_interval
         return self._config.inform_interval if value is None else value
+
+    def wake_all(self) -> None:
+        """Look at every kind again (the pauses changed)."""
+        for kind in list(self._wakes):
+            self.wake(kind)
 
     def wake(self, kind: str) -> None:
         event = self._wakes.get(kind)
@@ -118,6 +127,10 @@ class Informers:
         delay = 0.1
         while not self._stopping:
             self._wakes[reg.kind] = trio.Event()
+            if self._pauses.covers(reg.kind, None):
+                # Paused: no run until a resume wakes us (requests wait).
+                await self._wakes[reg.kind].wait()
+                continue
             now = self._clock.now()
             lease_until = now + timedelta(seconds=self._config.inform_timeout + LEASE_GRACE)
             try:

@@ -41,6 +41,7 @@ from .informers import Informers
 from .leader import LeaderElector
 from .listener import run_listener
 from .maintenance import Maintenance, MaintenanceStats
+from .pauses import Pauses
 from .results import describe_exception
 from .slots import Slots
 from .workers import WorkerPool
@@ -137,8 +138,9 @@ class Engine:
             )
             for ns, c in namespaces.items()
         }
-        self.fetcher = Fetcher(ctx, pools=self.pools, slots=self.slots)
-        self.informers = Informers(ctx, on_written=self._informed)
+        self.pauses = Pauses(ctx, on_change=self._pauses_changed)
+        self.fetcher = Fetcher(ctx, pools=self.pools, slots=self.slots, pauses=self.pauses)
+        self.informers = Informers(ctx, on_written=self._informed, pauses=self.pauses)
         self.clock_sync = ClockSync(ctx.clock, ctx.store.database_now)
         self.elector = LeaderElector(ctx, self.clock_sync)
         self.maintenance = Maintenance(ctx, self.elector, self.clock_sync, namespaces=namespaces)
@@ -203,8 +205,22 @@ class Engine:
             self.informers.wake(payload[len("inform:") :])
         elif payload.startswith("leader:"):
             self.elector.wake()
+        elif payload.startswith("pause:"):
+            self.pauses.wake()
+        elif payload.startswith("cancel:"):
+            self.cancel_work(int(payload[len("cancel:") :]))
         elif payload in self.pools:
             self.fetcher.wake()
+
+    def cancel_work(self, resource_id: int) -> None:
+        """Cancel the work of row ``resource_id``, if one of ours runs it
+        (the row was deleted or cancelled: its outcome would not apply)."""
+        for pool in self.pools.values():
+            pool.cancel_work(resource_id)
+
+    def _pauses_changed(self) -> None:
+        self.fetcher.wake()
+        self.informers.wake_all()
 
     def _slot_free(self) -> None:
         if not self._stopping:
@@ -238,6 +254,7 @@ class Engine:
         await self._start(nursery, "completer", self.completer.run)
         for ns, pool in self.pools.items():
             await self._start(nursery, f"pool:{ns}", pool.run)
+        await self._start(nursery, "pauses", self.pauses.run)
         await self._start(nursery, "fetcher", self.fetcher.run)
         await self._start(nursery, "listener", run_listener, self._ctx.store, self.on_payload)
         await self._start(nursery, "informers", self.informers.run)
@@ -254,6 +271,7 @@ class Engine:
     async def _stop(self) -> None:
         self._stopping = True
         self._handles["listener"].scope.cancel()
+        self._handles["pauses"].scope.cancel()
         # Leadership only serves maintenance, which stops now: hand it over
         # at once rather than after the grace period, so a follower takes
         # over within moments of a graceful stop.

@@ -66,13 +66,14 @@ def _without_cancelled(exc: BaseException) -> BaseException | None:
 class _Worker:
     """One worker task's state, read by the pool's timeout watcher."""
 
-    __slots__ = ("deadline", "handed_back", "resource", "scope", "timeout")
+    __slots__ = ("cancelled", "deadline", "handed_back", "resource", "scope", "timeout")
 
     def __init__(self) -> None:
         self.resource: Resource[Any] | None = None  # in work now
         self.handed_back = False  # its row was given up while the work ran on
         self.deadline = math.inf
         self.timeout = 0.0  # of the work in hand
+        self.cancelled = False  # its row was deleted or cancelled while it ran
         self.scope = trio.CancelScope()
 
 
@@ -134,6 +135,20 @@ class WorkerPool:
         self._workers.append(worker)
         self._spawner.start_soon(self._worker_loop, worker)
         return True
+
+    def cancel_work(self, resource_id: int) -> None:
+        """Cancel the work running on row ``resource_id``, if any (the row
+        was deleted or cancelled: nothing it would write could apply)."""
+        for worker in self._workers:
+            resource = worker.resource
+            if resource is not None and resource.id == resource_id and not worker.cancelled:
+                log.info(
+                    "%s %r: cancelled while its work ran (the resource was deleted)",
+                    resource.kind,
+                    resource.object_id,
+                )
+                worker.cancelled = True
+                worker.scope.cancel()
 
     def force(self) -> None:
         """Cancel running work and hand back whatever is left."""
@@ -228,6 +243,7 @@ class WorkerPool:
                         if scope.cancel_called:
                             break  # a late cancel, meant for a work that ended: new scope
                         self._start_clock(worker, resource.kind)
+                        worker.cancelled = False
                         worker.resource = resource
                         result = await self._work_one(resource)
                         worker.resource = None
@@ -249,7 +265,7 @@ class WorkerPool:
                 # cancelled), or failed with what ``_work_one`` could not catch.
                 resource = None
                 self.worked += 1
-                result = self._interrupted(failure, worker.timeout)
+                result = self._interrupted(failure, worker)
                 if not self._handed_back(worker, interrupted):
                     await self._finish(interrupted, result)
                 # Cancelled from outside the worker's scope: end this task.
@@ -293,7 +309,7 @@ class WorkerPool:
             )
 
     def _interrupted(
-        self, failure: BaseException | None, timeout: float
+        self, failure: BaseException | None, worker: _Worker
     ) -> outcome.Outcome[object] | None:
         """The result of a work the worker's scope ended, or that raised what
         ``_work_one`` let through: a BaseException that must end the client
@@ -306,11 +322,14 @@ class WorkerPool:
                 self._on_fatal(fatal)
                 return outcome.Error(_without_cancelled(failure) or fatal)
             return None  # cancelled from outside the worker: hand it back
-        if self._forced:
+        if self._forced or worker.cancelled:
+            # Handed back: the store refuses it for a cancelled row (no
+            # longer pending), and the slot is freed.
+            worker.cancelled = False
             return None
         if failure is not None:
             return outcome.Error(failure)
-        return outcome.Error(WorkTimeout(f"work timed out after {timeout:g}s"))
+        return outcome.Error(WorkTimeout(f"work timed out after {worker.timeout:g}s"))
 
     async def _work_one(self, resource: Resource[Any]) -> outcome.Outcome[object] | None:
         """Run one work call; a cancellation (timeout, forced stop) propagates."""

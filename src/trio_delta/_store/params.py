@@ -10,12 +10,13 @@ from __future__ import annotations
 import enum
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from .._errors import LockTimeoutError
-from .._objects import PreparedObject
+from .._config import check_name
+from .._errors import ConfigError, LockTimeoutError
+from .._objects import PreparedObject, check_kind
 from .._types import AttemptError, InformerState, ResourceRow, ResourceState
 
 #: Most errors kept per resource; older ones are dropped first.
@@ -82,19 +83,27 @@ class ClaimRequest:
 
     A kind mapped to a number may take at most that many of them; adapters
     claim the capped kinds first (each with what is left of ``limit``), then
-    the uncapped kinds together.
+    the uncapped kinds together. A kind in ``cluster_caps`` may have at most
+    that many rows pending across every client (its own claim step too).
     """
 
     namespace: str
     limit: int
     kinds: Mapping[str, int | None]
+    cluster_caps: Mapping[str, int] = field(default_factory=dict[str, int])
 
     def plan(self) -> list[tuple[tuple[str, ...], int | None]]:
         """Capped kinds one by one (with their cap), then the uncapped ones."""
         steps: list[tuple[tuple[str, ...], int | None]] = [
-            ((kind,), cap) for kind, cap in self.kinds.items() if cap is not None and cap > 0
+            ((kind,), cap)
+            for kind, cap in self.kinds.items()
+            if (cap is not None and cap > 0) or (cap is None and kind in self.cluster_caps)
         ]
-        uncapped = tuple(kind for kind, cap in self.kinds.items() if cap is None)
+        uncapped = tuple(
+            kind
+            for kind, cap in self.kinds.items()
+            if cap is None and kind not in self.cluster_caps
+        )
         if uncapped:
             steps.append((uncapped, None))
         return steps
@@ -356,3 +365,38 @@ class StateCount:
     """Of these, scheduled rows not yet due (a run-at, requeue or snooze)."""
     snoozed: int = 0
     """Of the waiting, those that work has snoozed."""
+
+
+# -- pauses ----------------------------------------------------------------------
+
+
+def check_pause_target(kind: str | None, namespace: str | None) -> tuple[str | None, str | None]:
+    """``(kind, namespace)`` of a pause or resume, checked: at least one."""
+    if kind is None and namespace is None:
+        raise ConfigError("pause or resume a kind, a namespace, or both; got neither")
+    if kind is not None:
+        check_kind(kind, error=ConfigError)
+    if namespace is not None:
+        check_name("namespace", namespace)
+    return kind, namespace
+
+
+@dataclass(frozen=True, slots=True)
+class Pause:
+    """Work no client claims: a kind (in every namespace when ``namespace``
+    is None), a namespace (every kind in it when ``kind`` is None), or one
+    kind in one namespace."""
+
+    kind: str | None
+    namespace: str | None
+    paused_at: datetime | None = None
+    paused_by: str | None = None
+
+    def covers(self, kind: str, namespace: str | None) -> bool:
+        """Whether work of ``kind`` in ``namespace`` is paused by this
+        (``namespace`` None: the kind as such, for its informer)."""
+        if self.kind is not None and self.kind != kind:
+            return False
+        if namespace is None:
+            return self.namespace is None
+        return self.namespace is None or self.namespace == namespace

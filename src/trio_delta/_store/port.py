@@ -64,6 +64,7 @@ from .params import (
     InformRunEnd,
     LeaderState,
     Outcome,
+    Pause,
     RescueParams,
     ResourceFilter,
     StateCount,
@@ -195,6 +196,20 @@ class ControlStore(Protocol):
         ...
 
     async def get_leader(self, name: str) -> LeaderState | None: ...
+
+    async def pause(self, pause: Pause) -> bool:
+        """Record ``pause`` (with when and by whom) and tell every client;
+        False when it was paused already."""
+        ...
+
+    async def resume(self, kind: str | None, namespace: str | None) -> bool:
+        """Remove the pause of exactly ``kind`` and ``namespace``; False
+        when there was none."""
+        ...
+
+    async def list_pauses(self) -> list[Pause]:
+        """Every pause, by kind then namespace."""
+        ...
 
     async def rescue(self, params: RescueParams) -> int:
         """Fail (or degrade, when out of attempts) pending rows attempted

@@ -4,7 +4,8 @@ Commands::
 
     trio-delta migrate      create or upgrade the schema (--check: only report)
     trio-delta status       resources per kind and namespace, informers, leader
-    trio-delta resources    list | show | retry | invalidate | delete
+    trio-delta resources    list | show | retry | invalidate | delete | cancel
+    trio-delta pause        stop claims of a kind or namespace (resume: restart)
     trio-delta run          run a client for a Controllers object (MODULE:ATTR)
     trio-delta demo         the self-contained demo (embedded Postgres if needed)
 
@@ -38,7 +39,7 @@ from collections.abc import Sequence
 import click
 
 from .._errors import DeltaError
-from . import demo, resources, run, status  # noqa: F401  # pyright: ignore[reportUnusedImport]  (they register their commands)
+from . import control, demo, resources, run, status  # noqa: F401  # pyright: ignore[reportUnusedImport]  (they register their commands)
 from ._common import (
     EXIT_BEHIND,
     EXIT_FAILED,

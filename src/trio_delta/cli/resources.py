@@ -241,7 +241,12 @@ def _change(
             return rows, skipped
 
     rows, skipped = trio.run(act)
-    done_verb = {"retry": "retried", "invalidate": "invalidated", "delete": "deleted"}[verb]
+    done_verb = {
+        "retry": "retried",
+        "invalidate": "invalidated",
+        "delete": "deleted",
+        "cancel": "cancelled",
+    }[verb]
     if as_json:
         echo_json(
             {
@@ -361,7 +366,8 @@ def delete(
     By default a soft delete: the state becomes deleted and the leader's
     cleaner removes the row after the namespace's deleted_retention (a
     later inform of a changed object schedules it again). With --hard the
-    rows are removed at once.
+    rows are removed at once. Work running on a deleted resource is
+    cancelled (see cancel).
     """
     return _change(
         "delete",
@@ -372,4 +378,38 @@ def delete(
         as_json,
         dry_run,
         Change.HARD_DELETE if hard else Change.DELETE,
+    )
+
+
+@resources.command(epilog=EPILOG)
+@dsn_option
+@schema_option
+@click.option("--dry-run", is_flag=True, help="Only show what would change.")
+@json_option
+@click.argument("kind", callback=check_kind_option)
+@click.argument("object_ids", nargs=-1, required=True, metavar="OBJECT_ID...")
+def cancel(
+    dsn: str | None,
+    schema: str,
+    dry_run: bool,
+    as_json: bool,
+    kind: str,
+    object_ids: tuple[str, ...],
+) -> int:
+    """Stop syncing resources, cancelling the work running on them.
+
+    The resources become deleted, as with `delete` (the cleaner removes them
+    after deleted_retention; a changed object brings one back), and the
+    client working on one cancels that work within moments: its finally
+    blocks run, and whatever it would have written is refused.
+    """
+    return _change(
+        "cancel",
+        dsn,
+        schema,
+        _selection(kind, None, (), None, object_ids, None),
+        False,
+        as_json,
+        dry_run,
+        Change.DELETE,
     )

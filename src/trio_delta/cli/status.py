@@ -127,7 +127,7 @@ def status(
     (waiting: a run-at, a requeue or a snooze) and the snoozed among them,
     and how long the oldest scheduled one has waited. Per controller: its
     last and next inform, the client informing now and the last error.
-    And the current leader.
+    What is paused, and the current leader.
     """
 
     async def read() -> dict[str, Any]:
@@ -180,6 +180,18 @@ def status(
         console.print(table)
     else:
         console.print("resources: none")
+    for p in data["paused"]:
+        what = (
+            f"namespace {p['namespace']}"
+            if p["kind"] is None
+            else f"kind {p['kind']}"
+            + ("" if p["namespace"] is None else f" in namespace {p['namespace']}")
+        )
+        console.print(
+            f"[bold yellow]paused[/]: {what} since "
+            f"{_relative(data['now'], p['paused_at'])} by {p['paused_by']}",
+            highlight=False,
+        )
     if not data["controllers"]:
         console.print("controllers: none registered yet")
         return EXIT_OK

@@ -21,6 +21,7 @@ from ..params import (
     InformLease,
     InformRunEnd,
     LeaderState,
+    Pause,
     RescueParams,
 )
 from .tables import ControllerRow, StoredRow, Tables, with_error
@@ -264,3 +265,25 @@ class MemoryControl:
         for row in doomed:
             self._t.remove(row)
         return len(doomed)
+
+    # -- pauses ---------------------------------------------------------------------
+
+    async def pause(self, pause: Pause) -> bool:
+        await trio.lowlevel.checkpoint()
+        key = (pause.kind, pause.namespace)
+        if key in self._t.pauses:
+            return False
+        self._t.pauses[key] = pause
+        self._t.notify(["pause:"])
+        return True
+
+    async def resume(self, kind: str | None, namespace: str | None) -> bool:
+        await trio.lowlevel.checkpoint()
+        if self._t.pauses.pop((kind, namespace), None) is None:
+            return False
+        self._t.notify(["pause:"])
+        return True
+
+    async def list_pauses(self) -> list[Pause]:
+        await trio.lowlevel.checkpoint()
+        return sorted(self._t.pauses.values(), key=lambda p: (p.kind or "", p.namespace or ""))

@@ -92,6 +92,8 @@ class MemoryInsights:
         out: list[ResourceRow[Any]] = []
         woken: set[str] = set()
         for stored in self._select(narrowed):
+            if change.restarts_to is None and stored.row.state is ResourceState.PENDING:
+                woken.add(f"cancel:{stored.row.id}")  # its worker is told to stop
             if change is Change.HARD_DELETE:
                 self._t.remove(stored)
                 out.append(stored.snapshot())

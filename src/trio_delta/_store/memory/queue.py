@@ -194,6 +194,14 @@ class MemoryQueue:
             if req.limit <= 0 or not req.kinds:
                 continue
             for kinds, limit in budget.steps(req):
+                cap = req.cluster_caps.get(kinds[0]) if len(kinds) == 1 else None
+                if cap is not None:  # the kind's pending rows, every client's
+                    running = sum(
+                        1
+                        for r in self._t.rows.values()
+                        if r.row.kind == kinds[0] and r.row.state is ResourceState.PENDING
+                    )
+                    limit = max(0, min(limit, cap - running))
                 due = [
                     r
                     for r in self._t.rows.values()

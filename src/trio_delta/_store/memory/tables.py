@@ -20,7 +20,7 @@ import trio
 
 from ..._errors import ConfigError
 from ..._types import AttemptError, ResourceRow
-from ..params import MAX_ERRORS, ControllerState, LeaderState, lock_timeout_error
+from ..params import MAX_ERRORS, ControllerState, LeaderState, Pause, lock_timeout_error
 
 Key = tuple[str, str]
 
@@ -119,6 +119,7 @@ class Tables:
         self._listeners: set[trio.MemorySendChannel[str]] = set()
         self.controllers: dict[str, ControllerRow] = {}
         self.leaders: dict[str, LeaderState] = {}
+        self.pauses: dict[tuple[str | None, str | None], Pause] = {}
 
     def next_id(self) -> int:
         self._last_id += 1

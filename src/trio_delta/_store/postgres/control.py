@@ -16,6 +16,7 @@ from ..params import (
     InformLease,
     InformRunEnd,
     LeaderState,
+    Pause,
     RescueParams,
 )
 from .connections import Conn, Connections
@@ -199,3 +200,33 @@ class PostgresControl:
             return cur.rowcount
 
         return await self._c.on_lane("leader", run, "cleaning resources")
+
+    # -- pauses ---------------------------------------------------------------------
+
+    async def pause(self, pause: Pause) -> bool:
+        (added, _), *_ = await self._c.execute(
+            None,
+            "pause",
+            {
+                "kind": pause.kind,
+                "namespace": pause.namespace,
+                "now": pause.paused_at,
+                "by": pause.paused_by,
+                "channel": self._c.channel,
+            },
+            "pausing",
+        )
+        return bool(added)
+
+    async def resume(self, kind: str | None, namespace: str | None) -> bool:
+        (removed, _), *_ = await self._c.execute(
+            None,
+            "resume",
+            {"kind": kind, "namespace": namespace, "channel": self._c.channel},
+            "resuming",
+        )
+        return bool(removed)
+
+    async def list_pauses(self) -> list[Pause]:
+        rows = await self._c.execute(None, "list_pauses", {}, "reading pauses")
+        return [Pause(*row) for row in rows]

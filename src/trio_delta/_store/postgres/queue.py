@@ -250,18 +250,19 @@ class PostgresQueue:
             budget = ClaimBudget()
             for req in requests:
                 for kinds, limit in budget.steps(req):
-                    cur = await conn.execute(
-                        self._queries["claim"],
-                        {
-                            "namespace": req.namespace,
-                            "kinds": list(kinds),
-                            "limit": limit,
-                            "now": now,
-                            "client_id": client_id,
-                        },
-                        binary=True,
-                    )
-                    rows = await cur.fetchall()
+                    params = {
+                        "namespace": req.namespace,
+                        "kinds": list(kinds),
+                        "limit": limit,
+                        "now": now,
+                        "client_id": client_id,
+                    }
+                    cap = req.cluster_caps.get(kinds[0]) if len(kinds) == 1 else None
+                    if cap is None:
+                        cur = await conn.execute(self._queries["claim"], params, binary=True)
+                        rows = await cur.fetchall()
+                    else:
+                        rows = await self._claim_capped(conn, params | {"cap": cap})
                     budget.took(kinds, len(rows))
                     out.extend(row_from_columns(row) for row in rows)
             return out
@@ -269,6 +270,15 @@ class PostgresQueue:
         claimed = await self._c.on_lane(self._c.free_claim_lane(), run, "claim")
         claimed.sort(key=claim_order)
         return claimed
+
+    async def _claim_capped(self, conn: Conn, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        """A claim step of one kind under a cluster-wide cap, in a
+        transaction holding the kind's advisory lock (see ``claim_capped``)."""
+        lock = f"trio_delta:{self._c.channel}:cap:{params['kinds'][0]}"
+        async with conn.transaction():
+            await conn.execute(self._queries["lock_kind"], {"lock": lock})
+            cur = await conn.execute(self._queries["claim_capped"], params, binary=True)
+            return await cur.fetchall()
 
     async def complete(
         self, outcomes: Sequence[Outcome], *, now: datetime, client_id: str

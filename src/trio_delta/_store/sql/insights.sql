@@ -66,18 +66,25 @@ select updated.* from updated, (select count(*) from notified) as n order by id
 
 -- name: delete
 -- -> deleted; the cleaner removes it after deleted_retention. A worker still
--- running it cannot complete it (an outcome needs 'pending').
+-- running it cannot complete it (an outcome needs 'pending'), and is told
+-- to stop (the "cancel:" notification names the row).
 with target as (
-    select r.id from {schema}.resources as r
+    select r.id, r.state as was from {schema}.resources as r
     where {resource_filter}
     order by r.id
     limit %(limit)s::bigint
+),
+updated as (
+    update {schema}.resources as r
+    set state = 'deleted', updated_at = %(now)s
+    from target
+    where r.id = target.id and r.state = any(%(states)s::text[])
+    returning {columns}, target.was
+),
+notified as (
+    select pg_notify(%(channel)s, 'cancel:' || id) from updated where was = 'pending'
 )
-update {schema}.resources as r
-set state = 'deleted', updated_at = %(now)s
-from target
-where r.id = target.id and r.state = any(%(states)s::text[])
-returning {columns}
+select updated.* from updated, (select count(*) from notified) as n
 
 -- name: hard_delete
 with target as (
@@ -85,8 +92,14 @@ with target as (
     where {resource_filter}
     order by r.id
     limit %(limit)s::bigint
+),
+removed as (
+    delete from {schema}.resources as r
+    using target
+    where r.id = target.id
+    returning {columns}
+),
+notified as (
+    select pg_notify(%(channel)s, 'cancel:' || id) from removed where state = 'pending'
 )
-delete from {schema}.resources as r
-using target
-where r.id = target.id
-returning {columns}
+select removed.* from removed, (select count(*) from notified) as n

@@ -108,8 +108,9 @@ from {schema}.resources as r
 join unnest(%(kind)s::text[], %(object_id)s::text[]) as i(kind, object_id)
     on r.kind = i.kind and r.object_id = i.object_id
 
--- name: claim
-with claimable as (
+-- fragment: claim_candidates
+-- The namespace's due rows of the kinds, in claim order; each claim closes
+-- it with a LIMIT of its own.
     select id
     from {schema}.resources
     where namespace = %(namespace)s
@@ -117,9 +118,8 @@ with claimable as (
       and state in ('scheduled', 'failed', 'expired')
       and scheduled_at <= %(now)s
     order by priority desc, scheduled_at, id
-    limit %(limit)s
-    for update skip locked
-)
+
+-- fragment: claim_update
 update {schema}.resources as r
 set state = 'pending',
     attempt = r.attempt + 1,
@@ -129,6 +129,33 @@ set state = 'pending',
 from claimable
 where r.id = claimable.id
 returning {columns}
+
+-- name: claim
+with claimable as (
+{claim_candidates}
+    limit %(limit)s
+    for update skip locked
+)
+{claim_update}
+
+-- name: claim_capped
+-- One kind under a cluster-wide cap (ObjectSettings.global_parallelism): at
+-- most what the cap leaves, counting the kind's pending rows in every
+-- namespace and client. The caller holds the kind's advisory lock (see
+-- lock_kind) until it commits, so two claims cannot both see room for one.
+with claimable as (
+{claim_candidates}
+    limit greatest(0, least(%(limit)s, %(cap)s - (
+        select count(*) from {schema}.resources
+        where kind = any(%(kinds)s::text[]) and state = 'pending')))
+    for update skip locked
+)
+{claim_update}
+
+-- name: lock_kind
+-- Claims of a capped kind take turns, cluster-wide, until they commit;
+-- other kinds' claims never wait for it.
+select pg_advisory_xact_lock(hashtext(%(lock)s))
 
 -- name: complete
 -- Materialized: the planner may rescan it once per candidate row, and
@@ -405,3 +432,32 @@ with doomed as (
 delete from {schema}.resources as r
 using doomed
 where r.id = doomed.id
+
+-- name: pause
+-- Every client rereads the pauses on the NOTIFY.
+with added as (
+    insert into {schema}.pauses (kind, namespace, paused_at, paused_by)
+    values (coalesce(%(kind)s, ''), coalesce(%(namespace)s, ''), %(now)s, %(by)s)
+    on conflict (kind, namespace) do nothing
+    returning 1
+),
+notified as (
+    select pg_notify(%(channel)s, 'pause:') from added
+)
+select (select count(*) from added), (select count(*) from notified)
+
+-- name: resume
+with removed as (
+    delete from {schema}.pauses
+    where kind = coalesce(%(kind)s, '') and namespace = coalesce(%(namespace)s, '')
+    returning 1
+),
+notified as (
+    select pg_notify(%(channel)s, 'pause:') from removed
+)
+select (select count(*) from removed), (select count(*) from notified)
+
+-- name: list_pauses
+select nullif(kind, ''), nullif(namespace, ''), paused_at, paused_by
+from {schema}.pauses
+order by kind, namespace

@@ -1,0 +1,80 @@
+"""Which work is paused, as this client last read it.
+
+Pauses live in the database (the ``pauses`` table), so that they hold for
+every client and survive restarts. A client reads them when it starts, when
+a NOTIFY says they changed (within milliseconds), and at every poll (a lost
+notification costs at most ``poll_interval``). The fetcher leaves paused
+work out of its claims and the informers of a paused kind wait: nothing is
+added to the claim query, which stays as fast for work that is not paused.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+
+import trio
+
+from .._errors import StoreError
+from .._logs import Throttled
+from .._store.params import Pause
+from .context import EngineContext
+
+log = logging.getLogger("trio_delta.pauses")
+storm = Throttled(log)
+
+
+def describe(pause: Pause) -> str:
+    if pause.kind is None:
+        return f"namespace {pause.namespace!r}"
+    if pause.namespace is None:
+        return f"kind {pause.kind!r}"
+    return f"kind {pause.kind!r} in namespace {pause.namespace!r}"
+
+
+class Pauses:
+    def __init__(self, ctx: EngineContext, *, on_change: Callable[[], None]) -> None:
+        self._control = ctx.store.control
+        self._poll = math.inf if ctx.store.notifications_reliable else ctx.config.poll_interval
+        self._pauses: list[Pause] = []
+        self._wake = trio.Event()
+        self._on_change = on_change
+
+    def covers(self, kind: str, namespace: str | None) -> bool:
+        """Whether work of ``kind`` in ``namespace`` is paused (``namespace``
+        None: the kind itself, which stops its informer)."""
+        return any(p.covers(kind, namespace) for p in self._pauses)
+
+    def wake(self) -> None:
+        """Read the pauses again soon (a NOTIFY said they changed)."""
+        self._wake.set()
+
+    async def refresh(self) -> None:
+        """Read the pauses now; on a change, tell the fetcher and informers."""
+        pauses = await self._control.list_pauses()
+        before = {(p.kind, p.namespace) for p in self._pauses}
+        after = {(p.kind, p.namespace) for p in pauses}
+        self._pauses = pauses
+        if before != after:
+            for pause in pauses:
+                if (pause.kind, pause.namespace) not in before:
+                    log.info("paused: %s (by %s)", describe(pause), pause.paused_by)
+            for kind, namespace in before - after:
+                log.info("resumed: %s", describe(Pause(kind, namespace)))
+            self._on_change()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        try:
+            await self.refresh()
+        except StoreError as exc:
+            storm.warning("reading pauses failed, trying again: %s", exc)
+        task_status.started()
+        while True:
+            with trio.move_on_after(self._poll):
+                await self._wake.wait()
+            self._wake = trio.Event()
+            try:
+                await self.refresh()
+            except StoreError as exc:
+                storm.warning("reading pauses failed, trying again: %s", exc)
