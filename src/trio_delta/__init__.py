@@ -7,7 +7,7 @@ modules.
 from __future__ import annotations
 
 from ._client import Client, ClientStats, Transaction, open_delta_client
-from ._config import Config, NamespaceConfig, ObjectSettings, default_retry_policy
+from ._config import Config, NamespaceConfig, ObjectSettings, RateLimit, default_retry_policy
 from ._connect import connect
 from ._controllers import Controller, Controllers, add_controller
 from ._engine.events import Subscription
@@ -72,6 +72,7 @@ __all__ = [
     "ObjectError",
     "ObjectSettings",
     "Pause",
+    "RateLimit",
     "RequeueAfter",
     "Resource",
     "ResourceDelete",

@@ -158,6 +158,21 @@ class NamespaceConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class RateLimit:
+    """At most ``per_second`` work starts a second across every client, with
+    bursts of up to ``burst`` (a token bucket kept in the database)."""
+
+    per_second: float
+    burst: int = 1
+
+    def __post_init__(self) -> None:
+        rate = self.per_second
+        if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 < rate < math.inf:
+            raise ConfigError(f"RateLimit.per_second must be a number > 0, got {rate!r}")
+        _check_int("RateLimit.burst", self.burst, minimum=1)
+
+
+@dataclass(frozen=True, slots=True)
 class ObjectSettings:
     """Per-kind settings, returned by an object class's ``settings()``.
 
@@ -180,6 +195,9 @@ class ObjectSettings:
     global_parallelism: int | None = None
     """The most works of the kind running at once across every client on
     the database (None: no such cap). Counts the kind's pending rows."""
+    rate_limit: RateLimit | None = None
+    """Most work starts of the kind a second, across every client (None:
+    no limit). Works beyond it wait, scheduled; they spend no attempt."""
 
     def __post_init__(self) -> None:
         _check_int("ObjectSettings.parallelism", self.parallelism, minimum=1, allow_none=True)
@@ -204,6 +222,10 @@ class ObjectSettings:
             minimum=1,
             allow_none=True,
         )
+        if self.rate_limit is not None and not isinstance(self.rate_limit, RateLimit):
+            raise ConfigError(
+                f"ObjectSettings.rate_limit must be a RateLimit, got {self.rate_limit!r}"
+            )
         _check_duration(
             "ObjectSettings.inform_interval",
             self.inform_interval,

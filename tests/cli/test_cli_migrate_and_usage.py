@@ -41,13 +41,14 @@ def test_migrate_check_says_what_is_missing_then_migrate_applies_it(
     assert "0001_initial" in behind.out
     assert "0002_priorities_and_snoozes" in behind.out
     assert "0003_pauses" in behind.out
+    assert "0004_rate_limits" in behind.out
     assert sql(pg_dsn, "select 1 from pg_namespace where nspname = %s", [schema_name]) == []
 
     applied = cli("migrate", "--dsn", pg_dsn, "--schema", schema_name)
     assert applied.code == 0, applied.err
-    assert "applied migrations 1, 2, 3" in applied.out
+    assert "applied migrations 1, 2, 3, 4" in applied.out
     versions = f'select version from "{schema_name}".migrations order by version'
-    assert sql(pg_dsn, versions) == [(1,), (2,), (3,)]
+    assert sql(pg_dsn, versions) == [(1,), (2,), (3,), (4,)]
 
     again = cli("migrate", "--dsn", pg_dsn, "--schema", schema_name)
     assert (again.code, again.err) == (0, "")
@@ -55,7 +56,7 @@ def test_migrate_check_says_what_is_missing_then_migrate_applies_it(
 
     current = cli("migrate", "--dsn", pg_dsn, "--schema", schema_name, "--check")
     assert current.code == 0
-    assert "is current (version 3)" in current.out
+    assert "is current (version 4)" in current.out
 
 
 def test_schema_and_dsn_come_from_the_environment(

@@ -215,3 +215,44 @@ async def test_a_global_cap_holds_across_clients(autojump_clock: trio.testing.Mo
     # Two at a time, a second each: the last pair starts after five seconds,
     # give or take the retries' waits (clients look again every 50 ms).
     assert max(gauge.starts) - start < 5.5
+
+
+@dataclass
+class Limited:
+    """A kind whose outside system takes ten calls a second."""
+
+    kind: ClassVar[str] = "limited"
+    key: str
+
+    def id(self) -> str:
+        return self.key
+
+    @classmethod
+    def settings(cls) -> delta.ObjectSettings:
+        return delta.ObjectSettings(rate_limit=delta.RateLimit(per_second=10, burst=5))
+
+
+class Starts(delta.Controller[Limited]):
+    def __init__(self) -> None:
+        self.at: list[float] = []
+
+    async def work(self, resource: delta.Resource[Limited]) -> None:
+        self.at.append(trio.current_time())
+
+
+async def test_a_rate_limit_spaces_the_starts(autojump_clock: trio.testing.MockClock) -> None:
+    starts = Starts()
+    controllers = delta.Controllers()
+    delta.add_controller(controllers, starts)
+    config = delta.Config(random=random.Random(1), client_id="c1", inform_interval=-1)
+    async with open_test_client(controllers, config=config) as t:
+        begin = trio.current_time()
+        await t.client.inform_many([Limited(f"l{i}") for i in range(30)])
+        await t.run_until(lambda: len(starts.at) == 30)
+        rows = await t.client.list_resources()
+    offsets = [round(at - begin, 6) for at in starts.at]
+    assert offsets[:5] == [0.0] * 5  # the burst
+    # Then ten a second: no 1 s window holds more than rate + burst.
+    assert all(sum(1 for o in offsets if w <= o < w + 1) <= 15 for w in offsets)
+    assert 2.4 <= offsets[-1] <= 2.6  # 25 more at ten a second
+    assert {r.attempt for r in rows} == {1}  # waiting spent no attempt

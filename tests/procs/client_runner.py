@@ -29,8 +29,10 @@ import trio
 
 import trio_delta as delta
 
-#: ``--global-parallelism``: the kind's cluster-wide cap, read by ``settings()``.
+#: ``--global-parallelism``, ``--rate`` and ``--burst``: the kind's
+#: cluster-wide bounds, read by ``settings()``.
 GLOBAL_PARALLELISM: int | None = None
+RATE_LIMIT: delta.RateLimit | None = None
 
 
 @dataclass
@@ -43,7 +45,7 @@ class Job:
 
     @classmethod
     def settings(cls) -> delta.ObjectSettings:
-        return delta.ObjectSettings(global_parallelism=GLOBAL_PARALLELISM)
+        return delta.ObjectSettings(global_parallelism=GLOBAL_PARALLELISM, rate_limit=RATE_LIMIT)
 
 
 class JobController(delta.Controller[Job]):
@@ -76,8 +78,10 @@ def write_state(path: Path, **state: Any) -> None:
 
 
 async def main(args: argparse.Namespace) -> None:
-    global GLOBAL_PARALLELISM
+    global GLOBAL_PARALLELISM, RATE_LIMIT
     GLOBAL_PARALLELISM = args.global_parallelism
+    if args.rate is not None:
+        RATE_LIMIT = delta.RateLimit(per_second=args.rate, burst=args.burst)
     state_path = Path(args.state)
     controllers = delta.Controllers()
     work_log = Path(args.work_log) if args.work_log else None
@@ -122,6 +126,8 @@ if __name__ == "__main__":
     parser.add_argument("--block", action="store_true")
     parser.add_argument("--work-seconds", type=float, default=0.0)
     parser.add_argument("--global-parallelism", type=int, default=None)
+    parser.add_argument("--rate", type=float, default=None)
+    parser.add_argument("--burst", type=int, default=1)
     parser.add_argument("--inform", type=int, default=0)
     parser.add_argument("--leader-ttl", type=float, default=1.0)
     parser.add_argument("--maintenance-interval", type=float, default=0.2)

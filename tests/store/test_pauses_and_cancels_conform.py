@@ -11,6 +11,7 @@ import trio_delta as delta
 from trio_delta._store.params import (
     Change,
     ClaimRequest,
+    ClusterLimit,
     OutcomeKind,
     Pause,
     ResourceFilter,
@@ -95,22 +96,52 @@ async def test_a_cluster_cap_counts_every_clients_pending_rows(store: Store) -> 
     await upsert(store, [prep(Item(f"i{n}")) for n in range(6)], now=at(0))
     await upsert(store, [prep(Gadget(f"g{n}")) for n in range(3)], now=at(0))
     capped = {"item": None, "gadget": None}
+    cap = {"item": ClusterLimit(cap=3)}
     first = await store.queue.claim(
-        [ClaimRequest("default", 2, capped, {"item": 3})], now=at(1), client_id="c1"
+        [ClaimRequest("default", 2, capped, cap)],
+        now=at(1),
+        client_id="c1",
     )
     assert [r.kind for r in first] == ["item", "item"]
     # Another client: one more item fits under the cap; gadgets are not capped.
     second = await store.queue.claim(
-        [ClaimRequest("default", 10, capped, {"item": 3})], now=at(1), client_id="c2"
+        [ClaimRequest("default", 10, capped, cap)],
+        now=at(1),
+        client_id="c2",
     )
     assert sorted(r.kind for r in second) == ["gadget"] * 3 + ["item"]
     third = await store.queue.claim(
-        [ClaimRequest("default", 10, capped, {"item": 3})], now=at(1), client_id="c3"
+        [ClaimRequest("default", 10, capped, cap)],
+        now=at(1),
+        client_id="c3",
     )
     assert third == []
     # A finished work frees its place.
     await complete(store, [outcome(first[0], OutcomeKind.SYNCED)], now=at(2), client_id="c1")
     fourth = await store.queue.claim(
-        [ClaimRequest("default", 10, capped, {"item": 3})], now=at(2), client_id="c3"
+        [ClaimRequest("default", 10, capped, cap)],
+        now=at(2),
+        client_id="c3",
     )
     assert [r.kind for r in fourth] == ["item"]
+
+
+async def test_a_rate_limit_is_a_token_bucket_shared_by_every_client(store: Store) -> None:
+    await upsert(store, [prep(Item(f"i{n}")) for n in range(40)], now=at(0))
+    limited = {"item": ClusterLimit(per_second=10.0, burst=4)}
+
+    async def claim_as(client: str, seconds: float, limit: int = 100) -> int:
+        rows = await store.queue.claim(
+            [ClaimRequest("default", limit, {"item": None}, limited)],
+            now=at(seconds),
+            client_id=client,
+        )
+        return len(rows)
+
+    assert await claim_as("c1", 0) == 4  # a new bucket is full: the burst
+    assert await claim_as("c2", 0) == 0  # empty, for every client
+    assert await claim_as("c2", 0.25) == 2  # 2.5 tokens refilled
+    assert await claim_as("c1", 0.35) == 1  # 0.5 left + 1.0
+    assert await claim_as("c3", 10) == 4  # refills up to the burst, no further
+    assert await claim_as("c3", 10.5, limit=2) == 2  # what is asked, when less
+    assert await claim_as("c1", 10.5) == 2  # the rest (the burst, less 2) stays

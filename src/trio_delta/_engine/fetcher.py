@@ -23,7 +23,7 @@ import trio
 
 from .._errors import StoreError
 from .._logs import Throttled
-from .._store.params import ClaimRequest
+from .._store.params import ClaimRequest, ClusterLimit
 from .context import EngineContext
 from .pauses import Pauses
 from .slots import Slots
@@ -61,10 +61,14 @@ class Fetcher:
         self._slots = slots
         self._pauses = pauses
         self._kinds = ctx.controllers.kinds()
-        self._cluster_caps = {
-            reg.kind: reg.settings.global_parallelism
+        self._cluster = {
+            reg.kind: ClusterLimit(
+                reg.settings.global_parallelism,
+                None if (rate := reg.settings.rate_limit) is None else float(rate.per_second),
+                1 if rate is None else rate.burst,
+            )
             for reg in ctx.controllers
-            if reg.settings.global_parallelism is not None
+            if reg.settings.global_parallelism is not None or reg.settings.rate_limit is not None
         }
         # No poll where nothing can be missed: every wake-up reaches us.
         self._poll_interval = (
@@ -171,8 +175,8 @@ class Fetcher:
             # Paused work stays unclaimed; a resume wakes us.
             allowed = {k: c for k, c in kinds.items() if not self._pauses.covers(k, namespace)}
             if free > 0 and allowed:
-                capped = {k: c for k, c in self._cluster_caps.items() if k in allowed}
-                requests.append(ClaimRequest(namespace, free, allowed, capped))
+                bounded = {k: b for k, b in self._cluster.items() if k in allowed}
+                requests.append(ClaimRequest(namespace, free, allowed, bounded))
         if not requests:
             return False  # all busy or paused: wait for a slot or a resume
         self._fetching += 1

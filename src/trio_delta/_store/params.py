@@ -8,6 +8,7 @@ so adapters and callers agree on one shape.
 from __future__ import annotations
 
 import enum
+import math
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -78,35 +79,47 @@ class UpsertParams:
 
 
 @dataclass(frozen=True, slots=True)
+class ClusterLimit:
+    """What bounds a kind across every client: at most ``cap`` rows pending,
+    at most ``per_second`` claimed a second with bursts of ``burst``."""
+
+    cap: int | None = None
+    per_second: float | None = None
+    burst: int = 1
+
+
+@dataclass(frozen=True, slots=True)
 class ClaimRequest:
     """Claim up to ``limit`` rows of ``kinds`` in ``namespace``.
 
     A kind mapped to a number may take at most that many of them; adapters
     claim the capped kinds first (each with what is left of ``limit``), then
-    the uncapped kinds together. A kind in ``cluster_caps`` may have at most
-    that many rows pending across every client (its own claim step too).
+    the uncapped kinds together. A kind in ``cluster`` is bounded across
+    every client too (see :class:`ClusterLimit`), in a claim step of its own.
     """
 
     namespace: str
     limit: int
     kinds: Mapping[str, int | None]
-    cluster_caps: Mapping[str, int] = field(default_factory=dict[str, int])
+    cluster: Mapping[str, ClusterLimit] = field(default_factory=dict[str, ClusterLimit])
 
     def plan(self) -> list[tuple[tuple[str, ...], int | None]]:
         """Capped kinds one by one (with their cap), then the uncapped ones."""
         steps: list[tuple[tuple[str, ...], int | None]] = [
             ((kind,), cap)
             for kind, cap in self.kinds.items()
-            if (cap is not None and cap > 0) or (cap is None and kind in self.cluster_caps)
+            if (cap is not None and cap > 0) or (cap is None and kind in self.cluster)
         ]
-        uncapped = tuple(
-            kind
-            for kind, cap in self.kinds.items()
-            if cap is None and kind not in self.cluster_caps
-        )
+        bounded = self.cluster
+        uncapped = tuple(k for k, cap in self.kinds.items() if cap is None and k not in bounded)
         if uncapped:
             steps.append((uncapped, None))
         return steps
+
+
+def rate_limited(tokens: float, limit: int) -> int:
+    """How many rows a claim may take with ``tokens`` in its kind's bucket."""
+    return max(0, min(limit, math.floor(tokens + 1e-9)))
 
 
 class ClaimBudget:

@@ -31,6 +31,7 @@ from ..params import (
     UpsertParams,
     claim_order,
     dedupe,
+    rate_limited,
 )
 from ..port import AppConnection, StoreTransaction
 from .tables import Key, MemoryListener, MemoryTransaction, StoredRow, Tables, with_error
@@ -194,14 +195,18 @@ class MemoryQueue:
             if req.limit <= 0 or not req.kinds:
                 continue
             for kinds, limit in budget.steps(req):
-                cap = req.cluster_caps.get(kinds[0]) if len(kinds) == 1 else None
-                if cap is not None:  # the kind's pending rows, every client's
-                    running = sum(
+                bound = req.cluster.get(kinds[0]) if len(kinds) == 1 else None
+                tokens = 0.0
+                if bound is not None and bound.cap is not None:
+                    running = sum(  # the kind's pending rows, every client's
                         1
                         for r in self._t.rows.values()
                         if r.row.kind == kinds[0] and r.row.state is ResourceState.PENDING
                     )
-                    limit = max(0, min(limit, cap - running))
+                    limit = max(0, min(limit, bound.cap - running))
+                if bound is not None and bound.per_second is not None:
+                    tokens = self._t.read_bucket(kinds[0], bound.per_second, bound.burst, now)
+                    limit = rate_limited(tokens, limit)
                 due = [
                     r
                     for r in self._t.rows.values()
@@ -219,6 +224,8 @@ class MemoryQueue:
                     self._t.install(claimed)
                     out.append(claimed.snapshot())
                 budget.took(kinds, len(rows))
+                if bound is not None and bound.per_second is not None:
+                    self._t.write_bucket(kinds[0], tokens - len(rows), now)
         out.sort(key=claim_order)
         return out
 

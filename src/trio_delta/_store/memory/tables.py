@@ -13,6 +13,7 @@ import math
 from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -120,6 +121,18 @@ class Tables:
         self.controllers: dict[str, ControllerRow] = {}
         self.leaders: dict[str, LeaderState] = {}
         self.pauses: dict[tuple[str | None, str | None], Pause] = {}
+        self.buckets: dict[str, tuple[float, datetime]] = {}
+
+    def read_bucket(self, kind: str, rate: float, burst: int, now: datetime) -> float:
+        """The ``read_bucket`` query: ``kind``'s tokens now (a new bucket is full)."""
+        if kind not in self.buckets:
+            self.buckets[kind] = (float(burst), now)
+            return float(burst)
+        tokens, at = self.buckets[kind]
+        return min(float(burst), tokens + max(0.0, (now - at).total_seconds()) * rate)
+
+    def write_bucket(self, kind: str, tokens: float, now: datetime) -> None:
+        self.buckets[kind] = (tokens, max(self.buckets[kind][1], now))
 
     def next_id(self) -> int:
         self._last_id += 1

@@ -22,12 +22,14 @@ from ..params import (
     AppliedOutcome,
     ClaimBudget,
     ClaimRequest,
+    ClusterLimit,
     Completed,
     Outcome,
     UpsertParams,
     claim_order,
     dedupe,
     lock_timeout_error,
+    rate_limited,
 )
 from ..port import AppConnection, StoreTransaction
 from ..trio_psycopg import TrioConnection, read_notifies
@@ -257,12 +259,12 @@ class PostgresQueue:
                         "now": now,
                         "client_id": client_id,
                     }
-                    cap = req.cluster_caps.get(kinds[0]) if len(kinds) == 1 else None
-                    if cap is None:
+                    bound = req.cluster.get(kinds[0]) if len(kinds) == 1 else None
+                    if bound is None:
                         cur = await conn.execute(self._queries["claim"], params, binary=True)
                         rows = await cur.fetchall()
                     else:
-                        rows = await self._claim_capped(conn, params | {"cap": cap})
+                        rows = await self._claim_bounded(conn, params, bound)
                     budget.took(kinds, len(rows))
                     out.extend(row_from_columns(row) for row in rows)
             return out
@@ -271,14 +273,36 @@ class PostgresQueue:
         claimed.sort(key=claim_order)
         return claimed
 
-    async def _claim_capped(self, conn: Conn, params: dict[str, Any]) -> list[tuple[Any, ...]]:
-        """A claim step of one kind under a cluster-wide cap, in a
-        transaction holding the kind's advisory lock (see ``claim_capped``)."""
-        lock = f"trio_delta:{self._c.channel}:cap:{params['kinds'][0]}"
+    async def _claim_bounded(
+        self, conn: Conn, params: dict[str, Any], bound: ClusterLimit
+    ) -> list[tuple[Any, ...]]:
+        """A claim step of one kind bounded across the cluster (a cap, a
+        rate), in a transaction holding the kind's advisory lock: two
+        clients cannot both see the same room (see ``claim_capped``)."""
+        kind = params["kinds"][0]
+        lock = f"trio_delta:{self._c.channel}:bound:{kind}"
+        q = self._queries
         async with conn.transaction():
-            await conn.execute(self._queries["lock_kind"], {"lock": lock})
-            cur = await conn.execute(self._queries["claim_capped"], params, binary=True)
-            return await cur.fetchall()
+            await conn.execute(q["lock_kind"], {"lock": lock})
+            bucket = {"kind": kind, "now": params["now"]}
+            tokens = 0.0
+            if bound.per_second is not None:
+                bucket |= {"rate": bound.per_second, "burst": bound.burst}
+                cur = await conn.execute(q["read_bucket"], bucket)
+                (tokens,) = await cur.fetchone() or (0.0,)
+                params = params | {"limit": rate_limited(tokens, params["limit"])}
+                if params["limit"] == 0:
+                    return []
+            if bound.cap is None:
+                cur = await conn.execute(q["claim"], params, binary=True)
+            else:
+                cur = await conn.execute(
+                    q["claim_capped"], params | {"cap": bound.cap}, binary=True
+                )
+            rows = await cur.fetchall()
+            if bound.per_second is not None:
+                await conn.execute(q["write_bucket"], bucket | {"tokens": tokens - len(rows)})
+            return rows
 
     async def complete(
         self, outcomes: Sequence[Outcome], *, now: datetime, client_id: str

@@ -152,6 +152,26 @@ with claimable as (
 )
 {claim_update}
 
+-- name: read_bucket
+-- The kind's tokens now: refilled at %(rate)s a second since last written,
+-- at most %(burst)s (a new bucket starts full). The caller holds lock_kind.
+with created as (
+    insert into {schema}.rate_limits (kind, tokens, updated_at)
+    values (%(kind)s, %(burst)s, %(now)s)
+    on conflict (kind) do nothing
+    returning tokens
+)
+select coalesce(
+    (select tokens from created),
+    (select least(%(burst)s::float8, tokens
+                  + greatest(0, extract(epoch from %(now)s - updated_at)) * %(rate)s)
+     from {schema}.rate_limits where kind = %(kind)s))
+
+-- name: write_bucket
+update {schema}.rate_limits
+set tokens = %(tokens)s, updated_at = greatest(updated_at, %(now)s)
+where kind = %(kind)s
+
 -- name: lock_kind
 -- Claims of a capped kind take turns, cluster-wide, until they commit;
 -- other kinds' claims never wait for it.
