@@ -25,14 +25,6 @@ log = logging.getLogger("trio_delta.pauses")
 storm = Throttled(log)
 
 
-def describe(pause: Pause) -> str:
-    if pause.kind is None:
-        return f"namespace {pause.namespace!r}"
-    if pause.namespace is None:
-        return f"kind {pause.kind!r}"
-    return f"kind {pause.kind!r} in namespace {pause.namespace!r}"
-
-
 class Pauses:
     def __init__(self, ctx: EngineContext, *, on_change: Callable[[], None]) -> None:
         self._control = ctx.store.control
@@ -59,9 +51,9 @@ class Pauses:
         if before != after:
             for pause in pauses:
                 if (pause.kind, pause.namespace) not in before:
-                    log.info("paused: %s (by %s)", describe(pause), pause.paused_by)
+                    log.info("paused: %s (by %s)", pause, pause.paused_by)
             for kind, namespace in before - after:
-                log.info("resumed: %s", describe(Pause(kind, namespace)))
+                log.info("resumed: %s", Pause(kind, namespace))
             self._on_change()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

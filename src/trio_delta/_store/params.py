@@ -405,6 +405,13 @@ class Pause:
     paused_at: datetime | None = None
     paused_by: str | None = None
 
+    def __str__(self) -> str:
+        if self.kind is None:
+            return f"namespace {self.namespace}"
+        if self.namespace is None:
+            return f"kind {self.kind}"
+        return f"kind {self.kind} in namespace {self.namespace}"
+
     def covers(self, kind: str, namespace: str | None) -> bool:
         """Whether work of ``kind`` in ``namespace`` is paused by this
         (``namespace`` None: the kind as such, for its informer)."""

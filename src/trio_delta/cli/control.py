@@ -3,6 +3,9 @@ kind's or a namespace's work by every client."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, TypeVar
+
 import click
 import trio
 
@@ -22,14 +25,24 @@ from ._common import (
     schema_option,
 )
 
-_KIND = click.option(
-    "--kind", callback=check_kind_option, help="The kind (in every namespace, or in --namespace)."
-)
-_NAMESPACE = click.option(
-    "--namespace",
-    callback=check_namespace_option,
-    help="The namespace (every kind in it, or only --kind).",
-)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def pause_options(f: F) -> F:
+    """The options of pause and resume: what is (to be) paused."""
+    f = json_option(f)
+    f = click.option(
+        "--namespace",
+        callback=check_namespace_option,
+        help="The namespace (every kind in it, or only --kind).",
+    )(f)
+    f = click.option(
+        "--kind",
+        callback=check_kind_option,
+        help="The kind (in every namespace, or in --namespace).",
+    )(f)
+    f = schema_option(f)
+    return dsn_option(f)
 
 
 def _target(kind: str | None, namespace: str | None) -> Pause:
@@ -38,20 +51,8 @@ def _target(kind: str | None, namespace: str | None) -> Pause:
     return Pause(kind, namespace)
 
 
-def _describe(pause: Pause) -> str:
-    if pause.kind is None:
-        return f"namespace {pause.namespace}"
-    if pause.namespace is None:
-        return f"kind {pause.kind}"
-    return f"kind {pause.kind} in namespace {pause.namespace}"
-
-
 @cli.command(epilog=EPILOG)
-@dsn_option
-@schema_option
-@_KIND
-@_NAMESPACE
-@json_option
+@pause_options
 def pause(
     dsn: str | None, schema: str, kind: str | None, namespace: str | None, as_json: bool
 ) -> int:
@@ -73,16 +74,12 @@ def pause(
     if as_json:
         echo_json({"kind": kind, "namespace": namespace, "paused": True, "already": not added})
     else:
-        click.echo(f"paused {_describe(target)}" + ("" if added else " (it was already)"))
+        click.echo(f"paused {target}" + ("" if added else " (it was already)"))
     return EXIT_OK
 
 
 @cli.command(epilog=EPILOG)
-@dsn_option
-@schema_option
-@_KIND
-@_NAMESPACE
-@json_option
+@pause_options
 def resume(
     dsn: str | None, schema: str, kind: str | None, namespace: str | None, as_json: bool
 ) -> int:
@@ -96,9 +93,9 @@ def resume(
             return await admin.resume(target)
 
     if not trio.run(act):
-        raise CliFailure(f"{_describe(target)} is not paused")
+        raise CliFailure(f"{target} is not paused")
     if as_json:
         echo_json({"kind": kind, "namespace": namespace, "paused": False})
     else:
-        click.echo(f"resumed {_describe(target)}")
+        click.echo(f"resumed {target}")
     return EXIT_OK
