@@ -6,7 +6,7 @@ modules.
 
 from __future__ import annotations
 
-from ._client import Client, ClientStats, Transaction, open_delta_client
+from ._client import Client, ClientStats, Transaction
 from ._config import Config, NamespaceConfig, ObjectSettings, RateLimit, default_retry_policy
 from ._connect import connect
 from ._controllers import Controller, Controllers, add_controller
@@ -29,6 +29,7 @@ from ._errors import (
 )
 from ._migrate import migrate
 from ._objects import Object
+from ._running import open_delta_client
 from ._store.params import Pause
 from ._types import (
     AttemptError,

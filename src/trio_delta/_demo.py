@@ -27,11 +27,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from rich.table import Table
 
 from ._admin import STATES
-from ._client import Client, open_delta_client
+from ._client import Client
 from ._config import Config, NamespaceConfig
 from ._controllers import Controller, Controllers, add_controller
 from ._errors import StoreError
 from ._migrate import migrate
+from ._running import open_delta_client
 from ._store.dsn import describe_dsn, normalize_dsn, redact, with_connect_timeout
 from ._types import InformOptions, Resource
 

@@ -30,9 +30,10 @@ from typing import Any, cast
 import trio
 import trio.testing
 
-from ._client import Client, check_controllers, run_client
+from ._client import Client
 from ._config import Config, NamespaceConfig, check_namespaces
 from ._controllers import Controllers
+from ._running import check_controllers, run_client
 from ._store.memory import DEFAULT_ANCHOR, MemoryStore
 from ._store.params import ResourceFilter
 from ._store.port import Store

@@ -133,8 +133,9 @@ def _exit_now(signum: int) -> NoReturn:
 async def _run_client(
     dsn: str, controllers: Controllers, namespaces: Mapping[str, NamespaceConfig], config: Config
 ) -> None:
-    from .._client import Client, open_delta_client
+    from .._client import Client
     from .._engine.runtime import FLUSH_TIMEOUT, name_resources
+    from .._running import open_delta_client
 
     stop = trio.Event()
     running: list[Client] = []
