@@ -51,6 +51,7 @@ def controllers_of(jobs: Jobs) -> delta.Controllers:
     return controllers
 
 
+S = delta.ResourceState
 CONFIG = delta.Config(random=random.Random(1), client_id="c1", inform_interval=-1)
 
 
@@ -122,3 +123,23 @@ async def test_a_graceful_stop_works_the_prefetched_rows(
 def test_prefetch_must_be_a_whole_number_of_rows(bad: Any) -> None:
     with pytest.raises(delta.ConfigError, match="prefetch"):
         delta.NamespaceConfig(prefetch=bad)
+
+
+async def test_a_row_deleted_while_claimed_ahead_is_never_worked(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    jobs = Jobs()
+    namespaces = {"default": delta.NamespaceConfig(max_workers=1, prefetch=2)}
+    async with open_test_client(controllers_of(jobs), namespaces=namespaces, config=CONFIG) as t:
+        start = trio.current_time()
+        for key in ("a", "b"):
+            await t.client.inform(Job(key))
+        await trio.sleep(0.5)  # a at work, b claimed ahead
+        assert await pending(t) == 2
+        cancelled = await t.client.cancel("job", "b")
+        assert cancelled is not None
+        await t.client.inform(Job("c"))  # b's place is free again
+        await t.run_until_idle()
+        rows = {r.object_id: r.state for r in await t.client.list_resources()}
+    assert rows == {"a": S.SYNCED, "b": S.DELETED, "c": S.SYNCED}
+    assert [round(s - start, 6) for s in jobs.starts] == [0.0, 1.0]  # a, then c: no b

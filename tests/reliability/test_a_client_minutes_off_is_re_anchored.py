@@ -16,7 +16,7 @@ import pytest
 import trio
 
 import trio_delta as delta
-import trio_delta._client as client_module
+import trio_delta._running as client_module
 from tests.conftest import sql
 from tests.helpers import wait_until
 from trio_delta._engine.clock import Clock

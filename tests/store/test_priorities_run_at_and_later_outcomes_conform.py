@@ -141,3 +141,25 @@ async def test_status_counts_waiting_and_snoozed_resources(store: Store) -> None
     assert (counts.state, counts.count, counts.waiting, counts.snoozed) == (S.SCHEDULED, 2, 2, 1)
     (later,) = await store.insights.count_states(ResourceFilter(), at(40))
     assert (later.waiting, later.snoozed) == (1, 0)  # the snoozed one is due again
+
+
+async def test_a_snooze_of_an_object_changed_meanwhile_starts_its_attempts_over(
+    store: Store,
+) -> None:
+    await upsert_one(store, item("z", 1), at(0))
+    first = await claim_one(store, at(0))
+    await complete(
+        store,
+        [outcome(first, OutcomeKind.FAILED, error=error(first, at(0)), retry_at=at(1))],
+        now=at(0),
+        client_id=CLIENT,
+    )
+    claimed = await claim_one(store, at(1))
+    assert claimed.attempt == 2
+    await upsert_one(store, item("z", 2), at(2))  # changed while worked
+    (applied,) = await complete(
+        store, [outcome(claimed, OutcomeKind.SNOOZE, retry_at=at(60))], now=at(3), client_id=CLIENT
+    )
+    # The new version is due now, attempts from 0, and was not snoozed.
+    assert (applied.state, applied.attempt, applied.scheduled_at) == (S.SCHEDULED, 0, at(3))
+    assert (await get(store, "z")).snoozes == 0

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping
+from datetime import datetime
 
 import trio
 
@@ -181,14 +182,25 @@ class Fetcher:
             return False  # all busy or paused: wait for a slot or a resume
         self._fetching += 1
         try:
-            claimable = {k: c for r in requests for k, c in r.kinds.items()}
-            return await self._claim(i, requests, claimable)
+            return await self._claim(i, requests)
         finally:
             self._fetching -= 1
 
-    async def _claim(
-        self, i: int, requests: list[ClaimRequest], kinds: dict[str, int | None]
-    ) -> bool:
+    async def _next_due_of(self, requests: list[ClaimRequest]) -> datetime | None:
+        """The earliest due time of what ``requests`` could take: each
+        namespace with its own kinds (a kind paused in one namespace only
+        is no reason to look again in the other)."""
+        by_kinds: dict[tuple[str, ...], list[str]] = {}
+        for request in requests:
+            by_kinds.setdefault(tuple(sorted(request.kinds)), []).append(request.namespace)
+        times = [
+            t
+            for kinds, namespaces in by_kinds.items()
+            if (t := await self._queue.next_scheduled_at(namespaces, list(kinds))) is not None
+        ]
+        return min(times, default=None)
+
+    async def _claim(self, i: int, requests: list[ClaimRequest]) -> bool:
         self._wakes[i] = trio.Event()  # a wake from now on means "look again"
         wanted = sum(r.limit for r in requests)
         for request in requests:
@@ -209,7 +221,7 @@ class Fetcher:
             # parallelism cap is no reason to look again soon (the end of
             # that kind's work wakes us), and counting it made us claim
             # every LOCKED_RETRY for as long as the cap was reached.
-            nxt = await self._queue.next_scheduled_at([r.namespace for r in requests], list(kinds))
+            nxt = await self._next_due_of(requests)
             now = trio.current_time()
             if nxt is None:
                 self._next_due = math.inf

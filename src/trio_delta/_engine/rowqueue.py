@@ -84,6 +84,15 @@ class RowQueue:
         """A worker made by ``spawn`` is running."""
         self._waking -= 1
 
+    def remove(self, resource_id: int) -> Resource[Any] | None:
+        """Take the queued row ``resource_id`` out (its resource was deleted
+        while it waited for a worker), or None if it is not queued."""
+        for record in self._rows:
+            if record.id == resource_id:
+                self._rows.remove(record)
+                return record
+        return None
+
     def drain(self) -> list[Resource[Any]]:
         """Remove and return every queued row (for a forced stop whose
         workers are stuck in work that ignores cancellation: no worker may

@@ -137,8 +137,19 @@ class WorkerPool:
         return True
 
     def cancel_work(self, resource_id: int) -> None:
-        """Cancel the work running on row ``resource_id``, if any (the row
-        was deleted or cancelled: nothing it would write could apply)."""
+        """Cancel the work running on row ``resource_id``, or drop the row
+        if it waits for a worker (claimed ahead: ``prefetch``); the row was
+        deleted or cancelled, and nothing its work wrote could apply."""
+        queued = self.rows.remove(resource_id)
+        if queued is not None:
+            log.info(
+                "%s %r: deleted while claimed ahead; dropped before its work started",
+                queued.kind,
+                queued.object_id,
+            )
+            self._slots.release(queued.namespace, queued.kind)
+            self._on_slot_free()
+            return
         for worker in self._workers:
             resource = worker.resource
             if resource is not None and resource.id == resource_id and not worker.cancelled:

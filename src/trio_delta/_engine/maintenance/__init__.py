@@ -67,7 +67,9 @@ class Maintenance:
         self._clock_sync = clock_sync
         self._elector = elector
         self._interval = ctx.config.maintenance_interval
-        self.rescuer = Rescuer(ctx, elector, RescuerConfig.of(ctx.config))
+        self.rescuer = Rescuer(
+            ctx, elector, RescuerConfig.of(ctx.config, namespaces, ctx.controllers)
+        )
         self.expirer = Expirer(ctx, elector, ExpirerConfig.of(namespaces))
         self.cleaner = Cleaner(ctx, elector, CleanerConfig.of(ctx.config, namespaces))
         self.stats = MaintenanceStats()

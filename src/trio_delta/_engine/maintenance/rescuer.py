@@ -3,15 +3,20 @@
 A ``pending`` row whose attempt started more than ``work_timeout +
 rescue_after`` ago belongs to a worker that is gone (killed, partitioned):
 it is failed with an error and retried, or degraded when out of attempts.
+``work_timeout`` is the longest any kind has; with ``prefetch``, a claimed
+row may also wait for a worker, up to one work's timeout for every
+``max_workers`` rows claimed ahead of it.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 
-from ..._config import Config
+from ..._config import Config, NamespaceConfig
+from ..._controllers import Controllers
 from ..._store.params import RescueParams
 from .batches import MaintenanceService
 
@@ -27,8 +32,16 @@ class RescuerConfig:
     batch: int = 1000
 
     @classmethod
-    def of(cls, config: Config) -> RescuerConfig:
-        return cls(stuck_after=config.work_timeout + config.rescue_after)
+    def of(
+        cls, config: Config, namespaces: Mapping[str, NamespaceConfig], controllers: Controllers
+    ) -> RescuerConfig:
+        longest = max(
+            [config.work_timeout]
+            + [r.settings.work_timeout for r in controllers if r.settings.work_timeout is not None]
+        )
+        # Rows claimed ahead wait behind at most this many works each.
+        queued = max((-(-ns.prefetch // ns.max_workers) for ns in namespaces.values()), default=0)
+        return cls(stuck_after=longest * (1 + queued) + config.rescue_after)
 
 
 class Rescuer(MaintenanceService[RescuerConfig]):

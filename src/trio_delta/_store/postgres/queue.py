@@ -42,13 +42,13 @@ from .connections import (
     store_error,
 )
 from .statements import (
-    UPSERT_CHUNK,
     Plan,
     Target,
     bounded,
     in_transaction_async,
     in_transaction_sync,
     run_async,
+    upsert_batches,
     upsert_plan,
     upsert_quiet_plan,
 )
@@ -143,7 +143,7 @@ class PostgresQueue:
             # setting): an upsert that is one statement is atomic in
             # autocommit, one round trip. A stale check (read, then write)
             # or several statements need a transaction.
-            one_statement = params.is_stale is None and len(unique) <= UPSERT_CHUNK
+            one_statement = params.is_stale is None and len(upsert_batches(unique)) == 1
 
             async def in_transaction(conn: Conn) -> list[InformResult[Any]]:
                 plan = upsert_plan(self._target, unique, params)

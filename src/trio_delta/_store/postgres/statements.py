@@ -130,7 +130,7 @@ def run_sync(conn: psycopg.Connection[Any], plan: Plan[T], own: _Own | None = No
                     conn.execute(_COMMIT)
             statements = plan.send(results)
     except StopIteration as done:
-        if own is not None and not own.commit:
+        if own is not None and not own.begin and not own.commit:
             conn.execute(_COMMIT)
         result: T = done.value
         return result
@@ -182,7 +182,7 @@ async def run_async(
                     await conn.execute(_COMMIT)
             statements = plan.send(results)
     except StopIteration as done:
-        if own is not None and not own.commit:
+        if own is not None and not own.begin and not own.commit:
             await conn.execute(_COMMIT)
         result: T = done.value
         return result
@@ -259,12 +259,12 @@ def upsert_params(
     _column(params, "max_attempts", [i.max_attempts for i in items])
     _column(params, "priority", [i.priority for i in items])
     _column(params, "run_at", [i.run_at for i in items])
-    # The statement's objects all set a priority, or none does (see _batches).
+    # The statement's objects all set a priority, or none does (see upsert_batches).
     params["keep_priority"] = not items[0].priority_set
     return params
 
 
-def _batches(items: list[PreparedObject]) -> list[list[PreparedObject]]:
+def upsert_batches(items: list[PreparedObject]) -> list[list[PreparedObject]]:
     """``items`` as the objects of each upsert statement: at most
     :data:`UPSERT_CHUNK`, and either all giving a priority or none (one
     without keeps the stored one; a statement says which for all its rows)."""
@@ -310,7 +310,7 @@ def upsert_quiet_plan(
     """Write ``items`` and read nothing back (informer batches)."""
     to_write, _ = yield from fresh_plan(target, items, params)
     if to_write:
-        batches = _batches(to_write)
+        batches = upsert_batches(to_write)
         yield tuple(
             Statement(
                 target.queries["upsert_quiet"],
@@ -349,7 +349,7 @@ def upsert_plan(
 
             return read
 
-        batches = _batches(to_write)
+        batches = upsert_batches(to_write)
         yield tuple(
             Statement(
                 target.queries["upsert"],

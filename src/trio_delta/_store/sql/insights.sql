@@ -69,10 +69,12 @@ select updated.* from updated, (select count(*) from notified) as n order by id
 -- running it cannot complete it (an outcome needs 'pending'), and is told
 -- to stop (the "cancel:" notification names the row).
 with target as (
+    -- Locked: a claim committed meanwhile is seen (was = 'pending').
     select r.id, r.state as was from {schema}.resources as r
     where {resource_filter}
     order by r.id
     limit %(limit)s::bigint
+    for update of r
 ),
 updated as (
     update {schema}.resources as r

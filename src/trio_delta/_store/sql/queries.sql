@@ -206,8 +206,9 @@ updated as (
                 then 'scheduled'
             else o.outcome end,
         attempt = case
-            when o.outcome in ('handback', 'snooze') then r.attempt - 1
+            when o.outcome = 'handback' then r.attempt - 1
             when r.hash <> o.hash or o.outcome = 'requeue' then 0
+            when o.outcome = 'snooze' then r.attempt - 1
             else r.attempt end,
         scheduled_at = case
             when o.outcome = 'handback' or r.hash <> o.hash then %(now)s
