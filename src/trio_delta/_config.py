@@ -256,6 +256,10 @@ class Config:
     """Attempts before a resource is degraded, unless the object says otherwise."""
     poll_interval: float = 1.0
     """The fetcher looks for work at least this often even without a NOTIFY."""
+    listen: bool = True
+    """Hold a LISTEN connection and wake on notifications. False: poll
+    only, every ``poll_interval`` (for poolers and proxies that cannot
+    carry LISTEN); a cancel then reaches running work at the next poll."""
     leader_ttl: float = 15.0
     """Leadership lasts this long unless renewed (renewed every third)."""
     lock_timeout: float = 10.0

@@ -145,3 +145,16 @@ async def test_a_rate_limit_is_a_token_bucket_shared_by_every_client(store: Stor
     assert await claim_as("c3", 10) == 4  # refills up to the burst, no further
     assert await claim_as("c3", 10.5, limit=2) == 2  # what is asked, when less
     assert await claim_as("c1", 10.5) == 2  # the rest (the burst, less 2) stays
+
+
+async def test_not_pending_names_rows_deleted_or_gone(store: Store) -> None:
+    await upsert(store, [prep(Item(k)) for k in ("a", "b", "c")], now=at(0))
+    claimed = await store.queue.claim(
+        [ClaimRequest("default", 3, {"item": None})], now=at(1), client_id=CLIENT
+    )
+    ids = sorted(r.id for r in claimed)
+    assert await store.queue.not_pending(ids) == []
+    deleted = ResourceFilter(kind="item", object_ids=("b",))
+    await store.insights.change(Change.DELETE, deleted, now=at(2))
+    b = next(r.id for r in claimed if r.object_id == "b")
+    assert await store.queue.not_pending([*ids, 999]) == [b, 999]

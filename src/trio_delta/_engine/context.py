@@ -19,3 +19,9 @@ class EngineContext:
     client_id: str
     config: Config
     controllers: Controllers
+
+    @property
+    def notified(self) -> bool:
+        """Whether every change reaches us as a notification (the memory
+        store, when listening): then nothing need be polled for."""
+        return self.store.notifications_reliable and self.config.listen

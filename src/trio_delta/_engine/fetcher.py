@@ -72,9 +72,7 @@ class Fetcher:
             if reg.settings.global_parallelism is not None or reg.settings.rate_limit is not None
         }
         # No poll where nothing can be missed: every wake-up reaches us.
-        self._poll_interval = (
-            math.inf if ctx.store.notifications_reliable else ctx.config.poll_interval
-        )
+        self._poll_interval = math.inf if ctx.notified else ctx.config.poll_interval
         self._wakes = [trio.Event() for _ in range(concurrent_claims)]
         # One claim takes at most its share of a namespace's workers, so
         # that when all of them free up at once (short work), the claims

@@ -56,7 +56,7 @@ class Informers:
     ) -> None:
         self._control = ctx.store.control
         self._queue = ctx.store.queue
-        self._notifications_reliable = ctx.store.notifications_reliable
+        self._notifications_reliable = ctx.notified
         self._clock = ctx.clock
         self._client_id = ctx.client_id
         self._controllers = ctx.controllers

@@ -6,13 +6,17 @@ a NOTIFY says they changed (within milliseconds), and at every poll (a lost
 notification costs at most ``poll_interval``). The fetcher leaves paused
 work out of its claims and the informers of a paused kind wait: nothing is
 added to the claim query, which stays as fast for work that is not paused.
+
+The same poll asks whether the rows this client works are still pending
+(``on_poll``): a cancel whose notification was lost, or that had none to
+send (``Config.listen=False``), reaches the work then.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import trio
 
@@ -26,12 +30,19 @@ storm = Throttled(log)
 
 
 class Pauses:
-    def __init__(self, ctx: EngineContext, *, on_change: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        ctx: EngineContext,
+        *,
+        on_change: Callable[[], None],
+        on_poll: Callable[[], Awaitable[None]],
+    ) -> None:
         self._control = ctx.store.control
-        self._poll = math.inf if ctx.store.notifications_reliable else ctx.config.poll_interval
+        self._poll = math.inf if ctx.notified else ctx.config.poll_interval
         self._pauses: list[Pause] = []
         self._wake = trio.Event()
         self._on_change = on_change
+        self._on_poll = on_poll
 
     def covers(self, kind: str, namespace: str | None) -> bool:
         """Whether work of ``kind`` in ``namespace`` is paused (``namespace``
@@ -63,10 +74,12 @@ class Pauses:
             storm.warning("reading pauses failed, trying again: %s", exc)
         task_status.started()
         while True:
-            with trio.move_on_after(self._poll):
+            with trio.move_on_after(self._poll) as waited:
                 await self._wake.wait()
             self._wake = trio.Event()
             try:
                 await self.refresh()
+                if waited.cancelled_caught:  # a poll, not a notification
+                    await self._on_poll()
             except StoreError as exc:
                 storm.warning("reading pauses failed, trying again: %s", exc)

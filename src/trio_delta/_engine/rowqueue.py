@@ -84,6 +84,10 @@ class RowQueue:
         """A worker made by ``spawn`` is running."""
         self._waking -= 1
 
+    def queued(self) -> list[Resource[Any]]:
+        """The rows waiting for a worker."""
+        return list(self._rows)
+
     def remove(self, resource_id: int) -> Resource[Any] | None:
         """Take the queued row ``resource_id`` out (its resource was deleted
         while it waited for a worker), or None if it is not queued."""

@@ -138,7 +138,7 @@ class Engine:
             )
             for ns, c in namespaces.items()
         }
-        self.pauses = Pauses(ctx, on_change=self._pauses_changed)
+        self.pauses = Pauses(ctx, on_change=self._pauses_changed, on_poll=self._check_running)
         self.fetcher = Fetcher(ctx, pools=self.pools, slots=self.slots, pauses=self.pauses)
         self.informers = Informers(ctx, on_written=self._informed, pauses=self.pauses)
         self.clock_sync = ClockSync(ctx.clock, ctx.store.database_now)
@@ -218,6 +218,13 @@ class Engine:
         for pool in self.pools.values():
             pool.cancel_work(resource_id)
 
+    async def _check_running(self) -> None:
+        """Cancel the works whose rows are no longer pending (deleted or
+        cancelled while no notification reached us)."""
+        ids = [r.id for pool in self.pools.values() for r in pool.claimed()]
+        for resource_id in await self._ctx.store.queue.not_pending(ids):
+            self.cancel_work(resource_id)
+
     def _pauses_changed(self) -> None:
         self.fetcher.wake()
         self.informers.wake_all()
@@ -256,7 +263,8 @@ class Engine:
             await self._start(nursery, f"pool:{ns}", pool.run)
         await self._start(nursery, "pauses", self.pauses.run)
         await self._start(nursery, "fetcher", self.fetcher.run)
-        await self._start(nursery, "listener", run_listener, self._ctx.store, self.on_payload)
+        if self._ctx.config.listen:
+            await self._start(nursery, "listener", run_listener, self._ctx.store, self.on_payload)
         await self._start(nursery, "informers", self.informers.run)
         await self._start(nursery, "elector", self.elector.run)
         await self._start(nursery, "maintenance", self.maintenance.run)
@@ -270,7 +278,8 @@ class Engine:
 
     async def _stop(self) -> None:
         self._stopping = True
-        self._handles["listener"].scope.cancel()
+        if "listener" in self._handles:
+            self._handles["listener"].scope.cancel()
         self._handles["pauses"].scope.cancel()
         # Leadership only serves maintenance, which stops now: hand it over
         # at once rather than after the grace period, so a follower takes

@@ -136,6 +136,11 @@ class WorkerPool:
         self._spawner.start_soon(self._worker_loop, worker)
         return True
 
+    def claimed(self) -> list[Resource[Any]]:
+        """The rows this pool holds: at work, and waiting for a worker."""
+        running = [w.resource for w in self._workers if w.resource is not None]
+        return [*running, *self.rows.queued()]
+
     def cancel_work(self, resource_id: int) -> None:
         """Cancel the work running on row ``resource_id``, or drop the row
         if it waits for a worker (claimed ahead: ``prefetch``); the row was

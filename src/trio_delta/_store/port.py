@@ -130,6 +130,11 @@ class QueueStore(Protocol):
         of those whose rows another transaction held (not waited for)."""
         ...
 
+    async def not_pending(self, ids: Sequence[int]) -> list[int]:
+        """Of the rows ``ids`` (claimed by the caller), those no longer
+        pending: deleted, cancelled or rescued meanwhile."""
+        ...
+
     async def next_scheduled_at(
         self, namespaces: Sequence[str], kinds: Sequence[str]
     ) -> datetime | None:

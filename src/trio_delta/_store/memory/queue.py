@@ -304,6 +304,14 @@ class MemoryQueue:
             "snoozes": rec.snoozes + (1 if snooze and not changed else 0),
         }
 
+    async def not_pending(self, ids: Sequence[int]) -> list[int]:
+        await trio.lowlevel.checkpoint()
+        return [
+            i
+            for i in ids
+            if (row := self._t.rows.get(i)) is None or row.row.state is not ResourceState.PENDING
+        ]
+
     async def upsert_quiet(self, items: Sequence[PreparedObject], params: UpsertParams) -> None:
         await self.upsert(items, params)
 

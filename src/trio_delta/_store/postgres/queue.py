@@ -304,6 +304,12 @@ class PostgresQueue:
                 await conn.execute(q["write_bucket"], bucket | {"tokens": tokens - len(rows)})
             return rows
 
+    async def not_pending(self, ids: Sequence[int]) -> list[int]:
+        if not ids:
+            return []
+        rows = await self._c.execute(None, "not_pending", {"ids": list(ids)}, "checking work")
+        return [row[0] for row in rows]
+
     async def complete(
         self, outcomes: Sequence[Outcome], *, now: datetime, client_id: str
     ) -> Completed:

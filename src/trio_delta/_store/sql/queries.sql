@@ -482,3 +482,7 @@ select (select count(*) from removed), (select count(*) from notified)
 select nullif(kind, ''), nullif(namespace, ''), paused_at, paused_by
 from {schema}.pauses
 order by kind, namespace
+
+-- name: not_pending
+select i from unnest(%(ids)s::bigint[]) as i
+where not exists (select from {schema}.resources as r where r.id = i and r.state = 'pending')
