@@ -105,7 +105,8 @@ CALL_METRICS = (
     ("call_to_start_p50", "call start -> work start p50"),
     ("call_to_start_p99", "call start -> work start p99"),
 )
-SCENARIOS = (
+#: The scenarios every system runs; the rest (scale, memory) are trio_delta's own.
+WITH_PEERS = (
     "drain",
     "drain_defaults",
     "drain_equal_durability",
@@ -116,9 +117,8 @@ SCENARIOS = (
     "inform_many_20k",
     "inform_concurrent",
     "latency",
-    "scale",
-    "memory",
 )
+SCENARIOS = (*WITH_PEERS, "scale", "memory")
 CHILD = {s: HERE / f"bench_{s}.py" for s in SYSTEMS}
 SHORT = {"trio_delta": "td", "pgqueuer": "pgq", "procrastinate": "proc"}
 DEFAULT_DSN = os.environ.get("BENCH_DSN", "postgresql://postgres@127.0.0.1:5432/bench")
@@ -431,19 +431,7 @@ class Bench:
     def scenario(self, name: str) -> None:
         systems = (
             self.systems
-            if name
-            in (
-                "drain",
-                "drain_defaults",
-                "drain_equal_durability",
-                "drain_io",
-                "inform",
-                "inform_many",
-                "inform_bulk_20k",
-                "inform_many_20k",
-                "inform_concurrent",
-                "latency",
-            )
+            if name in WITH_PEERS
             else (("trio_delta",) if "trio_delta" in self.systems else ())
         )
         if not systems:

@@ -99,7 +99,7 @@ class Snooze(Exception):
     """
 
     def __init__(self, seconds: float) -> None:
-        seconds = _non_negative_seconds("Snooze", seconds)
+        seconds = check_delay("Snooze", seconds)
         super().__init__(seconds)
         self.seconds = seconds
 
@@ -114,7 +114,8 @@ class TerminalError(Exception):
         self.reason = reason
 
 
-def _non_negative_seconds(what: str, seconds: object) -> float:
+def check_delay(what: str, seconds: object) -> float:
+    """``seconds`` of a delay work asks for, as a float: a finite number >= 0."""
     if isinstance(seconds, bool) or not isinstance(seconds, int | float):
         raise TypeError(f"{what}: seconds must be a number, got {seconds!r}")
     value = float(seconds)

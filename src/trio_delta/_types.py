@@ -10,6 +10,8 @@ from typing import Any, Generic, TypeVar
 
 import msgspec
 
+from ._errors import check_delay
+
 T = TypeVar("T")
 
 
@@ -168,11 +170,7 @@ class RequeueAfter:
     seconds: float
 
     def __post_init__(self) -> None:
-        value = self.seconds
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise TypeError(f"RequeueAfter: seconds must be a number, got {value!r}")
-        if not 0 <= value < float("inf"):
-            raise ValueError(f"RequeueAfter: seconds must be finite and >= 0, got {value!r}")
+        check_delay("RequeueAfter", self.seconds)
 
 
 class InformResult(Generic[T]):

@@ -310,15 +310,30 @@ def upsert_quiet_plan(
     """Write ``items`` and read nothing back (informer batches)."""
     to_write, _ = yield from fresh_plan(target, items, params)
     if to_write:
-        batches = upsert_batches(to_write)
-        yield tuple(
-            Statement(
-                target.queries["upsert_quiet"],
-                upsert_params(batch, params.now, params.process_existing, target.channel),
-                last=n == len(batches) - 1,
-            )
-            for n, batch in enumerate(batches)
+        yield _upserts(target, "upsert_quiet", to_write, params, lambda batch: _rows)
+
+
+def _upserts(
+    target: Target,
+    query: str,
+    items: list[PreparedObject],
+    params: UpsertParams,
+    reader: Callable[[list[PreparedObject]], Callable[[Rows], Any]],
+) -> tuple[Statement, ...]:
+    """The statements of ``query`` writing ``items`` (see :func:`upsert_batches`),
+    each read by ``reader(its batch)``. The writes end a transaction the
+    runner opened: what a plan reads after them (objects neither written
+    nor read first) is as stored."""
+    batches = upsert_batches(items)
+    return tuple(
+        Statement(
+            target.queries[query],
+            upsert_params(batch, params.now, params.process_existing, target.channel),
+            reader(batch),
+            last=n == len(batches) - 1,
         )
+        for n, batch in enumerate(batches)
+    )
 
 
 #: Most objects one upsert statement carries; a bulk inform runs several in
@@ -349,18 +364,7 @@ def upsert_plan(
 
             return read
 
-        batches = upsert_batches(to_write)
-        yield tuple(
-            Statement(
-                target.queries["upsert"],
-                upsert_params(batch, params.now, params.process_existing, target.channel),
-                reader(batch),
-                # The writes end the transaction: what is read after them
-                # (objects neither written nor read first) is as stored.
-                last=n == len(batches) - 1,
-            )
-            for n, batch in enumerate(batches)
-        )
+        yield _upserts(target, "upsert", to_write, params, reader)
     for key, row in stored.items():
         if key not in written:
             written[key] = InformResult(row, True, False)
