@@ -241,10 +241,7 @@ class Informers:
         cursor = None
         if error is None and not claim.process_existing:
             cursor = stats.newest if stats.newest is not None else started
-        self.runs += 1  # counted when it ends: a run still going is not one yet
-        if error is not None:
-            self.failures += 1
-        else:
+        if error is None:
             log.info(
                 "informer %s: %d objects, %d written, %d rejected",
                 reg.kind,
@@ -271,6 +268,12 @@ class Informers:
                 reg.kind,
                 exc,
             )
+        finally:
+            # Counted once its end is recorded, so a reader who sees the count
+            # also sees the run's row: a run still going is not one yet.
+            self.runs += 1
+            if error is not None:
+                self.failures += 1
 
     async def _writer(
         self,
