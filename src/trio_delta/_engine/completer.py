@@ -35,7 +35,6 @@ from .context import EngineContext
 from .results import Completion, Judge
 
 log = logging.getLogger("trio_delta.completer")
-storm = Throttled(log)  # retries of one failure: not a warning each
 
 #: Called with the rows the written outcomes changed, as they are now.
 OnApplied = Callable[[list[tuple[ResourceRow[Any], EventCategory]]], None]
@@ -69,6 +68,9 @@ class Completer:
         on_applied: OnApplied,
         wants_rows: Callable[[], bool],
     ) -> None:
+        # Retries of one failure: not a warning each (per client: a
+        # throttle shared across clients would hide one's first warning).
+        self._storm = Throttled(log)
         self._queue = ctx.store.queue
         self._clock = ctx.clock
         self._client_id = ctx.client_id
@@ -155,7 +157,7 @@ class Completer:
                 )
                 break
             except StoreError as exc:
-                storm.warning(
+                self._storm.warning(
                     "writing %d outcomes failed, retrying in %.2fs: %s", len(batch), delay, exc
                 )
                 await trio.sleep(delay)

@@ -31,7 +31,6 @@ from .slots import Slots
 from .workers import WorkerPool
 
 log = logging.getLogger("trio_delta.fetcher")
-storm = Throttled(log)  # retries of one failure: not a warning each
 
 
 #: Claims a fetcher may have in flight at once. A claim is a round trip of a
@@ -55,6 +54,9 @@ class Fetcher:
         pauses: Pauses,
         concurrent_claims: int = CONCURRENT_CLAIMS,
     ) -> None:
+        # Retries of one failure: not a warning each (per client: a
+        # throttle shared across clients would hide one's first warning).
+        self._storm = Throttled(log)
         self._queue = ctx.store.queue
         self._clock = ctx.clock
         self._client_id = ctx.client_id
@@ -140,7 +142,7 @@ class Fetcher:
                 drained = await self._fetch_once(i)
                 error_delay = 0.05
             except StoreError as exc:
-                storm.warning("claiming work failed, retrying in %.2fs: %s", error_delay, exc)
+                self._storm.warning("claiming work failed, retrying in %.2fs: %s", error_delay, exc)
                 with trio.move_on_after(error_delay):
                     await self._stopped.wait()  # a stop ends the backoff
                 error_delay = min(error_delay * 2, 5.0)

@@ -34,7 +34,6 @@ from .pauses import Pauses
 from .results import MAX_MESSAGE, clean_text, describe_exception
 
 log = logging.getLogger("trio_delta.informer")
-storm = Throttled(log)  # retries of one failure: not a warning each
 
 #: Extra lease beyond ``inform_timeout``, so a slow final batch is covered.
 LEASE_GRACE = 30.0
@@ -54,6 +53,9 @@ class Informers:
     def __init__(
         self, ctx: EngineContext, *, on_written: Callable[[set[str]], None], pauses: Pauses
     ) -> None:
+        # Retries of one failure: not a warning each (per client: a
+        # throttle shared across clients would hide one's first warning).
+        self._storm = Throttled(log)
         self._control = ctx.store.control
         self._queue = ctx.store.queue
         self._notifications_reliable = ctx.notified
@@ -117,7 +119,9 @@ class Informers:
                 await self._control.ensure_controllers(schedule, now=now)
                 return True
             except StoreError as exc:
-                storm.warning("registering informers failed, retrying in %.1fs: %s", delay, exc)
+                self._storm.warning(
+                    "registering informers failed, retrying in %.1fs: %s", delay, exc
+                )
             with trio.move_on_after(delay):
                 await self._stopped.wait()
             delay = min(delay * 2, 10.0)
@@ -143,7 +147,7 @@ class Informers:
                 deadline = await self._next_check(reg.kind)
                 delay = 0.1
             except StoreError as exc:
-                storm.warning(
+                self._storm.warning(
                     "informer %s: database error, retrying in %.1fs: %s", reg.kind, delay, exc
                 )
                 deadline = trio.current_time() + delay
@@ -361,7 +365,7 @@ class Informers:
                     except StoreError as exc:
                         if attempt == WRITE_ATTEMPTS:
                             raise
-                        storm.warning(
+                        self._storm.warning(
                             "informer %s: writing %d objects failed, retrying: %s",
                             reg.kind,
                             len(items),

@@ -21,13 +21,15 @@ from .clock import ClockSync
 from .context import EngineContext
 
 log = logging.getLogger("trio_delta.leader")
-storm = Throttled(log)  # retries of one failure: not a warning each
 
 LEADER_NAME = "default"
 
 
 class LeaderElector:
     def __init__(self, ctx: EngineContext, clock_sync: ClockSync) -> None:
+        # Retries of one failure: not a warning each (per client: a
+        # throttle shared across clients would hide one's first warning).
+        self._storm = Throttled(log)
         self._control = ctx.store.control
         self._clock_sync = clock_sync
         self._clock = ctx.clock
@@ -78,7 +80,7 @@ class LeaderElector:
                         expires_at=now + timedelta(seconds=self._ttl),
                     )
                 except StoreError as exc:
-                    storm.warning("leader election failed: %s", exc)
+                    self._storm.warning("leader election failed: %s", exc)
                 self._settle(won, was_leader, sent_at)
                 settled = True
                 if not scope.cancel_called:  # else its deadline came with the result

@@ -18,7 +18,6 @@ from .._logs import Throttled
 from .._store.port import Store
 
 log = logging.getLogger("trio_delta.listener")
-storm = Throttled(log)  # retries of one failure: not a warning each
 
 
 async def run_listener(
@@ -27,6 +26,7 @@ async def run_listener(
     *,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
+    storm = Throttled(log)  # retries of one failure: not a warning each
     started = False
     delay = 0.1
     while True:

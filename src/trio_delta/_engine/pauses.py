@@ -26,7 +26,6 @@ from .._store.params import Pause
 from .context import EngineContext
 
 log = logging.getLogger("trio_delta.pauses")
-storm = Throttled(log)
 
 
 class Pauses:
@@ -37,6 +36,9 @@ class Pauses:
         on_change: Callable[[], None],
         on_poll: Callable[[], Awaitable[None]],
     ) -> None:
+        # Retries of one failure: not a warning each (per client: a
+        # throttle shared across clients would hide one's first warning).
+        self._storm = Throttled(log)
         self._control = ctx.store.control
         self._poll = math.inf if ctx.notified else ctx.config.poll_interval
         self._pauses: list[Pause] = []
@@ -71,7 +73,7 @@ class Pauses:
         try:
             await self.refresh()
         except StoreError as exc:
-            storm.warning("reading pauses failed, trying again: %s", exc)
+            self._storm.warning("reading pauses failed, trying again: %s", exc)
         task_status.started()
         while True:
             with trio.move_on_after(self._poll) as waited:
@@ -82,4 +84,4 @@ class Pauses:
                 if waited.cancelled_caught:  # a poll, not a notification
                     await self._on_poll()
             except StoreError as exc:
-                storm.warning("reading pauses failed, trying again: %s", exc)
+                self._storm.warning("reading pauses failed, trying again: %s", exc)

@@ -28,7 +28,6 @@ from .expirer import Expirer, ExpirerConfig
 from .rescuer import Rescuer, RescuerConfig
 
 log = logging.getLogger("trio_delta.maintenance")
-storm = Throttled(log)  # retries of one failure: not a warning each
 
 
 @dataclass
@@ -63,6 +62,9 @@ class Maintenance:
         *,
         namespaces: Mapping[str, NamespaceConfig],
     ) -> None:
+        # Retries of one failure: not a warning each (per client: a
+        # throttle shared across clients would hide one's first warning).
+        self._storm = Throttled(log)
         self._clock = ctx.clock
         self._clock_sync = clock_sync
         self._elector = elector
@@ -84,7 +86,7 @@ class Maintenance:
                 await self.run_once(budget)
             except StoreError as exc:
                 self.stats.errors += 1
-                storm.warning("maintenance run failed: %s", exc)
+                self._storm.warning("maintenance run failed: %s", exc)
             await trio.sleep(self._interval)
 
     async def run_once(self, budget: float) -> None:
