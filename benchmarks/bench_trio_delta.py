@@ -58,6 +58,11 @@ DEFAULTS: dict[str, Any] = {
     "pool_size": None,
     "latency_informer": "same",
     "work_seconds": 0.0,  # drain: each work awaits this long (drain_io: 0.02)
+    # How the client connects (docs/deployment.md; benchmarks/connection_modes.py).
+    "prepared_statements": True,
+    "listen": True,
+    "dedicated_connections": True,
+    "listen_dsn": None,
 }
 KIND = "item"
 POLL = 0.005  # seconds between looks at the client's counters (Client.stats copies)
@@ -118,7 +123,14 @@ class NoOp(delta.Controller[Item]):
 
 def _config(schema: str, settings: dict[str, Any], **extra: Any) -> delta.Config:
     return delta.Config(
-        schema=schema, batch_size=settings["batch_size"], pool_size=settings["pool_size"], **extra
+        schema=schema,
+        batch_size=settings["batch_size"],
+        pool_size=settings["pool_size"],
+        prepared_statements=settings["prepared_statements"],
+        listen=settings["listen"],
+        dedicated_connections=settings["dedicated_connections"],
+        listen_dsn=settings["listen_dsn"],
+        **extra,
     )
 
 

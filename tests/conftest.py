@@ -19,6 +19,8 @@ import pytest
 
 import trio_delta as delta
 
+from .pgbouncer import PgBouncer
+
 LOCAL_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test connect_timeout=3"
 
 
@@ -48,6 +50,16 @@ def pg_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield server.get_uri()
     finally:
         server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def pgbouncer(pg_dsn: str) -> Iterator[PgBouncer]:
+    """A real PgBouncer in transaction mode in front of ``pg_dsn``."""
+    bouncer = PgBouncer(pg_dsn)
+    try:
+        yield bouncer
+    finally:
+        bouncer.stop()
 
 
 def drop_schema(dsn: str, schema: str) -> None:

@@ -17,7 +17,7 @@ import pytest
 from psycopg import sql
 
 from trio_delta._objects import prepare_object
-from trio_delta._store.postgres import lane_settings
+from trio_delta._store.postgres import lane_settings, settings_params
 from trio_delta._store.queries import Queries
 
 from .models import User
@@ -44,8 +44,9 @@ def explain_complete(
         )
         if analyse:
             conn.execute(sql.SQL("analyze {}.resources").format(sql.Identifier(schema)))
-        for statement in lane_settings("claim"):
-            conn.execute(statement)
+        conn.execute(
+            queries["apply_settings"], settings_params(lane_settings("claim"), local=False)
+        )
         rows = conn.execute(
             queries["claim"],
             {
@@ -57,8 +58,9 @@ def explain_complete(
             },
         ).fetchall()
         assert len(rows) == count
-        for statement in lane_settings("complete"):
-            conn.execute(statement)
+        conn.execute(
+            queries["apply_settings"], settings_params(lane_settings("complete"), local=False)
+        )
         params = {
             "id": [r[0] for r in rows],
             "attempt": [r[5] for r in rows],

@@ -260,6 +260,22 @@ class Config:
     """Hold a LISTEN connection and wake on notifications. False: poll
     only, every ``poll_interval`` (for poolers and proxies that cannot
     carry LISTEN); a cancel then reaches running work at the next poll."""
+    listen_dsn: str | None = field(default=None, repr=False)
+    """Where the LISTEN connection goes, if not where the client's DSN does:
+    the primary, directly, while statements go through a transaction-mode
+    pooler (which cannot carry LISTEN). None: the client's DSN. Kept out of
+    ``repr``: it may hold a password."""
+    prepared_statements: bool = True
+    """False: no server-side prepared statements and no session settings
+    (each call applies its settings to its own transaction, ``SET LOCAL``),
+    so every statement is safe on a transaction-mode pooler such as
+    PgBouncer with ``pool_mode = transaction``. Costs a second round trip
+    on the calls that have settings (claims, outcomes, informs)."""
+    dedicated_connections: bool = True
+    """Claims, outcomes, informer batches and the leader each hold a
+    connection of their own (up to five, opened on first use). False: they
+    borrow from the pool, so a client holds at most ``pool_size``
+    connections, plus one for LISTEN; for deployments with many processes."""
     leader_ttl: float = 15.0
     """Leadership lasts this long unless renewed (renewed every third)."""
     lock_timeout: float = 10.0
@@ -333,7 +349,13 @@ class Config:
         _check_int("batch_size", self.batch_size, minimum=1)
         _check_int("event_buffer", self.event_buffer, minimum=0)
         _check_int("pool_size", self.pool_size, minimum=2, allow_none=True)
-        for flag in ("asyncio", "async_commit"):
+        for flag in (
+            "asyncio",
+            "async_commit",
+            "listen",
+            "prepared_statements",
+            "dedicated_connections",
+        ):
             if not isinstance(getattr(self, flag), bool):
                 raise ConfigError(f"{flag} must be True or False, got {getattr(self, flag)!r}")
         if self.driver not in ("native", "trio-asyncio"):
@@ -349,6 +371,10 @@ class Config:
             raise ConfigError(
                 f"client_id must be 1-128 printable characters, got {self.client_id!r}"
             )
+        if self.listen_dsn is not None and not isinstance(self.listen_dsn, str):
+            raise ConfigError("listen_dsn must be a connection string or None")
+        if self.listen_dsn is not None and not self.listen:
+            raise ConfigError("listen_dsn is set but listen is False: nothing would use it")
         if not isinstance(self.random, random.Random):
             raise ConfigError(f"random must be a random.Random, got {self.random!r}")
 

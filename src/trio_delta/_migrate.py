@@ -30,6 +30,9 @@ async def _apply(bridge: Bridge, dsn: str, schema: str, upto: int | None = None)
     ident = sql.Identifier(schema)
     applied: list[int] = []
     conn: psycopg.AsyncConnection[Any] = await bridge.connect(dsn, autocommit=False)
+    # One transaction and nothing prepared: it may run through a
+    # transaction-mode pooler.
+    conn.prepare_threshold = None
     async with conn, conn.transaction():
         await conn.execute("select pg_advisory_xact_lock(%s)", [_lock_key(schema)])
         # Only when missing: "create schema if not exists" needs CREATE on

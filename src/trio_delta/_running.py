@@ -157,6 +157,14 @@ async def open_delta_client(
     checked = check_namespaces(namespaces)
     check_controllers(controllers)
     conninfo = with_connect_timeout(normalize_dsn(dsn))
+    if not config.prepared_statements and config.listen and config.listen_dsn is None:
+        log.warning(
+            "prepared_statements=False, as for a transaction-mode pooler, but LISTEN goes "
+            "through the same DSN: such a pooler delivers no notifications, so work "
+            "informed elsewhere waits for the next poll (every %gs). Set listen_dsn to "
+            "the server itself, or listen=False",
+            config.poll_interval,
+        )
     pool_size = config.pool_size or _default_pool_size(checked)
     driver = "native" if config.driver == "native" else "trio-asyncio"
     # The leader's statements give up well before its lease would run out,
@@ -171,6 +179,11 @@ async def open_delta_client(
             lock_timeout=config.lock_timeout,
             leader_lock_timeout=leader_lock_timeout,
             async_commit=config.async_commit,
+            session_state=config.prepared_statements,
+            dedicated=config.dedicated_connections,
+            listen_dsn=None
+            if config.listen_dsn is None
+            else with_connect_timeout(normalize_dsn(config.listen_dsn)),
         ) as store,
         run_client(store, controllers, checked, config) as client,
     ):

@@ -110,6 +110,10 @@ class Settings:
     settle_timeout: float = 90.0
     #: Kill timing and victims; None draws one (printed, so a run can be repeated).
     seed: int | None = None
+    #: How the workers reach Postgres: "direct"; "poll-only" (no LISTEN);
+    #: "transaction-pooler" (through PgBouncer in transaction mode, polling
+    #: only, as where nothing reaches the server directly).
+    connection: str = "direct"
 
     @classmethod
     def short(cls, **changes: Any) -> Settings:
@@ -244,6 +248,8 @@ async def worker_main(
         inform_interval=-1,
         retry_policy=lambda attempt: 0.1,
         shutdown_grace=5.0,
+        listen=settings.connection == "direct",
+        prepared_statements=settings.connection != "transaction-pooler",
     )
     namespaces = {"default": delta.NamespaceConfig(max_workers=settings.max_workers)}
     started = False
@@ -347,10 +353,13 @@ def _sql(dsn: str, query: str, params: Any = None) -> list[tuple[Any, ...]]:
 
 
 class Driver:
-    def __init__(self, settings: Settings, directory: Path, dsn: str, schema: str) -> None:
+    def __init__(
+        self, settings: Settings, directory: Path, dsn: str, schema: str, workers_dsn: str
+    ) -> None:
         self.s = settings
         self.dir = directory
         self.dsn = dsn
+        self.workers_dsn = workers_dsn
         self.schema = schema
         self.rng = random.Random(settings.seed)  # (run() has set a seed by now)
         self.generations = [0] * settings.workers
@@ -371,7 +380,7 @@ class Driver:
             "--settings",
             json.dumps(dataclasses.asdict(self.s)),
             "--dsn",
-            self.dsn,
+            self.workers_dsn,
             "--schema",
             self.schema,
             "--slot",
@@ -581,7 +590,15 @@ def run(settings: Settings, directory: Path | None = None, progress: Any = None)
         trio.run(lambda: delta.migrate(server.dsn, schema=schema))
         logs = directory / "logs"
         logs.mkdir(exist_ok=True)
-        driver = Driver(settings, logs, server.dsn, schema)
+        workers_dsn = server.dsn
+        if settings.connection == "transaction-pooler":
+            from tests.pgbouncer import PgBouncer
+
+            # As the server's own system user: its socket directory is private.
+            bouncer = PgBouncer(server.dsn, run_as=server.system_user)
+            stack.callback(bouncer.stop)
+            workers_dsn = bouncer.dsn
+        driver = Driver(settings, logs, server.dsn, schema, workers_dsn)
         stack.callback(driver.kill_all)
         driver.feed_start = time.time() + 2.0  # the processes need a moment to start
         for slot in range(settings.workers):
@@ -787,6 +804,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resources", type=int)
     parser.add_argument("--seconds", type=float, help="length of the chaos window")
     parser.add_argument("--seed", type=int)
+    parser.add_argument(
+        "--connection",
+        choices=["direct", "poll-only", "transaction-pooler"],
+        help="how the workers reach Postgres (default: direct)",
+    )
     parser.add_argument("--json", metavar="FILE", help="write the report here")
     parser.add_argument("--keep", metavar="DIR", help="keep logs and the database here")
     args = parser.parse_args(argv)
@@ -815,6 +837,7 @@ def main(argv: list[str] | None = None) -> int:
             ("resources", args.resources),
             ("chaos_seconds", args.seconds),
             ("seed", args.seed),
+            ("connection", args.connection),
         )
         if v is not None
     }

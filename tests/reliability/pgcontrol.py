@@ -26,6 +26,10 @@ class OwnServer:
         self._home = home
         self.pgdata: Path = Path(server.pgdata)
         self.dsn: str = server.get_uri()
+        #: The system user Postgres runs as (its directories are that user's).
+        self.system_user: str = server.system_user
+        #: Its binaries (pg_ctl, pg_basebackup, ...).
+        self.bin_path: Path = Path(server.bin_path)
         self.stops = 0
 
     def _pg_ctl(self, *args: str) -> None:

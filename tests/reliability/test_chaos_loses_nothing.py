@@ -6,7 +6,10 @@ every few seconds (the busiest one, or the leader) and started again, and
 Postgres is restarted once. Afterwards every resource is synced (or degraded,
 for those made to fail always), none is lost or left pending, no attempt was
 worked twice, and the work re-executed is at most what was in flight at the
-kills. The full run (10,000 resources, 60 s) is ``nox -s chaos``.
+kills. It runs three times: workers connected directly, polling only (no
+LISTEN), and through PgBouncer in transaction mode (polling only, with no
+prepared statements and no session settings). The full run (10,000
+resources, 60 s) is ``nox -s chaos``.
 """
 
 from __future__ import annotations
@@ -19,8 +22,10 @@ from tests.reliability import chaos
 
 
 @pytest.mark.chaos
-def test_chaos_loses_nothing(tmp_path: Path) -> None:
-    report = chaos.run(chaos.Settings.short(), tmp_path / "chaos", progress=print)
+@pytest.mark.parametrize("connection", ["direct", "poll-only", "transaction-pooler"])
+def test_chaos_loses_nothing(tmp_path: Path, connection: str) -> None:
+    settings = chaos.Settings.short(connection=connection)
+    report = chaos.run(settings, tmp_path / "chaos", progress=print)
     print(report.text())
     assert report.ok, report.text()
     figures = report.figures

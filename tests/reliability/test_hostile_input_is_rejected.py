@@ -906,6 +906,10 @@ def test_huge_int_durations_are_config_errors(make: Any) -> None:
         {"client_id": "a\x00b"},
         {"client_id": "\ud800"},
         {"random": 5},
+        {"prepared_statements": 0},
+        {"dedicated_connections": "no"},
+        {"listen_dsn": 5},
+        {"listen_dsn": "host=db", "listen": False},
     ],
     ids=[
         "work_timeout",
@@ -916,12 +920,17 @@ def test_huge_int_durations_are_config_errors(make: Any) -> None:
         "client_id-nul",
         "client_id-surrogate",
         "random",
+        "prepared_statements-not-bool",
+        "dedicated_connections-not-bool",
+        "listen_dsn-not-str",
+        "listen_dsn-without-listen",
     ],
 )
 def test_config_rejects_values_the_client_cannot_run_with(kwargs: dict[str, Any]) -> None:
     """Were accepted (bugs found here, fixed): durations past datetime's range
     crashed maintenance with OverflowError, max_attempts > 32767 failed every
     inform, a client_id with NUL or a lone surrogate broke every query, a
-    random that is not a Random failed at start."""
+    random that is not a Random failed at start. The connection settings
+    take booleans, and a listen_dsn only with listen on."""
     with pytest.raises(delta.ConfigError):
         delta.Config(**kwargs)

@@ -23,6 +23,7 @@ from .connections import (
     load_json,
     notify_channel,
     row_from_columns,
+    settings_params,
 )
 from .control import PostgresControl
 from .insights import PostgresInsights
@@ -37,6 +38,7 @@ __all__ = [
     "notify_channel",
     "open_postgres_store",
     "row_from_columns",
+    "settings_params",
 ]
 
 log = logging.getLogger("trio_delta.store")
@@ -113,6 +115,9 @@ async def open_postgres_store(
     lock_timeout: float | None = None,
     leader_lock_timeout: float | None = None,
     async_commit: bool = True,
+    session_state: bool = True,
+    dedicated: bool = True,
+    listen_dsn: str | None = None,
 ) -> AsyncGenerator[PostgresStore, None]:
     """Open the driver, a connection pool and the store.
 
@@ -124,6 +129,8 @@ async def open_postgres_store(
     (None: no bound); the leader's connection uses ``leader_lock_timeout``
     instead, when given. ``async_commit``: claims, outcomes and the
     leader's renewals commit without waiting for the WAL flush.
+    ``session_state``, ``dedicated`` and ``listen_dsn``: see
+    :class:`~.connections.Connections`.
     """
     async with open_bridge(driver) as bridge:
         store = PostgresStore(
@@ -135,6 +142,9 @@ async def open_postgres_store(
                 lock_timeout=lock_timeout,
                 leader_lock_timeout=leader_lock_timeout,
                 async_commit=async_commit,
+                session_state=session_state,
+                dedicated=dedicated,
+                listen_dsn=listen_dsn,
             )
         )
         pool = store.connections.pool

@@ -15,12 +15,12 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
-from typing import Any, LiteralString, TypeVar
+from typing import Any, TypeVar
 
 import msgspec
 import psycopg
 import trio
-from psycopg import pq
+from psycopg import pq, sql
 from psycopg.types.json import set_json_loads
 
 from ..._errors import StoreError
@@ -185,20 +185,20 @@ def encode_error(error: AttemptError) -> str:
     ).decode()
 
 
-def lane_settings(name: str, *, async_commit: bool = True) -> list[LiteralString]:
-    """The session settings of the lane ``name`` (constant SQL text)."""
-    settings: list[LiteralString] = [
+def lane_settings(name: str, *, async_commit: bool = True) -> list[tuple[str, str]]:
+    """The settings of the lane ``name``, as (parameter, value) pairs."""
+    settings = [
         # Statements are prepared after a few runs; a generic plan cannot
         # see the batch's array sizes or the claim's limit and picked scans
         # costing several times the custom plan.
-        "set plan_cache_mode = force_custom_plan",
+        ("plan_cache_mode", "force_custom_plan"),
         # JIT compiling pays off for long analytic queries; for these short
         # statements it cost up to 300 ms when a cost estimate crossed
         # jit_above_cost (large tables, disabled plan shapes).
-        "set jit = off",
+        ("jit", "off"),
     ]
     if async_commit and name in ASYNC_COMMIT_LANES:
-        settings.append("set synchronous_commit = off")
+        settings.append(("synchronous_commit", "off"))
     if name == "complete":
         # The outcome statement joins a batch of n outcomes to their n rows.
         # Before autovacuum has analysed a new table, the planner guessed
@@ -206,12 +206,57 @@ def lane_settings(name: str, *, async_commit: bool = True) -> list[LiteralString
         # batch for each row: n x n (400 x 400 took 34 ms instead of 7 ms).
         # With nested loops off, the join is a hash join over the rows found
         # by primary key, linear whatever the estimates.
-        settings.append("set enable_nestloop = off")
+        settings.append(("enable_nestloop", "off"))
         # For the same reason it once scanned the whole table for the rows
         # to lock: 400 ids in a literal array looked like most of a table
         # without statistics. Every row is found by primary key.
-        settings.append("set enable_seqscan = off")
+        settings.append(("enable_seqscan", "off"))
     return settings
+
+
+def settings_params(settings: Sequence[tuple[str, str]], *, local: bool) -> dict[str, Any]:
+    """The parameters of the ``apply_settings`` query for ``settings``
+    (and, with ``local``, of ``begin_with_settings``)."""
+    return {
+        "names": [name for name, _ in settings],
+        "values": [value for _, value in settings],
+        "local": local,
+    }
+
+
+async def with_local_settings(
+    conn: Conn,
+    begin: sql.Composed,
+    params: dict[str, Any] | None,
+    fn: Callable[[Conn], Awaitable[R]],
+) -> R:
+    """``fn(conn)`` in a transaction that first applies settings to itself
+    only (``begin``, the ``begin_with_settings`` query, with ``params``);
+    None: ``fn(conn)`` as it is.
+
+    BEGIN and the settings travel as one message (bound by the client, as
+    a simple query: no pipeline, whose state a cancellation could leave
+    half-read); with ``fn``'s statement and COMMIT, a one-statement call
+    takes three round trips instead of one.
+    """
+    if params is None:
+        return await fn(conn)
+    await psycopg.AsyncClientCursor(conn).execute(begin, params)
+    try:
+        result = await fn(conn)
+    except BaseException:
+        if not conn.closed and conn.info.transaction_status != pq.TransactionStatus.IDLE:
+            # Best effort: a connection left inside the transaction is
+            # dropped by its lane or its pool anyway.
+            with contextlib.suppress(Exception):
+                await conn.execute(_ROLLBACK)
+        raise
+    await conn.execute(_COMMIT)
+    return result
+
+
+_COMMIT = sql.SQL("commit")
+_ROLLBACK = sql.SQL("rollback")
 
 
 class _Lane:
@@ -231,7 +276,16 @@ class _Lane:
 
 
 class Connections:
-    """The pool and the lanes of one store, and the one way across the bridge."""
+    """The pool and the lanes of one store, and the one way across the bridge.
+
+    With ``session_state`` (the default) each connection gets its settings
+    once, as session settings, and psycopg prepares statements it runs
+    often. Without, nothing outlives a transaction: no prepared statements,
+    and each call's settings apply to its own transaction only (``SET
+    LOCAL``), so every statement is safe on a transaction-mode pooler. With
+    ``dedicated`` off, the hot paths borrow from the pool rather than hold
+    connections of their own (their settings then apply per call too).
+    """
 
     def __init__(
         self,
@@ -243,9 +297,15 @@ class Connections:
         lock_timeout: float | None = None,
         leader_lock_timeout: float | None = None,
         async_commit: bool = True,
+        session_state: bool = True,
+        dedicated: bool = True,
+        listen_dsn: str | None = None,
     ) -> None:
         self.dsn = dsn
+        self.listen_dsn = dsn if listen_dsn is None else listen_dsn
         self.async_commit = async_commit
+        self.session_state = session_state
+        self.dedicated = dedicated
         self.schema = schema
         self.bridge = bridge
         # Every pooled statement waits on locks at most lock_timeout, an
@@ -253,12 +313,10 @@ class Connections:
         # transaction block to scope it (one round trip, not four). A
         # user's transaction on a pooled connection gets the database's
         # default back (see PostgresQueue.transaction).
-        self.pool: Pool = bridge.pool(
-            dsn,
-            max_size=pool_size,
-            configure=None if lock_timeout is None else self._bound_pooled,
-        )
+        self.pool: Pool = bridge.pool(dsn, max_size=pool_size, configure=self._configure_pooled)
         self.queries = Queries(schema)
+        self._apply = self.queries["apply_settings"]
+        self._begin = self.queries["begin_with_settings"]
         self.channel = notify_channel(schema)
         self.lock_timeout = lock_timeout
         """The longest any lock wait of this store lasts (None: no bound)."""
@@ -268,6 +326,30 @@ class Connections:
         self._lanes["leader"] = _Lane(
             "leader", lock_timeout if leader_lock_timeout is None else leader_lock_timeout
         )
+        # Per call, the settings a session would otherwise hold, as the
+        # parameters of apply_settings (None: the session holds them).
+        self._local: dict[str | None, dict[str, Any] | None] = {None: None}
+        if not session_state and self._pool_settings():
+            self._local[None] = settings_params(self._pool_settings(), local=True)
+        for name, lane in self._lanes.items():
+            per_call = not session_state or not dedicated
+            self._local[name] = (
+                settings_params(self._lane_settings(lane), local=True) if per_call else None
+            )
+
+    def _lane_settings(self, lane: _Lane) -> list[tuple[str, str]]:
+        settings = lane_settings(lane.name, async_commit=self.async_commit)
+        if lane.lock_timeout is not None:
+            # No statement of a lane waits on a lock without bound: a backend
+            # left waiting would outlive a call given up on (and its
+            # connection), and still commit when the lock goes.
+            settings.append(("lock_timeout", lock_timeout_ms(lane.lock_timeout)))
+        return settings
+
+    def _pool_settings(self) -> list[tuple[str, str]]:
+        if self.lock_timeout is None:
+            return []
+        return [("lock_timeout", lock_timeout_ms(self.lock_timeout))]
 
     def describe(self) -> str:
         return describe_dsn(self.dsn)
@@ -284,6 +366,9 @@ class Connections:
 
     async def on_lane(self, lane_name: str, fn: Callable[[Conn], Awaitable[R]], what: str) -> R:
         lane = self._lanes[lane_name]
+        local = self._local[lane_name]
+        if not self.dedicated:
+            return await self._on_pool(fn, what, local)
 
         async def run() -> R:
             retried = False
@@ -298,7 +383,7 @@ class Connections:
                     lane.conn = await self._lane_connection(lane)
                 conn = lane.conn
                 try:
-                    return await fn(conn)
+                    return await with_local_settings(conn, self._begin, local, fn)
                 except psycopg.Error as exc:
                     if idle_and_healthy(conn):
                         raise  # refused by the server; the session is fine
@@ -321,13 +406,11 @@ class Connections:
         conn = await self.bridge.connect(self.dsn, autocommit=True)
         try:
             set_json_loads(load_json, conn)
-            for statement in lane_settings(lane.name, async_commit=self.async_commit):
-                await conn.execute(statement)
-            if lane.lock_timeout is not None:
-                # No statement of a lane waits on a lock without bound: a
-                # backend left waiting would outlive a call given up on (and
-                # its connection), and still commit when the lock goes.
-                await self._bound_locks(conn, lane.lock_timeout)
+            if self.session_state:
+                params = settings_params(self._lane_settings(lane), local=False)
+                await conn.execute(self._apply, params)
+            else:
+                conn.prepare_threshold = None
         except BaseException:
             # Runs on either driver's loop (this may be asyncio code under
             # trio-asyncio), so no Trio shield: close what can be closed.
@@ -336,15 +419,12 @@ class Connections:
             raise
         return conn
 
-    async def _bound_locks(self, conn: Conn, seconds: float) -> None:
-        """Bound every lock wait of ``conn``'s session to ``seconds``."""
-        await conn.execute(
-            self.queries["set_lock_timeout"], {"lock_timeout": lock_timeout_ms(seconds)}
-        )
-
-    async def _bound_pooled(self, conn: Conn) -> None:
-        assert self.lock_timeout is not None
-        await self._bound_locks(conn, self.lock_timeout)
+    async def _configure_pooled(self, conn: Conn) -> None:
+        if not self.session_state:
+            conn.prepare_threshold = None
+            return
+        if settings := self._pool_settings():
+            await conn.execute(self._apply, settings_params(settings, local=False))
 
     def free_claim_lane(self) -> str:
         """A claim lane not in use, if there is one (else the first)."""
@@ -354,9 +434,14 @@ class Connections:
         return CLAIM_LANES[0]
 
     async def on_pool(self, fn: Callable[[Conn], Awaitable[R]], what: str) -> R:
+        return await self._on_pool(fn, what, self._local[None])
+
+    async def _on_pool(
+        self, fn: Callable[[Conn], Awaitable[R]], what: str, local: dict[str, Any] | None
+    ) -> R:
         async def run() -> R:
             async with self.pool.connection() as conn:
-                return await fn(conn)
+                return await with_local_settings(conn, self._begin, local, fn)
 
         return await self.call(run, what=what)
 

@@ -385,7 +385,7 @@ class PostgresQueue:
     @asynccontextmanager
     async def listen(self) -> AsyncGenerator[PostgresListener, None]:
         async def connect() -> Conn:
-            conn = await self._c.bridge.connect(self._c.dsn, autocommit=True)
+            conn = await self._c.bridge.connect(self._c.listen_dsn, autocommit=True)
             try:
                 if conn.info.server_version >= IDLE_SESSION_TIMEOUT_SINCE:
                     # Waiting idle for notifications is this session's job: a

@@ -253,12 +253,23 @@ from updated, (select count(*) from notified) as n
 union all
 select id, null, null, null, null, true from held
 
--- name: set_lock_timeout
--- A lane's bound on every lock wait of its session, in milliseconds.
-select set_config('lock_timeout', %(lock_timeout)s, false)
+-- name: apply_settings
+-- A connection's settings (names and values), for its session (local
+-- false) or for the current transaction only (local true: nothing outlives
+-- it, as a transaction-mode pooler needs).
+select set_config(name, value, %(local)s)
+from unnest(%(names)s::text[], %(values)s::text[]) as s(name, value)
+
+-- name: begin_with_settings
+-- A transaction that starts with settings of its own (apply_settings,
+-- local). Two statements in one message: sent with its parameters bound
+-- by the client, as one simple query (one round trip).
+begin;
+select set_config(name, value, true)
+from unnest(%(names)s::text[], %(values)s::text[]) as s(name, value)
 
 -- name: set_local_lock_timeout
--- The same for the rest of the current transaction only.
+-- Bound every lock wait for the rest of the current transaction, in milliseconds.
 select set_config('lock_timeout', %(lock_timeout)s, true)
 
 -- name: scope_lock_timeout
