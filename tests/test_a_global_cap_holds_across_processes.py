@@ -11,6 +11,8 @@ import signal
 import time
 from pathlib import Path
 
+import trio
+
 from .conftest import sql
 from .helpers import wait_until
 from .procs.harness import RunnerProcess, describe, started
@@ -65,6 +67,11 @@ async def test_global_parallelism_holds_across_processes_and_survives_a_kill(
     ]
     with started(*procs):
         await wait_until(lambda: all(p.running for p in procs), within=20)
+        # Every resource informed first (p0 informs them: killing it earlier
+        # would leave some never informed).
+        await wait_until(
+            lambda: sql(pg_dsn, f"select count(*) from {schema}.resources")[0][0] == N, within=30
+        )
         # Killed while its works hold places under the cap.
         await wait_until(lambda: sum(len(p.work_started()) for p in procs) >= 20, within=30)
         await wait_until(lambda: any(open_works(p) for p in procs), within=10)
@@ -78,7 +85,11 @@ async def test_global_parallelism_holds_across_processes_and_survives_a_kill(
             rows = sql(pg_dsn, f"select count(*) from {schema}.resources where state = 'synced'")
             return int(rows[0][0])
 
-        await wait_until(lambda: synced() == N, within=60)
+        try:
+            await wait_until(lambda: synced() == N, within=60)
+        except trio.TooSlowError:
+            states = sql(pg_dsn, f"select state, count(*) from {schema}.resources group by 1")
+            raise AssertionError(f"not all synced: {states}\n{describe(*procs)}") from None
     killed = [(o, a, "killed", killed_at) for o, a in cut]
     events = sorted([*(e for p in procs for e in p.work_events()), *killed], key=lambda e: e[3])
     assert cut  # the kill cut works short: their places had to come back
