@@ -63,6 +63,8 @@ DEFAULTS: dict[str, Any] = {
     "listen": True,
     "dedicated_connections": True,
     "listen_dsn": None,
+    # PrometheusMetrics as the observer (docs/operating.md), on its own registry.
+    "metrics": False,
 }
 KIND = "item"
 POLL = 0.005  # seconds between looks at the client's counters (Client.stats copies)
@@ -121,6 +123,16 @@ class NoOp(delta.Controller[Item]):
             await trio.sleep(self.seconds)  # I/O-bound work: a wait, no CPU
 
 
+def _observer(settings: dict[str, Any]) -> delta.Observer | None:
+    if not settings["metrics"]:
+        return None
+    from prometheus_client import CollectorRegistry
+
+    from trio_delta.metrics import PrometheusMetrics
+
+    return PrometheusMetrics(CollectorRegistry())
+
+
 def _config(schema: str, settings: dict[str, Any], **extra: Any) -> delta.Config:
     return delta.Config(
         schema=schema,
@@ -130,6 +142,7 @@ def _config(schema: str, settings: dict[str, Any], **extra: Any) -> delta.Config
         listen=settings["listen"],
         dedicated_connections=settings["dedicated_connections"],
         listen_dsn=settings["listen_dsn"],
+        observer=_observer(settings),
         **extra,
     )
 

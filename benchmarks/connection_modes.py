@@ -1,6 +1,7 @@
 """What each way of connecting costs: trio_delta alone, mode against mode.
 
     python benchmarks/connection_modes.py [--rounds 3] [--dsn DSN] [--json FILE]
+    python benchmarks/connection_modes.py --group observer   # metrics on vs off
 
 Modes (docs/deployment.md): ``direct`` (the defaults), ``poll-only``
 (``listen=False``), ``small-footprint`` (``dedicated_connections=False``,
@@ -14,6 +15,8 @@ per second), ``inform_many`` (objects per second in one call) and
 ``latency`` (one ``inform`` call, and call to work start, p50 in ms, at
 one inform every 20 ms). Modes run interleaved, round by round; the table
 gives each mode's median over the rounds and its ratio to ``direct``.
+``--group observer`` compares ``direct`` with ``metrics`` (a
+``PrometheusMetrics`` observer) instead.
 """
 
 from __future__ import annotations
@@ -41,6 +44,17 @@ MODES: dict[str, dict[str, Any]] = {
     "small-footprint": {"listen": False, "dedicated_connections": False, "pool_size": 2},
     "pooler-listen-direct": {"prepared_statements": False},
     "pooler-poll-only": {"prepared_statements": False, "listen": False},
+    "metrics": {"metrics": True},
+}
+GROUPS = {
+    "connections": [
+        "direct",
+        "poll-only",
+        "small-footprint",
+        "pooler-listen-direct",
+        "pooler-poll-only",
+    ],
+    "observer": ["direct", "metrics"],
 }
 SCENARIOS: dict[str, tuple[list[str], list[str]]] = {
     # scenario: (child arguments, figures reported)
@@ -50,12 +64,16 @@ SCENARIOS: dict[str, tuple[list[str], list[str]]] = {
 }
 
 
-def run_child(scenario: str, dsn: str, mode: str, listen_dsn: str | None) -> dict[str, float]:
+def run_child(
+    scenario: str, dsn: str, mode: str, listen_dsn: str | None, count: int
+) -> dict[str, float]:
     settings = dict(MODES[mode])
     if listen_dsn is not None:
         settings["listen_dsn"] = listen_dsn
     schema = f"cm_{uuid.uuid4().hex[:10]}"
     args, _ = SCENARIOS[scenario]
+    if "--count" in args:
+        args = ["--count", str(count)]
     command = [
         sys.executable,
         str(HERE / "bench_trio_delta.py"),
@@ -91,31 +109,34 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--scenarios", nargs="+", choices=list(SCENARIOS), default=list(SCENARIOS))
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--group", choices=list(GROUPS), default="connections")
+    parser.add_argument("--count", type=int, default=20_000, help="drain and inform_many size")
     args = parser.parse_args()
+    modes = GROUPS[args.group]
     DIRECT = args.dsn
     bouncer = PgBouncer(DIRECT)
     results: dict[tuple[str, str], list[dict[str, float]]] = {}
     try:
         for round_no in range(args.rounds):
             for scenario in args.scenarios:
-                for mode in MODES:
+                for mode in modes:
                     pooled = mode.startswith("pooler")
                     dsn = bouncer.dsn if pooled else DIRECT
                     listen_dsn = DIRECT if mode == "pooler-listen-direct" else None
-                    figures = run_child(scenario, dsn, mode, listen_dsn)
+                    figures = run_child(scenario, dsn, mode, listen_dsn, args.count)
                     results.setdefault((scenario, mode), []).append(figures)
                     print(f"round {round_no + 1} {scenario:<12} {mode:<21} {figures}", flush=True)
     finally:
         bouncer.stop()
-    lines = [f"{'scenario':<12} {'figure':<18} " + " ".join(f"{m:>22}" for m in MODES)]
+    lines = [f"{'scenario':<12} {'figure':<18} " + " ".join(f"{m:>22}" for m in modes)]
     table: dict[str, dict[str, dict[str, float]]] = {}
     for scenario in args.scenarios:
         for figure in SCENARIOS[scenario][1]:
             medians = {
-                m: statistics.median(r[figure] for r in results[(scenario, m)]) for m in MODES
+                m: statistics.median(r[figure] for r in results[(scenario, m)]) for m in modes
             }
             base = medians["direct"]
-            cells = [f"{medians[m]:>12.2f} ({medians[m] / base:4.2f}x)" for m in MODES]
+            cells = [f"{medians[m]:>12.2f} ({medians[m] / base:4.2f}x)" for m in modes]
             lines.append(f"{scenario:<12} {figure:<18} " + " ".join(f"{c:>22}" for c in cells))
             table.setdefault(scenario, {})[figure] = medians
     print("\n".join(lines))

@@ -27,8 +27,10 @@ from ._errors import (
     TerminalError,
     TrioRequiredError,
 )
+from ._health import Health
 from ._migrate import migrate
 from ._objects import Object
+from ._observer import CensusRow, Observer
 from ._running import open_delta_client
 from ._store.params import Pause
 from ._types import (
@@ -50,6 +52,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AttemptError",
+    "CensusRow",
     "Client",
     "ClientClosedError",
     "ClientFailedError",
@@ -61,6 +64,7 @@ __all__ = [
     "DeltaError",
     "Event",
     "EventCategory",
+    "Health",
     "InformOptions",
     "InformOpts",
     "InformResult",
@@ -72,6 +76,7 @@ __all__ = [
     "Object",
     "ObjectError",
     "ObjectSettings",
+    "Observer",
     "Pause",
     "RateLimit",
     "RequeueAfter",

@@ -10,6 +10,8 @@ from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequenc
 from contextlib import AbstractContextManager, asynccontextmanager
 from typing import Any, TypeVar
 
+import trio
+
 from ._coalescer import InformCoalescer
 from ._config import Config, NamespaceConfig, check_name
 from ._engine.context import EngineContext
@@ -19,9 +21,12 @@ from ._errors import (
     ClientClosedError,
     ConfigError,
     ObjectError,
+    StoreError,
 )
+from ._health import Health
 from ._informing import (
     changed_namespaces,
+    inform_counts,
     inform_run_options,
     invalidate_refused,
     object_types,
@@ -106,6 +111,42 @@ class Client(metaclass=NoPublicConstructor):
         """Counters of this client's work so far (a snapshot)."""
         return self._engine.stats()
 
+    @property
+    def pool_in_use(self) -> tuple[int, int]:
+        """Pool connections in use, and the most the pool opens."""
+        return self._store.pool_usage()
+
+    async def health(self, *, within: float = 2.0) -> Health:
+        """Whether the client is running and ready, and what it last did;
+        asks the database for one round trip (at most ``within`` seconds)."""
+        engine = self._engine
+        error: str | None = None
+        with trio.move_on_after(within) as scope:
+            try:
+                await self._store.ping()
+            except StoreError as exc:
+                error = str(exc)
+        if scope.cancelled_caught:
+            error = f"the database did not answer within {within:g}s"
+        now = trio.current_time()
+
+        def ago(at: float | None) -> float | None:
+            return None if at is None else now - at
+
+        in_use, size = self._store.pool_usage()
+        return Health(
+            running=engine.running() and not self._closed,
+            database=error is None,
+            database_error=error,
+            listening=engine.listening if self._config.listen else None,
+            is_leader=engine.elector.is_leader,
+            leader_lease_left=engine.elector.lease_left,
+            last_claim=ago(engine.fetcher.last_claim_at),
+            last_outcome_write=ago(engine.completer.last_written_at),
+            pool_in_use=in_use,
+            pool_size=size,
+        )
+
     def force_stop(self) -> None:
         """Skip what remains of the graceful stop: running work is cancelled
         and handed back at once. Call it while the client is stopping (for
@@ -148,6 +189,12 @@ class Client(metaclass=NoPublicConstructor):
                 items, UpsertParams(self._clock.now(), is_stale=is_stale), store_tx
             )
         namespaces = changed_namespaces(items, results)
+        observer = self._engine.observer
+        if observer is not None:
+            # Counted when written: in a transaction that is later rolled
+            # back, too (its commit is the application's, and unseen here).
+            for (kind, name), count in inform_counts(items, results).items():
+                observer.informed(kind, name, count)
         if namespaces:
             engine = self._engine
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, fields
 from types import MappingProxyType
 
 from ._errors import ConfigError
+from ._observer import Observer
 
 HOUR = 3600.0
 DAY = 24 * HOUR
@@ -313,6 +314,12 @@ class Config:
     or pending until the rescuer retries it, so at-least-once holds and a
     work may run again. Informs always wait for the flush. False: every
     commit waits, as the peers' job queues do by default (slower drains)."""
+    observer: Observer | None = field(default=None, compare=False, repr=False)
+    """Hooks told what the client does, for metrics (an :class:`Observer`,
+    such as ``trio_delta.metrics.PrometheusMetrics()``); None: none."""
+    census_interval: float = 15.0
+    """With an observer, the leader counts every resource by kind,
+    namespace and state this often, for its ``census`` hook."""
     asyncio: bool = False
     """Run the client inside a trio-asyncio loop, so that ``work`` and
     ``inform`` may await asyncio-only libraries through
@@ -334,6 +341,7 @@ class Config:
                 "lock_timeout",
                 "maintenance_interval",
                 "flush_interval",
+                "census_interval",
             }:
                 _check_duration(f.name, getattr(self, f.name), allow_zero=False)
             elif f.name in {
@@ -375,6 +383,8 @@ class Config:
             raise ConfigError("listen_dsn must be a connection string or None")
         if self.listen_dsn is not None and not self.listen:
             raise ConfigError("listen_dsn is set but listen is False: nothing would use it")
+        if self.observer is not None and not isinstance(self.observer, Observer):
+            raise ConfigError(f"observer must be a trio_delta.Observer, got {self.observer!r}")
         if not isinstance(self.random, random.Random):
             raise ConfigError(f"random must be a random.Random, got {self.random!r}")
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, get_args, get_origin
@@ -11,10 +10,11 @@ import trio
 
 from ._config import ObjectSettings
 from ._errors import ConfigError
+from ._logs import get_logger
 from ._objects import check_kind, decode_object, object_settings
 from ._types import InformOptions, Resource, ResourceRow
 
-log = logging.getLogger("trio_delta.client")
+log = get_logger("trio_delta.client")
 
 T = TypeVar("T")
 R = TypeVar("R", bound=ResourceRow[Any])

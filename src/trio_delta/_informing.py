@@ -9,6 +9,7 @@ write on, never in what is valid, what is stale or what a result holds.
 from __future__ import annotations
 
 import contextlib
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -120,6 +121,19 @@ def changed_namespaces(
     read from the objects: no result's row need be built for it."""
     distinct = items if len(items) == len(results) else dedupe(items)
     return {item.namespace for item, r in zip(distinct, results, strict=True) if r.changed}
+
+
+def inform_counts(
+    items: Sequence[PreparedObject], results: Sequence[InformResult[Any]]
+) -> Counter[tuple[str, str]]:
+    """How many of ``results`` (the store's, for ``items``) were new,
+    changed or unchanged, by kind: ``(kind, result) -> count``."""
+    distinct = items if len(items) == len(results) else dedupe(items)
+    counts: Counter[tuple[str, str]] = Counter()
+    for item, r in zip(distinct, results, strict=True):
+        name = "unchanged" if not r.changed else "changed" if r.already_exists else "new"
+        counts[(item.kind, name)] += 1
+    return counts
 
 
 def bind_row(

@@ -10,6 +10,7 @@ it held back.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import time
 from typing import Any
@@ -54,3 +55,43 @@ class Throttled:
             )
         else:
             self.logger.warning(msg, *args)
+
+
+#: The id of the client whose task is logging (Trio tasks inherit it from
+#: the client's nursery), for records' ``client_id`` field.
+current_client_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "trio_delta_client_id", default=None
+)
+
+
+class _ClientField(logging.Filter):
+    """Adds ``client_id`` to every record of a trio_delta logger, so a JSON
+    formatter gets it without parsing the message."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "client_id"):
+            record.client_id = current_client_id.get()
+        return True
+
+
+_FIELD = _ClientField()
+
+
+def get_logger(name: str) -> logging.Logger:
+    """``logging.getLogger(name)``, its records carrying ``client_id``."""
+    logger = logging.getLogger(name)
+    if _FIELD not in logger.filters:
+        logger.addFilter(_FIELD)
+    return logger
+
+
+def resource_fields(resource: Any) -> dict[str, Any]:
+    """A resource's fields for a record's ``extra``: kind, namespace,
+    object_id, attempt and resource_id."""
+    return {
+        "kind": resource.kind,
+        "namespace": resource.namespace,
+        "object_id": resource.object_id,
+        "attempt": resource.attempt,
+        "resource_id": resource.id,
+    }

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import zlib
 from typing import Any
 
@@ -11,12 +10,13 @@ from psycopg import sql
 
 from ._config import check_schema
 from ._errors import StoreError
+from ._logs import get_logger
 from ._store._bridge import Bridge, open_bridge
 from ._store.dsn import describe_dsn, normalize_dsn, redact
 from ._util import require_trio
 from .migrations.runner import fresh_schema, migrations
 
-log = logging.getLogger("trio_delta.migrate")
+log = get_logger("trio_delta.migrate")
 
 
 def _lock_key(schema: str) -> int:

@@ -4,7 +4,6 @@ how a failure inside becomes the one exception the caller sees."""
 
 from __future__ import annotations
 
-import logging
 import os
 import socket
 from collections.abc import AsyncGenerator, Mapping
@@ -18,10 +17,11 @@ from ._controllers import Controllers
 from ._engine.clock import Clock
 from ._engine.context import EngineContext
 from ._errors import ClientFailedError, ConfigError
+from ._logs import current_client_id, get_logger
 from ._store.port import Store
 from ._util import construct, leaf_exceptions, require_trio
 
-log = logging.getLogger("trio_delta.client")
+log = get_logger("trio_delta.client")
 
 
 def _make_client_id(config: Config) -> str:
@@ -95,7 +95,15 @@ async def _run_client(
     failure: BaseException | None = None
     try:
         async with trio.open_nursery() as nursery:
-            await engine.start(nursery)
+            # Every record the engine's tasks log carries this client's id:
+            # they copy the context they are started in.
+            client_token = current_client_id.set(client.id)
+            try:
+                await engine.start(nursery)
+            finally:
+                current_client_id.reset(client_token)
+            if engine.observer is not None:
+                engine.observer.client_started(client)
             log.info(
                 "client %s started: kinds %s, namespaces %s",
                 client.id,
@@ -110,8 +118,12 @@ async def _run_client(
                 raise
             finally:
                 client._closed = True  # pyright: ignore[reportPrivateUsage]
-                with trio.CancelScope(shield=True):
-                    await engine.stop()
+                stop_token = current_client_id.set(client.id)
+                try:
+                    with trio.CancelScope(shield=True):
+                        await engine.stop()
+                finally:
+                    current_client_id.reset(stop_token)
                 nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:
         failure = _failure_from_group(group, body_error)

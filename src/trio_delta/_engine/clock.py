@@ -15,14 +15,15 @@ check is a lease (``leader_ttl``) old; it is re-anchored when it drifted.
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
 import trio
 
-log = logging.getLogger("trio_delta.clock")
+from .._logs import get_logger
+
+log = get_logger("trio_delta.clock")
 
 #: Drift below this is a round trip's noise, not a clock that moved.
 TOLERANCE = 0.25

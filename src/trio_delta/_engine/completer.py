@@ -20,7 +20,6 @@ thus never stops the outcomes of the others, nor the workers behind them.
 from __future__ import annotations
 
 import dataclasses
-import logging
 import math
 from collections.abc import Callable
 from typing import Any
@@ -28,13 +27,13 @@ from typing import Any
 import trio
 
 from .._errors import StoreError
-from .._logs import Throttled
+from .._logs import Throttled, get_logger, resource_fields
 from .._store.params import AppliedOutcome, Outcome, OutcomeKind
 from .._types import EventCategory, ResourceRow, ResourceState
 from .context import EngineContext
-from .results import Completion, Judge
+from .results import WORK_OUTCOME_NAMES, Completion, Judge
 
-log = logging.getLogger("trio_delta.completer")
+log = get_logger("trio_delta.completer")
 
 #: Called with the rows the written outcomes changed, as they are now.
 OnApplied = Callable[[list[tuple[ResourceRow[Any], EventCategory]]], None]
@@ -77,12 +76,14 @@ class Completer:
         self._batch_size = ctx.config.batch_size
         self._report_after = ctx.config.lock_timeout
         self._judge = Judge(ctx)
+        self._observer = ctx.observer
         self._on_applied = on_applied
         self._wants_rows = wants_rows
         self.send, self._receive = trio.open_memory_channel[Completion](buffer)
         self._held: dict[int, _Held] = {}
         self.written = 0
         self.batches = 0
+        self.last_written_at: float | None = None  # trio time of the last batch written
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Write outcomes until the send side is closed and everything is written."""
@@ -136,7 +137,12 @@ class Completer:
         return True
 
     def _pending(self, completion: Completion) -> Pending:
-        return (self._judge.outcome(completion), completion)
+        outcome = self._judge.outcome(completion)
+        if self._observer is not None:
+            resource = completion.resource
+            name = "cancelled" if completion.cancelled else WORK_OUTCOME_NAMES[outcome.kind]
+            self._observer.work_ended(resource.kind, resource.namespace, name, completion.seconds)
+        return (outcome, completion)
 
     def _next_retry(self) -> float:
         return min((h.retry_at for h in self._held.values()), default=math.inf)
@@ -152,9 +158,13 @@ class Completer:
         delay = 0.05
         while True:
             try:
+                started = trio.current_time()
                 done = await self._queue.complete(
                     outcomes, now=self._clock.now(), client_id=self._client_id
                 )
+                self.last_written_at = trio.current_time()
+                if self._observer is not None:
+                    self._observer.outcomes_written(len(outcomes), self.last_written_at - started)
                 break
             except StoreError as exc:
                 self._storm.warning(
@@ -180,6 +190,7 @@ class Completer:
                         c.resource.kind,
                         c.resource.object_id,
                         o.attempt,
+                        extra=resource_fields(c.resource),
                     )
         for a in done.applied:
             self._release(a.id)
@@ -218,6 +229,7 @@ class Completer:
                 resource.object_id,
                 waited,
                 outcome.kind.value,
+                extra=resource_fields(resource),
             )
 
     def _release(self, row_id: int) -> None:
@@ -230,6 +242,7 @@ class Completer:
                 resource.object_id,
                 held.outcome.kind.value,
                 trio.current_time() - held.since,
+                extra=resource_fields(resource),
             )
 
 

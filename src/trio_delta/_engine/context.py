@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .._config import Config
 from .._controllers import Controllers
+from .._observer import Observer, SafeObserver
 from .._store.port import Store
 from .clock import Clock
 
@@ -19,6 +20,12 @@ class EngineContext:
     client_id: str
     config: Config
     controllers: Controllers
+    observer: Observer | None = field(init=False)
+    """The configured observer, its errors caught; None without one."""
+
+    def __post_init__(self) -> None:
+        observer = self.config.observer
+        object.__setattr__(self, "observer", None if observer is None else SafeObserver(observer))
 
     @property
     def notified(self) -> bool:

@@ -7,16 +7,16 @@ counted on that subscription (a slow reader must not stall the control loop).
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Generator
 from contextlib import contextmanager
 
 import trio
 
 from .._errors import ConfigError
+from .._logs import get_logger
 from .._types import Event, EventCategory
 
-log = logging.getLogger("trio_delta.events")
+log = get_logger("trio_delta.events")
 
 
 class Subscription:

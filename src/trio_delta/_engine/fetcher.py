@@ -15,22 +15,22 @@ per claim loop per simulated second.
 
 from __future__ import annotations
 
-import logging
 import math
+from collections import Counter
 from collections.abc import Mapping
 from datetime import datetime
 
 import trio
 
 from .._errors import StoreError
-from .._logs import Throttled
+from .._logs import Throttled, get_logger
 from .._store.params import ClaimRequest, ClusterLimit
 from .context import EngineContext
 from .pauses import Pauses
 from .slots import Slots
 from .workers import WorkerPool
 
-log = logging.getLogger("trio_delta.fetcher")
+log = get_logger("trio_delta.fetcher")
 
 
 #: Claims a fetcher may have in flight at once. A claim is a round trip of a
@@ -60,6 +60,8 @@ class Fetcher:
         self._queue = ctx.store.queue
         self._clock = ctx.clock
         self._client_id = ctx.client_id
+        self._observer = ctx.observer
+        self.last_claim_at: float | None = None  # trio time of the last claim that worked
         self._pools = pools
         self._slots = slots
         self._pauses = pauses
@@ -213,6 +215,10 @@ class Fetcher:
             for request in requests:
                 self._slots.unreserve(request)
         self.claimed += len(resources)
+        self.last_claim_at = trio.current_time()
+        if self._observer is not None and resources:
+            for namespace, count in Counter(r.namespace for r in resources).items():
+                self._observer.claimed(namespace, count)
         for resource in resources:
             self._slots.take(resource.namespace, resource.kind)
             self._pools[resource.namespace].rows.send_nowait(resource)

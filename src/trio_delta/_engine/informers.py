@@ -14,7 +14,6 @@ sent, leaves the cursor alone and runs again at its next scheduled time.
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -25,7 +24,7 @@ import trio
 from .._controllers import Registration
 from .._errors import ObjectError, StoreError
 from .._informing import stale_check
-from .._logs import Throttled
+from .._logs import Throttled, get_logger
 from .._objects import PreparedObject, prepare_object
 from .._store.params import InformClaim, InformLease, InformRunEnd, UpsertParams
 from .._types import InformOptions
@@ -33,7 +32,7 @@ from .context import EngineContext
 from .pauses import Pauses
 from .results import MAX_MESSAGE, clean_text, describe_exception
 
-log = logging.getLogger("trio_delta.informer")
+log = get_logger("trio_delta.informer")
 
 #: Extra lease beyond ``inform_timeout``, so a slow final batch is covered.
 LEASE_GRACE = 30.0
@@ -56,6 +55,7 @@ class Informers:
         # Retries of one failure: not a warning each (per client: a
         # throttle shared across clients would hide one's first warning).
         self._storm = Throttled(log)
+        self._observer = ctx.observer
         self._control = ctx.store.control
         self._queue = ctx.store.queue
         self._notifications_reliable = ctx.notified
@@ -278,6 +278,9 @@ class Informers:
             self.runs += 1
             if error is not None:
                 self.failures += 1
+            if self._observer is not None:
+                seconds = (now - started).total_seconds()
+                self._observer.informer_run(reg.kind, error is None, seconds, stats.written)
 
     async def _writer(
         self,

@@ -10,17 +10,16 @@ two clients never act as leader at once.
 
 from __future__ import annotations
 
-import logging
 from datetime import timedelta
 
 import trio
 
 from .._errors import StoreError
-from .._logs import Throttled
+from .._logs import Throttled, get_logger
 from .clock import ClockSync
 from .context import EngineContext
 
-log = logging.getLogger("trio_delta.leader")
+log = get_logger("trio_delta.leader")
 
 LEADER_NAME = "default"
 
@@ -39,6 +38,12 @@ class LeaderElector:
         self._wake = trio.Event()
         self.changed = trio.Event()
         """Set (and replaced) whenever leadership is won or lost."""
+
+    @property
+    def lease_left(self) -> float | None:
+        """Seconds until the lease lapses unless renewed; None when not leading."""
+        left = self._lease_end - trio.current_time()
+        return left if left > 0 else None
 
     @property
     def is_leader(self) -> bool:

@@ -8,21 +8,21 @@ keeps work moving, and after every (re)connect we deliver a ``None`` payload
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 
 import trio
 
 from .._errors import StoreError
-from .._logs import Throttled
+from .._logs import Throttled, get_logger
 from .._store.port import Store
 
-log = logging.getLogger("trio_delta.listener")
+log = get_logger("trio_delta.listener")
 
 
 async def run_listener(
     store: Store,
     on_payload: Callable[[str | None], None],
+    on_lost: Callable[[], None] = lambda: None,
     *,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -42,6 +42,7 @@ async def run_listener(
                 while True:
                     on_payload(await listener.wait())
         except StoreError as exc:
+            on_lost()
             storm.warning("LISTEN connection lost, reconnecting in %.1fs: %s", delay, exc)
         if not started:
             # Start anyway: the poll fallback works without notifications.

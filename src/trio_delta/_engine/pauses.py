@@ -14,18 +14,17 @@ send (``Config.listen=False``), reaches the work then.
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Awaitable, Callable
 
 import trio
 
 from .._errors import StoreError
-from .._logs import Throttled
+from .._logs import Throttled, get_logger
 from .._store.params import Pause
 from .context import EngineContext
 
-log = logging.getLogger("trio_delta.pauses")
+log = get_logger("trio_delta.pauses")
 
 
 class Pauses:

@@ -10,7 +10,6 @@ the client gives up without a verdict (a forced stop) is handed back.
 
 from __future__ import annotations
 
-import logging
 import traceback
 from dataclasses import dataclass
 from datetime import timedelta
@@ -19,11 +18,12 @@ from typing import Any
 import outcome
 
 from .._errors import ResourceDelete, Snooze, TerminalError
+from .._logs import get_logger, resource_fields
 from .._store.params import Outcome, OutcomeKind
 from .._types import AttemptError, RequeueAfter, Resource
 from .context import EngineContext
 
-log = logging.getLogger("trio_delta.worker")
+log = get_logger("trio_delta.worker")
 
 MAX_TRACE = 8000
 MAX_MESSAGE = 2000
@@ -52,6 +52,10 @@ class Completion:
 
     resource: Resource[Any]
     result: outcome.Outcome[object] | None
+    seconds: float = 0.0
+    """How long the work ran."""
+    cancelled: bool = False
+    """The resource was cancelled (or deleted) while its work ran."""
 
 
 def clean_text(text: str, limit: int) -> str:
@@ -89,6 +93,18 @@ def format_trace(exc: BaseException) -> str:
         return describe_exception(exc)
 
 
+#: How the observer names each outcome (see ``Observer.work_ended``).
+WORK_OUTCOME_NAMES = {
+    OutcomeKind.SYNCED: "synced",
+    OutcomeKind.FAILED: "failed",
+    OutcomeKind.DEGRADED: "degraded",
+    OutcomeKind.DELETED: "deleted",
+    OutcomeKind.REQUEUE: "requeued",
+    OutcomeKind.SNOOZE: "snoozed",
+    OutcomeKind.HANDBACK: "handed_back",
+}
+
+
 def handback(resource: Resource[Any]) -> Outcome:
     return Outcome(resource.id, resource.attempt, resource.hash, OutcomeKind.HANDBACK)
 
@@ -116,10 +132,22 @@ class Judge:
         assert isinstance(result, outcome.Error)
         error = result.error
         if isinstance(error, ResourceDelete):
-            log.info("%s %r deleted by work: %s", resource.kind, resource.object_id, error.reason)
+            log.info(
+                "%s %r deleted by work: %s",
+                resource.kind,
+                resource.object_id,
+                error.reason,
+                extra=resource_fields(resource),
+            )
             return Outcome(resource.id, resource.attempt, resource.hash, OutcomeKind.DELETED)
         if isinstance(error, Snooze):
-            log.debug("%s %r snoozed for %gs", resource.kind, resource.object_id, error.seconds)
+            log.debug(
+                "%s %r snoozed for %gs",
+                resource.kind,
+                resource.object_id,
+                error.seconds,
+                extra=resource_fields(resource),
+            )
             return self._later(resource, OutcomeKind.SNOOZE, error.seconds)
         return self._failure(resource, error)
 
@@ -136,7 +164,13 @@ class Judge:
         trace = clean_text(format_trace(exc), MAX_TRACE)
         error = AttemptError(at=now, attempt=resource.attempt, error=message, trace=trace)
         if isinstance(exc, TerminalError):
-            log.error("%s %r degraded: %s", resource.kind, resource.object_id, message)
+            log.error(
+                "%s %r degraded: %s",
+                resource.kind,
+                resource.object_id,
+                message,
+                extra=resource_fields(resource),
+            )
             return Outcome(
                 resource.id, resource.attempt, resource.hash, OutcomeKind.DEGRADED, error=error
             )
@@ -147,6 +181,7 @@ class Judge:
                 resource.object_id,
                 resource.attempt,
                 message,
+                extra=resource_fields(resource),
             )
             return Outcome(
                 resource.id, resource.attempt, resource.hash, OutcomeKind.DEGRADED, error=error
@@ -160,6 +195,7 @@ class Judge:
             resource.max_attempts,
             delay,
             message,
+            extra=resource_fields(resource),
         )
         return Outcome(
             resource.id,

@@ -23,7 +23,6 @@ re-raises it (``fatal``) once every outcome is written.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -31,7 +30,9 @@ from typing import Any
 import trio
 
 from .._config import NamespaceConfig
+from .._logs import get_logger
 from .._types import Event, EventCategory, Resource, ResourceRow
+from .census import Census
 from .clock import ClockSync
 from .completer import Completer
 from .context import EngineContext
@@ -46,7 +47,7 @@ from .results import describe_exception
 from .slots import Slots
 from .workers import WorkerPool
 
-log = logging.getLogger("trio_delta.engine")
+log = get_logger("trio_delta.engine")
 
 #: After the grace period and the forced cancel, how long outcomes may take to
 #: be written before we give up on them (the rescuer then recovers the rows).
@@ -116,6 +117,8 @@ class Engine:
         self._ctx = ctx
         self._config = ctx.config
         self._events = events
+        self.observer = ctx.observer
+        self.listening = False
         self.slots = Slots(
             {ns: c.max_workers + c.prefetch for ns, c in namespaces.items()}, ctx.controllers
         )
@@ -144,6 +147,7 @@ class Engine:
         self.clock_sync = ClockSync(ctx.clock, ctx.store.database_now)
         self.elector = LeaderElector(ctx, self.clock_sync)
         self.maintenance = Maintenance(ctx, self.elector, self.clock_sync, namespaces=namespaces)
+        self.census = None if ctx.observer is None else Census(ctx, self.elector, ctx.observer)
         self._handles: dict[str, _ServiceHandle] = {}
         self._stopping = False
         self._force_requested = False
@@ -196,9 +200,17 @@ class Engine:
         self.force()
         self.body_scope.cancel()
 
+    def _lost(self) -> None:
+        self.listening = False
+
+    def running(self) -> bool:
+        """Whether every service started is still running."""
+        return bool(self._handles) and not any(h.done.is_set() for h in self._handles.values())
+
     def on_payload(self, payload: str | None) -> None:
         """Route a LISTEN payload (None: the connection was re-established)."""
         if payload is None:
+            self.listening = True
             self.fetcher.wake()
             self.elector.wake()
         elif payload.startswith("inform:"):
@@ -264,10 +276,14 @@ class Engine:
         await self._start(nursery, "pauses", self.pauses.run)
         await self._start(nursery, "fetcher", self.fetcher.run)
         if self._ctx.config.listen:
-            await self._start(nursery, "listener", run_listener, self._ctx.store, self.on_payload)
+            await self._start(
+                nursery, "listener", run_listener, self._ctx.store, self.on_payload, self._lost
+            )
         await self._start(nursery, "informers", self.informers.run)
         await self._start(nursery, "elector", self.elector.run)
         await self._start(nursery, "maintenance", self.maintenance.run)
+        if self.census is not None:
+            await self._start(nursery, "census", self.census.run)
 
     async def stop(self) -> None:
         """Run the shutdown phases; call shielded."""
@@ -285,6 +301,8 @@ class Engine:
         # at once rather than after the grace period, so a follower takes
         # over within moments of a graceful stop.
         self._handles["maintenance"].scope.cancel()
+        if "census" in self._handles:
+            self._handles["census"].scope.cancel()
         self._handles["elector"].scope.cancel()
         await self.elector.resign()
         self.informers.stop()

@@ -17,7 +17,6 @@ only fails its attempt.
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Callable
 from typing import Any
@@ -25,13 +24,14 @@ from typing import Any
 import outcome
 import trio
 
+from .._logs import get_logger, resource_fields
 from .._types import Resource
 from .context import EngineContext
 from .results import Completion, StrayCancelled, Undecodable, WorkTimeout, describe_exception
 from .rowqueue import RowQueue
 from .slots import Slots
 
-log = logging.getLogger("trio_delta.worker")
+log = get_logger("trio_delta.worker")
 
 
 def _cancelled_around_us() -> bool:
@@ -66,13 +66,14 @@ def _without_cancelled(exc: BaseException) -> BaseException | None:
 class _Worker:
     """One worker task's state, read by the pool's timeout watcher."""
 
-    __slots__ = ("cancelled", "deadline", "handed_back", "resource", "scope", "timeout")
+    __slots__ = ("cancelled", "deadline", "handed_back", "resource", "scope", "started", "timeout")
 
     def __init__(self) -> None:
         self.resource: Resource[Any] | None = None  # in work now
         self.handed_back = False  # its row was given up while the work ran on
         self.deadline = math.inf
         self.timeout = 0.0  # of the work in hand
+        self.started = 0.0  # when the work in hand began (trio time)
         self.cancelled = False  # its row was deleted or cancelled while it ran
         self.scope = trio.CancelScope()
 
@@ -104,6 +105,7 @@ class WorkerPool:
         self._watch_until = math.inf
         self._watch_scope = trio.CancelScope()
         self._asyncio = ctx.config.asyncio
+        self._observer = ctx.observer
         self._slots = slots
         self._completions = completions
         self._on_slot_free = on_slot_free
@@ -151,6 +153,7 @@ class WorkerPool:
                 "%s %r: deleted while claimed ahead; dropped before its work started",
                 queued.kind,
                 queued.object_id,
+                extra=resource_fields(queued),
             )
             self._slots.release(queued.namespace, queued.kind)
             self._on_slot_free()
@@ -162,6 +165,7 @@ class WorkerPool:
                     "%s %r: cancelled while its work ran (the resource was deleted)",
                     resource.kind,
                     resource.object_id,
+                    extra=resource_fields(resource),
                 )
                 worker.cancelled = True
                 worker.scope.cancel()
@@ -197,10 +201,10 @@ class WorkerPool:
                 continue
             worker.handed_back = True
             given_up.append(resource)
-            await self._finish(resource, None)
+            await self._finish(resource, None, trio.current_time() - worker.started)
         queued = self.rows.drain()
         for resource in queued:
-            await self._finish(resource, None)
+            await self._finish(resource, None, 0.0)
         return given_up, len(queued)
 
     # Each work call needs a cancel scope (timeout, forced stop), but making
@@ -238,7 +242,8 @@ class WorkerPool:
             worker.timeout = self._work_timeout
         else:
             worker.timeout = self._timeouts.get(kind, self._work_timeout)
-        worker.deadline = trio.current_time() + worker.timeout
+        worker.started = trio.current_time()
+        worker.deadline = worker.started + worker.timeout
         if not self._uniform and worker.deadline < self._watch_until:
             self._watch_until = worker.deadline
             self._watch_scope.cancel()
@@ -261,11 +266,13 @@ class WorkerPool:
                         self._start_clock(worker, resource.kind)
                         worker.cancelled = False
                         worker.resource = resource
+                        if self._observer is not None:
+                            self._observer.work_started(resource.kind, resource.namespace)
                         result = await self._work_one(resource)
                         worker.resource = None
                         done, resource = resource, None
                         if not self._handed_back(worker, done):
-                            await self._finish(done, result)
+                            await self._finish(done, result, trio.current_time() - worker.started)
             except BaseException as exc:
                 # A work cancelled inside a nursery of its own can raise an
                 # exception group of Cancelled and its own errors; the scope
@@ -281,9 +288,15 @@ class WorkerPool:
                 # cancelled), or failed with what ``_work_one`` could not catch.
                 resource = None
                 self.worked += 1
+                cancelled = worker.cancelled
                 result = self._interrupted(failure, worker)
                 if not self._handed_back(worker, interrupted):
-                    await self._finish(interrupted, result)
+                    await self._finish(
+                        interrupted,
+                        result,
+                        trio.current_time() - worker.started,
+                        cancelled=cancelled,
+                    )
                 # Cancelled from outside the worker's scope: end this task.
                 await trio.lowlevel.checkpoint_if_cancelled()
 
@@ -298,15 +311,21 @@ class WorkerPool:
             "%s %r: work ended after its row was handed back; its result is dropped",
             resource.kind,
             resource.object_id,
+            extra=resource_fields(resource),
         )
         return True
 
     async def _finish(
-        self, resource: Resource[Any], result: outcome.Outcome[object] | None
+        self,
+        resource: Resource[Any],
+        result: outcome.Outcome[object] | None,
+        seconds: float,
+        *,
+        cancelled: bool = False,
     ) -> None:
         self._slots.release(resource.namespace, resource.kind)
         self._on_slot_free()
-        completion = Completion(resource, result)
+        completion = Completion(resource, result, seconds, cancelled=cancelled)
         try:
             try:
                 self._completions.send_nowait(completion)
@@ -322,6 +341,7 @@ class WorkerPool:
                 "%s %r: the outcome writer is gone; the rescuer will retry this resource",
                 resource.kind,
                 resource.object_id,
+                extra=resource_fields(resource),
             )
 
     def _interrupted(

@@ -31,7 +31,7 @@ import contextlib
 import sys
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any, Literal, ParamSpec, Protocol, TypeVar
+from typing import Any, Literal, ParamSpec, Protocol, TypeVar, cast
 
 import msgspec
 import psycopg
@@ -83,10 +83,15 @@ class TrioPool:
         self._configure = configure
         self._idle: list[TrioConnection] = []
         self._slots = trio.Semaphore(max_size)
+        self._max_size = max_size
         self._closed = False
 
     async def open(self, wait: bool = False) -> None:
         await trio.lowlevel.checkpoint()
+
+    def in_use(self) -> int:
+        """Connections handed out and not yet returned."""
+        return self._max_size - self._slots.value
 
     async def getconn(self) -> TrioConnection:
         if self._closed:
@@ -153,6 +158,14 @@ class Pool(Protocol):
     def connection(self) -> contextlib.AbstractAsyncContextManager[Any]: ...
 
     async def close(self) -> None: ...
+
+
+def pool_in_use(pool: Pool) -> int:
+    """Connections of ``pool`` handed out and not yet returned."""
+    if isinstance(pool, TrioPool):
+        return pool.in_use()
+    stats: dict[str, int] = cast(Any, pool).get_stats()  # psycopg_pool's
+    return stats.get("pool_size", 0) - stats.get("pool_available", 0)
 
 
 class Bridge:

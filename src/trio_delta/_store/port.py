@@ -292,6 +292,16 @@ class Store(Protocol):
         """The database's current time, to anchor the engine's clock."""
         ...
 
+    async def ping(self) -> None:
+        """One round trip to the database on a pooled connection (for a
+        health check); raises :class:`StoreError` when it cannot."""
+        ...
+
+    def pool_usage(self) -> tuple[int, int]:
+        """Connections of the pool in use, and the most it opens ((0, 0)
+        for a store without one)."""
+        ...
+
     async def schema_version(self) -> int | None:
         """The applied migration version; None when the schema has no tables."""
         ...

@@ -23,7 +23,6 @@ of misbehaving later.
 from __future__ import annotations
 
 import inspect
-import logging
 import math
 import os
 import select
@@ -35,12 +34,13 @@ import psycopg.errors
 import trio
 from psycopg import pq
 
+from .._logs import get_logger
 from .._util import leaf_exceptions
 
 # The range pyproject.toml pins and `nox -s psycopg` tests.
 SUPPORTED = ">=3.2.1,<3.4"
 
-log = logging.getLogger("trio_delta.store")
+log = get_logger("trio_delta.store")
 
 
 def _unsupported(what: str) -> ImportError:

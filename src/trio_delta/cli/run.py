@@ -130,8 +130,22 @@ def _exit_now(signum: int) -> NoReturn:
     os._exit(128 + signum)
 
 
+def _parse_bind(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """``HOST:PORT`` for ``--http`` (an IPv6 host in brackets)."""
+    if value is None:
+        return None
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise click.BadParameter(f"expected HOST:PORT, got {value!r}")
+    return value
+
+
 async def _run_client(
-    dsn: str, controllers: Controllers, namespaces: Mapping[str, NamespaceConfig], config: Config
+    dsn: str,
+    controllers: Controllers,
+    namespaces: Mapping[str, NamespaceConfig],
+    config: Config,
+    http: str | None = None,
 ) -> None:
     from .._client import Client
     from .._engine.runtime import FLUSH_TIMEOUT, name_resources
@@ -217,7 +231,18 @@ async def _run_client(
                         f"{describe_dsn(normalize_dsn(dsn))}, schema {config.schema!r}, "
                         f"as client {client.id}; Ctrl-C or SIGTERM stops"
                     )
-                    await stop.wait()
+                    async with trio.open_nursery() as served:
+                        if http is not None:
+                            from .._http import serve_http
+                            from ..metrics import PrometheusMetrics
+
+                            assert isinstance(config.observer, PrometheusMetrics)
+                            bound = await served.start(
+                                serve_http, client, config.observer.registry, http
+                            )
+                            note(f"serving /healthz, /readyz and /metrics on {', '.join(bound)}")
+                        await stop.wait()
+                        served.cancel_scope.cancel()
             nursery.cancel_scope.cancel()
     note("stopped")
 
@@ -247,6 +272,13 @@ async def _run_client(
     default=None,
     help="Seconds running work may take to finish on stop [default: Config's].",
 )
+@click.option(
+    "--http",
+    metavar="HOST:PORT",
+    default=None,
+    callback=_parse_bind,
+    help="Serve /healthz, /readyz and /metrics here (needs trio-delta[metrics]).",
+)
 def run(
     target: str,
     dsn: str | None,
@@ -254,6 +286,7 @@ def run(
     max_workers: int,
     namespaces: dict[str, int | None],
     shutdown_grace: float | None,
+    http: str | None,
 ) -> int:
     """Run a client for the controllers at MODULE:ATTR until stopped.
 
@@ -280,10 +313,20 @@ def run(
     extra: dict[str, Any] = {}
     if shutdown_grace is not None:
         extra["shutdown_grace"] = shutdown_grace
+    if http is not None:
+        try:
+            from prometheus_client import CollectorRegistry
+
+            from ..metrics import PrometheusMetrics
+        except ImportError as exc:
+            raise click.UsageError(
+                f"--http needs the metrics extra: pip install 'trio-delta[metrics]' ({exc})"
+            ) from None
+        extra["observer"] = PrometheusMetrics(CollectorRegistry())
     config = Config(schema=schema, **extra)
     setup_logging(logging.INFO)
     try:
-        trio.run(_run_client, conninfo, controllers, spaces, config)
+        trio.run(_run_client, conninfo, controllers, spaces, config, http)
     except BaseException as exc:
         leaf = innermost(exc)
         if isinstance(leaf, StoreError):  # say which database

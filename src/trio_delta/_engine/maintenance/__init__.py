@@ -9,7 +9,6 @@ with, by its own configuration.
 
 from __future__ import annotations
 
-import logging
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ import trio
 
 from ..._config import NamespaceConfig
 from ..._errors import StoreError
-from ..._logs import Throttled
+from ..._logs import Throttled, get_logger
 from ..clock import ClockSync
 from ..context import EngineContext
 from ..leader import LeaderElector
@@ -27,7 +26,7 @@ from .cleaner import Cleaner, CleanerConfig
 from .expirer import Expirer, ExpirerConfig
 from .rescuer import Rescuer, RescuerConfig
 
-log = logging.getLogger("trio_delta.maintenance")
+log = get_logger("trio_delta.maintenance")
 
 
 @dataclass

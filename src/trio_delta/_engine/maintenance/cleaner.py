@@ -4,17 +4,17 @@ namespace whose rows expire are expired and worked again, never cleaned."""
 
 from __future__ import annotations
 
-import logging
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 
 from ..._config import Config, NamespaceConfig, retention_for
+from ..._logs import get_logger
 from ..._types import ResourceState
 from .batches import MaintenanceService
 
-log = logging.getLogger("trio_delta.maintenance")
+log = get_logger("trio_delta.maintenance")
 
 CLEANED_STATES = (ResourceState.SYNCED, ResourceState.DEGRADED, ResourceState.DELETED)
 

@@ -3,15 +3,15 @@ are expired, so they are worked again."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 
 from ..._config import NamespaceConfig
+from ..._logs import get_logger
 from .batches import MaintenanceService
 
-log = logging.getLogger("trio_delta.maintenance")
+log = get_logger("trio_delta.maintenance")
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,17 +10,17 @@ row may also wait for a worker, up to one work's timeout for every
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 
 from ..._config import Config, NamespaceConfig
 from ..._controllers import Controllers
+from ..._logs import get_logger
 from ..._store.params import RescueParams
 from .batches import MaintenanceService
 
-log = logging.getLogger("trio_delta.maintenance")
+log = get_logger("trio_delta.maintenance")
 
 RESCUE_ERROR = "rescued after worker loss"
 

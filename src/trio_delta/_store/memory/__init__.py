@@ -55,6 +55,12 @@ class MemoryStore:
     def __repr__(self) -> str:
         return f"<MemoryStore {len(self.tables.rows)} rows>"
 
+    async def ping(self) -> None:
+        await trio.lowlevel.checkpoint()
+
+    def pool_usage(self) -> tuple[int, int]:
+        return (0, 0)
+
     async def database_now(self) -> datetime:
         """The anchor at the first call, then the anchor plus the Trio time
         elapsed since: clients started later on a shared store agree on the

@@ -6,7 +6,6 @@ parts over one set of connections (see :mod:`.connections`).
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -14,6 +13,7 @@ from datetime import datetime
 import psycopg
 
 from ..._errors import StoreError
+from ..._logs import get_logger
 from ...migrations.runner import LATEST_VERSION, check_version
 from .._bridge import Driver, open_bridge
 from .connections import (
@@ -41,7 +41,7 @@ __all__ = [
     "settings_params",
 ]
 
-log = logging.getLogger("trio_delta.store")
+log = get_logger("trio_delta.store")
 
 
 class PostgresStore:
@@ -68,6 +68,12 @@ class PostgresStore:
             return row[0]
 
         return await self.connections.on_lane("claim", run, "reading the database time")
+
+    async def ping(self) -> None:
+        await self.connections.execute(None, "database_now", {}, "checking the database")
+
+    def pool_usage(self) -> tuple[int, int]:
+        return self.connections.pool_usage()
 
     async def schema_version(self) -> int | None:
         async def run(conn: Conn) -> int | None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
@@ -24,17 +23,19 @@ from psycopg import pq, sql
 from psycopg.types.json import set_json_loads
 
 from ..._errors import StoreError
+from ..._logs import get_logger
 from ..._objects import PreparedObject
 from ..._types import AttemptError, ResourceRow, ResourceState
 from .._bridge import (
     Bridge,
     Pool,
     _still_connected,  # pyright: ignore[reportPrivateUsage]  # the pool's own check, shared
+    pool_in_use,
 )
 from ..dsn import describe_dsn, redact
 from ..queries import Queries
 
-log = logging.getLogger("trio_delta.store")
+log = get_logger("trio_delta.store")
 R = TypeVar("R")
 Conn = psycopg.AsyncConnection[Any]
 
@@ -314,6 +315,7 @@ class Connections:
         # user's transaction on a pooled connection gets the database's
         # default back (see PostgresQueue.transaction).
         self.pool: Pool = bridge.pool(dsn, max_size=pool_size, configure=self._configure_pooled)
+        self.pool_size = pool_size
         self.queries = Queries(schema)
         self._apply = self.queries["apply_settings"]
         self._begin = self.queries["begin_with_settings"]
@@ -425,6 +427,10 @@ class Connections:
             return
         if settings := self._pool_settings():
             await conn.execute(self._apply, settings_params(settings, local=False))
+
+    def pool_usage(self) -> tuple[int, int]:
+        """Pool connections in use, and the most it opens."""
+        return pool_in_use(self.pool), self.pool_size
 
     def free_claim_lane(self) -> str:
         """A claim lane not in use, if there is one (else the first)."""

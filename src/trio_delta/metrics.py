@@ -1,0 +1,185 @@
+"""Prometheus metrics for a client: ``pip install 'trio-delta[metrics]'``.
+
+::
+
+    from trio_delta.metrics import PrometheusMetrics
+
+    metrics = PrometheusMetrics()          # prometheus_client's default registry
+    config = delta.Config(observer=metrics)
+
+Serve them as you serve your application's (``prometheus_client``'s own
+exporters), or with ``trio-delta run --http HOST:PORT`` (``/metrics``).
+The metrics and their labels are listed in docs/operating.md. Per-process
+counters are this client's; ``trio_delta_resources`` and
+``trio_delta_oldest_due_seconds`` are the whole cluster's, reported by the
+leader alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.registry import REGISTRY
+
+from ._observer import CensusRow, Observer, RunningClient
+
+__all__ = ["PrometheusMetrics"]
+
+#: Work durations from a millisecond to ten minutes.
+WORK_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0, 300.0, 600.0)
+#: Statement round trips, from 0.2 ms to 5 s.
+WRITE_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0)
+#: Rows per claim, up to ``Config.batch_size``'s usual sizes.
+BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000)
+
+
+class PrometheusMetrics(Observer):
+    """An :class:`~trio_delta.Observer` that keeps Prometheus metrics.
+
+    ``registry``: where to register them (prometheus_client's default one
+    when None). One instance per client; two clients in a process need two
+    registries (the metric names would collide in one).
+    """
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = REGISTRY if registry is None else registry
+        r = self.registry
+        self.claimed_rows = Counter(
+            "trio_delta_claimed_rows", "Rows claimed for work.", ["namespace"], registry=r
+        )
+        self.claim_batch = Histogram(
+            "trio_delta_claim_batch_rows",
+            "Rows per claim that found work.",
+            ["namespace"],
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
+        self.works_started = Counter(
+            "trio_delta_works_started", "Work calls begun.", ["kind", "namespace"], registry=r
+        )
+        self.works = Counter(
+            "trio_delta_works",
+            "Work calls ended, by what became of the resource.",
+            ["kind", "namespace", "outcome"],
+            registry=r,
+        )
+        self.work_duration = Histogram(
+            "trio_delta_work_duration_seconds",
+            "How long work calls ran.",
+            ["kind", "namespace"],
+            buckets=WORK_BUCKETS,
+            registry=r,
+        )
+        self.outcome_write = Histogram(
+            "trio_delta_outcome_write_seconds",
+            "How long writing one batch of outcomes took.",
+            buckets=WRITE_BUCKETS,
+            registry=r,
+        )
+        self.outcomes = Counter("trio_delta_outcomes_written", "Outcomes written.", registry=r)
+        self.informs = Counter(
+            "trio_delta_informs",
+            "Objects informed by the application (inform, inform_many, inform_tx), "
+            "by what they did to their resource.",
+            ["kind", "result"],
+            registry=r,
+        )
+        self.informer_runs = Counter(
+            "trio_delta_informer_runs", "Informer runs ended.", ["kind", "result"], registry=r
+        )
+        self.informer_objects = Counter(
+            "trio_delta_informer_objects",
+            "Objects written by informer runs.",
+            ["kind"],
+            registry=r,
+        )
+        self.informer_duration = Histogram(
+            "trio_delta_informer_run_duration_seconds",
+            "How long informer runs took.",
+            ["kind"],
+            buckets=WORK_BUCKETS,
+            registry=r,
+        )
+        self.resources = Gauge(
+            "trio_delta_resources",
+            "Resources by kind, namespace and state, in the whole cluster (counted by the leader).",
+            ["kind", "namespace", "state"],
+            registry=r,
+        )
+        self.oldest_due = Gauge(
+            "trio_delta_oldest_due_seconds",
+            "How long the oldest due scheduled resource has waited (the leader's count).",
+            ["kind", "namespace"],
+            registry=r,
+        )
+        self.is_leader = Gauge(
+            "trio_delta_is_leader", "1 while this client is the leader.", registry=r
+        )
+        self.pool_in_use = Gauge(
+            "trio_delta_pool_connections_in_use", "Pool connections in use.", registry=r
+        )
+        self.pool_size = Gauge(
+            "trio_delta_pool_connections_max", "Most connections the pool opens.", registry=r
+        )
+        self._claims: dict[str, tuple[Counter, Histogram]] = {}
+        self._started: dict[tuple[str, str], Counter] = {}
+        self._ended: dict[tuple[str, str, str], tuple[Counter, Histogram]] = {}
+
+    def client_started(self, client: RunningClient) -> None:
+        # Read when scraped: always current, no task to keep them so.
+        self.is_leader.set_function(lambda: float(client.is_leader))
+        self.pool_in_use.set_function(lambda: float(client.pool_in_use[0]))
+        self.pool_size.set_function(lambda: float(client.pool_in_use[1]))
+
+    # The per-work hooks run for every resource: the labelled children are
+    # looked up once per label set (``labels()`` costs more than the
+    # increment itself, and was most of the metrics' cost on a drain).
+
+    def claimed(self, namespace: str, count: int) -> None:
+        children = self._claims.get(namespace)
+        if children is None:
+            children = self._claims[namespace] = (
+                self.claimed_rows.labels(namespace),
+                self.claim_batch.labels(namespace),
+            )
+        children[0].inc(count)
+        children[1].observe(count)
+
+    def work_started(self, kind: str, namespace: str) -> None:
+        child = self._started.get((kind, namespace))
+        if child is None:
+            child = self._started[(kind, namespace)] = self.works_started.labels(kind, namespace)
+        child.inc()
+
+    def work_ended(self, kind: str, namespace: str, outcome: str, seconds: float) -> None:
+        key = (kind, namespace, outcome)
+        children = self._ended.get(key)
+        if children is None:
+            children = self._ended[key] = (
+                self.works.labels(kind, namespace, outcome),
+                self.work_duration.labels(kind, namespace),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
+
+    def outcomes_written(self, count: int, seconds: float) -> None:
+        self.outcomes.inc(count)
+        self.outcome_write.observe(seconds)
+
+    def informed(self, kind: str, result: str, count: int) -> None:
+        self.informs.labels(kind, result).inc(count)
+
+    def informer_run(self, kind: str, ok: bool, seconds: float, objects: int) -> None:
+        self.informer_runs.labels(kind, "ok" if ok else "failed").inc()
+        self.informer_objects.labels(kind).inc(objects)
+        self.informer_duration.labels(kind).observe(seconds)
+
+    def census(self, rows: Sequence[CensusRow] | None) -> None:
+        # Replaced whole: a state no longer present must not keep its count.
+        self.resources.clear()
+        self.oldest_due.clear()
+        for row in rows or ():
+            self.resources.labels(row.kind, row.namespace, row.state).set(row.count)
+            if row.state == "scheduled":
+                self.oldest_due.labels(row.kind, row.namespace).set(row.oldest_due_seconds)

@@ -1,0 +1,104 @@
+"""``PrometheusMetrics`` counts what the client did, and the leader's census
+reports the whole table; ``client.health()`` says what it last did."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import trio
+from prometheus_client import CollectorRegistry
+
+import trio_delta as delta
+from trio_delta.metrics import PrometheusMetrics
+
+from .models import RecordingController, User, controllers_for
+
+
+def value(registry: CollectorRegistry, name: str, **labels: str) -> float:
+    found = registry.get_sample_value(name, labels)
+    return 0.0 if found is None else found
+
+
+async def test_metrics_count_works_informs_and_the_census(
+    pg_dsn: str, config: delta.Config
+) -> None:
+    registry = CollectorRegistry()
+    cfg = dataclasses.replace(config, observer=PrometheusMetrics(registry), census_interval=0.1)
+    controller = RecordingController()
+    controller.fail = {"u0@x": 1, "u1@x": 1}  # each fails once, then syncs
+    async with delta.open_delta_client(pg_dsn, controllers_for(controller), config=cfg) as client:
+        await client.inform_many([User(f"u{i}@x", "n", 1) for i in range(10)])  # 10 new
+        with trio.fail_after(20):
+            while len(await client.list_resources(state=delta.ResourceState.SYNCED)) < 10:
+                await trio.sleep(0.05)
+        await client.inform_many([User(f"u{i}@x", "n", 2) for i in range(4)])  # 4 changed
+        await client.inform(User("u9@x", "n", 1))  # unchanged
+        with trio.fail_after(20):
+            while (
+                value(
+                    registry,
+                    "trio_delta_resources",
+                    kind="user",
+                    namespace="default",
+                    state="synced",
+                )
+                != 10
+                or value(
+                    registry,
+                    "trio_delta_works_total",
+                    kind="user",
+                    namespace="default",
+                    outcome="synced",
+                )
+                != 14
+            ):
+                await trio.sleep(0.05)
+        health = await client.health()
+
+    works = {
+        outcome: value(
+            registry, "trio_delta_works_total", kind="user", namespace="default", outcome=outcome
+        )
+        for outcome in ("synced", "failed", "degraded")
+    }
+    assert works == {"synced": 14, "failed": 2, "degraded": 0}
+    assert value(registry, "trio_delta_works_started_total", kind="user", namespace="default") == 16
+    assert value(registry, "trio_delta_claimed_rows_total", namespace="default") == 16
+    assert value(registry, "trio_delta_outcomes_written_total") == 16
+    assert (
+        value(registry, "trio_delta_work_duration_seconds_count", kind="user", namespace="default")
+        == 16
+    )
+    assert value(registry, "trio_delta_informs_total", kind="user", result="new") == 10
+    assert value(registry, "trio_delta_informs_total", kind="user", result="changed") == 4
+    assert value(registry, "trio_delta_informs_total", kind="user", result="unchanged") == 1
+    assert value(registry, "trio_delta_outcome_write_seconds_count") >= 1
+
+    assert health.running
+    assert health.database
+    assert health.ready
+    assert health.is_leader
+    assert health.leader_lease_left is not None
+    assert health.listening is True
+    assert health.last_claim is not None
+    assert health.last_outcome_write is not None
+    assert health.pool_size >= 2
+    assert 0 <= health.pool_in_use <= health.pool_size
+
+
+class Broken(delta.Observer):
+    def work_ended(self, kind: str, namespace: str, outcome: str, seconds: float) -> None:
+        raise RuntimeError("a bug in the observer")
+
+
+async def test_an_observer_that_raises_never_stops_the_work(
+    pg_dsn: str, config: delta.Config
+) -> None:
+    controller = RecordingController()
+    cfg = dataclasses.replace(config, observer=Broken())
+    async with delta.open_delta_client(pg_dsn, controllers_for(controller), config=cfg) as client:
+        await client.inform_many([User(f"b{i}@x", "n", 1) for i in range(5)])
+        with trio.fail_after(20):
+            while len(await client.list_resources(state=delta.ResourceState.SYNCED)) < 5:
+                await trio.sleep(0.05)
+        assert (await client.health()).running
