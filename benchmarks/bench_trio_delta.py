@@ -65,6 +65,11 @@ DEFAULTS: dict[str, Any] = {
     "listen_dsn": None,
     # PrometheusMetrics as the observer (docs/operating.md), on its own registry.
     "metrics": False,
+    # OpenTelemetryTracing, on the SDK with a batch processor whose exporter
+    # drops the spans (the cost of making them, not of a collector).
+    "tracing": False,
+    # With tracing: the share of traces recorded (the SDK's ratio sampler).
+    "tracing_ratio": 1.0,
 }
 KIND = "item"
 POLL = 0.005  # seconds between looks at the client's counters (Client.stats copies)
@@ -124,13 +129,36 @@ class NoOp(delta.Controller[Item]):
 
 
 def _observer(settings: dict[str, Any]) -> delta.Observer | None:
-    if not settings["metrics"]:
+    observers: list[delta.Observer] = []
+    if settings["metrics"]:
+        from prometheus_client import CollectorRegistry
+
+        from trio_delta.metrics import PrometheusMetrics
+
+        observers.append(PrometheusMetrics(CollectorRegistry()))
+    if settings["tracing"]:
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import (
+            BatchSpanProcessor,
+            SpanExporter,
+            SpanExportResult,
+        )
+
+        from trio_delta.tracing import OpenTelemetryTracing
+
+        class Dropped(SpanExporter):
+            def export(self, spans: Any) -> SpanExportResult:
+                return SpanExportResult.SUCCESS
+
+        from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+
+        sampler = ParentBased(TraceIdRatioBased(settings["tracing_ratio"]))
+        provider = TracerProvider(sampler=sampler)
+        provider.add_span_processor(BatchSpanProcessor(Dropped()))
+        observers.append(OpenTelemetryTracing(provider))
+    if not observers:
         return None
-    from prometheus_client import CollectorRegistry
-
-    from trio_delta.metrics import PrometheusMetrics
-
-    return PrometheusMetrics(CollectorRegistry())
+    return observers[0] if len(observers) == 1 else delta.Observers(*observers)
 
 
 def _config(schema: str, settings: dict[str, Any], **extra: Any) -> delta.Config:

@@ -16,7 +16,8 @@ per second), ``inform_many`` (objects per second in one call) and
 one inform every 20 ms). Modes run interleaved, round by round; the table
 gives each mode's median over the rounds and its ratio to ``direct``.
 ``--group observer`` compares ``direct`` with ``metrics`` (a
-``PrometheusMetrics`` observer) instead.
+``PrometheusMetrics`` observer) and ``tracing`` (``OpenTelemetryTracing``)
+instead.
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ MODES: dict[str, dict[str, Any]] = {
     "pooler-listen-direct": {"prepared_statements": False},
     "pooler-poll-only": {"prepared_statements": False, "listen": False},
     "metrics": {"metrics": True},
+    "tracing": {"tracing": True},
+    "tracing-10%": {"tracing": True, "tracing_ratio": 0.1},
 }
 GROUPS = {
     "connections": [
@@ -54,7 +57,7 @@ GROUPS = {
         "pooler-listen-direct",
         "pooler-poll-only",
     ],
-    "observer": ["direct", "metrics"],
+    "observer": ["direct", "metrics", "tracing", "tracing-10%"],
 }
 SCENARIOS: dict[str, tuple[list[str], list[str]]] = {
     # scenario: (child arguments, figures reported)

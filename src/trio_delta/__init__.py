@@ -30,7 +30,7 @@ from ._errors import (
 from ._health import Health
 from ._migrate import migrate
 from ._objects import Object
-from ._observer import CensusRow, Observer
+from ._observer import CensusRow, Observer, Observers
 from ._running import open_delta_client
 from ._store.params import Pause
 from ._types import (
@@ -77,6 +77,7 @@ __all__ = [
     "ObjectError",
     "ObjectSettings",
     "Observer",
+    "Observers",
     "Pause",
     "RateLimit",
     "RequeueAfter",

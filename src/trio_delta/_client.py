@@ -33,6 +33,7 @@ from ._informing import (
     prepare_all,
     results_for,
     stale_check,
+    with_metadata,
 )
 from ._objects import PreparedObject, check_kind, prepare_object
 from ._store.params import Change, Pause, ResourceFilter, UpsertParams, check_pause_target
@@ -175,6 +176,19 @@ class Client(metaclass=NoPublicConstructor):
         namespaces that gained work: now, on the commit of a transaction of
         ours, or through the NOTIFY an application's connection sends when
         it commits."""
+        tracer = self._engine.tracer
+        if tracer is None:
+            return await self._inform_traced(items, tx)
+        # One span per call, named by its first object's kind; the trace
+        # context goes into the resources' metadata, for their work's span.
+        with tracer.trace_inform(items[0].kind, len(items)) as context:
+            if context:
+                items = with_metadata(items, context)
+            return await self._inform_traced(items, tx)
+
+    async def _inform_traced(
+        self, items: list[PreparedObject], tx: Transaction | AppConnection | None
+    ) -> list[InformResult[Any]]:
         store_tx: StoreTransaction | AppConnection | None = tx
         if isinstance(tx, Transaction):
             if tx._closed:  # pyright: ignore[reportPrivateUsage]

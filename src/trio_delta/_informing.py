@@ -9,9 +9,12 @@ write on, never in what is valid, what is stale or what a result holds.
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
+
+import msgspec
 
 from ._errors import ConfigError, ObjectError, ResourceStateError
 from ._objects import PreparedObject, decode_object, encode_json, prepare_object
@@ -121,6 +124,20 @@ def changed_namespaces(
     read from the objects: no result's row need be built for it."""
     distinct = items if len(items) == len(results) else dedupe(items)
     return {item.namespace for item, r in zip(distinct, results, strict=True) if r.changed}
+
+
+def with_metadata(items: list[PreparedObject], extra: Mapping[str, str]) -> list[PreparedObject]:
+    """``items`` with ``extra`` added to their metadata (keys they already
+    have keep their own value): a trace context to store with them."""
+    out: list[PreparedObject] = []
+    for item in items:
+        metadata: dict[str, Any] = msgspec.json.decode(item.metadata)
+        for key, value in extra.items():
+            metadata.setdefault(key, value)
+        copied = copy.copy(item)
+        copied.metadata = msgspec.json.encode(metadata)
+        out.append(copied)
+    return out
 
 
 def inform_counts(

@@ -9,9 +9,10 @@ write another (OpenTelemetry metrics, StatsD) by overriding what it needs.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from ._logs import Throttled, get_logger
 
@@ -101,6 +102,118 @@ class Observer:
         being the one that counts (it lost leadership or is stopping), so
         that only one process reports the cluster's figures."""
 
+    # -- traces: context managers around what they trace -------------------
+
+    def trace_inform(
+        self, kind: str, count: int
+    ) -> AbstractContextManager[Mapping[str, str] | None]:
+        """Wraps an inform of ``count`` objects of ``kind`` (a span); yields
+        entries to store in the informed resources' metadata (the trace
+        context, for :meth:`trace_work` to continue), or None."""
+        return nullcontext(None)
+
+    def trace_work(
+        self, kind: str, namespace: str, object_id: str, attempt: int, metadata: Mapping[str, Any]
+    ) -> AbstractContextManager[Callable[[str, BaseException | None], None] | None]:
+        """Wraps one ``work`` call (a span, whose parent the resource's
+        ``metadata`` may carry); yields a function told the outcome (as in
+        :meth:`work_ended`) and the exception, if any, before the span ends."""
+        return nullcontext(None)
+
+    def trace_informer_run(self, kind: str) -> AbstractContextManager[None]:
+        """Wraps one informer run of ``kind``."""
+        return nullcontext(None)
+
+
+class Observers(Observer):
+    """Several observers as one (metrics and traces, say): each hook calls
+    each observer in turn; trace contexts nest in that order."""
+
+    def __init__(self, *observers: Observer) -> None:
+        self.observers = observers
+
+    def client_started(self, client: RunningClient) -> None:
+        for o in self.observers:
+            o.client_started(client)
+
+    def claimed(self, namespace: str, count: int) -> None:
+        for o in self.observers:
+            o.claimed(namespace, count)
+
+    def work_started(self, kind: str, namespace: str) -> None:
+        for o in self.observers:
+            o.work_started(kind, namespace)
+
+    def work_ended(self, kind: str, namespace: str, outcome: str, seconds: float) -> None:
+        for o in self.observers:
+            o.work_ended(kind, namespace, outcome, seconds)
+
+    def outcomes_written(self, count: int, seconds: float) -> None:
+        for o in self.observers:
+            o.outcomes_written(count, seconds)
+
+    def informed(self, kind: str, result: str, count: int) -> None:
+        for o in self.observers:
+            o.informed(kind, result, count)
+
+    def informer_run(self, kind: str, ok: bool, seconds: float, objects: int) -> None:
+        for o in self.observers:
+            o.informer_run(kind, ok, seconds, objects)
+
+    def census(self, rows: Sequence[CensusRow] | None) -> None:
+        for o in self.observers:
+            o.census(rows)
+
+    @contextmanager
+    def trace_inform(
+        self, kind: str, count: int
+    ) -> Generator[Mapping[str, str] | None, None, None]:
+        with ExitStack() as stack:
+            merged: dict[str, str] = {}
+            for o in self.observers:
+                merged.update(stack.enter_context(o.trace_inform(kind, count)) or {})
+            yield merged or None
+
+    @contextmanager
+    def trace_work(
+        self, kind: str, namespace: str, object_id: str, attempt: int, metadata: Mapping[str, Any]
+    ) -> Generator[Callable[[str, BaseException | None], None] | None, None, None]:
+        with ExitStack() as stack:
+            finishers = [
+                f
+                for o in self.observers
+                if (
+                    f := stack.enter_context(
+                        o.trace_work(kind, namespace, object_id, attempt, metadata)
+                    )
+                )
+                is not None
+            ]
+
+            def finish(outcome: str, error: BaseException | None) -> None:
+                for f in finishers:
+                    f(outcome, error)
+
+            yield finish if finishers else None
+
+    @contextmanager
+    def trace_informer_run(self, kind: str) -> Generator[None, None, None]:
+        with ExitStack() as stack:
+            for o in self.observers:
+                stack.enter_context(o.trace_informer_run(kind))
+            yield
+
+
+def traces(observer: Observer) -> bool:
+    """Whether ``observer`` overrides any trace hook (else none is called)."""
+    if isinstance(observer, Observers):
+        return any(traces(o) for o in observer.observers)
+    own = type(observer)
+    return any(
+        getattr(own, name) is not getattr(Observer, name)
+        for name in ("trace_inform", "trace_work", "trace_informer_run")
+    )
+
 
 class SafeObserver(Observer):
     """An observer's hooks, with what they raise logged (throttled) and dropped."""
@@ -159,3 +272,44 @@ class SafeObserver(Observer):
             self.observer.census(rows)
         except Exception as exc:
             self._failed("census", exc)
+
+    # A trace hook that raises as it is called, or as its span opens, is
+    # logged and skipped: the work itself goes on untraced.
+
+    @contextmanager
+    def _guarded(
+        self, hook: str, make: Callable[[], AbstractContextManager[Any]]
+    ) -> Generator[Any, None, None]:
+        try:
+            manager = make()
+            value = manager.__enter__()
+        except Exception as exc:
+            self._failed(hook, exc)
+            yield None
+            return
+        try:
+            yield value
+        except BaseException as exc:
+            if not manager.__exit__(type(exc), exc, exc.__traceback__):
+                raise
+        else:
+            try:
+                manager.__exit__(None, None, None)
+            except Exception as exc:
+                self._failed(hook, exc)
+
+    def trace_inform(
+        self, kind: str, count: int
+    ) -> AbstractContextManager[Mapping[str, str] | None]:
+        return self._guarded("trace_inform", lambda: self.observer.trace_inform(kind, count))
+
+    def trace_work(
+        self, kind: str, namespace: str, object_id: str, attempt: int, metadata: Mapping[str, Any]
+    ) -> AbstractContextManager[Callable[[str, BaseException | None], None] | None]:
+        return self._guarded(
+            "trace_work",
+            lambda: self.observer.trace_work(kind, namespace, object_id, attempt, metadata),
+        )
+
+    def trace_informer_run(self, kind: str) -> AbstractContextManager[None]:
+        return self._guarded("trace_informer_run", lambda: self.observer.trace_informer_run(kind))

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from .._config import Config
 from .._controllers import Controllers
-from .._observer import Observer, SafeObserver
+from .._observer import Observer, SafeObserver, traces
 from .._store.port import Store
 from .clock import Clock
 
@@ -22,10 +22,15 @@ class EngineContext:
     controllers: Controllers
     observer: Observer | None = field(init=False)
     """The configured observer, its errors caught; None without one."""
+    tracer: Observer | None = field(init=False)
+    """The same, when it overrides the trace hooks (else they are not called)."""
 
     def __post_init__(self) -> None:
         observer = self.config.observer
-        object.__setattr__(self, "observer", None if observer is None else SafeObserver(observer))
+        safe = None if observer is None else SafeObserver(observer)
+        object.__setattr__(self, "observer", safe)
+        tracing = observer is not None and traces(observer)
+        object.__setattr__(self, "tracer", safe if tracing else None)
 
     @property
     def notified(self) -> bool:

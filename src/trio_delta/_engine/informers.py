@@ -56,6 +56,7 @@ class Informers:
         # throttle shared across clients would hide one's first warning).
         self._storm = Throttled(log)
         self._observer = ctx.observer
+        self._tracer = ctx.tracer
         self._control = ctx.store.control
         self._queue = ctx.store.queue
         self._notifications_reliable = ctx.notified
@@ -142,7 +143,11 @@ class Informers:
                     InformLease(reg.kind, self._client_id, now, lease_until)
                 )
                 if claim is not None:
-                    await self._run_once(reg, claim)
+                    if self._tracer is None:
+                        await self._run_once(reg, claim)
+                    else:
+                        with self._tracer.trace_informer_run(reg.kind):
+                            await self._run_once(reg, claim)
                     continue
                 deadline = await self._next_check(reg.kind)
                 delay = 0.1

@@ -105,6 +105,24 @@ WORK_OUTCOME_NAMES = {
 }
 
 
+def outcome_name(resource: Resource[Any], result: outcome.Outcome[object] | None) -> str:
+    """What a work's result will make of its resource, as the observer names
+    it, known where the work ran (the outcome writer decides the same)."""
+    if result is None:
+        return "handed_back"
+    if isinstance(result, outcome.Value):
+        return "requeued" if isinstance(result.value, RequeueAfter) else "synced"
+    assert isinstance(result, outcome.Error)
+    error = result.error
+    if isinstance(error, ResourceDelete):
+        return "deleted"
+    if isinstance(error, Snooze):
+        return "snoozed"
+    if isinstance(error, TerminalError) or resource.attempt >= resource.max_attempts:
+        return "degraded"
+    return "failed"
+
+
 def handback(resource: Resource[Any]) -> Outcome:
     return Outcome(resource.id, resource.attempt, resource.hash, OutcomeKind.HANDBACK)
 

@@ -118,6 +118,7 @@ class Engine:
         self._config = ctx.config
         self._events = events
         self.observer = ctx.observer
+        self.tracer = ctx.tracer
         self.listening = False
         self.slots = Slots(
             {ns: c.max_workers + c.prefetch for ns, c in namespaces.items()}, ctx.controllers

@@ -25,9 +25,17 @@ import outcome
 import trio
 
 from .._logs import get_logger, resource_fields
+from .._observer import Observer
 from .._types import Resource
 from .context import EngineContext
-from .results import Completion, StrayCancelled, Undecodable, WorkTimeout, describe_exception
+from .results import (
+    Completion,
+    StrayCancelled,
+    Undecodable,
+    WorkTimeout,
+    describe_exception,
+    outcome_name,
+)
 from .rowqueue import RowQueue
 from .slots import Slots
 
@@ -106,6 +114,7 @@ class WorkerPool:
         self._watch_scope = trio.CancelScope()
         self._asyncio = ctx.config.asyncio
         self._observer = ctx.observer
+        self._tracer = ctx.tracer
         self._slots = slots
         self._completions = completions
         self._on_slot_free = on_slot_free
@@ -268,7 +277,10 @@ class WorkerPool:
                         worker.resource = resource
                         if self._observer is not None:
                             self._observer.work_started(resource.kind, resource.namespace)
-                        result = await self._work_one(resource)
+                        if self._tracer is None:
+                            result = await self._work_one(resource)
+                        else:
+                            result = await self._traced_work(self._tracer, resource)
                         worker.resource = None
                         done, resource = resource, None
                         if not self._handed_back(worker, done):
@@ -366,6 +378,22 @@ class WorkerPool:
         if failure is not None:
             return outcome.Error(failure)
         return outcome.Error(WorkTimeout(f"work timed out after {worker.timeout:g}s"))
+
+    async def _traced_work(
+        self, tracer: Observer, resource: Resource[Any]
+    ) -> outcome.Outcome[object] | None:
+        with tracer.trace_work(
+            resource.kind,
+            resource.namespace,
+            resource.object_id,
+            resource.attempt,
+            resource.metadata,
+        ) as finish:
+            result = await self._work_one(resource)
+            if finish is not None:
+                error = result.error if isinstance(result, outcome.Error) else None
+                finish(outcome_name(resource, result), error)
+        return result
 
     async def _work_one(self, resource: Resource[Any]) -> outcome.Outcome[object] | None:
         """Run one work call; a cancellation (timeout, forced stop) propagates."""

@@ -1,0 +1,101 @@
+"""OpenTelemetry traces: request -> inform -> work, a retry as a second
+work span, each with its attributes; seen with the SDK's in-memory
+exporter."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import trio
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import StatusCode
+
+import trio_delta as delta
+from trio_delta.tracing import OpenTelemetryTracing
+
+from .models import RecordingController, User, controllers_for
+
+
+async def test_a_trace_runs_from_the_request_through_the_inform_to_each_work(
+    pg_dsn: str, config: delta.Config
+) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    cfg = dataclasses.replace(config, observer=OpenTelemetryTracing(provider))
+    controller = RecordingController()
+    controller.fail = {"t@x": 1}  # attempt 1 fails, attempt 2 syncs
+    async with delta.open_delta_client(pg_dsn, controllers_for(controller), config=cfg) as client:
+        with provider.get_tracer("app").start_as_current_span("request"):
+            await client.inform(User("t@x", "n", 1), delta.InformOpts(metadata={"mine": "kept"}))
+        await client.inform(User("other@x", "n", 1))  # no request around it
+        with trio.fail_after(10):
+            while len(controller.worked) < 3:
+                await trio.sleep(0.02)
+        row = await client.get_resource("user", "t@x")
+    spans = exporter.get_finished_spans()
+    (request,) = [s for s in spans if s.name == "request"]
+    informs = [s for s in spans if s.name == "trio_delta.inform user"]
+    inform = next(s for s in informs if s.parent is not None)
+    assert inform.parent.span_id == request.context.span_id  # type: ignore[union-attr]
+    assert inform.context.trace_id == request.context.trace_id  # type: ignore[union-attr]
+
+    works = sorted(
+        (
+            s
+            for s in spans
+            if s.name == "trio_delta.work user" and s.attributes["trio_delta.object_id"] == "t@x"  # type: ignore[index]
+        ),
+        key=lambda s: s.attributes["trio_delta.attempt"],  # type: ignore[index]
+    )
+    assert [w.attributes["trio_delta.attempt"] for w in works] == [1, 2]  # type: ignore[index]
+    assert [w.attributes["trio_delta.outcome"] for w in works] == ["failed", "synced"]  # type: ignore[index]
+    for work in works:
+        assert work.parent is not None
+        assert work.parent.span_id == inform.context.span_id  # type: ignore[union-attr]
+        assert work.context.trace_id == request.context.trace_id  # type: ignore[union-attr]
+    assert works[0].status.status_code is StatusCode.ERROR
+    assert works[1].status.status_code is StatusCode.UNSET
+
+    # The context went with the resource; the application's own metadata stayed.
+    assert row is not None
+    assert row.metadata["mine"] == "kept"
+    assert row.metadata["traceparent"].split("-")[1] == format(request.context.trace_id, "032x")  # type: ignore[union-attr]
+    # An inform outside any request starts a trace of its own.
+    other = [
+        s
+        for s in spans
+        if s.name == "trio_delta.work user" and s.attributes["trio_delta.object_id"] == "other@x"  # type: ignore[index]
+    ]
+    assert len(other) == 1
+    assert other[0].context.trace_id != request.context.trace_id  # type: ignore[union-attr]
+
+
+async def test_metrics_and_traces_together(pg_dsn: str, config: delta.Config) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from trio_delta.metrics import PrometheusMetrics
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    registry = CollectorRegistry()
+    both = delta.Observers(PrometheusMetrics(registry), OpenTelemetryTracing(provider))
+    controller = RecordingController()
+    cfg = dataclasses.replace(config, observer=both)
+    async with delta.open_delta_client(pg_dsn, controllers_for(controller), config=cfg) as client:
+        await client.inform_many([User(f"m{i}@x", "n", 1) for i in range(3)])
+        with trio.fail_after(10):
+            while len(controller.worked) < 3:
+                await trio.sleep(0.02)
+    labels = {"kind": "user", "namespace": "default", "outcome": "synced"}
+    with trio.fail_after(5):
+        while registry.get_sample_value("trio_delta_works_total", labels) != 3:
+            await trio.sleep(0.02)
+    spans = exporter.get_finished_spans()
+    (inform,) = [s for s in spans if s.name == "trio_delta.inform user"]
+    works = [s for s in spans if s.name == "trio_delta.work user"]
+    assert len(works) == 3
+    assert all(w.parent is not None and w.parent.span_id == inform.context.span_id for w in works)  # type: ignore[union-attr]
