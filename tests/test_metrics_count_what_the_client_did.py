@@ -4,9 +4,12 @@ reports the whole table; ``client.health()`` says what it last did."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Generator, Mapping
+from contextlib import contextmanager
+from typing import Any
 
 import trio
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, generate_latest
 
 import trio_delta as delta
 from trio_delta.metrics import PrometheusMetrics
@@ -54,6 +57,9 @@ async def test_metrics_count_works_informs_and_the_census(
             ):
                 await trio.sleep(0.05)
         health = await client.health()
+        # Scraped from another thread, as prometheus_client's own exporter does.
+        text = await trio.to_thread.run_sync(generate_latest, registry)
+        assert b"trio_delta_is_leader 1.0" in text
 
     works = {
         outcome: value(
@@ -90,6 +96,15 @@ class Broken(delta.Observer):
     def work_ended(self, kind: str, namespace: str, outcome: str, seconds: float) -> None:
         raise RuntimeError("a bug in the observer")
 
+    @contextmanager
+    def trace_work(
+        self, kind: str, namespace: str, object_id: str, attempt: int, metadata: Mapping[str, Any]
+    ) -> Generator[Callable[[str, BaseException | None], None], None, None]:
+        def finish(outcome: str, error: BaseException | None) -> None:
+            raise RuntimeError("a bug in the observer's finish")
+
+        yield finish
+
 
 async def test_an_observer_that_raises_never_stops_the_work(
     pg_dsn: str, config: delta.Config
@@ -102,3 +117,8 @@ async def test_an_observer_that_raises_never_stops_the_work(
             while len(await client.list_resources(state=delta.ResourceState.SYNCED)) < 5:
                 await trio.sleep(0.05)
         assert (await client.health()).running
+        # Worked once each, synced at the first attempt: the observer's
+        # failures did not become the works' failures.
+        rows = await client.list_resources(state=delta.ResourceState.SYNCED)
+        assert [r.attempt for r in rows] == [1] * 5
+    assert len(controller.worked) == 5

@@ -27,14 +27,25 @@ async def test_a_trace_runs_from_the_request_through_the_inform_to_each_work(
     cfg = dataclasses.replace(config, observer=OpenTelemetryTracing(provider))
     controller = RecordingController()
     controller.fail = {"t@x": 1}  # attempt 1 fails, attempt 2 syncs
-    async with delta.open_delta_client(pg_dsn, controllers_for(controller), config=cfg) as client:
-        with provider.get_tracer("app").start_as_current_span("request"):
+    app = provider.get_tracer("app")
+    # Opened inside a span: its tasks inherit that context, which must not
+    # become the parent of every work.
+    with app.start_as_current_span("startup"):
+        client_cm = delta.open_delta_client(pg_dsn, controllers_for(controller), config=cfg)
+        client = await client_cm.__aenter__()
+    try:
+        with app.start_as_current_span("request"):
             await client.inform(User("t@x", "n", 1), delta.InformOpts(metadata={"mine": "kept"}))
         await client.inform(User("other@x", "n", 1))  # no request around it
+        # Informed by a client that does not trace: no context stored.
+        async with delta.open_delta_client(pg_dsn, delta.Controllers(), config=config) as plain:
+            await plain.inform(User("plain@x", "n", 1))
         with trio.fail_after(10):
-            while len(controller.worked) < 3:
+            while len(controller.worked) < 4:
                 await trio.sleep(0.02)
         row = await client.get_resource("user", "t@x")
+    finally:
+        await client_cm.__aexit__(None, None, None)
     spans = exporter.get_finished_spans()
     (request,) = [s for s in spans if s.name == "request"]
     informs = [s for s in spans if s.name == "trio_delta.inform user"]
@@ -71,6 +82,18 @@ async def test_a_trace_runs_from_the_request_through_the_inform_to_each_work(
     ]
     assert len(other) == 1
     assert other[0].context.trace_id != request.context.trace_id  # type: ignore[union-attr]
+    # Work with no stored context starts a trace of its own: not a child of
+    # the span current where the client was opened.
+    (startup,) = [s for s in spans if s.name == "startup"]
+    (plain,) = [
+        s
+        for s in spans
+        if s.name == "trio_delta.work user" and s.attributes["trio_delta.object_id"] == "plain@x"  # type: ignore[index]
+    ]
+    assert plain.parent is None
+    assert not [
+        s for s in spans if s.parent is not None and s.parent.span_id == startup.context.span_id
+    ]  # type: ignore[union-attr]
 
 
 async def test_metrics_and_traces_together(pg_dsn: str, config: delta.Config) -> None:

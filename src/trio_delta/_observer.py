@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Generator, Mapping, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from ._logs import Throttled, get_logger
 
@@ -287,16 +287,35 @@ class SafeObserver(Observer):
             self._failed(hook, exc)
             yield None
             return
+        if callable(value):  # trace_work's finish: called by the engine, guarded too
+            value = self._guarded_call(
+                hook, cast(Callable[[str, BaseException | None], None], value)
+            )
         try:
             yield value
         except BaseException as exc:
-            if not manager.__exit__(type(exc), exc, exc.__traceback__):
-                raise
-        else:
+            # What the traced code raised goes on as it is (a Cancelled
+            # included): the observer may neither swallow nor replace it.
             try:
-                manager.__exit__(None, None, None)
+                manager.__exit__(type(exc), exc, exc.__traceback__)
+            except Exception as exit_error:
+                self._failed(hook, exit_error)
+            raise
+        try:
+            manager.__exit__(None, None, None)
+        except Exception as exc:
+            self._failed(hook, exc)
+
+    def _guarded_call(
+        self, hook: str, fn: Callable[[str, BaseException | None], None]
+    ) -> Callable[[str, BaseException | None], None]:
+        def call(outcome: str, error: BaseException | None) -> None:
+            try:
+                fn(outcome, error)
             except Exception as exc:
                 self._failed(hook, exc)
+
+        return call
 
     def trace_inform(
         self, kind: str, count: int

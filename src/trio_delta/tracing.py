@@ -85,7 +85,9 @@ class OpenTelemetryTracing(Observer):
     def trace_work(
         self, kind: str, namespace: str, object_id: str, attempt: int, metadata: Mapping[str, Any]
     ) -> Generator[Callable[[str, BaseException | None], None], None, None]:
-        parent = self._parent(metadata)
+        # No stored context: a trace of its own, not a child of whatever
+        # span was current where the client was opened (its tasks inherit it).
+        parent = self._parent(metadata) or Context()
         with self._tracer.start_as_current_span(
             f"trio_delta.work {kind}",
             context=parent,
@@ -111,6 +113,6 @@ class OpenTelemetryTracing(Observer):
     @contextmanager
     def trace_informer_run(self, kind: str) -> Generator[None, None, None]:
         with self._tracer.start_as_current_span(
-            f"trio_delta.informer {kind}", attributes={"trio_delta.kind": kind}
+            f"trio_delta.informer {kind}", context=Context(), attributes={"trio_delta.kind": kind}
         ):
             yield

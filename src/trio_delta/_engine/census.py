@@ -45,19 +45,23 @@ class Census:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
         reported = False
-        while True:
-            while not self._elector.is_leader:
-                if reported:
-                    self._observer.census(None)
-                    reported = False
-                await self._elector.changed.wait()
-            try:
-                await self.run_once()
-                reported = True
-            except StoreError as exc:
-                self._storm.warning("counting resources for the observer failed: %s", exc)
-            with trio.move_on_after(self._interval):
-                await self._elector.changed.wait()
+        try:
+            while True:
+                while not self._elector.is_leader:
+                    if reported:
+                        self._observer.census(None)
+                        reported = False
+                    await self._elector.changed.wait()
+                try:
+                    await self.run_once()
+                    reported = True
+                except StoreError as exc:
+                    self._storm.warning("counting resources for the observer failed: %s", exc)
+                with trio.move_on_after(self._interval):
+                    await self._elector.changed.wait()
+        finally:
+            if reported:  # stopping: no stale cluster figures left behind
+                self._observer.census(None)
 
     async def run_once(self) -> None:
         now = self._clock.now()

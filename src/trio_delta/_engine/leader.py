@@ -47,7 +47,13 @@ class LeaderElector:
 
     @property
     def is_leader(self) -> bool:
-        return trio.current_time() < self._lease_end
+        try:
+            now = trio.current_time()
+        except RuntimeError:
+            # Asked from outside Trio (a metrics exporter's thread, or after
+            # the run): as of the last election.
+            return self._lease_end > 0
+        return now < self._lease_end
 
     def wake(self) -> None:
         """A leader resigned: try to take over now."""

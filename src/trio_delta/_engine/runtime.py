@@ -95,6 +95,7 @@ class _ServiceHandle:
         self.name = name
         self.scope = trio.CancelScope()
         self.done = trio.Event()
+        self.failed = False  # ended by an exception (a service may also just return)
 
     async def run(
         self, fn: Service, *args: Any, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -102,6 +103,9 @@ class _ServiceHandle:
         try:
             with self.scope:
                 await fn(*args, task_status=task_status)
+        except BaseException:
+            self.failed = True
+            raise
         finally:
             self.done.set()
 
@@ -205,8 +209,13 @@ class Engine:
         self.listening = False
 
     def running(self) -> bool:
-        """Whether every service started is still running."""
-        return bool(self._handles) and not any(h.done.is_set() for h in self._handles.values())
+        """Whether the client runs: started, not stopped, no service failed
+        (one with nothing to do, informers without controllers, returns)."""
+        return (
+            bool(self._handles)
+            and not self.stopped.is_set()
+            and not any(h.failed for h in self._handles.values())
+        )
 
     def on_payload(self, payload: str | None) -> None:
         """Route a LISTEN payload (None: the connection was re-established)."""

@@ -242,13 +242,13 @@ async def with_local_settings(
     """
     if params is None:
         return await fn(conn)
-    await psycopg.AsyncClientCursor(conn).execute(begin, params)
     try:
+        await psycopg.AsyncClientCursor(conn).execute(begin, params)
         result = await fn(conn)
     except BaseException:
         if not conn.closed and conn.info.transaction_status != pq.TransactionStatus.IDLE:
-            # Best effort: a connection left inside the transaction is
-            # dropped by its lane or its pool anyway.
+            # Best effort: a connection still inside the transaction (the
+            # rollback cancelled too) is dropped by its lane or its pool.
             with contextlib.suppress(Exception):
                 await conn.execute(_ROLLBACK)
         raise
@@ -375,6 +375,13 @@ class Connections:
         async def run() -> R:
             retried = False
             while True:
+                if lane.conn is not None and (
+                    lane.conn.pgconn.transaction_status != pq.TransactionStatus.IDLE
+                    and not lane.conn.closed
+                ):
+                    # Left inside a transaction by a call cancelled mid-way:
+                    # its next statement would fail, or join that transaction.
+                    await lane.drop()
                 if lane.conn is not None and not _still_connected(lane.conn):
                     # Closed by the server while idle (idle_session_timeout, a
                     # restart, a proxy): found before sending anything, so
