@@ -26,6 +26,7 @@ from ._errors import (
 from ._health import Health
 from ._informing import (
     changed_namespaces,
+    distinct_items,
     inform_counts,
     inform_run_options,
     invalidate_refused,
@@ -202,12 +203,13 @@ class Client(metaclass=NoPublicConstructor):
             results = await self._store.queue.upsert(
                 items, UpsertParams(self._clock.now(), is_stale=is_stale), store_tx
             )
-        namespaces = changed_namespaces(items, results)
+        distinct = distinct_items(items, results)
+        namespaces = changed_namespaces(distinct, results)
         observer = self._engine.observer
         if observer is not None:
             # Counted when written: in a transaction that is later rolled
             # back, too (its commit is the application's, and unseen here).
-            for (kind, name), count in inform_counts(items, results).items():
+            for (kind, name), count in inform_counts(distinct, results).items():
                 observer.informed(kind, name, count)
         if namespaces:
             engine = self._engine

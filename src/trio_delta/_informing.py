@@ -117,12 +117,19 @@ def _binding(
     return build_and_bind
 
 
-def changed_namespaces(
+def distinct_items(
     items: Sequence[PreparedObject], results: Sequence[InformResult[Any]]
+) -> Sequence[PreparedObject]:
+    """The objects the store's ``results`` are for, one each: ``items``
+    less the repeats (the store writes an object given twice once)."""
+    return items if len(items) == len(results) else dedupe(items)
+
+
+def changed_namespaces(
+    distinct: Sequence[PreparedObject], results: Sequence[InformResult[Any]]
 ) -> set[str]:
-    """The namespaces ``results`` (the store's, for ``items``) gave work to,
-    read from the objects: no result's row need be built for it."""
-    distinct = items if len(items) == len(results) else dedupe(items)
+    """The namespaces ``results`` gave work to, read from their objects
+    (:func:`distinct_items`): no result's row need be built for it."""
     return {item.namespace for item, r in zip(distinct, results, strict=True) if r.changed}
 
 
@@ -141,11 +148,10 @@ def with_metadata(items: list[PreparedObject], extra: Mapping[str, str]) -> list
 
 
 def inform_counts(
-    items: Sequence[PreparedObject], results: Sequence[InformResult[Any]]
+    distinct: Sequence[PreparedObject], results: Sequence[InformResult[Any]]
 ) -> Counter[tuple[str, str]]:
-    """How many of ``results`` (the store's, for ``items``) were new,
-    changed or unchanged, by kind: ``(kind, result) -> count``."""
-    distinct = items if len(items) == len(results) else dedupe(items)
+    """How many of ``results`` were new, changed or unchanged, by their
+    objects' kind (:func:`distinct_items`): ``(kind, result) -> count``."""
     counts: Counter[tuple[str, str]] = Counter()
     for item, r in zip(distinct, results, strict=True):
         name = "unchanged" if not r.changed else "changed" if r.already_exists else "new"

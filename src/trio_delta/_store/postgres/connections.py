@@ -328,16 +328,19 @@ class Connections:
         self._lanes["leader"] = _Lane(
             "leader", lock_timeout if leader_lock_timeout is None else leader_lock_timeout
         )
+        # Each connection's settings: the pool's (key None) and each lane's.
+        self._settings = {None: self._pool_settings()} | {
+            name: self._lane_settings(lane) for name, lane in self._lanes.items()
+        }
         # Per call, the settings a session would otherwise hold, as the
-        # parameters of apply_settings (None: the session holds them).
-        self._local: dict[str | None, dict[str, Any] | None] = {None: None}
-        if not session_state and self._pool_settings():
-            self._local[None] = settings_params(self._pool_settings(), local=True)
-        for name, lane in self._lanes.items():
-            per_call = not session_state or not dedicated
-            self._local[name] = (
-                settings_params(self._lane_settings(lane), local=True) if per_call else None
-            )
+        # parameters of begin_with_settings (None: the session holds them).
+        # Lanes borrowing from the pool apply theirs per call, too.
+        self._local: dict[str | None, dict[str, Any] | None] = {
+            name: settings_params(settings, local=True)
+            if settings and (not session_state or (name is not None and not dedicated))
+            else None
+            for name, settings in self._settings.items()
+        }
 
     def _lane_settings(self, lane: _Lane) -> list[tuple[str, str]]:
         settings = lane_settings(lane.name, async_commit=self.async_commit)
@@ -375,18 +378,18 @@ class Connections:
         async def run() -> R:
             retried = False
             while True:
-                if lane.conn is not None and (
-                    lane.conn.pgconn.transaction_status != pq.TransactionStatus.IDLE
-                    and not lane.conn.closed
-                ):
-                    # Left inside a transaction by a call cancelled mid-way:
-                    # its next statement would fail, or join that transaction.
-                    await lane.drop()
                 if lane.conn is not None and not _still_connected(lane.conn):
                     # Closed by the server while idle (idle_session_timeout, a
                     # restart, a proxy): found before sending anything, so
                     # reconnecting loses nothing.
                     log.debug("the %s connection was closed by the server; reconnecting", lane.name)
+                    await lane.drop()
+                elif lane.conn is not None and not idle_and_healthy(lane.conn):
+                    # Left inside a transaction by a call cancelled mid-way:
+                    # its next statement would fail, or join that transaction.
+                    log.debug(
+                        "the %s connection was left in a transaction; reconnecting", lane.name
+                    )
                     await lane.drop()
                 if lane.conn is None:
                     lane.conn = await self._lane_connection(lane)
@@ -415,11 +418,7 @@ class Connections:
         conn = await self.bridge.connect(self.dsn, autocommit=True)
         try:
             set_json_loads(load_json, conn)
-            if self.session_state:
-                params = settings_params(self._lane_settings(lane), local=False)
-                await conn.execute(self._apply, params)
-            else:
-                conn.prepare_threshold = None
+            await self._set_up(conn, self._settings[lane.name])
         except BaseException:
             # Runs on either driver's loop (this may be asyncio code under
             # trio-asyncio), so no Trio shield: close what can be closed.
@@ -428,12 +427,16 @@ class Connections:
             raise
         return conn
 
-    async def _configure_pooled(self, conn: Conn) -> None:
+    async def _set_up(self, conn: Conn, settings: list[tuple[str, str]]) -> None:
+        """A new connection's session: its settings, once; or, without
+        session state, nothing set and nothing ever prepared."""
         if not self.session_state:
             conn.prepare_threshold = None
-            return
-        if settings := self._pool_settings():
+        elif settings:
             await conn.execute(self._apply, settings_params(settings, local=False))
+
+    async def _configure_pooled(self, conn: Conn) -> None:
+        await self._set_up(conn, self._settings[None])
 
     def pool_usage(self) -> tuple[int, int]:
         """Pool connections in use, and the most it opens."""
