@@ -120,6 +120,10 @@ class Settings:
         return dataclasses.replace(cls(resources=2_000, chaos_seconds=30.0), **changes)
 
 
+#: Seconds after a kill before the victim's in-flight rows are counted.
+IN_FLIGHT_SETTLE = 0.3
+
+
 def is_permanent(index: int, settings: Settings) -> bool:
     return index % settings.permanent_every == settings.permanent_every - 1
 
@@ -470,6 +474,11 @@ class Driver:
         victim = self.workers[slot]
         victim.proc.send_signal(signal.SIGKILL)
         victim.proc.wait(10)
+        # A claim's COMMIT the victim sent just before it died may still be
+        # on its way (through a pooler, a hop more): count its rows once it
+        # has landed. Nothing moves them meanwhile: the rescuer waits
+        # work_timeout + rescue_after (8 s).
+        time.sleep(IN_FLIGHT_SETTLE)
         report.kills.append(
             Kill(
                 round(time.monotonic() - started, 2),
