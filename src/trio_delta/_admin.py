@@ -11,7 +11,7 @@ import re
 import socket
 from collections.abc import AsyncGenerator, Sequence
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ._config import check_schema
@@ -100,7 +100,9 @@ class Admin:
 
     @classmethod
     @asynccontextmanager
-    async def connect(cls, dsn: str, schema: str) -> AsyncGenerator[Admin, None]:
+    async def connect(
+        cls, dsn: str, schema: str, *, pool_size: int = 1
+    ) -> AsyncGenerator[Admin, None]:
         """Connect to ``dsn`` (the schema is not checked: see
         :meth:`require_current`); raises :class:`StoreError` with one
         redacted line when that fails."""
@@ -112,7 +114,7 @@ class Admin:
         connected = False
         try:
             async with open_postgres_store(
-                conninfo, schema=schema, pool_size=1, check_schema=False, writable=False
+                conninfo, schema=schema, pool_size=pool_size, check_schema=False, writable=False
             ) as store:
                 connected = True
                 yield cls(store, database)
@@ -228,12 +230,36 @@ class Admin:
             },
         }
 
+    async def activity(self, minutes: int) -> dict[str, Any]:
+        """Syncs per minute over the last ``minutes`` (every minute listed,
+        zeros included, oldest first) and the clients holding work."""
+        now = await self._store.database_now()
+        start = now.replace(second=0, microsecond=0) - timedelta(minutes=minutes - 1)
+        found = await self._store.insights.activity(start)
+        per_minute = {minute.astimezone(UTC): count for minute, count in found.synced_per_minute}
+        steps = (start.astimezone(UTC) + timedelta(minutes=i) for i in range(minutes))
+        return {
+            "synced_per_minute": [
+                {"minute": _iso(minute), "synced": per_minute.get(minute, 0)} for minute in steps
+            ],
+            "working": [{"client": client, "pending": n} for client, n in found.working],
+        }
+
+    async def count(self, flt: ResourceFilter) -> dict[str, int]:
+        """How many resources ``flt`` matches, by state (``limit`` and
+        ``after_id`` ignored)."""
+        now = await self._store.database_now()
+        by_state: dict[str, int] = {}
+        for count in await self._store.insights.count_states(flt, now):
+            by_state[count.state.value] = by_state.get(count.state.value, 0) + count.count
+        return by_state
+
     # -- pauses -------------------------------------------------------------------
 
-    async def pause(self, pause: Pause) -> bool:
-        """Record ``pause`` as this command's; False when already paused."""
+    async def pause(self, pause: Pause, *, by: str = "trio-delta") -> bool:
+        """Record ``pause`` as ``by``'s on this host; False when already paused."""
         now = await self._store.database_now()
-        by = f"trio-delta@{socket.gethostname()}"
+        by = f"{by}@{socket.gethostname()}"
         return await self._store.control.pause(Pause(pause.kind, pause.namespace, now, by))
 
     async def resume(self, pause: Pause) -> bool:

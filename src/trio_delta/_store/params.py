@@ -7,6 +7,7 @@ so adapters and callers agree on one shape.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import math
 from collections import Counter
@@ -295,7 +296,9 @@ class ResourceFilter:
     """Which resources to read or change; None matches everything.
 
     ``states`` and ``object_ids`` match any of theirs, ``tags`` all of
-    theirs. Rows come lowest id first, after ``after_id``, at most ``limit``.
+    theirs; ``id_contains`` matches object ids that contain it (case
+    sensitive). Rows come lowest id first, after ``after_id``, at most
+    ``limit``.
     """
 
     kind: str | None = None
@@ -305,29 +308,17 @@ class ResourceFilter:
     object_ids: tuple[str, ...] | None = None
     after_id: int | None = None
     limit: int | None = None
+    id_contains: str | None = None
 
     @property
     def is_everything(self) -> bool:
-        return (self.kind, self.namespace, self.states, self.tags, self.object_ids) == (
-            None,
-            None,
-            None,
-            None,
-            None,
-        )
+        selects = (self.kind, self.namespace, self.states, self.tags, self.object_ids)
+        return selects == (None,) * 5 and not self.id_contains
 
     def narrowed(self, states: tuple[ResourceState, ...]) -> ResourceFilter:
         """This filter, for those of ``states`` it allows."""
         allowed = states if self.states is None else tuple(s for s in states if s in self.states)
-        return ResourceFilter(
-            self.kind,
-            self.namespace,
-            allowed,
-            self.tags,
-            self.object_ids,
-            self.after_id,
-            self.limit,
-        )
+        return dataclasses.replace(self, states=allowed)
 
 
 class Change(enum.Enum):
@@ -378,6 +369,16 @@ class StateCount:
     """Of these, scheduled rows not yet due (a run-at, requeue or snooze)."""
     snoozed: int = 0
     """Of the waiting, those that work has snoozed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Activity:
+    """Recent work, as the resources show it."""
+
+    synced_per_minute: tuple[tuple[datetime, int], ...]
+    """(minute, resources whose latest sync fell in it), oldest first."""
+    working: tuple[tuple[str, int], ...]
+    """(client id, resources it holds pending), by client id."""
 
 
 # -- pauses ----------------------------------------------------------------------

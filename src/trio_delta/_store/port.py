@@ -55,6 +55,7 @@ import psycopg
 from .._objects import PreparedObject
 from .._types import InformResult, Resource, ResourceRow, ResourceState
 from .params import (
+    Activity,
     Change,
     ClaimRequest,
     Completed,
@@ -248,6 +249,11 @@ class InsightStore(Protocol):
         """Resources per kind, namespace and state (``limit`` and
         ``after_id`` ignored), ordered by those three; ``waiting`` counts
         the rows due after ``now``."""
+        ...
+
+    async def activity(self, since: datetime) -> Activity:
+        """Syncs per minute since ``since`` (each resource in the minute of
+        its latest sync) and the clients holding pending resources."""
         ...
 
     async def known_kinds(self) -> list[str]:

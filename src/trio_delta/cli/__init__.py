@@ -39,7 +39,7 @@ from collections.abc import Sequence
 import click
 
 from .._errors import DeltaError
-from . import control, demo, resources, run, status  # noqa: F401  # pyright: ignore[reportUnusedImport]  (they register their commands)
+from . import control, demo, resources, run, status, ui  # noqa: F401  # pyright: ignore[reportUnusedImport]  (they register their commands)
 from ._common import (
     EXIT_BEHIND,
     EXIT_FAILED,

@@ -10,7 +10,7 @@ import trio
 
 from ..._errors import StoreError
 from ..._types import ResourceRow, ResourceState
-from ..params import Change, ResourceFilter, StateCount
+from ..params import Activity, Change, ResourceFilter, StateCount
 from .tables import StoredRow, Tables
 
 
@@ -22,6 +22,7 @@ def matches(row: ResourceRow[Any], flt: ResourceFilter) -> bool:
         and (flt.states is None or row.state in flt.states)
         and (flt.tags is None or set(flt.tags) <= set(row.tags))
         and (flt.object_ids is None or row.object_id in flt.object_ids)
+        and (flt.id_contains is None or flt.id_contains in row.object_id)
         and (flt.after_id is None or row.id > flt.after_id)
     )
 
@@ -76,6 +77,18 @@ class MemoryInsights:
             StateCount(*key, counts[key], oldest.get(key), waiting[key], snoozed[key])
             for key in sorted(counts)
         ]
+
+    async def activity(self, since: datetime) -> Activity:
+        await trio.lowlevel.checkpoint()
+        minutes: Counter[datetime] = Counter()
+        working: Counter[str] = Counter()
+        for stored in self._t.rows.values():
+            row = stored.row
+            if row.synced_at is not None and row.synced_at >= since:
+                minutes[row.synced_at.replace(second=0, microsecond=0)] += 1
+            if row.state is ResourceState.PENDING and row.attempted_by is not None:
+                working[row.attempted_by] += 1
+        return Activity(tuple(sorted(minutes.items())), tuple(sorted(working.items())))
 
     async def known_kinds(self) -> list[str]:
         await trio.lowlevel.checkpoint()

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from ..._types import ResourceRow, ResourceState
-from ..params import Change, ResourceFilter, StateCount
+from ..params import Activity, Change, ResourceFilter, StateCount
 from .connections import Conn, Connections, row_from_columns
 from .statements import Target, change_plan, filter_params, run_async
 
@@ -40,6 +40,16 @@ class PostgresInsights:
             StateCount(kind, namespace, ResourceState.parse(state), count, oldest, waiting, snoozed)
             for kind, namespace, state, count, oldest, waiting, snoozed in rows
         ]
+
+    async def activity(self, since: datetime) -> Activity:
+        synced = await self._c.execute(
+            None, "synced_per_minute", {"since": since}, "counting recent syncs"
+        )
+        working = await self._c.execute(None, "working_clients", {}, "listing working clients")
+        return Activity(
+            tuple((minute, count) for minute, count in synced),
+            tuple((client, count) for client, count in working),
+        )
 
     async def known_kinds(self) -> list[str]:
         return [row[0] for row in await self._c.execute(None, "known_kinds", {}, "listing kinds")]

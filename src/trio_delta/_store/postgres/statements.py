@@ -401,6 +401,7 @@ def filter_params(flt: ResourceFilter) -> dict[str, Any]:
         "object_ids": None if flt.object_ids is None else list(flt.object_ids),
         "after_id": flt.after_id,
         "limit": flt.limit,
+        "id_contains": flt.id_contains,
     }
 
 

@@ -9,6 +9,7 @@
     and (%(states)s::text[] is null or r.state = any(%(states)s::text[]))
     and (%(tags)s::text[] is null or r.tags @> %(tags)s::text[])
     and (%(object_ids)s::text[] is null or r.object_id = any(%(object_ids)s::text[]))
+    and (%(id_contains)s::text is null or strpos(r.object_id, %(id_contains)s::text) > 0)
     and r.id > coalesce(%(after_id)s::bigint, 0)
 
 -- name: get_resource
@@ -34,10 +35,34 @@ where {resource_filter}
 group by r.kind, r.namespace, r.state
 order by r.kind, r.namespace, r.state
 
+-- name: synced_per_minute
+-- Each resource counts once, in the minute of its latest sync.
+select date_trunc('minute', r.synced_at), count(*)
+from {schema}.resources as r
+where r.synced_at >= %(since)s
+group by 1
+order by 1
+
+-- name: working_clients
+select r.attempted_by, count(*)
+from {schema}.resources as r
+where r.state = 'pending' and r.attempted_by is not null
+group by 1
+order by 1
+
 -- name: known_kinds
+-- The resources' kinds by skipping through the (kind, object_id) index, one
+-- probe per kind: a plain "distinct" would read every row.
+with recursive kinds as (
+    select min(kind) as kind from {schema}.resources
+    union all
+    select (select min(r.kind) from {schema}.resources as r where r.kind > kinds.kind)
+    from kinds
+    where kinds.kind is not null
+)
 select kind from {schema}.controllers
 union
-select distinct kind from {schema}.resources
+select kind from kinds where kind is not null
 order by kind
 
 -- name: restart

@@ -1,0 +1,122 @@
+"""A web dashboard: resources by state, informers, the leader, recent
+throughput; resource lists, details and repairs; pauses.
+
+Needs the ``ui`` extra (``pip install 'trio-delta[ui]'``: Starlette,
+Jinja2 and Hypercorn). Run it with ``trio-delta ui``, or open it in your own
+Trio service and mount the ASGI application it yields::
+
+    async with trio_delta.ui.open_dashboard(dsn) as dashboard:
+        app.mount("/delta", dashboard)
+        await hypercorn.trio.serve(app, config)
+
+It runs on Trio (as the client does); under asyncio it raises
+:class:`~trio_delta.TrioRequiredError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from contextlib import asynccontextmanager
+
+import trio
+from starlette.types import ASGIApp
+
+from .._admin import Admin
+from .._errors import ConfigError
+from .._logs import get_logger
+from .._store.dsn import describe_dsn
+from .._util import require_trio
+from ._access import Access, Credentials, is_loopback, loopback_hosts
+from ._app import Settings, build_app
+
+__all__ = ["Credentials", "open_dashboard", "parse_listen", "serve_dashboard"]
+
+log = get_logger("trio_delta.ui")
+
+
+@asynccontextmanager
+async def open_dashboard(
+    dsn: str,
+    *,
+    schema: str = "delta",
+    read_only: bool = False,
+    token: str | None = None,
+    credentials: Credentials | None = None,
+    allowed_hosts: frozenset[str] | None = None,
+    refresh_seconds: float = 5.0,
+    pool_size: int = 2,
+) -> AsyncGenerator[ASGIApp, None]:
+    """Connect to ``dsn`` and yield the dashboard as an ASGI application,
+    usable until the block ends.
+
+    ``token`` (a bearer token or the login form) or ``credentials`` (basic
+    auth) protect it; with neither, anyone who can reach it may use it, so
+    bind it to a loopback address only (:func:`serve_dashboard` insists).
+    ``allowed_hosts``: the ``Host`` header values it answers (None: any).
+    ``read_only`` hides and refuses every action. Raises
+    :class:`~trio_delta.NotMigratedError` unless the schema is current.
+    """
+    require_trio("trio_delta.ui.open_dashboard")
+    if token is not None and credentials is not None:
+        raise ConfigError("give an access token or basic-auth credentials, not both")
+    if not refresh_seconds > 0:
+        raise ConfigError(f"refresh_seconds must be positive, not {refresh_seconds!r}")
+    access = Access(token=token, credentials=credentials, allowed_hosts=allowed_hosts)
+    async with Admin.connect(dsn, schema, pool_size=pool_size) as admin:
+        await admin.require_current()
+        yield build_app(admin, access, Settings(read_only, refresh_seconds))
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:8080`` for IPv6) as host and port."""
+    host, sep, port = listen.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"listen address must be HOST:PORT, not {listen!r}")
+    return host.strip("[]"), int(port)
+
+
+async def serve_dashboard(
+    dsn: str,
+    *,
+    listen: str = "127.0.0.1:8080",
+    schema: str = "delta",
+    read_only: bool = False,
+    token: str | None = None,
+    credentials: Credentials | None = None,
+    refresh_seconds: float = 5.0,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve the dashboard on ``listen`` until cancelled; started with the
+    addresses it is bound to.
+
+    On an address that is not loopback it requires ``token`` or
+    ``credentials``; on a loopback one without them it answers only
+    requests that name the loopback host (a guard against DNS rebinding).
+    """
+    from hypercorn.config import Config as HypercornConfig
+    from hypercorn.trio import serve  # pyright: ignore[reportUnknownVariableType]
+
+    host, port = parse_listen(listen)
+    loopback = is_loopback(host)
+    if not loopback and token is None and credentials is None:
+        raise ConfigError(
+            f"the dashboard shows data and changes state: on {host}, which is not a "
+            "loopback address, it needs an access token (TRIO_DELTA_UI_TOKEN) or "
+            "basic-auth credentials (TRIO_DELTA_UI_USER and TRIO_DELTA_UI_PASSWORD)"
+        )
+    guard_hosts = loopback and token is None and credentials is None
+    async with open_dashboard(
+        dsn,
+        schema=schema,
+        read_only=read_only,
+        token=token,
+        credentials=credentials,
+        allowed_hosts=loopback_hosts(host) if guard_hosts else None,
+        refresh_seconds=refresh_seconds,
+    ) as app:
+        config = HypercornConfig()
+        config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+        config.accesslog = None
+        config.errorlog = log
+        log.info("dashboard for %s on %s", describe_dsn(dsn), listen)
+        await serve(app, config, task_status=task_status, mode="asgi")  # pyright: ignore[reportArgumentType]
