@@ -19,9 +19,30 @@ def tests(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     """ruff: the lint rules, and the formatting (``ruff format --check``)."""
     session.install("ruff")
-    paths = ("src", "tests", "examples", "benchmarks", "noxfile.py")
-    session.run("ruff", "check", "src", "tests", "examples", "noxfile.py")
+    paths = ("src", "tests", "examples", "benchmarks", "noxfile.py", SCREENSHOTS)
+    session.run("ruff", "check", *paths)
     session.run("ruff", "format", "--check", *paths)
+
+
+SCREENSHOTS = "docs/_ext/dashboard_screenshots.py"
+
+
+@nox.session
+def screenshots(session: nox.Session) -> None:
+    """The dashboard screenshots in docs/images (Debian's chromium and
+    chromium-driver; TRIO_DELTA_DSN or the local Postgres)."""
+    session.install("-e", ".[dev]")
+    session.run("python", SCREENSHOTS)
+
+
+@nox.session
+def dashboard_bench(session: nox.Session) -> None:
+    """Server time of the dashboard's pages at 1,000,000 resources.
+
+    Posargs go to benchmarks/dashboard_pages.py.
+    """
+    session.install("-e", ".[dev]")
+    session.run("python", "benchmarks/dashboard_pages.py", *session.posargs)
 
 
 @nox.session
