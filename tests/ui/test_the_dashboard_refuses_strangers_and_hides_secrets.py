@@ -4,6 +4,7 @@ on loopback without a secret only the loopback host name is answered."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
@@ -17,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 import trio
+from psycopg.conninfo import make_conninfo
 
 import trio_delta as delta
 from trio_delta.ui import Credentials, open_dashboard
@@ -41,7 +43,7 @@ def free_port() -> int:
 
 def with_password(dsn: str) -> str:
     """``dsn`` carrying a password (trust auth ignores it; it must not leak)."""
-    return f"{dsn} password={PASSWORD}" if "://" not in dsn else dsn
+    return make_conninfo(dsn, password=PASSWORD)
 
 
 @pytest.fixture
@@ -194,3 +196,12 @@ async def test_open_dashboard_needs_a_migrated_schema(pg_dsn: str, schema_name: 
     with pytest.raises(delta.NotMigratedError):
         async with open_dashboard(pg_dsn, schema=schema_name):
             pass
+
+
+def test_open_dashboard_refuses_asyncio(pg_dsn: str) -> None:
+    async def under_asyncio() -> None:
+        async with open_dashboard(pg_dsn):
+            pass
+
+    with pytest.raises(delta.TrioRequiredError):
+        asyncio.run(under_asyncio())
