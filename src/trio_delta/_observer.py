@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Generator, Mapping, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Any, Protocol, cast
 
 from ._logs import Throttled, get_logger
@@ -273,49 +274,10 @@ class SafeObserver(Observer):
         except Exception as exc:
             self._failed("census", exc)
 
-    # A trace hook that raises as it is called, or as its span opens, is
-    # logged and skipped: the work itself goes on untraced.
-
-    @contextmanager
     def _guarded(
         self, hook: str, make: Callable[[], AbstractContextManager[Any]]
-    ) -> Generator[Any, None, None]:
-        try:
-            manager = make()
-            value = manager.__enter__()
-        except Exception as exc:
-            self._failed(hook, exc)
-            yield None
-            return
-        if callable(value):  # trace_work's finish: called by the engine, guarded too
-            value = self._guarded_call(
-                hook, cast(Callable[[str, BaseException | None], None], value)
-            )
-        try:
-            yield value
-        except BaseException as exc:
-            # What the traced code raised goes on as it is (a Cancelled
-            # included): the observer may neither swallow nor replace it.
-            try:
-                manager.__exit__(type(exc), exc, exc.__traceback__)
-            except Exception as exit_error:
-                self._failed(hook, exit_error)
-            raise
-        try:
-            manager.__exit__(None, None, None)
-        except Exception as exc:
-            self._failed(hook, exc)
-
-    def _guarded_call(
-        self, hook: str, fn: Callable[[str, BaseException | None], None]
-    ) -> Callable[[str, BaseException | None], None]:
-        def call(outcome: str, error: BaseException | None) -> None:
-            try:
-                fn(outcome, error)
-            except Exception as exc:
-                self._failed(hook, exc)
-
-        return call
+    ) -> AbstractContextManager[Any]:
+        return _Guarded(self, hook, make)
 
     def trace_inform(
         self, kind: str, count: int
@@ -332,3 +294,58 @@ class SafeObserver(Observer):
 
     def trace_informer_run(self, kind: str) -> AbstractContextManager[None]:
         return self._guarded("trace_informer_run", lambda: self.observer.trace_informer_run(kind))
+
+
+class _Guarded:
+    """A trace hook's context manager, guarded: one that raises as it is
+    made, or as its span opens, is logged and skipped (the work goes on
+    untraced); what the traced code raises goes on as it is, a Cancelled
+    included: the observer may neither swallow nor replace it.
+
+    A class, not a generator context manager: it wraps every work call."""
+
+    __slots__ = ("_hook", "_make", "_manager", "_safe")
+
+    def __init__(
+        self, safe: SafeObserver, hook: str, make: Callable[[], AbstractContextManager[Any]]
+    ) -> None:
+        self._safe = safe
+        self._hook = hook
+        self._make = make
+        self._manager: AbstractContextManager[Any] | None = None
+
+    def __enter__(self) -> Any:
+        try:
+            manager = self._make()
+            value = manager.__enter__()
+        except Exception as exc:
+            self._safe._failed(self._hook, exc)  # pyright: ignore[reportPrivateUsage]
+            return None
+        self._manager = manager
+        if callable(value):  # trace_work's finish: called by the engine, guarded too
+            return self._guarded_call(cast(Callable[[str, BaseException | None], None], value))
+        return value
+
+    def _guarded_call(
+        self, fn: Callable[[str, BaseException | None], None]
+    ) -> Callable[[str, BaseException | None], None]:
+        def call(outcome: str, error: BaseException | None) -> None:
+            try:
+                fn(outcome, error)
+            except Exception as exc:
+                self._safe._failed(self._hook, exc)  # pyright: ignore[reportPrivateUsage]
+
+        return call
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._manager is None:
+            return
+        try:
+            self._manager.__exit__(exc_type, exc, tb)
+        except Exception as exit_error:
+            self._safe._failed(self._hook, exit_error)  # pyright: ignore[reportPrivateUsage]
