@@ -90,6 +90,32 @@ def selection(
     )
 
 
+def duration_text(seconds: float | None) -> str:
+    """``seconds`` for people: ``4.2s``, ``3m07s``, ``2h05m``, ``1d03h``;
+    ``in ...`` when negative (a time still to come)."""
+    if seconds is None:
+        return "-"
+    s = abs(seconds)
+    if s < 60:
+        text = f"{s:.1f}s"
+    elif s < 3600:
+        text = f"{int(s // 60)}m{int(s % 60):02d}s"
+    elif s < 86400:
+        text = f"{int(s // 3600)}h{int(s % 3600 // 60):02d}m"
+    else:
+        text = f"{int(s // 86400)}d{int(s % 86400 // 3600):02d}h"
+    return text if seconds >= 0 else f"in {text}"
+
+
+def relative_time(now: str, when: str | None) -> str:
+    """How long before ``now`` ``when`` was (``3m07s ago``), or how long
+    after (``in 3m07s``); both ISO times, as :class:`Admin` returns them."""
+    if when is None:
+        return "-"
+    seconds = (datetime.fromisoformat(now) - datetime.fromisoformat(when)).total_seconds()
+    return f"{duration_text(seconds)} ago" if seconds >= 0 else duration_text(seconds)
+
+
 class Admin:
     """One store, for one command; open it with :meth:`connect`."""
 

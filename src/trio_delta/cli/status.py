@@ -3,7 +3,6 @@ holds and runs, through the store port."""
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -11,7 +10,7 @@ import trio
 from rich.table import Table
 from rich.text import Text
 
-from .._admin import STATES, Admin
+from .._admin import STATES, Admin, duration_text, relative_time
 from .._store.dsn import describe_dsn, normalize_dsn
 
 if TYPE_CHECKING:
@@ -88,28 +87,6 @@ def migrate(dsn: str | None, schema: str, check: bool) -> int:
 # -- status --------------------------------------------------------------------------
 
 
-def _ago(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    s = abs(seconds)
-    if s < 60:
-        text = f"{s:.1f}s"
-    elif s < 3600:
-        text = f"{int(s // 60)}m{int(s % 60):02d}s"
-    elif s < 86400:
-        text = f"{int(s // 3600)}h{int(s % 3600 // 60):02d}m"
-    else:
-        text = f"{int(s // 86400)}d{int(s % 86400 // 3600):02d}h"
-    return text if seconds >= 0 else f"in {text}"
-
-
-def _relative(now: str, when: str | None) -> str:
-    if when is None:
-        return "-"
-    seconds = (datetime.fromisoformat(now) - datetime.fromisoformat(when)).total_seconds()
-    return f"{_ago(seconds)} ago" if seconds >= 0 else _ago(seconds)
-
-
 @cli.command(epilog=EPILOG)
 @dsn_option
 @schema_option
@@ -149,7 +126,7 @@ def status(
     console.print(
         "leader: "
         + (
-            f"[bold]{leader['id']}[/] since {_relative(data['now'], leader['elected_at'])}"
+            f"[bold]{leader['id']}[/] since {relative_time(data['now'], leader['elected_at'])}"
             if leader
             else "none (no client is running maintenance)"
         )
@@ -175,7 +152,7 @@ def status(
                 *(str(group["states"][s]) for s in shown),
                 str(group["total"]),
                 *(str(group[c]) for c in later),
-                _ago(group["oldest_scheduled_age_seconds"]),
+                duration_text(group["oldest_scheduled_age_seconds"]),
             )
         console.print(table)
     else:
@@ -189,7 +166,7 @@ def status(
         )
         console.print(
             f"[bold yellow]paused[/]: {what} since "
-            f"{_relative(data['now'], p['paused_at'])} by {p['paused_by']}",
+            f"{relative_time(data['now'], p['paused_at'])} by {p['paused_by']}",
             highlight=False,
         )
     if not data["controllers"]:
@@ -201,8 +178,8 @@ def status(
     for c in data["controllers"]:
         informers.add_row(
             c["kind"],
-            _relative(data["now"], c["last_inform_at"]),
-            "requested" if c["requested_at"] else _relative(data["now"], c["next_inform_at"]),
+            relative_time(data["now"], c["last_inform_at"]),
+            "requested" if c["requested_at"] else relative_time(data["now"], c["next_inform_at"]),
             c["informing_on"] or "-",
             Text(c["last_error"] or "-", style="red" if c["last_error"] else ""),
         )

@@ -13,7 +13,6 @@ import json
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -25,7 +24,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .._admin import STATES, Admin, selection
+from .._admin import STATES, Admin, relative_time, selection
 from .._config import check_name
 from .._errors import ConfigError
 from .._objects import check_kind
@@ -80,23 +79,6 @@ class _Timer:
             return await awaitable
         finally:
             self.seconds += time.perf_counter() - start
-
-
-def _ago(now: datetime, then: str | None) -> str:
-    if then is None:
-        return "-"
-    seconds = (now - datetime.fromisoformat(then)).total_seconds()
-    future = seconds < 0
-    seconds = abs(seconds)
-    if seconds < 90:
-        text = f"{seconds:.0f} s"
-    elif seconds < 5400:
-        text = f"{seconds / 60:.0f} min"
-    elif seconds < 172800:
-        text = f"{seconds / 3600:.1f} h"
-    else:
-        text = f"{seconds / 86400:.1f} d"
-    return f"in {text}" if future else f"{text} ago"
 
 
 def _pretty(value: Any) -> str:
@@ -204,13 +186,12 @@ class Dashboard:
     async def _overview_context(self, timer: _Timer) -> dict[str, Any]:
         status = await timer(self._admin.status())
         activity = await timer(self._admin.activity(CHART_MINUTES))
-        now = datetime.fromisoformat(status["now"])
         peak = max((m["synced"] for m in activity["synced_per_minute"]), default=0)
         return {
             "status": status,
             "activity": activity,
             "peak": peak,
-            "ago": functools.partial(_ago, now),
+            "ago": functools.partial(relative_time, status["now"]),
         }
 
     async def overview(self, request: Request) -> Response:
