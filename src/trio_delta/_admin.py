@@ -256,12 +256,13 @@ class Admin:
             },
         }
 
-    async def activity(self, minutes: int) -> dict[str, Any]:
-        """Syncs per minute over the last ``minutes`` (every minute listed,
-        zeros included, oldest first) and the clients holding work."""
+    async def activity(self, minutes: int, namespaces: Sequence[str]) -> dict[str, Any]:
+        """Syncs per minute in ``namespaces`` over the last ``minutes``
+        (every minute listed, zeros included, oldest first) and the clients
+        holding work."""
         now = await self._store.database_now()
         start = now.replace(second=0, microsecond=0) - timedelta(minutes=minutes - 1)
-        found = await self._store.insights.activity(start)
+        found = await self._store.insights.activity(start, namespaces)
         per_minute = {minute.astimezone(UTC): count for minute, count in found.synced_per_minute}
         steps = (start.astimezone(UTC) + timedelta(minutes=i) for i in range(minutes))
         return {

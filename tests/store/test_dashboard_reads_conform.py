@@ -56,12 +56,18 @@ async def test_activity_counts_syncs_per_minute_and_working_clients(store: Store
     await claim(store, at(131), limit=1)  # held by client-a
     await claim(store, at(131), limit=1, client_id="client-c")
 
-    activity = await store.insights.activity(at(0))
+    activity = await store.insights.activity(at(0), ["default"])
     minute = at(0).replace(second=0, microsecond=0)
     assert activity.synced_per_minute == (
         (minute + timedelta(minutes=1), 2),
         (minute + timedelta(minutes=2), 1),
     )
     assert activity.working == ((CLIENT, 1), ("client-c", 1))
-    later = await store.insights.activity(at(120))
+    later = await store.insights.activity(at(120), ["default"])
     assert later.synced_per_minute == ((minute + timedelta(minutes=2), 1),)
+    elsewhere = await store.insights.activity(at(0), ["other"])
+    assert elsewhere.synced_per_minute == ()
+    # Only resources synced now count: one informed again (changed) leaves.
+    await upsert(store, [prep(Item("k0", value=9))], now=at(140))
+    again = await store.insights.activity(at(0), ["default"])
+    assert sum(n for _, n in again.synced_per_minute) == 2

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import trio
 from selenium import webdriver
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
@@ -85,13 +86,34 @@ class Browser:
     async def find_all(self, css: str) -> list[WebElement]:
         return await self.run(self.driver.find_elements, By.CSS_SELECTOR, css)
 
+    async def _on_element(self, css: str, act: Callable[[WebElement], T]) -> T:
+        """``act`` on the element, looked up again while it is not there yet
+        (a page still loading after a form was sent) or stale (the overview
+        swaps its section in as it refreshes), for up to 5 seconds."""
+        with trio.move_on_after(5):
+            while True:
+                try:
+                    return await self.run(
+                        lambda: act(self.driver.find_element(By.CSS_SELECTOR, css))
+                    )
+                except (StaleElementReferenceException, NoSuchElementException):
+                    await trio.sleep(0.02)
+        return await self.run(lambda: act(self.driver.find_element(By.CSS_SELECTOR, css)))
+
     async def text(self, css: str) -> str:
-        element = await self.find(css)
-        return await self.run(lambda: element.text)
+        return await self._on_element(css, _text)
+
+    async def wait_for_url(self, wanted: Callable[[str], bool], *, within: float = 5.0) -> str:
+        """Until the page's address satisfies ``wanted`` (a form was sent)."""
+        url = ""
+        with trio.move_on_after(within):
+            while not wanted(url := await self.run(lambda: self.driver.current_url)):
+                await trio.sleep(0.02)
+            return url
+        raise AssertionError(f"still at {url}")
 
     async def click(self, css: str) -> None:
-        element = await self.find(css)
-        await self.run(element.click)
+        await self._on_element(css, WebElement.click)
 
     async def type(self, css: str, text: str) -> None:
         element = await self.find(css)
@@ -115,7 +137,10 @@ class Browser:
             while True:
                 elements = await self.find_all(css)
                 if elements:
-                    last = await self.run(_text, elements[0])
+                    try:
+                        last = await self.run(_text, elements[0])
+                    except StaleElementReferenceException:
+                        continue  # swapped out by a refresh: look again
                     if wanted(last):
                         return last
                 await trio.sleep(0.05)

@@ -56,6 +56,7 @@ async def test_overview_filters_retry_and_live_counts(
         assert await browser.script("return document.title") != "pwned"
         await browser.type('input[name="q"]', "good")
         await browser.click("#filters button")
+        await browser.wait_for_url(lambda url: "q=good" in url)
         ids = [await browser.run(lambda e=e: e.text) for e in await browser.find_all("a.object-id")]
         assert ids == ["good-1", "good-2", "good-3"]
         await browser.get(url + "/resources?state=degraded")

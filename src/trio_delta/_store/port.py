@@ -251,9 +251,10 @@ class InsightStore(Protocol):
         the rows due after ``now``."""
         ...
 
-    async def activity(self, since: datetime) -> Activity:
-        """Syncs per minute since ``since`` (each resource in the minute of
-        its latest sync) and the clients holding pending resources."""
+    async def activity(self, since: datetime, namespaces: Sequence[str]) -> Activity:
+        """Resources of ``namespaces`` synced since ``since``, per minute of
+        their latest sync (those synced now), and the clients holding
+        pending resources."""
         ...
 
     async def known_kinds(self) -> list[str]:

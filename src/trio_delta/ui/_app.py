@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 import jinja2
+import trio
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
@@ -153,6 +154,10 @@ class Dashboard:
         self._access = access
         self._settings = settings
         self._env = _environment()
+        self._overview_lock = trio.Lock()
+        self._overview_cache: tuple[float, dict[str, Any]] | None = None
+        # A little under the refresh: a browser's next poll finds new counts.
+        self._overview_ttl = settings.refresh_seconds * 0.8
 
     # -- rendering --------------------------------------------------------------------
 
@@ -184,8 +189,20 @@ class Dashboard:
     # -- pages ------------------------------------------------------------------------
 
     async def _overview_context(self, timer: _Timer) -> dict[str, Any]:
-        status = await timer(self._admin.status())
-        activity = await timer(self._admin.activity(CHART_MINUTES))
+        # Counting every resource is a pass over the table (half a second
+        # at a million rows): one count serves every viewer for a refresh
+        # interval, however many browsers poll.
+        async with self._overview_lock:
+            cached = self._overview_cache
+            if cached is None or trio.current_time() - cached[0] >= self._overview_ttl:
+                cached = (trio.current_time(), await timer(self._count_overview()))
+                self._overview_cache = cached
+        return cached[1]
+
+    async def _count_overview(self) -> dict[str, Any]:
+        status = await self._admin.status()
+        namespaces = sorted({group["namespace"] for group in status["resources"]})
+        activity = await self._admin.activity(CHART_MINUTES, namespaces)
         peak = max((m["synced"] for m in activity["synced_per_minute"]), default=0)
         return {
             "status": status,
@@ -279,6 +296,7 @@ class Dashboard:
                 acts_on=[s.value for s in change.states],
             )
         changed = await timer(self._admin.change(change, flt))
+        self._overview_cache = None  # its counts are out of date now
         back = (
             f"resource?{urlencode({'kind': flt.kind, 'id': form['id']})}"
             if form.get("id") is not None and flt.kind is not None
@@ -308,6 +326,7 @@ class Dashboard:
             if action == "pause"
             else self._admin.resume(pause)
         )
+        self._overview_cache = None
         return self._page(
             request,
             "done_pause.html",

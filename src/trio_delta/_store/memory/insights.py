@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -78,13 +79,19 @@ class MemoryInsights:
             for key in sorted(counts)
         ]
 
-    async def activity(self, since: datetime) -> Activity:
+    async def activity(self, since: datetime, namespaces: Sequence[str]) -> Activity:
         await trio.lowlevel.checkpoint()
         minutes: Counter[datetime] = Counter()
         working: Counter[str] = Counter()
         for stored in self._t.rows.values():
             row = stored.row
-            if row.synced_at is not None and row.synced_at >= since:
+            if (
+                row.state is ResourceState.SYNCED
+                and row.namespace in namespaces
+                and row.synced_at is not None
+                and row.synced_at >= since
+                and row.updated_at >= since
+            ):
                 minutes[row.synced_at.replace(second=0, microsecond=0)] += 1
             if row.state is ResourceState.PENDING and row.attempted_by is not None:
                 working[row.attempted_by] += 1

@@ -462,12 +462,19 @@ class Connections:
         return await self.call(run, what=what)
 
     async def execute(
-        self, lane: str | None, query: str, params: Mapping[str, Any], what: str
+        self,
+        lane: str | None,
+        query: str,
+        params: Mapping[str, Any],
+        what: str,
+        *,
+        prepare: bool | None = None,
     ) -> list[tuple[Any, ...]]:
-        """Run the named ``query`` on ``lane`` (None: a pooled connection)."""
+        """Run the named ``query`` on ``lane`` (None: a pooled connection);
+        ``prepare`` as psycopg's (None: once it has run a few times)."""
 
         async def run(conn: Conn) -> list[tuple[Any, ...]]:
-            cur = await conn.execute(self.queries[query], params)
+            cur = await conn.execute(self.queries[query], params, prepare=prepare)
             return await cur.fetchall() if cur.description is not None else []
 
         if lane is None:

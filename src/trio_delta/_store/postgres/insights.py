@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -12,14 +13,21 @@ from .statements import Target, change_plan, filter_params, run_async
 
 
 class PostgresInsights:
-    """The insights part of :class:`~trio_delta._store.postgres.PostgresStore`."""
+    """The insights part of :class:`~trio_delta._store.postgres.PostgresStore`.
+
+    Queries that take a resource filter are never prepared: a prepared
+    statement soon runs a generic plan, which cannot see which filters are
+    null, guesses one row, and walks the primary key: counting a million
+    resources took 2.2 s that way instead of 0.5 s. Planned with their
+    values each time, they cost a fraction of a millisecond more.
+    """
 
     def __init__(self, connections: Connections) -> None:
         self._c = connections
 
     async def _rows(self, query: str, params: dict[str, Any], what: str) -> list[ResourceRow[Any]]:
         async def run(conn: Conn) -> list[ResourceRow[Any]]:
-            cur = await conn.execute(self._c.queries[query], params)
+            cur = await conn.execute(self._c.queries[query], params, prepare=False)
             return [row_from_columns(columns) for columns in await cur.fetchall()]
 
         return await self._c.on_pool(run, what)
@@ -35,15 +43,21 @@ class PostgresInsights:
 
     async def count_states(self, flt: ResourceFilter, now: datetime) -> list[StateCount]:
         params = filter_params(flt) | {"now": now}
-        rows = await self._c.execute(None, "count_states", params, "counting resources")
+        rows = await self._c.execute(
+            None, "count_states", params, "counting resources", prepare=False
+        )
         return [
             StateCount(kind, namespace, ResourceState.parse(state), count, oldest, waiting, snoozed)
             for kind, namespace, state, count, oldest, waiting, snoozed in rows
         ]
 
-    async def activity(self, since: datetime) -> Activity:
+    async def activity(self, since: datetime, namespaces: Sequence[str]) -> Activity:
         synced = await self._c.execute(
-            None, "synced_per_minute", {"since": since}, "counting recent syncs"
+            None,
+            "synced_per_minute",
+            {"since": since, "namespaces": list(namespaces)},
+            "counting recent syncs",
+            prepare=False,
         )
         working = await self._c.execute(None, "working_clients", {}, "listing working clients")
         return Activity(

@@ -36,10 +36,13 @@ group by r.kind, r.namespace, r.state
 order by r.kind, r.namespace, r.state
 
 -- name: synced_per_minute
--- Each resource counts once, in the minute of its latest sync.
+-- Resources synced now, each in the minute of its latest sync. By namespace
+-- and updated_at (set with synced_at) so that it is a range scan of
+-- resources_state_updated_idx per namespace, not a pass over every row.
 select date_trunc('minute', r.synced_at), count(*)
 from {schema}.resources as r
-where r.synced_at >= %(since)s
+where r.state = 'synced' and r.namespace = any(%(namespaces)s::text[])
+  and r.updated_at >= %(since)s and r.synced_at >= %(since)s
 group by 1
 order by 1
 
