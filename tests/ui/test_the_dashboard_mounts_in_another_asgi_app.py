@@ -17,9 +17,11 @@ from starlette.routing import Mount, Route
 
 from trio_delta.ui import open_dashboard
 
+TOKEN = "t0ken-for-a-mounted-test"
+
 
 async def test_mounted_under_a_prefix(pg_dsn: str, schema: str) -> None:
-    async with open_dashboard(pg_dsn, schema=schema, token="t0ken") as dashboard:
+    async with open_dashboard(pg_dsn, schema=schema, token=TOKEN) as dashboard:
         app = Starlette(
             routes=[
                 Route("/", lambda request: PlainTextResponse("the user's own app")),
@@ -36,7 +38,7 @@ async def test_mounted_under_a_prefix(pg_dsn: str, schema: str) -> None:
                 with httpx.Client(base_url=url) as http:
                     own = http.get("/")
                     refused = http.get("/ops/delta/")
-                    login = http.post("/ops/delta/login", data={"token": "t0ken"})
+                    login = http.post("/ops/delta/login", data={"token": TOKEN})
                     overview = http.get("/ops/delta/")
                     style = http.get("/ops/delta/static/dashboard.css")
                     listing = http.get("/ops/delta/resources")

@@ -69,7 +69,9 @@ def ui(dsn: str | None, schema: str, listen: str, read_only: bool, refresh: floa
     except ConfigError as exc:
         raise click.BadParameter(str(exc), param_hint="--listen") from None
     conninfo = require_dsn(dsn)
-    token = os.environ.get(TOKEN_VARIABLE) or None
+    token = os.environ.get(TOKEN_VARIABLE)
+    if token == "":
+        raise click.UsageError(f"{TOKEN_VARIABLE} is set but empty")
     user, password = os.environ.get(USER_VARIABLE), os.environ.get(PASSWORD_VARIABLE)
     if (user is None) != (password is None) or user == "" or password == "":
         raise click.UsageError(f"set both {USER_VARIABLE} and {PASSWORD_VARIABLE}, not empty")

@@ -33,6 +33,9 @@ __all__ = ["Credentials", "open_dashboard", "parse_listen", "serve_dashboard"]
 
 log = get_logger("trio_delta.ui")
 
+#: The shortest access token accepted.
+MIN_TOKEN_LENGTH = 16
+
 
 @asynccontextmanager
 async def open_dashboard(
@@ -49,16 +52,23 @@ async def open_dashboard(
     """Connect to ``dsn`` and yield the dashboard as an ASGI application,
     usable until the block ends.
 
-    ``token`` (a bearer token or the login form) or ``credentials`` (basic
-    auth) protect it; with neither, anyone who can reach it may use it, so
-    bind it to a loopback address only (:func:`serve_dashboard` insists).
-    ``allowed_hosts``: the ``Host`` header values it answers (None: any).
+    ``token`` (at least 16 characters: a bearer token or the login form)
+    or ``credentials`` (basic auth) protect it. ``allowed_hosts``: the
+    ``Host`` names it answers (without port); None: any when it has a
+    secret, else only loopback names (``localhost``, ``127.0.0.1``,
+    ``[::1]``), so that a web page elsewhere cannot reach it through DNS
+    rebinding. With no secret, anyone who reaches it may use it: serve it
+    on a loopback address (:func:`serve_dashboard` insists).
     ``read_only`` hides and refuses every action. Raises
     :class:`~trio_delta.NotMigratedError` unless the schema is current.
     """
     require_trio("trio_delta.ui.open_dashboard")
     if token is not None and credentials is not None:
         raise ConfigError("give an access token or basic-auth credentials, not both")
+    if token is not None and len(token) < MIN_TOKEN_LENGTH:
+        raise ConfigError(f"the access token must be at least {MIN_TOKEN_LENGTH} characters")
+    if allowed_hosts is None and token is None and credentials is None:
+        allowed_hosts = loopback_hosts("127.0.0.1")
     if not refresh_seconds > 0:
         raise ConfigError(f"refresh_seconds must be positive, not {refresh_seconds!r}")
     access = Access(token=token, credentials=credentials, allowed_hosts=allowed_hosts)

@@ -8,7 +8,9 @@ own section by fetching it again, with no script from elsewhere.
 
 from __future__ import annotations
 
+import base64
 import functools
+import html
 import json
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -20,7 +22,7 @@ import jinja2
 import trio
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -30,6 +32,7 @@ from .._config import check_name
 from .._errors import ConfigError
 from .._objects import check_kind
 from .._store.params import Change, Pause, ResourceFilter
+from .._types import ResourceState
 from ._access import SESSION_COOKIE, Access
 
 #: Rows on one page of the resource list.
@@ -37,15 +40,21 @@ PAGE_SIZE = 50
 #: Minutes the throughput chart covers.
 CHART_MINUTES = 15
 
-#: Actions on resources, by the name forms use (cancel is a delete that
-#: also stops running work, which every delete does).
-RESOURCE_ACTIONS: dict[str, Change] = {
-    "retry": Change.RETRY,
-    "invalidate": Change.INVALIDATE,
-    "delete": Change.DELETE,
-    "cancel": Change.DELETE,
+#: Actions on resources, by the name forms use: the change, and the states
+#: it acts on from here. Cancel is a delete of running work only (a delete
+#: tells running work to stop; a cancel must not delete a resource whose
+#: work finished meanwhile).
+RESOURCE_ACTIONS: dict[str, tuple[Change, tuple[ResourceState, ...]]] = {
+    "retry": (Change.RETRY, Change.RETRY.states),
+    "invalidate": (Change.INVALIDATE, Change.INVALIDATE.states),
+    "delete": (Change.DELETE, Change.DELETE.states),
+    "cancel": (Change.DELETE, (ResourceState.PENDING,)),
 }
+#: The most a form may send: its fields are a filter and a few words.
+MAX_FORM_BYTES = 16 * 1024
 PAUSE_ACTIONS = ("pause", "resume")
+#: How long a sign-in lasts (it also ends when the dashboard restarts).
+SESSION_SECONDS = 12 * 3600
 
 _SECURITY_HEADERS = {
     "content-security-policy": (
@@ -96,6 +105,7 @@ def _environment() -> jinja2.Environment:
     )
     env.filters["pretty"] = _pretty
     env.filters["query"] = _query
+    env.filters["b64"] = _b64
     return env
 
 
@@ -120,9 +130,11 @@ def parse_filter(params: Mapping[str, str]) -> tuple[ResourceFilter, dict[str, s
         raise BadInput(f"unknown state {fields['state']!r}")
     if len(fields["tag"]) > 255 or len(fields["q"]) > 255:
         raise BadInput("a tag or id text is at most 255 characters")
-    object_id = params.get("id")
+    object_id = object_id_of(params)
     if object_id is not None and kind is None:
         raise BadInput("an object id needs its kind")
+    if any("\x00" in text for text in (fields["tag"], fields["q"], object_id or "")):
+        raise BadInput("a tag, id or id text cannot hold a NUL character")
     flt = selection(
         kind,
         namespace,
@@ -137,11 +149,27 @@ def parse_filter(params: Mapping[str, str]) -> tuple[ResourceFilter, dict[str, s
     return flt, fields
 
 
+def object_id_of(params: Mapping[str, str]) -> str | None:
+    """The object id a form names: base64 in ``oid`` (a browser would turn
+    a line break in a plain hidden field into CRLF), or plain in ``id``."""
+    encoded = params.get("oid")
+    if encoded is None:
+        return params.get("id")
+    try:
+        return base64.urlsafe_b64decode(encoded.encode("ascii")).decode()
+    except (ValueError, UnicodeError):
+        raise BadInput("a malformed object id") from None
+
+
+def _b64(text: str) -> str:
+    return base64.urlsafe_b64encode(text.encode()).decode("ascii")
+
+
 def _after(params: Mapping[str, str]) -> int | None:
     raw = params.get("after", "")
     if not raw:
         return None
-    if not raw.isdigit() or len(raw) > 18:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
         raise BadInput("after must be a resource id")
     return int(raw)
 
@@ -155,7 +183,8 @@ class Dashboard:
         self._settings = settings
         self._env = _environment()
         self._overview_lock = trio.Lock()
-        self._overview_cache: tuple[float, dict[str, Any]] | None = None
+        self._overview_cache: tuple[float, int, dict[str, Any]] | None = None
+        self._overview_generation = 0  # moved on by every action
         # A little under the refresh: a browser's next poll finds new counts.
         self._overview_ttl = settings.refresh_seconds * 0.8
 
@@ -176,6 +205,7 @@ class Dashboard:
             read_only=self._settings.read_only,
             refresh_ms=int(self._settings.refresh_seconds * 1000),
             csrf=self._access.csrf_token,
+            signed_in_with_token=self._access.uses_token,
             states=STATES,
             **context,
         )
@@ -194,10 +224,22 @@ class Dashboard:
         # interval, however many browsers poll.
         async with self._overview_lock:
             cached = self._overview_cache
-            if cached is None or trio.current_time() - cached[0] >= self._overview_ttl:
-                cached = (trio.current_time(), await timer(self._count_overview()))
+            fresh = (
+                cached is not None
+                and cached[1] == self._overview_generation
+                and trio.current_time() - cached[0] < self._overview_ttl
+            )
+            if not fresh:
+                generation = self._overview_generation
+                counted = await timer(self._count_overview())
+                # An action while counting: these counts may predate it,
+                # so they serve this request only.
+                if generation != self._overview_generation:
+                    return counted
+                cached = (trio.current_time(), generation, counted)
                 self._overview_cache = cached
-        return cached[1]
+        assert cached is not None
+        return cached[2]
 
     async def _count_overview(self) -> dict[str, Any]:
         status = await self._admin.status()
@@ -222,6 +264,8 @@ class Dashboard:
     async def resources(self, request: Request) -> Response:
         timer = _Timer()
         params = dict(request.query_params)
+        if "id" in params or "oid" in params:
+            raise BadInput("the list takes no id: a resource's own page is /resource?kind=K&id=ID")
         flt, fields = parse_filter(params)
         after = _after(params)
         page_filter = ResourceFilter(
@@ -248,58 +292,80 @@ class Dashboard:
             after=after,
             next_after=rows[-1]["id"] if more else None,
             actions=[a for a in RESOURCE_ACTIONS if a != "cancel"],
+            everything=flt.is_everything,
         )
 
     async def resource(self, request: Request) -> Response:
         timer = _Timer()
-        kind, object_id = request.query_params.get("kind"), request.query_params.get("id")
-        if not kind or object_id is None:
+        flt, _ = parse_filter(dict(request.query_params))
+        if flt.kind is None or flt.object_ids is None:
             raise BadInput("a resource page needs kind and id")
-        row = await timer(self._admin.get_resource(kind, object_id))
+        (object_id,) = flt.object_ids
+        row = await timer(self._admin.get_resource(flt.kind, object_id))
         if row is None:
-            return self._error(request, 404, f"no resource {object_id!r} of kind {kind!r}")
-        actions = [a for a, change in RESOURCE_ACTIONS.items() if _applies(change, row["state"])]
-        if row["state"] != "pending":
-            actions = [a for a in actions if a != "cancel"]
-        else:
-            actions = [a for a in actions if a != "delete"]
+            return self._error(request, 404, f"no resource {object_id!r} of kind {flt.kind!r}")
+        actions = [
+            a
+            for a, (_, states) in RESOURCE_ACTIONS.items()
+            if row["state"] in {s.value for s in states}
+        ]
+        if "cancel" in actions:  # running: a delete would cancel it too, say so
+            actions.remove("delete")
         return self._page(request, "resource.html", timer, row=row, actions=actions)
 
     # -- actions ----------------------------------------------------------------------
 
+    async def _form(self, request: Request) -> dict[str, str]:
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_FORM_BYTES:
+                raise BadInput("that form is too large")
+        return dict(parse_qsl(body.decode(errors="replace")))
+
     async def act(self, request: Request) -> Response:
         if self._settings.read_only:
             return self._error(request, 403, "this dashboard is read-only")
-        form = dict(parse_qsl((await request.body()).decode(errors="replace")))
+        form = await self._form(request)
         if not self._access.post_allowed(dict(request.headers), form.get("csrf", "")):
             return self._error(request, 403, "this form did not come from this dashboard")
         action = form.get("action", "")
         if action in PAUSE_ACTIONS:
             return await self._pause(request, form, action)
-        change = RESOURCE_ACTIONS.get(action)
-        if change is None:
+        if action not in RESOURCE_ACTIONS:
             raise BadInput(f"unknown action {action!r}")
+        change, states = RESOURCE_ACTIONS[action]
         flt, fields = parse_filter(form)
+        object_id = object_id_of(form)
+        if flt.is_everything and form.get("everything") != "yes":
+            raise BadInput("no filter is set: tick 'every resource' to act on all of them")
+        target = flt.narrowed(states)
         timer = _Timer()
-        target = flt.narrowed(change.states)
-        if form.get("confirmed") != "yes":
-            counts = await timer(self._admin.count(target))
+        counts = await timer(self._admin.count(target))
+        total = sum(counts.values())
+        # What is applied is what was counted: when the selection grew or
+        # shrank since the confirmation page (new resources, state changes,
+        # or the same form sent again), it is shown again, not applied.
+        expected = form.get("expected")
+        if form.get("confirmed") != "yes" or expected != str(total):
             return self._page(
                 request,
                 "confirm.html",
                 timer,
                 action=action,
                 fields=fields,
-                object_id=form.get("id"),
+                object_id=object_id,
                 counts=counts,
-                total=sum(counts.values()),
-                acts_on=[s.value for s in change.states],
+                total=total,
+                acts_on=[s.value for s in states],
+                everything=flt.is_everything,
+                changed_since=form.get("confirmed") == "yes",
             )
-        changed = await timer(self._admin.change(change, flt))
-        self._overview_cache = None  # its counts are out of date now
+        changed = await timer(self._admin.change(change, target))
+        self._overview_generation += 1  # its counts are out of date now
         back = (
-            f"resource?{urlencode({'kind': flt.kind, 'id': form['id']})}"
-            if form.get("id") is not None and flt.kind is not None
+            f"resource?{urlencode({'kind': flt.kind, 'id': object_id})}"
+            if object_id is not None and flt.kind is not None
             else "resources?" + urlencode({k: v for k, v in fields.items() if v})
         )
         return self._page(request, "done.html", timer, action=action, changed=changed, back=back)
@@ -326,7 +392,7 @@ class Dashboard:
             if action == "pause"
             else self._admin.resume(pause)
         )
-        self._overview_cache = None
+        self._overview_generation += 1
         return self._page(
             request,
             "done_pause.html",
@@ -337,27 +403,32 @@ class Dashboard:
             done=done,
         )
 
+    async def logout(self, request: Request) -> Response:
+        root = request.scope.get("root_path", "")
+        response = RedirectResponse(f"{root}/login", status_code=303)
+        response.delete_cookie(SESSION_COOKIE, path=f"{root}/")
+        return response
+
     # -- login ------------------------------------------------------------------------
 
     async def login(self, request: Request) -> Response:
         if request.method == "GET" or not self._access.uses_token:
             return self._page(request, "login.html", _Timer(), failed=False)
-        form = dict(parse_qsl((await request.body()).decode(errors="replace")))
+        form = await self._form(request)
         if not self._access.token_matches(form.get("token", "")):
             return self._page(request, "login.html", _Timer(), http_status=401, failed=True)
-        response = RedirectResponse(f"{request.scope.get('root_path', '')}/", status_code=303)
+        root = request.scope.get("root_path", "")
+        response = RedirectResponse(f"{root}/", status_code=303)
         response.set_cookie(
             SESSION_COOKIE,
             self._access.session_value,
+            max_age=SESSION_SECONDS,
             httponly=True,
             samesite="strict",
-            path=f"{request.scope.get('root_path', '')}/",
+            secure=request.url.scheme == "https",
+            path=f"{root}/",
         )
         return response
-
-
-def _applies(change: Change, state: str) -> bool:
-    return state in {s.value for s in change.states}
 
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -382,6 +453,9 @@ class _Gate:
         self._access = access
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":  # the dashboard has none: refused unread
+            await send({"type": "websocket.close", "code": 1008})
+            return
         if scope["type"] != "http":
             await self._app(scope, receive, send)
             return
@@ -405,19 +479,20 @@ class _Gate:
             await self._app(scope, receive, secure)
             return
         if decision.ask_basic:
-            response: Response = Response(
+            response: Response = PlainTextResponse(
                 decision.reason,
                 status_code=401,
                 headers={"www-authenticate": 'Basic realm="trio-delta", charset="UTF-8"'},
             )
         elif decision.status == 401:
             response = HTMLResponse(
-                f"<!doctype html><title>trio-delta: sign in</title><p>{decision.reason}: "
-                f'<a href="{root}/login">sign in</a></p>',
+                f"<!doctype html><title>trio-delta: sign in</title>"
+                f"<p>{html.escape(decision.reason)}: "
+                f'<a href="{html.escape(root)}/login">sign in</a></p>',
                 status_code=401,
             )
         else:
-            response = Response(decision.reason, status_code=decision.status)
+            response = PlainTextResponse(decision.reason, status_code=decision.status)
         for key, value in _SECURITY_HEADERS.items():
             response.headers[key] = value
         await response(scope, receive, send)
@@ -433,6 +508,7 @@ def build_app(admin: Admin, access: Access, settings: Settings) -> ASGIApp:
         Route("/resource", _guarded(dashboard, dashboard.resource)),
         Route("/actions", _guarded(dashboard, dashboard.act), methods=["POST"]),
         Route("/login", _guarded(dashboard, dashboard.login), methods=["GET", "POST"]),
+        Route("/logout", _guarded(dashboard, dashboard.logout), methods=["POST"]),
         Mount("/static", StaticFiles(packages=[("trio_delta.ui", "static")]), name="static"),
     ]
     return _Gate(Starlette(routes=routes), access)
