@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, ClassVar
 
+import httpx
 import trio
 
 import trio_delta as delta
@@ -40,6 +41,11 @@ def order_controllers(controller: OrderController) -> delta.Controllers:
     controllers = delta.Controllers()
     delta.add_controller(controllers, controller)
     return controllers
+
+
+async def http(method: str, url: str, **options: Any) -> httpx.Response:
+    """``httpx.request`` off the Trio thread (the dashboard may be served on it)."""
+    return await trio.to_thread.run_sync(lambda: httpx.request(method, url, **options))
 
 
 @asynccontextmanager

@@ -7,23 +7,17 @@ from __future__ import annotations
 
 import base64
 import re
-from typing import Any
 
 import httpx
 import psycopg
 import pytest
-import trio
 
 import trio_delta as delta
 from trio_delta import producer
 from trio_delta.ui import open_dashboard
 
 from ..conftest import sql
-from .dashboards import Order, served
-
-
-async def http(method: str, url: str, **options: Any) -> httpx.Response:
-    return await trio.to_thread.run_sync(lambda: httpx.request(method, url, **options))
+from .dashboards import Order, http, served
 
 
 def inform(dsn: str, schema: str, keys: list[str]) -> None:

@@ -13,7 +13,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from typing import Any
 
 import httpx
 import pytest
@@ -24,15 +23,10 @@ import trio_delta as delta
 from trio_delta.ui import Credentials, open_dashboard
 
 from .browser import Browser
-from .dashboards import served
+from .dashboards import http, served
 
 TOKEN = "s3cret-token-for-tests"
 PASSWORD = "pg-password-never-shown"
-
-
-async def http(method: str, url: str, **options: Any) -> httpx.Response:
-    """``httpx.request`` off the Trio thread (the dashboard may be served on it)."""
-    return await trio.to_thread.run_sync(lambda: httpx.request(method, url, **options))
 
 
 def free_port() -> int:
