@@ -1,7 +1,8 @@
 """Who may use the dashboard, and proof that a form came from it.
 
-The dashboard shows data and changes state, so every request passes
-:class:`Access` first. Three ways in, chosen when it is opened:
+The dashboard shows data and changes state, so every request passes the
+:class:`Gate`, which asks :class:`Access`, before any page runs. Three ways
+in, chosen when it is opened:
 
 * no secret (only allowed on a loopback address): any local browser, but the
   ``Host`` header must name the loopback address itself, or a web page on
@@ -22,9 +23,15 @@ import base64
 import binascii
 import hashlib
 import hmac
+import html
 import ipaddress
 import secrets
 from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, PlainTextResponse, Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 #: The session cookie's name.
 SESSION_COOKIE = "trio_delta_ui"
@@ -152,3 +159,69 @@ def loopback_hosts(host: str) -> frozenset[str]:
     names = {"localhost", "127.0.0.1", "[::1]"}
     names.add(f"[{host}]" if ":" in host else host)
     return frozenset(names)
+
+
+#: On every response, refusals included.
+SECURITY_HEADERS = {
+    "content-security-policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",
+    "cache-control": "no-store",
+}
+
+
+class Gate:
+    """Answers every HTTP request :class:`Access` refuses, before any page
+    runs; adds the security headers to every response."""
+
+    def __init__(self, app: ASGIApp, access: Access) -> None:
+        self._app = app
+        self._access = access
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":  # the dashboard has none: refused unread
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        request = Request(scope)
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        decision = self._access.check(headers, dict(request.cookies))
+        root = scope.get("root_path", "")
+        path = scope["path"][len(root) :] if scope["path"].startswith(root) else scope["path"]
+        # The sign-in form and the style sheet and script must reach a
+        # browser that has not signed in yet; nothing else does.
+        exempt = decision.status == 401 and (path == "/login" or path.startswith("/static/"))
+        if decision.allowed or exempt:
+
+            async def secure(message: Any) -> None:
+                if message["type"] == "http.response.start":
+                    message["headers"] = list(message.get("headers", [])) + [
+                        (k.encode(), v.encode()) for k, v in SECURITY_HEADERS.items()
+                    ]
+                await send(message)
+
+            await self._app(scope, receive, secure)
+            return
+        if decision.ask_basic:
+            response: Response = PlainTextResponse(
+                decision.reason,
+                status_code=401,
+                headers={"www-authenticate": 'Basic realm="trio-delta", charset="UTF-8"'},
+            )
+        elif decision.status == 401:
+            response = HTMLResponse(
+                f"<!doctype html><title>trio-delta: sign in</title>"
+                f"<p>{html.escape(decision.reason)}: "
+                f'<a href="{html.escape(root)}/login">sign in</a></p>',
+                status_code=401,
+            )
+        else:
+            response = PlainTextResponse(decision.reason, status_code=decision.status)
+        for key, value in SECURITY_HEADERS.items():
+            response.headers[key] = value
+        await response(scope, receive, send)

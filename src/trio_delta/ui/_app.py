@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import functools
-import html
 import json
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -22,10 +21,10 @@ import jinja2
 import trio
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp
 
 from .._admin import STATES, Admin, relative_time, selection
 from .._config import check_name
@@ -33,7 +32,7 @@ from .._errors import ConfigError
 from .._objects import check_kind
 from .._store.params import Change, Pause, ResourceFilter
 from .._types import ResourceState
-from ._access import SESSION_COOKIE, Access
+from ._access import SESSION_COOKIE, Access, Gate
 
 #: Rows on one page of the resource list.
 PAGE_SIZE = 50
@@ -55,16 +54,6 @@ MAX_FORM_BYTES = 16 * 1024
 PAUSE_ACTIONS = ("pause", "resume")
 #: How long a sign-in lasts (it also ends when the dashboard restarts).
 SESSION_SECONDS = 12 * 3600
-
-_SECURITY_HEADERS = {
-    "content-security-policy": (
-        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
-    ),
-    "x-content-type-options": "nosniff",
-    "referrer-policy": "no-referrer",
-    "cache-control": "no-store",
-}
 
 
 class BadInput(Exception):
@@ -444,60 +433,6 @@ def _guarded(dashboard: Dashboard, handler: Handler) -> Handler:
     return run
 
 
-class _Gate:
-    """Answers every HTTP request :class:`Access` refuses, before any page
-    runs; adds the security headers to every response."""
-
-    def __init__(self, app: ASGIApp, access: Access) -> None:
-        self._app = app
-        self._access = access
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "websocket":  # the dashboard has none: refused unread
-            await send({"type": "websocket.close", "code": 1008})
-            return
-        if scope["type"] != "http":
-            await self._app(scope, receive, send)
-            return
-        request = Request(scope)
-        headers = {k.lower(): v for k, v in request.headers.items()}
-        decision = self._access.check(headers, dict(request.cookies))
-        root = scope.get("root_path", "")
-        path = scope["path"][len(root) :] if scope["path"].startswith(root) else scope["path"]
-        # The sign-in form and the style sheet and script must reach a
-        # browser that has not signed in yet; nothing else does.
-        exempt = decision.status == 401 and (path == "/login" or path.startswith("/static/"))
-        if decision.allowed or exempt:
-
-            async def secure(message: Any) -> None:
-                if message["type"] == "http.response.start":
-                    message["headers"] = list(message.get("headers", [])) + [
-                        (k.encode(), v.encode()) for k, v in _SECURITY_HEADERS.items()
-                    ]
-                await send(message)
-
-            await self._app(scope, receive, secure)
-            return
-        if decision.ask_basic:
-            response: Response = PlainTextResponse(
-                decision.reason,
-                status_code=401,
-                headers={"www-authenticate": 'Basic realm="trio-delta", charset="UTF-8"'},
-            )
-        elif decision.status == 401:
-            response = HTMLResponse(
-                f"<!doctype html><title>trio-delta: sign in</title>"
-                f"<p>{html.escape(decision.reason)}: "
-                f'<a href="{html.escape(root)}/login">sign in</a></p>',
-                status_code=401,
-            )
-        else:
-            response = PlainTextResponse(decision.reason, status_code=decision.status)
-        for key, value in _SECURITY_HEADERS.items():
-            response.headers[key] = value
-        await response(scope, receive, send)
-
-
 def build_app(admin: Admin, access: Access, settings: Settings) -> ASGIApp:
     """The dashboard for ``admin``'s database, behind ``access``."""
     dashboard = Dashboard(admin, access, settings)
@@ -511,4 +446,4 @@ def build_app(admin: Admin, access: Access, settings: Settings) -> ASGIApp:
         Route("/logout", _guarded(dashboard, dashboard.logout), methods=["POST"]),
         Mount("/static", StaticFiles(packages=[("trio_delta.ui", "static")]), name="static"),
     ]
-    return _Gate(Starlette(routes=routes), access)
+    return Gate(Starlette(routes=routes), access)
