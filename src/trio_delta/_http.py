@@ -18,6 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from ._client import Client
 from ._logs import get_logger
+from ._serving import serve_asgi
 
 log = get_logger("trio_delta.http")
 
@@ -76,12 +77,4 @@ async def serve_http(
 ) -> None:
     """Serve the probes and metrics on ``bind`` (``HOST:PORT``) until
     cancelled; started with the addresses bound."""
-    from hypercorn.config import Config as HypercornConfig
-    from hypercorn.trio import serve  # pyright: ignore[reportUnknownVariableType]
-
-    config = HypercornConfig()
-    config.bind = [bind]
-    config.accesslog = None
-    config.errorlog = log
-    app = make_app(client, registry)
-    await serve(app, config, task_status=task_status, mode="asgi")  # pyright: ignore[reportArgumentType]
+    await serve_asgi(make_app(client, registry), bind, logger=log, task_status=task_status)

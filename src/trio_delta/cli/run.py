@@ -17,6 +17,7 @@ import trio
 
 from .._config import DEFAULT_MAX_WORKERS, check_name
 from .._errors import ConfigError, StoreError
+from .._serving import parse_bind
 from .._store.dsn import describe_dsn, normalize_dsn
 
 if TYPE_CHECKING:
@@ -134,8 +135,11 @@ def _parse_bind(ctx: click.Context, param: click.Parameter, value: str | None) -
     """``HOST:PORT`` for ``--http`` (an IPv6 host in brackets)."""
     if value is None:
         return None
-    host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    try:
+        _, port = parse_bind(value)
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc)) from None
+    if port == 0:  # the probes' port must be known to whoever probes them
         raise click.BadParameter(f"expected HOST:PORT, got {value!r}")
     return value
 

@@ -10,6 +10,7 @@ import click
 import trio
 
 from .._errors import ConfigError, NotMigratedError, StoreError
+from .._serving import parse_bind
 from .._store.dsn import describe_dsn, normalize_dsn
 from ._common import (
     EPILOG,
@@ -59,13 +60,13 @@ def ui(dsn: str | None, schema: str, listen: str, read_only: bool, refresh: floa
     needed. Needs trio-delta[ui]. SIGINT or SIGTERM stops it.
     """
     try:
-        from ..ui import Credentials, parse_listen, serve_dashboard
+        from ..ui import Credentials, serve_dashboard
     except ImportError as exc:
         raise click.UsageError(
             f"the dashboard needs the ui extra: pip install 'trio-delta[ui]' ({exc})"
         ) from None
     try:
-        parse_listen(listen)
+        parse_bind(listen)
     except ConfigError as exc:
         raise click.BadParameter(str(exc), param_hint="--listen") from None
     conninfo = require_dsn(dsn)

@@ -24,12 +24,13 @@ from starlette.types import ASGIApp
 from .._admin import Admin
 from .._errors import ConfigError
 from .._logs import get_logger
+from .._serving import parse_bind, serve_asgi
 from .._store.dsn import describe_dsn
 from .._util import require_trio
 from ._access import Access, Credentials, is_loopback, loopback_hosts
 from ._app import Settings, build_app
 
-__all__ = ["Credentials", "open_dashboard", "parse_listen", "serve_dashboard"]
+__all__ = ["Credentials", "open_dashboard", "serve_dashboard"]
 
 log = get_logger("trio_delta.ui")
 
@@ -77,14 +78,6 @@ async def open_dashboard(
         yield build_app(admin, access, Settings(read_only, refresh_seconds))
 
 
-def parse_listen(listen: str) -> tuple[str, int]:
-    """``HOST:PORT`` (``[::1]:8080`` for IPv6) as host and port."""
-    host, sep, port = listen.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ConfigError(f"listen address must be HOST:PORT, not {listen!r}")
-    return host.strip("[]"), int(port)
-
-
 async def serve_dashboard(
     dsn: str,
     *,
@@ -103,30 +96,22 @@ async def serve_dashboard(
     ``credentials``; on a loopback one without them it answers only
     requests that name the loopback host (a guard against DNS rebinding).
     """
-    from hypercorn.config import Config as HypercornConfig
-    from hypercorn.trio import serve  # pyright: ignore[reportUnknownVariableType]
-
-    host, port = parse_listen(listen)
-    loopback = is_loopback(host)
-    if not loopback and token is None and credentials is None:
+    host, _ = parse_bind(listen)
+    secret = token is not None or credentials is not None
+    if not secret and not is_loopback(host):
         raise ConfigError(
             f"the dashboard shows data and changes state: on {host}, which is not a "
             "loopback address, it needs an access token (TRIO_DELTA_UI_TOKEN) or "
             "basic-auth credentials (TRIO_DELTA_UI_USER and TRIO_DELTA_UI_PASSWORD)"
         )
-    guard_hosts = loopback and token is None and credentials is None
     async with open_dashboard(
         dsn,
         schema=schema,
         read_only=read_only,
         token=token,
         credentials=credentials,
-        allowed_hosts=loopback_hosts(host) if guard_hosts else None,
+        allowed_hosts=None if secret else loopback_hosts(host),
         refresh_seconds=refresh_seconds,
     ) as app:
-        config = HypercornConfig()
-        config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
-        config.accesslog = None
-        config.errorlog = log
         log.info("dashboard for %s on %s", describe_dsn(dsn), listen)
-        await serve(app, config, task_status=task_status, mode="asgi")  # pyright: ignore[reportArgumentType]
+        await serve_asgi(app, listen, logger=log, task_status=task_status)

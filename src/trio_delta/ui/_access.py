@@ -79,8 +79,6 @@ class Access:
         credentials: Credentials | None,
         allowed_hosts: frozenset[str] | None,
     ) -> None:
-        if token is not None and not token:
-            raise ValueError("the access token must not be empty")
         self._token = token
         self._credentials = credentials
         self._allowed_hosts = allowed_hosts

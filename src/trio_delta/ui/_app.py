@@ -9,6 +9,7 @@ own section by fetching it again, with no script from elsewhere.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import functools
 import json
 import time
@@ -107,14 +108,20 @@ def _filter_fields(params: Mapping[str, str]) -> dict[str, str]:
     return {k: params.get(k, "").strip() for k in ("kind", "namespace", "state", "tag", "q")}
 
 
-def parse_filter(params: Mapping[str, str]) -> tuple[ResourceFilter, dict[str, str]]:
-    """The resource filter of a page's or form's fields, checked."""
-    fields = _filter_fields(params)
+def _kind_and_namespace(fields: Mapping[str, str]) -> tuple[str | None, str | None]:
+    """The kind and namespace fields, checked (empty: None)."""
     try:
         kind = check_kind(fields["kind"], error=ConfigError) if fields["kind"] else None
         namespace = check_name("namespace", fields["namespace"]) if fields["namespace"] else None
     except ConfigError as exc:
         raise BadInput(str(exc)) from None
+    return kind, namespace
+
+
+def parse_filter(params: Mapping[str, str]) -> tuple[ResourceFilter, dict[str, str]]:
+    """The resource filter of a page's or form's fields, checked."""
+    fields = _filter_fields(params)
+    kind, namespace = _kind_and_namespace(fields)
     if fields["state"] and fields["state"] not in STATES:
         raise BadInput(f"unknown state {fields['state']!r}")
     if len(fields["tag"]) > 255 or len(fields["q"]) > 255:
@@ -132,9 +139,7 @@ def parse_filter(params: Mapping[str, str]) -> tuple[ResourceFilter, dict[str, s
         [object_id] if object_id is not None else None,
     )
     if fields["q"]:
-        flt = ResourceFilter(
-            flt.kind, flt.namespace, flt.states, flt.tags, flt.object_ids, id_contains=fields["q"]
-        )
+        flt = dataclasses.replace(flt, id_contains=fields["q"])
     return flt, fields
 
 
@@ -257,17 +262,8 @@ class Dashboard:
             raise BadInput("the list takes no id: a resource's own page is /resource?kind=K&id=ID")
         flt, fields = parse_filter(params)
         after = _after(params)
-        page_filter = ResourceFilter(
-            flt.kind,
-            flt.namespace,
-            flt.states,
-            flt.tags,
-            flt.object_ids,
-            after_id=after,
-            limit=PAGE_SIZE + 1,
-            id_contains=flt.id_contains,
-        )
-        rows = await timer(self._admin.list_resources(page_filter))
+        page = dataclasses.replace(flt, after_id=after, limit=PAGE_SIZE + 1)
+        rows = await timer(self._admin.list_resources(page))
         kinds = await timer(self._admin.known_kinds())
         more = len(rows) > PAGE_SIZE
         rows = rows[:PAGE_SIZE]
@@ -353,21 +349,14 @@ class Dashboard:
         changed = await timer(self._admin.change(change, target))
         self._overview_generation += 1  # its counts are out of date now
         back = (
-            f"resource?{urlencode({'kind': flt.kind, 'id': object_id})}"
-            if object_id is not None and flt.kind is not None
-            else "resources?" + urlencode({k: v for k, v in fields.items() if v})
+            f"resource?{_query({'kind': flt.kind, 'id': object_id})}"
+            if object_id is not None
+            else f"resources?{_query(fields)}"
         )
         return self._page(request, "done.html", timer, action=action, changed=changed, back=back)
 
     async def _pause(self, request: Request, form: Mapping[str, str], action: str) -> Response:
-        fields = _filter_fields(form)
-        try:
-            kind = check_kind(fields["kind"], error=ConfigError) if fields["kind"] else None
-            namespace = (
-                check_name("namespace", fields["namespace"]) if fields["namespace"] else None
-            )
-        except ConfigError as exc:
-            raise BadInput(str(exc)) from None
+        kind, namespace = _kind_and_namespace(_filter_fields(form))
         if kind is None and namespace is None:
             raise BadInput("pause or resume a kind, a namespace, or both")
         timer = _Timer()
