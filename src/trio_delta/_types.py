@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
@@ -117,7 +117,46 @@ class ResourceRow(Generic[T]):
 
     def _set_decoded(self, value: Any) -> None:
         # Frozen for users; the row's owner fills in the decoded object once.
-        object.__setattr__(self, "_decoded", value)
+        _set_decoded_slot(self, value)
+
+
+_set_decoded_slot: Callable[[Any, Any], None] = ResourceRow.__dict__["_decoded"].__set__
+
+
+def _compile_row_builder() -> Callable[..., ResourceRow[Any]]:
+    """A function building a :class:`ResourceRow` from its fields, positional
+    and in order, without the decoded object.
+
+    The stores build a row for every resource they read (a claim reads
+    thousands a second). A frozen dataclass's ``__init__`` writes each of
+    the 21 fields through ``object.__setattr__``: 2.2 us a row, a tenth of a
+    no-op resource's whole cost. Writing through the slots' own descriptors,
+    as this generated function does, takes half that. It is made from the
+    dataclass's fields, so it cannot fall out of step with them.
+    """
+    names = [f.name for f in fields(ResourceRow) if f.name != "_decoded"]
+    setters = {f"_set_{name}": ResourceRow.__dict__[name].__set__ for name in names}
+    source = (
+        f"def build_row({', '.join(names)}):\n"
+        "    row = _new(ResourceRow)\n"
+        + "".join(f"    _set_{name}(row, {name})\n" for name in names)
+        + "    _set_decoded_slot(row, _UNDECODED)\n"
+        "    return row\n"
+    )
+    namespace: dict[str, Any] = {
+        "_new": object.__new__,
+        "ResourceRow": ResourceRow,
+        "_UNDECODED": _UNDECODED,
+        "_set_decoded_slot": _set_decoded_slot,
+        **setters,
+    }
+    exec(source, namespace)  # made from the class's own field names, nothing else
+    return namespace["build_row"]
+
+
+build_row = _compile_row_builder()
+"""``build_row(id, kind, ..., priority, snoozes)``: a new row, as
+``ResourceRow(...)`` with the same positional fields would make it."""
 
 
 Resource = ResourceRow

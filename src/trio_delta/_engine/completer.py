@@ -28,7 +28,7 @@ import trio
 
 from .._errors import StoreError
 from .._logs import Throttled, get_logger, resource_fields
-from .._store.params import AppliedOutcome, Outcome, OutcomeKind
+from .._store.params import AppliedOutcome, Completed, Outcome, OutcomeKind
 from .._types import EventCategory, ResourceRow, ResourceState
 from .context import EngineContext
 from .results import WORK_OUTCOME_NAMES, Completion, Judge
@@ -174,6 +174,28 @@ class Completer:
                 delay = min(delay * 2, 5.0)
         self.written += len(done.applied)
         self.batches += 1
+        if len(done.applied) < len(batch):
+            self._sort_out(batch, done)
+        if self._held:
+            for a in done.applied:
+                self._release(a.id)
+        if done.applied and self._wants_rows():
+            # Rows for events only: a replace() per outcome was 8 % of a
+            # drain's time when nobody listened.
+            by_id = {o.id: (o, c) for o, c in batch}
+            rows: list[tuple[ResourceRow[Any], EventCategory]] = []
+            for a in done.applied:
+                if a.id in by_id:
+                    outcome, completion = by_id[a.id]
+                    category = event_category(outcome, completion, a)
+                    if category is not None:
+                        rows.append((applied_row(outcome, completion, a), category))
+            if rows:
+                self._on_applied(rows)
+
+    def _sort_out(self, batch: list[Pending], done: Completed) -> None:
+        """Keep aside the outcomes of ``batch`` whose rows were held; forget
+        those whose claim was lost."""
         by_id = {o.id: (o, c) for o, c in batch}
         locked = set(done.locked)
         for row_id in locked:
@@ -192,20 +214,6 @@ class Completer:
                         o.attempt,
                         extra=resource_fields(c.resource),
                     )
-        for a in done.applied:
-            self._release(a.id)
-        if done.applied and self._wants_rows():
-            # Rows for events only: a replace() per outcome was 8 % of a
-            # drain's time when nobody listened.
-            rows: list[tuple[ResourceRow[Any], EventCategory]] = []
-            for a in done.applied:
-                if a.id in by_id:
-                    outcome, completion = by_id[a.id]
-                    category = event_category(outcome, completion, a)
-                    if category is not None:
-                        rows.append((applied_row(outcome, completion, a), category))
-            if rows:
-                self._on_applied(rows)
 
     def _hold(self, outcome: Outcome, completion: Completion) -> None:
         now = trio.current_time()

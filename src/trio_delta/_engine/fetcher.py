@@ -98,8 +98,11 @@ class Fetcher:
 
     def wake(self) -> None:
         """Look for work now (a NOTIFY, a local inform, a freed slot)."""
-        if all(wake.is_set() for wake in self._wakes):
-            return  # both claim loops will look already (called per freed slot)
+        for wake in self._wakes:  # called per freed slot: no generator
+            if not wake.is_set():
+                break
+        else:
+            return  # every claim loop will look already
         if not (self._fetching or self._stopped.is_set() or self._worth_a_claim()):
             # A claim now would ask for nothing. What changes that (a freed
             # slot, a queue run dry) wakes us again; with short work, waking
@@ -120,14 +123,20 @@ class Fetcher:
         # with short work) overlap the round trip. Claiming at half a share
         # made twice the round trips for the same rows once workers yield
         # between rows, and a drain lost a fifth of its speed.
-        if self._pools[namespace].rows and free < share:
+        if free < share and self._pools[namespace].rows:
             return 0
         return free
 
     def _worth_a_claim(self) -> bool:
-        # Slots first: the cheap test, and the one that fails while rows wait.
-        if not any(self._free_to_claim(namespace) > 0 for namespace in self._pools):
+        # Slots first: the cheap test, and the one that fails while rows wait
+        # (asked per freed slot: loops, not generators).
+        for namespace in self._pools:
+            if self._free_to_claim(namespace) > 0:
+                break
+        else:
             return False
+        if not self._slots.capped:
+            return bool(self._kinds)
         caps = self._slots.kind_caps()
         return any(caps[k] != 0 for k in self._kinds)
 

@@ -45,6 +45,12 @@ class StrayCancelled(Exception):
     the ``__cause__``."""
 
 
+#: The result of every work that returned None: one shared Value rather
+#: than one built per row (nothing unwraps a work's Value; readers look at
+#: ``.value``).
+RETURNED_NONE: outcome.Value[object] = outcome.Value(None)
+
+
 @dataclass(slots=True)  # one per worked resource: not frozen, cheaper to build
 class Completion:
     """A claimed resource and what became of it: ``result`` is the work's
@@ -108,6 +114,8 @@ WORK_OUTCOME_NAMES = {
 def outcome_name(resource: Resource[Any], result: outcome.Outcome[object] | None) -> str:
     """What a work's result will make of its resource, as the observer names
     it, known where the work ran (the outcome writer decides the same)."""
+    if result is RETURNED_NONE:
+        return "synced"
     if result is None:
         return "handed_back"
     if isinstance(result, outcome.Value):
@@ -140,6 +148,8 @@ class Judge:
 
     def outcome(self, completion: Completion) -> Outcome:
         resource, result = completion.resource, completion.result
+        if result is RETURNED_NONE:  # the common case, first (Outcome is an ABC: slow to ask)
+            return Outcome(resource.id, resource.attempt, resource.hash, OutcomeKind.SYNCED)
         if result is None:
             return handback(resource)
         if isinstance(result, outcome.Value):

@@ -113,12 +113,17 @@ class RowQueue:
         worker carrying on through rows lets other tasks run between them).
         """
         await trio.lowlevel.checkpoint_if_cancelled()
-        if self._rows:
-            record = self._popleft()
+        rows = self._rows
+        if rows:
+            # _popleft and _pass_on written out: this is once per row.
+            record = rows.popleft()
+            if not rows and self.on_drained is not None:
+                self.on_drained()
             self._yielding += 1
             await trio.lowlevel.cancel_shielded_checkpoint()
             self._yielding -= 1
-            self._pass_on()
+            if rows and self._yielding + self._waking < TAKERS_AT_ONCE:
+                self._wake_one()
             return record
         while True:
             if self.closed.is_set():

@@ -22,6 +22,8 @@ class Slots:
         self._caps: dict[str, int | None] = {
             reg.kind: reg.settings.parallelism for reg in controllers
         }
+        self.capped = any(cap is not None for cap in self._caps.values())
+        """Whether any kind has a parallelism cap."""
         self._by_namespace: Counter[str] = Counter()
         self._by_kind: Counter[str] = Counter()
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from types import TracebackType
 from typing import Any
 
 import outcome
@@ -29,6 +30,7 @@ from .._observer import Observer
 from .._types import Resource
 from .context import EngineContext
 from .results import (
+    RETURNED_NONE,
     Completion,
     StrayCancelled,
     Undecodable,
@@ -74,7 +76,16 @@ def _without_cancelled(exc: BaseException) -> BaseException | None:
 class _Worker:
     """One worker task's state, read by the pool's timeout watcher."""
 
-    __slots__ = ("cancelled", "deadline", "handed_back", "resource", "scope", "started", "timeout")
+    __slots__ = (
+        "cancelled",
+        "deadline",
+        "handed_back",
+        "resource",
+        "scope",
+        "scope_cancelled",
+        "started",
+        "timeout",
+    )
 
     def __init__(self) -> None:
         self.resource: Resource[Any] | None = None  # in work now
@@ -84,6 +95,13 @@ class _Worker:
         self.started = 0.0  # when the work in hand began (trio time)
         self.cancelled = False  # its row was deleted or cancelled while it ran
         self.scope = trio.CancelScope()
+        # ``scope.cancel_called`` reads the clock (for a deadline this scope
+        # never has): the worker's loop asks this instead, once per row.
+        self.scope_cancelled = False
+
+    def cancel(self) -> None:
+        self.scope_cancelled = True
+        self.scope.cancel()
 
 
 class WorkerPool:
@@ -100,7 +118,6 @@ class WorkerPool:
     ) -> None:
         self.namespace = namespace
         self.max_workers = max_workers
-        self._controllers = ctx.controllers
         self._work_timeout = ctx.config.work_timeout
         self._timeouts = {
             reg.kind: reg.settings.work_timeout or ctx.config.work_timeout
@@ -125,10 +142,15 @@ class WorkerPool:
         self._spawner: trio.Nursery | None = None
         self._workers: list[_Worker] = []
         self._forced = False
+        self._registrations = {reg.kind: reg for reg in ctx.controllers}
+        # The run's clock, read directly: trio.current_time() reaches it
+        # through two more calls, and a worker reads it twice a row.
+        self._now: Callable[[], float] = trio.current_time
         self.worked = 0
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run until the row queue is closed and drained."""
+        self._now = trio.lowlevel.current_clock().current_time
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._watch_timeouts)
             async with trio.open_nursery() as workers:
@@ -177,14 +199,14 @@ class WorkerPool:
                     extra=resource_fields(resource),
                 )
                 worker.cancelled = True
-                worker.scope.cancel()
+                worker.cancel()
 
     def force(self) -> None:
         """Cancel running work and hand back whatever is left."""
         self._forced = True
         for worker in self._workers:
             if worker.resource is not None:
-                worker.scope.cancel()
+                worker.cancel()
 
     def in_work(self) -> list[Resource[Any]]:
         """The resources whose work has not ended, handed back or not."""
@@ -235,7 +257,7 @@ class WorkerPool:
                 if worker.resource is None:
                     continue
                 if worker.deadline <= now:
-                    worker.scope.cancel()
+                    worker.cancel()
                     worker.deadline = math.inf  # cancelled once
                 else:
                     earliest = min(earliest, worker.deadline)
@@ -247,32 +269,38 @@ class WorkerPool:
         """Set the deadline of the work ``worker`` starts on a row of ``kind``.
         With kinds of different timeouts, a work that starts now may end its
         time before the watcher's next look: then it looks again now."""
-        if self._uniform:
-            worker.timeout = self._work_timeout
-        else:
-            worker.timeout = self._timeouts.get(kind, self._work_timeout)
-        worker.started = trio.current_time()
+        worker.timeout = self._timeouts.get(kind, self._work_timeout)
         worker.deadline = worker.started + worker.timeout
-        if not self._uniform and worker.deadline < self._watch_until:
+        if worker.deadline < self._watch_until:
             self._watch_until = worker.deadline
             self._watch_scope.cancel()
 
     async def _worker_loop(self, worker: _Worker) -> None:
         self.rows.started()
+        take = self.rows.take
+        now = self._now
         resource: Resource[Any] | None = None
+        # The loop is the path every resource takes: what it calls per row
+        # is kept to what must happen (a no-op resource costs ~20 us in all).
         while True:
             worker.scope = scope = trio.CancelScope()
+            worker.scope_cancelled = False
             failure: BaseException | None = None
             try:
                 with scope:
                     while True:
                         if resource is None:
-                            resource = await self.rows.take()
+                            resource = await take()
                             if resource is None:
                                 return  # closed and drained
-                        if scope.cancel_called:
+                        if worker.scope_cancelled:
                             break  # a late cancel, meant for a work that ended: new scope
-                        self._start_clock(worker, resource.kind)
+                        worker.started = now()
+                        if self._uniform:
+                            worker.timeout = self._work_timeout
+                            worker.deadline = worker.started + self._work_timeout
+                        else:
+                            self._start_clock(worker, resource.kind)
                         worker.cancelled = False
                         worker.resource = resource
                         if self._observer is not None:
@@ -283,8 +311,8 @@ class WorkerPool:
                             result = await self._traced_work(self._tracer, resource)
                         worker.resource = None
                         done, resource = resource, None
-                        if not self._handed_back(worker, done):
-                            await self._finish(done, result, trio.current_time() - worker.started)
+                        if not (worker.handed_back and self._handed_back(worker, done)):
+                            await self._finish(done, result, now() - worker.started)
             except BaseException as exc:
                 # A work cancelled inside a nursery of its own can raise an
                 # exception group of Cancelled and its own errors; the scope
@@ -399,7 +427,7 @@ class WorkerPool:
         """Run one work call; a cancellation (timeout, forced stop) propagates."""
         if self._forced:
             return None
-        reg = self._controllers.get(resource.kind)
+        reg = self._registrations.get(resource.kind)
         if reg is None:  # the fetcher only claims registered kinds
             return None
         try:
@@ -408,23 +436,33 @@ class WorkerPool:
             undecodable = Undecodable(describe_exception(exc))
             undecodable.__cause__ = exc
             return outcome.Error(undecodable)
-        result = await outcome.acapture(reg.controller.work, resource)
+        # outcome.acapture, written out: most works return None, and one
+        # shared Value for that saves building one per row (nothing unwraps
+        # a work's Value: the outcome writer reads ``.value``).
+        try:
+            value = await reg.controller.work(resource)
+        except BaseException as exc:
+            self.worked += 1
+            return self._failed(outcome.Error(exc.with_traceback(_without_this_frame(exc))))
         self.worked += 1
-        if isinstance(result, outcome.Error):
-            error = result.error
-            if not isinstance(error, Exception):
-                if _cancelled_around_us():
-                    result.unwrap()  # our cancel (with whatever came along): the loop sorts it
-                return self._not_cancelled(error)
-            if self._forced:
-                return None  # the work failed because we stopped it
-            if not self._asyncio and _needed_asyncio(error):
-                explained = NoAsyncioLoop(
-                    "work awaited asyncio code (trio_asyncio.aio_as_trio), but the client "
-                    "runs no asyncio loop: set Config(asyncio=True)"
-                )
-                explained.__cause__ = error
-                return outcome.Error(explained)
+        return RETURNED_NONE if value is None else outcome.Value(value)
+
+    def _failed(self, result: outcome.Error) -> outcome.Outcome[object] | None:
+        """What becomes of a work that raised."""
+        error = result.error
+        if not isinstance(error, Exception):
+            if _cancelled_around_us():
+                result.unwrap()  # our cancel (with whatever came along): the loop sorts it
+            return self._not_cancelled(error)
+        if self._forced:
+            return None  # the work failed because we stopped it
+        if not self._asyncio and _needed_asyncio(error):
+            explained = NoAsyncioLoop(
+                "work awaited asyncio code (trio_asyncio.aio_as_trio), but the client "
+                "runs no asyncio loop: set Config(asyncio=True)"
+            )
+            explained.__cause__ = error
+            return outcome.Error(explained)
         return result
 
     def _not_cancelled(self, error: BaseException) -> outcome.Outcome[object] | None:
@@ -447,6 +485,12 @@ class WorkerPool:
         stray = StrayCancelled("work raised trio.Cancelled, but nothing had cancelled it")
         stray.__cause__ = error
         return outcome.Error(stray)
+
+
+def _without_this_frame(exc: BaseException) -> TracebackType | None:
+    """``exc``'s traceback from the work's own frame on (as acapture keeps it)."""
+    tb = exc.__traceback__
+    return None if tb is None else tb.tb_next
 
 
 class NoAsyncioLoop(RuntimeError):

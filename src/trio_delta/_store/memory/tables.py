@@ -20,7 +20,7 @@ import msgspec
 import trio
 
 from ..._errors import ConfigError
-from ..._types import AttemptError, ResourceRow
+from ..._types import AttemptError, ResourceRow, build_row
 from ..params import MAX_ERRORS, ControllerState, LeaderState, Pause, lock_timeout_error
 
 Key = tuple[str, str]
@@ -40,7 +40,7 @@ class StoredRow:
 
     def snapshot(self) -> ResourceRow[Any]:
         r = self.row
-        return ResourceRow(
+        return build_row(
             r.id,
             r.kind,
             r.object_id,

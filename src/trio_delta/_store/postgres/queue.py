@@ -17,7 +17,6 @@ from ..._errors import ConfigError
 from ..._objects import PreparedObject
 from ..._types import InformResult, Resource, ResourceState
 from ..params import (
-    DUE_LATER,
     MAX_ERRORS,
     AppliedOutcome,
     ClaimBudget,
@@ -267,11 +266,11 @@ class PostgresQueue:
                         rows = await self._claim_bounded(conn, params, bound)
                     budget.took(kinds, len(rows))
                     out.extend(row_from_columns(row) for row in rows)
+            # An UPDATE returns its rows in no particular order.
+            out.sort(key=claim_order)
             return out
 
-        claimed = await self._c.on_lane(self._c.free_claim_lane(), run, "claim")
-        claimed.sort(key=claim_order)
-        return claimed
+        return await self._c.on_lane(self._c.free_claim_lane(), run, "claim")
 
     async def _claim_bounded(
         self, conn: Conn, params: dict[str, Any], bound: ClusterLimit
@@ -327,7 +326,6 @@ class PostgresQueue:
             "max_errors": MAX_ERRORS,
             "channel": self._c.channel,
         }
-        assert all(o.kind not in DUE_LATER or o.retry_at is not None for o in outcomes)
 
         async def run(conn: Conn) -> Completed:
             cur = await conn.execute(self._queries["complete"], params, binary=True)
