@@ -40,6 +40,18 @@ def row(i: int) -> Resource[Any]:
     )
 
 
+def send(queue: RowQueue, rows: list[Resource[Any]], how: str) -> None:
+    """Queue ``rows`` one by one, or all at once as the fetcher queues a claim."""
+    if how == "all at once":
+        queue.send_all(rows)
+    else:
+        for r in rows:
+            queue.send_nowait(r)
+
+
+SENDS = pytest.mark.parametrize("how", ["one by one", "all at once"])
+
+
 class Workers:
     """``n`` tasks taking rows; each 'works' a row by sleeping ``seconds``
     (0: returns at once). Records which task took which row, and when."""
@@ -60,10 +72,12 @@ class Workers:
                 await trio.sleep(self.seconds)
 
 
+@SENDS
 @pytest.mark.parametrize("rows", [1, 10, 250])
 async def test_instant_work_is_carried_by_few_workers(
     autojump_clock: trio.testing.MockClock,
     rows: int,
+    how: str,
 ) -> None:
     queue = RowQueue(lambda: False)
     workers = Workers(queue, 250, 0)
@@ -71,8 +85,7 @@ async def test_instant_work_is_carried_by_few_workers(
         for i in range(workers.n):
             nursery.start_soon(workers.run, i)
         await trio.sleep(1)  # all parked
-        for i in range(rows):
-            queue.send_nowait(row(i))
+        send(queue, [row(i) for i in range(rows)], how)
         await trio.sleep(1)
         wakes = queue.wakes
         queue.close()
@@ -83,8 +96,10 @@ async def test_instant_work_is_carried_by_few_workers(
     assert len({w for w, _, _ in workers.taken}) <= TAKERS_AT_ONCE + 1
 
 
+@SENDS
 async def test_awaiting_work_still_starts_every_row_at_once(
     autojump_clock: trio.testing.MockClock,
+    how: str,
 ) -> None:
     queue = RowQueue(lambda: False)
     workers = Workers(queue, 50, 10)
@@ -93,8 +108,7 @@ async def test_awaiting_work_still_starts_every_row_at_once(
             nursery.start_soon(workers.run, i)
         await trio.sleep(1)
         t0 = trio.current_time()
-        for i in range(50):
-            queue.send_nowait(row(i))
+        send(queue, [row(i) for i in range(50)], how)
         await trio.sleep(5)
         # Each row in a worker of its own, all started without waiting for
         # any work to end (the works take 10 s).

@@ -228,9 +228,13 @@ class Fetcher:
         if self._observer is not None and resources:
             for namespace, count in Counter(r.namespace for r in resources).items():
                 self._observer.claimed(namespace, count)
-        for resource in resources:
-            self._slots.take(resource.namespace, resource.kind)
-            self._pools[resource.namespace].rows.send_nowait(resource)
+        self._slots.take_all(resources)
+        if len(self._pools) == 1:
+            for pool in self._pools.values():
+                pool.rows.send_all(resources)
+        else:
+            for resource in resources:
+                self._pools[resource.namespace].rows.send_all((resource,))
         if len(resources) < wanted:
             # Only what these slots may take: a due row of a kind at its
             # parallelism cap is no reason to look again soon (the end of

@@ -30,7 +30,7 @@ that is busy and will look again when its work ends.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import trio
@@ -57,10 +57,17 @@ class RowQueue:
         """Called when a taker takes the last queued row."""
 
     def send_nowait(self, record: Resource[Any]) -> None:
+        self.send_all((record,))
+
+    def send_all(self, records: Sequence[Resource[Any]]) -> None:
+        """Queue ``records`` (a claim's rows), waking workers for them as
+        sending them one by one would."""
         if self.closed.is_set():
             raise trio.ClosedResourceError("the worker pool is closed")
-        self._rows.append(record)
-        self._pass_on()
+        self._rows.extend(records)
+        # Each pass wakes at most one worker, and none past TAKERS_AT_ONCE.
+        for _ in range(min(len(records), TAKERS_AT_ONCE)):
+            self._pass_on()
 
     def close(self) -> None:
         """No more rows; workers take what is queued, then :meth:`take`

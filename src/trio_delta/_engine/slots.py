@@ -10,10 +10,12 @@ running beside it asks only for what is left.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from .._controllers import Controllers
 from .._store.params import ClaimRequest
+from .._types import Resource
 
 
 class Slots:
@@ -47,6 +49,13 @@ class Slots:
     def take(self, namespace: str, kind: str) -> None:
         self._by_namespace[namespace] += 1
         self._by_kind[kind] += 1
+
+    def take_all(self, resources: Iterable[Resource[Any]]) -> None:
+        """:meth:`take` for each of ``resources`` (a claim's rows)."""
+        by_namespace, by_kind = self._by_namespace, self._by_kind
+        for resource in resources:
+            by_namespace[resource.namespace] += 1
+            by_kind[resource.kind] += 1
 
     def release(self, namespace: str, kind: str) -> None:
         self._by_namespace[namespace] -= 1
