@@ -160,11 +160,17 @@ async def run_async(
                 async with conn.pipeline():
                     if begin:
                         await conn.execute(_BEGIN)
-                    await cursors[0].execute(statements[0].query, statements[0].params)
+                    # Two in flight: the server has the next statement queued
+                    # when it finishes one, and runs it while we read.
+                    sent = min(2, len(statements))
+                    for cur, statement in zip(cursors[:sent], statements[:sent], strict=True):
+                        await cur.execute(statement.query, statement.params)
                     for i, statement in enumerate(statements[:-1]):
                         rows = await cursors[i].fetchall()
-                        following = statements[i + 1]
-                        await cursors[i + 1].execute(following.query, following.params)
+                        if sent < len(statements):
+                            following = statements[sent]
+                            await cursors[sent].execute(following.query, following.params)
+                            sent += 1
                         results.append(statement.read(rows))
                     if commit:
                         await conn.execute(_COMMIT)
