@@ -70,6 +70,48 @@ async def test_a_batch_larger_than_one_statement_is_one_transaction(
     assert sql(pg_dsn, f"select count(*) from {schema}.resources") == [(count,)]
 
 
+async def test_a_client_batch_of_several_statements_commits_once_in_order(
+    pg_dsn: str, schema: str, config: delta.Config
+) -> None:
+    # Three statements pipelined on the client's own connection, two in
+    # flight at a time: every result in input order, written once.
+    count = UPSERT_CHUNK * 2 + 17
+    objs = [Note(f"n{i}", str(i)) for i in range(count)]
+    async with delta.open_delta_client(
+        pg_dsn, controllers_for(NoteController()), config=config
+    ) as c:
+        await c.inform(Note(f"n{count - 1}", "before"))  # the last chunk's one update
+        results = await c.inform_many(objs)
+        assert [r.resource.object_id for r in results] == [o.key for o in objs]
+        assert [r.resource.object for r in results] == objs
+        assert [r.already_exists for r in results] == [False] * (count - 1) + [True]
+        assert all(r.changed for r in results)
+    assert sql(pg_dsn, f"select count(*), count(distinct object_id) from {schema}.resources") == [
+        (count, count)
+    ]
+
+
+async def test_a_batch_of_several_statements_in_a_transaction_rolls_back_whole(
+    pg_dsn: str, schema: str, config: delta.Config
+) -> None:
+    count = UPSERT_CHUNK * 2 + 17
+    async with delta.open_delta_client(
+        pg_dsn, controllers_for(NoteController()), config=config
+    ) as c:
+        written: list[int] = []
+
+        async def inform_then_fail() -> None:
+            async with c.transaction() as tx:
+                results = await c.inform_many_tx(tx, [Note(f"n{i}") for i in range(count)])
+                written.append(len(results))
+                raise RuntimeError("changed my mind")
+
+        with pytest.raises(RuntimeError, match="changed my mind"):
+            await inform_then_fail()
+        assert written == [count]
+    assert sql(pg_dsn, f"select count(*) from {schema}.resources") == [(0,)]
+
+
 async def test_the_memory_store_informs_many_and_refuses_sql_connections(pg_dsn: str) -> None:
     notes = NoteController()
     async with open_test_client(controllers_for(notes)) as t:
