@@ -115,19 +115,22 @@ def _has_non_finite(value: Any) -> bool:
 _encoder = msgspec.json.Encoder(order="sorted")
 
 
-def encode_json(value: Any, *, what: str) -> bytes:
+def encode_json(value: Any, *, what: str | tuple[str, str, str]) -> bytes:
     """Canonical JSON (sorted keys) of ``value``, or :class:`ObjectError`.
 
     Rejects what Postgres' jsonb cannot hold faithfully: NUL characters,
     lone surrogates and non-finite floats (which JSON encoders turn into null).
+    ``what`` names the value in errors: a text, or (kind, object id, suffix),
+    made into one only for an error (formatting it for every object was a
+    tenth of preparing one).
     """
     try:
         encoded = _encoder.encode(value)
     except (TypeError, ValueError, OverflowError, RecursionError, msgspec.EncodeError) as exc:
-        raise ObjectError(f"{what} cannot be encoded as JSON: {exc}") from None
+        raise ObjectError(f"{_name(what)} cannot be encoded as JSON: {exc}") from None
     # The plain substring test is cheap; the exact regex runs only on a hit.
     if b"\\u0000" in encoded and _ESCAPED_NUL.search(encoded):
-        raise ObjectError(f"{what} contains a NUL character, which Postgres cannot store")
+        raise ObjectError(f"{_name(what)} contains a NUL character, which Postgres cannot store")
     # Only objects with many brackets can nest deeply; only those pay for a
     # depth walk. The limit keeps every stored object decodable wherever it
     # is read (msgspec's own limit follows the caller's stack depth).
@@ -137,12 +140,19 @@ def encode_json(value: Any, *, what: str) -> bytes:
         try:
             plain = msgspec.to_builtins(value)
         except RecursionError:
-            raise ObjectError(f"{what} is nested deeper than {MAX_DEPTH} levels") from None
+            raise ObjectError(f"{_name(what)} is nested deeper than {MAX_DEPTH} levels") from None
         if deep and _depth(plain) > MAX_DEPTH:
-            raise ObjectError(f"{what} is nested deeper than {MAX_DEPTH} levels")
+            raise ObjectError(f"{_name(what)} is nested deeper than {MAX_DEPTH} levels")
         if b"null" in encoded and _has_non_finite(plain):
-            raise ObjectError(f"{what} contains NaN or infinity, which JSON cannot hold")
+            raise ObjectError(f"{_name(what)} contains NaN or infinity, which JSON cannot hold")
     return encoded
+
+
+def _name(what: str | tuple[str, str, str]) -> str:
+    if isinstance(what, str):
+        return what
+    kind, object_id, suffix = what
+    return f"{kind} {object_id!r}{suffix}"
 
 
 def _depth(value: Any) -> int:
@@ -270,16 +280,14 @@ def prepare_object(
             f"{kind} {object_id!r}: metadata must be a mapping, "
             f"got {type(merged.metadata).__name__}"
         )
-    metadata_value = dict(merged.metadata) if merged.metadata is not None else {}
-    if not all(isinstance(k, str) for k in metadata_value):
-        raise ObjectError(f"{kind} {object_id!r}: metadata keys must be strings")
-    metadata = (
-        encode_json(metadata_value, what=f"{kind} {object_id!r} metadata")
-        if metadata_value
-        else b"{}"
-    )
+    metadata = b"{}"
+    if merged.metadata:
+        metadata_value = dict(merged.metadata)
+        if not all(isinstance(k, str) for k in metadata_value):
+            raise ObjectError(f"{kind} {object_id!r}: metadata keys must be strings")
+        metadata = encode_json(metadata_value, what=(kind, object_id, " metadata"))
     tags = () if merged.tags is None else _check_tags(merged.tags)
-    encoded = encode_json(obj, what=f"{kind} {object_id!r}")
+    encoded = encode_json(obj, what=(kind, object_id, ""))
     if encoded[:1] != b"{":
         raise ObjectError(f"{kind} {object_id!r}: an object must encode to a JSON object")
 

@@ -247,6 +247,10 @@ def _column(params: dict[str, Any], name: str, values: list[Any]) -> None:
         params[f"{name}_all"] = None
 
 
+def _json_list(tags: tuple[str, ...]) -> str:
+    return msgspec.json.encode(tags).decode() if tags else "[]"  # most have none
+
+
 def upsert_params(
     items: Sequence[PreparedObject], now: datetime | None, process_existing: bool, channel: str
 ) -> dict[str, Any]:
@@ -261,7 +265,7 @@ def upsert_params(
     _column(params, "kind", [i.kind for i in items])
     _column(params, "namespace", [i.namespace for i in items])
     _column(params, "metadata", [i.metadata.decode() for i in items])
-    _column(params, "tags", [msgspec.json.encode(i.tags).decode() for i in items])
+    _column(params, "tags", [_json_list(i.tags) for i in items])
     _column(params, "max_attempts", [i.max_attempts for i in items])
     _column(params, "priority", [i.priority for i in items])
     _column(params, "run_at", [i.run_at for i in items])
