@@ -8,6 +8,7 @@ from collections.abc import Callable, Generator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
+import pytest
 import trio
 from prometheus_client import CollectorRegistry, generate_latest
 
@@ -75,6 +76,18 @@ async def test_metrics_count_works_informs_and_the_census(
         value(registry, "trio_delta_work_duration_seconds_count", kind="user", namespace="default")
         == 16
     )
+    buckets = [
+        value(
+            registry,
+            "trio_delta_work_duration_seconds_bucket",
+            kind="user",
+            namespace="default",
+            le=le,
+        )
+        for le in ("0.001", "0.1", "600.0", "+Inf")
+    ]
+    assert buckets == sorted(buckets)
+    assert buckets[-1] == 16
     assert value(registry, "trio_delta_informs_total", kind="user", result="new") == 10
     assert value(registry, "trio_delta_informs_total", kind="user", result="changed") == 4
     assert value(registry, "trio_delta_informs_total", kind="user", result="unchanged") == 1
@@ -122,3 +135,30 @@ async def test_an_observer_that_raises_never_stops_the_work(
         rows = await client.list_resources(state=delta.ResourceState.SYNCED)
         assert [r.attempt for r in rows] == [1] * 5
     assert len(controller.worked) == 5
+
+
+def test_work_durations_fall_in_the_bucket_whose_bound_they_do_not_pass() -> None:
+    registry = CollectorRegistry()
+    metrics = PrometheusMetrics(registry)
+    for seconds in (0.0004, 0.001, 0.0011, 0.5, 700.0):
+        metrics.work_ended("user", "default", "synced", seconds)
+    metrics.work_started("user", "default")
+
+    def bucket(le: str) -> float | None:
+        return registry.get_sample_value(
+            "trio_delta_work_duration_seconds_bucket",
+            {"kind": "user", "namespace": "default", "le": le},
+        )
+
+    # Cumulative, "le" inclusive: 0.001 counts in the 0.001 bucket.
+    assert [bucket(le) for le in ("0.001", "0.005", "0.5", "600.0", "+Inf")] == [2, 3, 4, 4, 5]
+    labels = {"kind": "user", "namespace": "default"}
+    assert registry.get_sample_value("trio_delta_work_duration_seconds_count", labels) == 5
+    assert registry.get_sample_value(
+        "trio_delta_work_duration_seconds_sum", labels
+    ) == pytest.approx(700.5025)
+    assert registry.get_sample_value("trio_delta_works_total", {**labels, "outcome": "synced"}) == 5
+    assert registry.get_sample_value("trio_delta_works_started_total", labels) == 1
+    # A second instance on the same registry collides, as prometheus_client's own metrics do.
+    with pytest.raises(ValueError, match="Duplicated timeseries"):
+        PrometheusMetrics(registry)

@@ -174,6 +174,11 @@ class OutcomeKind(enum.Enum):
     SNOOZE = "snooze"
     """Due again at ``retry_at``; the attempt is given back."""
 
+    # Members are singletons compared by identity: hashed by identity too,
+    # in C, where Enum's own hash is a Python call (a dict lookup per
+    # worked resource names its outcome).
+    __hash__ = object.__hash__
+
 
 #: Outcomes that make their row due again at their ``retry_at``.
 DUE_LATER = frozenset({OutcomeKind.FAILED, OutcomeKind.REQUEUE, OutcomeKind.SNOOZE})
