@@ -6,6 +6,11 @@ writer; :class:`Judge` turns that into what the store records: synced,
 deleted, failed with a retry time, degraded when out of attempts (or at
 once, for a :class:`TerminalError`), requeued or snoozed. A row
 the client gives up without a verdict (a forced stop) is handed back.
+
+Beside it, the names a failed work is recorded under (a timeout, an object
+that no longer decodes, a stray ``Cancelled``, asyncio without a loop) and
+the sorting of what a work raised: what must end the client, what is the
+engine's own cancellation.
 """
 
 from __future__ import annotations
@@ -13,9 +18,11 @@ from __future__ import annotations
 import traceback
 from dataclasses import dataclass
 from datetime import timedelta
+from types import TracebackType
 from typing import Any
 
 import outcome
+import trio
 
 from .._errors import ResourceDelete, Snooze, TerminalError
 from .._logs import get_logger, resource_fields
@@ -43,6 +50,47 @@ class StrayCancelled(Exception):
     """The work raised ``trio.Cancelled`` while nothing had cancelled it (a
     Cancelled re-raised outside its own cancel scope, say); the original is
     the ``__cause__``."""
+
+
+def without_this_frame(exc: BaseException) -> TracebackType | None:
+    """``exc``'s traceback from the work's own frame on (as acapture keeps it)."""
+    tb = exc.__traceback__
+    return None if tb is None else tb.tb_next
+
+
+class NoAsyncioLoop(RuntimeError):
+    """A work called into asyncio on a client without ``Config(asyncio=True)``."""
+
+
+def needed_asyncio(error: Exception) -> bool:
+    """Whether ``error`` is trio-asyncio finding no loop to run asyncio code on
+    (it fails with an AttributeError on its missing loop, saying nothing of
+    what to do)."""
+    return isinstance(error, AttributeError) and "run_aio_coroutine" in str(error)
+
+
+def first_fatal(exc: BaseException) -> BaseException | None:
+    """The first exception in ``exc`` that must end the client: a
+    BaseException that is neither an Exception nor a Cancelled."""
+    if isinstance(exc, BaseExceptionGroup):
+        for sub in exc.exceptions:  # pyright: ignore[reportUnknownVariableType,reportUnknownMemberType]
+            found = first_fatal(sub)  # pyright: ignore[reportUnknownArgumentType]
+            if found is not None:
+                return found
+        return None
+    if isinstance(exc, Exception | trio.Cancelled):
+        return None
+    return exc
+
+
+def without_cancelled(exc: BaseException) -> BaseException | None:
+    """``exc`` less any ``trio.Cancelled`` in it (None if nothing is left)."""
+    if isinstance(exc, trio.Cancelled):
+        return None
+    if isinstance(exc, BaseExceptionGroup):
+        _, rest = exc.split(trio.Cancelled)  # pyright: ignore[reportUnknownVariableType,reportUnknownMemberType]
+        return rest  # pyright: ignore[reportUnknownVariableType]
+    return exc
 
 
 #: The result of every work that returned None: one shared Value rather

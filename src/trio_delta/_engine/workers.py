@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from types import TracebackType
 from typing import Any
 
 import outcome
@@ -32,11 +31,16 @@ from .context import EngineContext
 from .results import (
     RETURNED_NONE,
     Completion,
+    NoAsyncioLoop,
     StrayCancelled,
     Undecodable,
     WorkTimeout,
     describe_exception,
+    first_fatal,
+    needed_asyncio,
     outcome_name,
+    without_cancelled,
+    without_this_frame,
 )
 from .rowqueue import RowQueue
 from .slots import Slots
@@ -48,29 +52,6 @@ def _cancelled_around_us() -> bool:
     """Whether the running task is cancelled now: the engine cancelled its
     work (timeout, forced stop) or something around the pool did."""
     return trio.current_effective_deadline() == -math.inf
-
-
-def _first_fatal(exc: BaseException) -> BaseException | None:
-    """The first exception in ``exc`` that must end the client: a
-    BaseException that is neither an Exception nor a Cancelled."""
-    if isinstance(exc, BaseExceptionGroup):
-        for sub in exc.exceptions:  # pyright: ignore[reportUnknownVariableType,reportUnknownMemberType]
-            found = _first_fatal(sub)  # pyright: ignore[reportUnknownArgumentType]
-            if found is not None:
-                return found
-        return None
-    if isinstance(exc, Exception | trio.Cancelled):
-        return None
-    return exc
-
-
-def _without_cancelled(exc: BaseException) -> BaseException | None:
-    if isinstance(exc, trio.Cancelled):
-        return None
-    if isinstance(exc, BaseExceptionGroup):
-        _, rest = exc.split(trio.Cancelled)  # pyright: ignore[reportUnknownVariableType,reportUnknownMemberType]
-        return rest  # pyright: ignore[reportUnknownVariableType]
-    return exc
 
 
 class _Worker:
@@ -393,10 +374,10 @@ class WorkerPool:
         when the pool itself was cancelled, else ``failure``, or else a
         timeout."""
         if failure is not None and not isinstance(failure, Exception):
-            fatal = _first_fatal(failure)
+            fatal = first_fatal(failure)
             if fatal is not None:
                 self._on_fatal(fatal)
-                return outcome.Error(_without_cancelled(failure) or fatal)
+                return outcome.Error(without_cancelled(failure) or fatal)
             return None  # cancelled from outside the worker: hand it back
         if self._forced or worker.cancelled:
             # Handed back: the store refuses it for a cancelled row (no
@@ -443,7 +424,7 @@ class WorkerPool:
             value = await reg.controller.work(resource)
         except BaseException as exc:
             self.worked += 1
-            return self._failed(outcome.Error(exc.with_traceback(_without_this_frame(exc))))
+            return self._failed(outcome.Error(exc.with_traceback(without_this_frame(exc))))
         self.worked += 1
         return RETURNED_NONE if value is None else outcome.Value(value)
 
@@ -456,7 +437,7 @@ class WorkerPool:
             return self._not_cancelled(error)
         if self._forced:
             return None  # the work failed because we stopped it
-        if not self._asyncio and _needed_asyncio(error):
+        if not self._asyncio and needed_asyncio(error):
             explained = NoAsyncioLoop(
                 "work awaited asyncio code (trio_asyncio.aio_as_trio), but the client "
                 "runs no asyncio loop: set Config(asyncio=True)"
@@ -468,13 +449,13 @@ class WorkerPool:
     def _not_cancelled(self, error: BaseException) -> outcome.Outcome[object] | None:
         """The result of a work that raised a BaseException while nothing had
         cancelled it."""
-        fatal = _first_fatal(error)
+        fatal = first_fatal(error)
         if fatal is not None:
             # Recorded as this attempt's failure; the client stops and
             # re-raises it once every outcome is written.
             self._on_fatal(fatal)
-            return outcome.Error(_without_cancelled(error) or fatal)
-        rest = _without_cancelled(error)
+            return outcome.Error(without_cancelled(error) or fatal)
+        rest = without_cancelled(error)
         if self._forced:
             return None
         if rest is not None:
@@ -485,20 +466,3 @@ class WorkerPool:
         stray = StrayCancelled("work raised trio.Cancelled, but nothing had cancelled it")
         stray.__cause__ = error
         return outcome.Error(stray)
-
-
-def _without_this_frame(exc: BaseException) -> TracebackType | None:
-    """``exc``'s traceback from the work's own frame on (as acapture keeps it)."""
-    tb = exc.__traceback__
-    return None if tb is None else tb.tb_next
-
-
-class NoAsyncioLoop(RuntimeError):
-    """A work called into asyncio on a client without ``Config(asyncio=True)``."""
-
-
-def _needed_asyncio(error: Exception) -> bool:
-    """Whether ``error`` is trio-asyncio finding no loop to run asyncio code on
-    (it fails with an AttributeError on its missing loop, saying nothing of
-    what to do)."""
-    return isinstance(error, AttributeError) and "run_aio_coroutine" in str(error)
