@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import copy
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import msgspec
@@ -39,20 +39,46 @@ def object_types(items: Iterable[PreparedObject]) -> set[type[Any]]:
     return {_type_of(item) for item in items}
 
 
+#: Objects a bulk inform prepares between two looks at the event loop.
+PREPARE_STEP = 2000
+
+
 def prepare_all(
-    objs: Iterable[Any], opts: InformOpts | None, *, default_max_attempts: int
+    objs: Iterable[Any], opts: InformOpts | None, *, default_max_attempts: int, start: int = 0
 ) -> list[PreparedObject]:
     """Every object checked and encoded, or :class:`ObjectError` for the
-    first invalid one, naming its position (``error.index``)."""
-    if isinstance(objs, str | bytes) or not isinstance(objs, Iterable):
-        raise ObjectError(f"objects must be an iterable of objects, got {type(objs).__name__}")
+    first invalid one, naming its position (``error.index``, counted from
+    ``start``)."""
+    _check_iterable(objs)
     items: list[PreparedObject] = []
-    for index, obj in enumerate(objs):
+    for index, obj in enumerate(objs, start):
         try:
             items.append(prepare_object(obj, opts, default_max_attempts=default_max_attempts))
         except ObjectError as exc:
             raise ObjectError(f"object {index}: {exc}", index=index) from exc
     return items
+
+
+def prepare_steps(
+    objs: Iterable[Any], opts: InformOpts | None, *, default_max_attempts: int
+) -> Iterator[list[PreparedObject]]:
+    """:func:`prepare_all`, :data:`PREPARE_STEP` objects at a time, so that
+    an async caller can let its event loop run between steps (preparing
+    100,000 objects takes a few tenths of a second)."""
+    _check_iterable(objs)
+    objs = list(objs)
+    for start in range(0, len(objs), PREPARE_STEP):
+        yield prepare_all(
+            objs[start : start + PREPARE_STEP],
+            opts,
+            default_max_attempts=default_max_attempts,
+            start=start,
+        )
+
+
+def _check_iterable(objs: object) -> None:
+    if isinstance(objs, str | bytes) or not isinstance(objs, Iterable):
+        raise ObjectError(f"objects must be an iterable of objects, got {type(objs).__name__}")
 
 
 def stale_check(
