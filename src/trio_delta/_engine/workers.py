@@ -293,7 +293,9 @@ class WorkerPool:
                         worker.resource = None
                         done, resource = resource, None
                         if not (worker.handed_back and self._handed_back(worker, done)):
-                            await self._finish(done, result, now() - worker.started)
+                            waiting = self._complete(done, result, now() - worker.started)
+                            if waiting is not None:
+                                await self._send_waiting(waiting)
             except BaseException as exc:
                 # A work cancelled inside a nursery of its own can raise an
                 # exception group of Cancelled and its own errors; the scope
@@ -344,26 +346,51 @@ class WorkerPool:
         *,
         cancelled: bool = False,
     ) -> None:
+        waiting = self._complete(resource, result, seconds, cancelled)
+        if waiting is not None:
+            await self._send_waiting(waiting)
+
+    def _complete(
+        self,
+        resource: Resource[Any],
+        result: outcome.Outcome[object] | None,
+        seconds: float,
+        cancelled: bool = False,
+    ) -> Completion | None:
+        """Free the slot and hand the completion to the outcome writer; the
+        completion back if the writer's channel is full (then the caller
+        awaits :meth:`_send_waiting`). Not a coroutine: it runs for every
+        row, and almost never has to wait."""
         self._slots.release(resource.namespace, resource.kind)
         self._on_slot_free()
-        completion = Completion(resource, result, seconds, cancelled=cancelled)
+        completion = Completion(resource, result, seconds, cancelled)
         try:
-            try:
-                self._completions.send_nowait(completion)
-            except trio.WouldBlock:
-                # Shielded: a completion must reach the completer even while
-                # the pool is torn down, or the claim would wait for the rescuer.
-                with trio.CancelScope(shield=True):
-                    await self._completions.send(completion)
+            self._completions.send_nowait(completion)
+        except trio.WouldBlock:
+            return completion
         except (trio.ClosedResourceError, trio.BrokenResourceError):
-            # The stop gave up on writing outcomes (or the completer was
-            # cancelled): nothing can record this one now.
-            log.error(
-                "%s %r: the outcome writer is gone; the rescuer will retry this resource",
-                resource.kind,
-                resource.object_id,
-                extra=resource_fields(resource),
-            )
+            self._writer_gone(resource)
+        return None
+
+    async def _send_waiting(self, completion: Completion) -> None:
+        try:
+            # Shielded: a completion must reach the completer even while the
+            # pool is torn down, or the claim would wait for the rescuer.
+            with trio.CancelScope(shield=True):
+                await self._completions.send(completion)
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            self._writer_gone(completion.resource)
+
+    @staticmethod
+    def _writer_gone(resource: Resource[Any]) -> None:
+        # The stop gave up on writing outcomes (or the completer was
+        # cancelled): nothing can record this one now.
+        log.error(
+            "%s %r: the outcome writer is gone; the rescuer will retry this resource",
+            resource.kind,
+            resource.object_id,
+            extra=resource_fields(resource),
+        )
 
     def _interrupted(
         self, failure: BaseException | None, worker: _Worker
