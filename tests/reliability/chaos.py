@@ -25,10 +25,12 @@ What happens:
 * During the chaos window a worker is SIGKILLed every 2-4 s and started
   again at once (a new process, a new client id); at the window's middle
   Postgres is stopped (``-m fast``) for a second and started again. Before
-  that another transaction takes the row lock of one resource and holds it
-  for ``lock_hold`` seconds (10), ending a second before the restart: the
-  others must keep syncing meanwhile. At three quarters every client backend is
-  terminated at once (a burst of ``pg_terminate_backend``).
+  that another transaction takes the row lock of one resource due or in
+  work (looking up to ``LOCK_LOOK_SECONDS`` for one: the feed comes in
+  bursts) and holds it for ``lock_hold`` seconds (10), ending at least a
+  second before the restart: the others must keep syncing meanwhile. At
+  three quarters every client backend is terminated at once (a burst of
+  ``pg_terminate_backend``).
 * Then every process is left running until every resource has settled, and
   stopped with SIGTERM (graceful: each must exit 0).
 
@@ -82,6 +84,11 @@ KIND = "chaos"
 RESCUE_ERROR = "rescued after worker loss"
 #: A kill waits (up to a second) for a process with this much work in flight.
 BUSY = 5
+
+
+#: How long the row locker looks for a resource due or in work before it
+#: reports that there was none to lock.
+LOCK_LOOK_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -508,11 +515,19 @@ class Driver:
 
         try:
             with psycopg.connect(self.dsn, connect_timeout=5) as conn:
-                row = conn.execute(
-                    f"select object_id from {self.schema}.resources "
-                    "where state in ('pending', 'scheduled') order by id limit 1 "
-                    "for update"
-                ).fetchone()
+                # The feed comes in bursts, and workers that keep up leave
+                # nothing due or in work between them: look again for a while.
+                give_up = time.monotonic() + LOCK_LOOK_SECONDS
+                while True:
+                    row = conn.execute(
+                        f"select object_id from {self.schema}.resources "
+                        "where state in ('pending', 'scheduled') order by id limit 1 "
+                        "for update"
+                    ).fetchone()
+                    if row is not None or time.monotonic() >= give_up:
+                        break
+                    conn.rollback()
+                    time.sleep(0.01)
                 if row is None:
                     report.failures.append("no resource to lock during the chaos")
                     return
@@ -617,7 +632,8 @@ def run(settings: Settings, directory: Path | None = None, progress: Any = None)
         chaos_end = chaos_start + settings.chaos_seconds
         restart_at = chaos_start + settings.chaos_seconds / 2
         # The lock ends a second before Postgres restarts (which would end it).
-        lock_at = max(chaos_start + 1.0, restart_at - settings.lock_hold - 1.0)
+        # Looked for, then held, all before the restart.
+        lock_at = max(chaos_start + 1.0, restart_at - settings.lock_hold - 1.0 - LOCK_LOOK_SECONDS)
         burst_at = chaos_start + settings.chaos_seconds * 3 / 4
         holder: threading.Thread | None = None
         next_kill = driver.next_kill_after(driver.rng.uniform(*settings.kill_every))
