@@ -31,7 +31,7 @@ from ._informing import (
     inform_run_options,
     invalidate_refused,
     object_types,
-    prepare_steps,
+    prepare_all_async,
     results_for,
     stale_check,
     with_metadata,
@@ -268,7 +268,7 @@ class Client(metaclass=NoPublicConstructor):
         :class:`ObjectError` names it by position (``error.index``).
         """
         self._check_open()
-        items = await self._prepare_many(objs, opts)
+        items = await prepare_all_async(objs, opts, default_max_attempts=self._config.max_attempts)
         return await self._inform(items, None) if items else []
 
     async def inform_many_tx(
@@ -276,20 +276,8 @@ class Client(metaclass=NoPublicConstructor):
     ) -> list[InformResult[Any]]:
         """:meth:`inform_many` inside the transaction ``tx`` (as :meth:`inform_tx`)."""
         self._check_open()
-        items = await self._prepare_many(objs, opts)
+        items = await prepare_all_async(objs, opts, default_max_attempts=self._config.max_attempts)
         return await self._inform(items, tx) if items else []
-
-    async def _prepare_many(
-        self, objs: Iterable[Any], opts: InformOpts | None
-    ) -> list[PreparedObject]:
-        """Every object checked and encoded, the event loop running between
-        steps: the client's own tasks (workers, claims, the leader's lease)
-        would otherwise stop for as long as a big batch takes."""
-        items: list[PreparedObject] = []
-        for step in prepare_steps(objs, opts, default_max_attempts=self._config.max_attempts):
-            items.extend(step)
-            await trio.lowlevel.checkpoint()
-        return items
 
     @asynccontextmanager
     async def transaction(self) -> AsyncGenerator[Transaction, None]:

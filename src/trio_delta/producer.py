@@ -27,14 +27,11 @@ cause); invalid objects raise :class:`ObjectError` before anything is sent.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterable
 from functools import cache
 from typing import Any, TypeVar, cast
 
 import psycopg
-import sniffio
-import trio
 
 from ._config import DEFAULT_MAX_ATTEMPTS, check_schema
 from ._errors import ConfigError, LockTimeoutError, NotMigratedError, StoreError
@@ -44,7 +41,7 @@ from ._informing import (
     invalidate_refused,
     object_types,
     prepare_all,
-    prepare_steps,
+    prepare_all_async,
     results_for,
     stale_check,
 )
@@ -201,22 +198,10 @@ async def inform_many_async(
 ) -> list[InformResult[Any]]:
     """:func:`inform_many` on an async connection."""
     aconn = _async(conn, "inform_many_async")
-    items: list[PreparedObject] = []
-    for step in prepare_steps(objs, opts, default_max_attempts=DEFAULT_MAX_ATTEMPTS):
-        items.extend(step)
-        await _let_others_run()  # a big batch would hold the event loop meanwhile
+    items = await prepare_all_async(objs, opts, default_max_attempts=DEFAULT_MAX_ATTEMPTS)
     if not items:
         return []
     return results_for(items, await _run_async(aconn, _upsert(items, schema), "inform", schema))
-
-
-async def _let_others_run() -> None:
-    """A schedule point on whichever event loop runs this (asyncio's, or
-    Trio's for a connection from :func:`trio_delta.connect`)."""
-    if sniffio.current_async_library() == "trio":
-        await trio.lowlevel.checkpoint()
-    else:
-        await asyncio.sleep(0)
 
 
 # -- informer runs and invalidation -----------------------------------------------

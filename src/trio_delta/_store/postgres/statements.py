@@ -67,6 +67,11 @@ def _pipelined(
     )
 
 
+#: Statements of a pipelined plan sent ahead of the rows read: with two,
+#: the server has the next one queued when it finishes one (with one, it
+#: sat idle while the client read the rows of the last and sent the next).
+IN_FLIGHT = 2
+
 _BEGIN = sql.SQL("begin")
 _COMMIT = sql.SQL("commit")
 _ROLLBACK = sql.SQL("rollback")
@@ -106,12 +111,17 @@ def run_sync(conn: psycopg.Connection[Any], plan: Plan[T], own: _Own | None = No
                 with conn.pipeline():
                     if begin:
                         conn.execute(_BEGIN)
-                    cursors[0].execute(statements[0].query, statements[0].params)
-                    # Several statements: the next is sent before the rows
-                    # of one are read, so the server works while we read.
+                    # Several statements: IN_FLIGHT are sent before the rows
+                    # of the first are read, so the server works while we read.
+                    sent = min(IN_FLIGHT, len(statements))
+                    for cur, statement in zip(cursors[:sent], statements[:sent], strict=True):
+                        cur.execute(statement.query, statement.params)
                     for i, statement in enumerate(statements[:-1]):
                         rows = cursors[i].fetchall()
-                        cursors[i + 1].execute(statements[i + 1].query, statements[i + 1].params)
+                        if sent < len(statements):
+                            following = statements[sent]
+                            cursors[sent].execute(following.query, following.params)
+                            sent += 1
                         results.append(statement.read(rows))
                     if commit:
                         conn.execute(_COMMIT)
@@ -160,9 +170,8 @@ async def run_async(
                 async with conn.pipeline():
                     if begin:
                         await conn.execute(_BEGIN)
-                    # Two in flight: the server has the next statement queued
-                    # when it finishes one, and runs it while we read.
-                    sent = min(2, len(statements))
+                    # As run_sync: IN_FLIGHT at once.
+                    sent = min(IN_FLIGHT, len(statements))
                     for cur, statement in zip(cursors[:sent], statements[:sent], strict=True):
                         await cur.execute(statement.query, statement.params)
                     for i, statement in enumerate(statements[:-1]):
