@@ -61,8 +61,8 @@ class _WorkTally:
         yield from self._families()
 
     def collect(self) -> Iterator[Metric]:
-        started = self._families()
-        works_started, works, duration = started
+        families = self._families()
+        works_started, works, duration = families
         for (kind, namespace), count in self.started.copy().items():
             works_started.add_metric([kind, namespace], count)
         for (kind, namespace, outcome), count in self.ended.copy().items():
@@ -75,7 +75,7 @@ class _WorkTally:
                 cumulative += count
                 buckets.append((label, cumulative))
             duration.add_metric([kind, namespace], buckets, counts[-1])
-        yield from started
+        yield from families
 
     @staticmethod
     def _families() -> tuple[CounterMetricFamily, CounterMetricFamily, HistogramMetricFamily]:

@@ -234,7 +234,7 @@ class Fetcher:
                 pool.rows.send_all(resources)
         else:
             for resource in resources:
-                self._pools[resource.namespace].rows.send_all((resource,))
+                self._pools[resource.namespace].rows.send_nowait(resource)
         if len(resources) < wanted:
             # Only what these slots may take: a due row of a kind at its
             # parallelism cap is no reason to look again soon (the end of

@@ -99,6 +99,7 @@ class WorkerPool:
     ) -> None:
         self.namespace = namespace
         self.max_workers = max_workers
+        self._controllers = ctx.controllers
         self._work_timeout = ctx.config.work_timeout
         self._timeouts = {
             reg.kind: reg.settings.work_timeout or ctx.config.work_timeout
@@ -123,7 +124,6 @@ class WorkerPool:
         self._spawner: trio.Nursery | None = None
         self._workers: list[_Worker] = []
         self._forced = False
-        self._registrations = {reg.kind: reg for reg in ctx.controllers}
         # The run's clock, read directly: trio.current_time() reaches it
         # through two more calls, and a worker reads it twice a row.
         self._now: Callable[[], float] = trio.current_time
@@ -435,7 +435,7 @@ class WorkerPool:
         """Run one work call; a cancellation (timeout, forced stop) propagates."""
         if self._forced:
             return None
-        reg = self._registrations.get(resource.kind)
+        reg = self._controllers.get(resource.kind)
         if reg is None:  # the fetcher only claims registered kinds
             return None
         try:

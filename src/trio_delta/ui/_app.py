@@ -321,7 +321,7 @@ class Dashboard:
             raise BadInput(f"unknown action {action!r}")
         change, states = RESOURCE_ACTIONS[action]
         flt, fields = parse_filter(form)
-        object_id = object_id_of(form)
+        object_id = flt.object_ids[0] if flt.object_ids else None
         if flt.is_everything and form.get("everything") != "yes":
             raise BadInput("no filter is set: tick 'every resource' to act on all of them")
         target = flt.narrowed(states)
