@@ -357,10 +357,15 @@ class PostgresQueue:
     async def transaction(self) -> AsyncGenerator[PostgresTransaction, None]:
         pool = self._c.pool
         conn: Conn = await self._c.call(pool.getconn, what="opening a transaction")
-        # The user's statements wait on locks as the database's settings say,
-        # not as the pool's bound on our own statements does (informs in it
-        # scope that bound to themselves).
-        begin = "begin; set local lock_timeout to default" if self._bounds_informs else "begin"
+        # The user's statements run as the database's settings say, not as
+        # the pool's sessions do for our own statements: lock waits without
+        # the pool's bound (informs in it scope that bound to themselves),
+        # times in the database's zone (SESSION_SETTINGS).
+        begin = "begin"
+        if self._c.session_state:
+            begin += "; set local timezone to default"
+        if self._bounds_informs:
+            begin += "; set local lock_timeout to default"
         try:
             await self._c.call(lambda: conn.execute(begin), what="begin")
         except BaseException:
