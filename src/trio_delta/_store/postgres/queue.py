@@ -35,6 +35,7 @@ from ..trio_psycopg import TrioConnection, read_notifies
 from .connections import (
     Conn,
     Connections,
+    array_or_all,
     encode_error,
     idle_and_healthy,
     row_from_columns,
@@ -314,18 +315,23 @@ class PostgresQueue:
     ) -> Completed:
         if not outcomes:
             return Completed([], [])
-        params = {
+        params: dict[str, Any] = {
             "id": [o.id for o in outcomes],
             "attempt": [o.attempt for o in outcomes],
             "hash": [o.hash for o in outcomes],
-            "outcome": [o.kind.value for o in outcomes],
-            "error": [None if o.error is None else encode_error(o.error) for o in outcomes],
-            "retry_at": [o.retry_at for o in outcomes],
             "now": now,
             "client_id": client_id,
             "max_errors": MAX_ERRORS,
             "channel": self._c.channel,
         }
+        # A clean batch: every outcome synced, without error or retry time.
+        array_or_all(params, "outcome", [o.kind.value for o in outcomes])
+        array_or_all(
+            params,
+            "error",
+            [None if o.error is None else encode_error(o.error) for o in outcomes],
+        )
+        array_or_all(params, "retry_at", [o.retry_at for o in outcomes])
 
         async def run(conn: Conn) -> Completed:
             cur = await conn.execute(self._queries["complete"], params, binary=True)

@@ -26,7 +26,7 @@ from ..._objects import PreparedObject
 from ..._types import InformResult, ResourceRow
 from ..params import Change, ResourceFilter, UpsertParams
 from ..queries import Queries
-from .connections import lock_timeout_ms, row_from_columns, row_from_written
+from .connections import array_or_all, lock_timeout_ms, row_from_columns, row_from_written
 
 T = TypeVar("T")
 Rows: TypeAlias = list[tuple[Any, ...]]
@@ -244,18 +244,6 @@ class Target:
     channel: str
 
 
-def _column(params: dict[str, Any], name: str, values: list[Any]) -> None:
-    """``values`` as the array parameter ``name``, or, when they are all
-    equal, as the one value ``name_all`` with an empty array."""
-    first = values[0]
-    if values.count(first) == len(values):
-        params[name] = []
-        params[f"{name}_all"] = first
-    else:
-        params[name] = values
-        params[f"{name}_all"] = None
-
-
 def _json_list(tags: tuple[str, ...]) -> str:
     return msgspec.json.encode(tags).decode() if tags else "[]"  # most have none
 
@@ -271,13 +259,13 @@ def upsert_params(
         "process_existing": process_existing,
         "channel": channel,
     }
-    _column(params, "kind", [i.kind for i in items])
-    _column(params, "namespace", [i.namespace for i in items])
-    _column(params, "metadata", [i.metadata.decode() for i in items])
-    _column(params, "tags", [_json_list(i.tags) for i in items])
-    _column(params, "max_attempts", [i.max_attempts for i in items])
-    _column(params, "priority", [i.priority for i in items])
-    _column(params, "run_at", [i.run_at for i in items])
+    array_or_all(params, "kind", [i.kind for i in items])
+    array_or_all(params, "namespace", [i.namespace for i in items])
+    array_or_all(params, "metadata", [i.metadata.decode() for i in items])
+    array_or_all(params, "tags", [_json_list(i.tags) for i in items])
+    array_or_all(params, "max_attempts", [i.max_attempts for i in items])
+    array_or_all(params, "priority", [i.priority for i in items])
+    array_or_all(params, "run_at", [i.run_at for i in items])
     # The statement's objects all set a priority, or none does (see upsert_batches).
     params["keep_priority"] = not items[0].priority_set
     return params

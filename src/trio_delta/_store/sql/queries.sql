@@ -180,8 +180,13 @@ select pg_advisory_xact_lock(hashtext(%(lock)s))
 -- name: complete
 -- Materialized: the planner may rescan it once per candidate row, and
 -- re-running unnest() over six arrays each time cost more than the update.
+-- outcome, error and retry_at come as one "_all" value when the batch's
+-- rows share it (a clean batch: synced, neither error nor retry time).
 with outcome as materialized (
-    select *
+    select o.id, o.attempt, o.hash,
+           coalesce(o.outcome, %(outcome_all)s::text) as outcome,
+           coalesce(o.error, %(error_all)s::text) as error,
+           coalesce(o.retry_at, %(retry_at_all)s::timestamptz) as retry_at
     from unnest(
         %(id)b::bigint[], %(attempt)b::int[], %(hash)b::bytea[], %(outcome)b::text[],
         %(error)b::text[], %(retry_at)b::timestamptz[]
