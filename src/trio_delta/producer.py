@@ -48,7 +48,8 @@ from ._informing import (
 from ._objects import PreparedObject, check_kind, prepare_object
 from ._store.dsn import redact
 from ._store.params import Change, ResourceFilter, UpsertParams, dedupe
-from ._store.postgres.connections import notify_channel, row_from_columns
+from ._store.postgres.columns import row_from_columns
+from ._store.postgres.connections import notify_channel
 from ._store.postgres.statements import (
     Plan,
     Statement,

@@ -16,13 +16,12 @@ from ..._errors import StoreError
 from ..._logs import get_logger
 from ...migrations.runner import LATEST_VERSION, check_version
 from .._bridge import Driver, open_bridge
+from .columns import load_json, row_from_columns
 from .connections import (
     Conn,
     Connections,
     lane_settings,
-    load_json,
     notify_channel,
-    row_from_columns,
     settings_params,
 )
 from .control import PostgresControl

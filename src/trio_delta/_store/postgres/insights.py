@@ -8,7 +8,8 @@ from typing import Any
 
 from ..._types import ResourceRow, ResourceState
 from ..params import Activity, Change, ResourceFilter, StateCount
-from .connections import Conn, Connections, row_from_columns
+from .columns import row_from_columns
+from .connections import Conn, Connections
 from .statements import Target, change_plan, filter_params, run_async
 
 

@@ -32,15 +32,8 @@ from ..params import (
 )
 from ..port import AppConnection, StoreTransaction
 from ..trio_psycopg import TrioConnection, read_notifies
-from .connections import (
-    Conn,
-    Connections,
-    array_or_all,
-    encode_error,
-    idle_and_healthy,
-    row_from_columns,
-    store_error,
-)
+from .columns import array_or_all, encode_error, row_from_columns
+from .connections import Conn, Connections, idle_and_healthy, store_error
 from .statements import (
     Plan,
     Target,

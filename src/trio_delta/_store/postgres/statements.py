@@ -26,7 +26,8 @@ from ..._objects import PreparedObject
 from ..._types import InformResult, ResourceRow
 from ..params import Change, ResourceFilter, UpsertParams
 from ..queries import Queries
-from .connections import array_or_all, lock_timeout_ms, row_from_columns, row_from_written
+from .columns import array_or_all, row_from_columns, row_from_written
+from .connections import lock_timeout_ms
 
 T = TypeVar("T")
 Rows: TypeAlias = list[tuple[Any, ...]]
