@@ -109,12 +109,15 @@ async def via_trio_connection(c: delta.Client, dsn: str, schema: str, unit: Unit
 
 
 def _sync_unit(
-    dsn: str, unit: Unit, inform: Callable[[psycopg.Connection[Any]], list[Any]]
+    dsn: str,
+    unit: Unit,
+    inform: Callable[[psycopg.Connection[Any]], list[Any]],
+    cursor_factory: type[psycopg.Cursor[Any]] = psycopg.Cursor,
 ) -> Done:
     results: list[Any] = []
     refused = Refused(unit)
     try:
-        with psycopg.connect(dsn) as conn:
+        with psycopg.connect(dsn, cursor_factory=cursor_factory) as conn:
             conn.execute(_insert(unit.table), [unit.key])
             with refused:
                 results = inform(conn)
@@ -147,11 +150,31 @@ async def via_sync_producer(c: delta.Client, dsn: str, schema: str, unit: Unit) 
     return await trio.to_thread.run_sync(_sync_unit, dsn, unit, inform)
 
 
-async def _asyncio_unit(dsn: str, schema: str, unit: Unit) -> Done:
+async def via_sync_producer_client_binding(
+    c: delta.Client, dsn: str, schema: str, unit: Unit
+) -> Done:
+    """As an application whose cursors bind parameters on the client
+    (Django's default, and a common setting behind poolers): such cursors
+    return no binary rows."""
+
+    def inform(conn: psycopg.Connection[Any]) -> list[Any]:
+        return producer.inform_many(conn, unit.objects, schema=schema)
+
+    return await trio.to_thread.run_sync(_sync_unit, dsn, unit, inform, psycopg.ClientCursor)
+
+
+async def _asyncio_unit(
+    dsn: str,
+    schema: str,
+    unit: Unit,
+    cursor_factory: type[psycopg.AsyncCursor[Any]] = psycopg.AsyncCursor,
+) -> Done:
     results: list[Any] = []
     refused = Refused(unit)
     try:
-        async with await psycopg.AsyncConnection.connect(dsn) as conn:
+        async with await psycopg.AsyncConnection.connect(
+            dsn, cursor_factory=cursor_factory
+        ) as conn:
             await conn.execute(_insert(unit.table), [unit.key])
             with refused:
                 results = await producer.inform_many_async(conn, unit.objects, schema=schema)
@@ -168,6 +191,14 @@ async def _asyncio_unit(dsn: str, schema: str, unit: Unit) -> Done:
 
 async def via_asyncio_producer(c: delta.Client, dsn: str, schema: str, unit: Unit) -> Done:
     return await trio.to_thread.run_sync(lambda: asyncio.run(_asyncio_unit(dsn, schema, unit)))
+
+
+async def via_asyncio_producer_client_binding(
+    c: delta.Client, dsn: str, schema: str, unit: Unit
+) -> Done:
+    return await trio.to_thread.run_sync(
+        lambda: asyncio.run(_asyncio_unit(dsn, schema, unit, psycopg.AsyncClientCursor))
+    )
 
 
 def _sqlalchemy_url(dsn: str) -> str:
@@ -248,7 +279,9 @@ PATHS: dict[str, Path] = {
     "trio-connection": via_trio_connection,
     "sync-connection": via_sync_connection,
     "sync-producer": via_sync_producer,
+    "sync-producer-client-binding": via_sync_producer_client_binding,
     "asyncio-producer": via_asyncio_producer,
+    "asyncio-producer-client-binding": via_asyncio_producer_client_binding,
     "sqlalchemy-session": via_sqlalchemy_session,
     "sqlalchemy-async-session": via_sqlalchemy_async_session,
 }
