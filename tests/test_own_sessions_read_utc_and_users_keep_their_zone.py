@@ -4,9 +4,11 @@ in ``client.transaction()`` still run in the database's zone."""
 
 from __future__ import annotations
 
-from datetime import UTC
+from datetime import UTC, datetime, timedelta
 
 import trio_delta as delta
+from trio_delta._store.params import InformLease, InformRunEnd
+from trio_delta._store.postgres import open_postgres_store
 
 from .models import RecordingController, User, controllers_for, wait_for_state
 
@@ -57,3 +59,31 @@ async def test_worked_rows_carry_utc_and_user_sql_the_databases_zone(
         assert again is not None
         assert again.updated_at.tzinfo is UTC
         assert again.updated_at == row.updated_at
+
+
+async def test_a_naive_informer_cursor_is_a_time_in_the_databases_zone(
+    pg_dsn: str, schema: str
+) -> None:
+    """An object's ``created_at()`` may be naive; the cursor it becomes is a
+    time in the database's zone, as a session that set no zone reads it,
+    and not one in the UTC trio_delta's sessions run in."""
+    t0 = datetime(2030, 6, 1, 9, 0, tzinfo=UTC)
+    async with open_postgres_store(in_berlin(pg_dsn), schema=schema, pool_size=2) as store:
+        control = store.control
+        for cursor, expected in (
+            (datetime(2030, 6, 1, 12, 0), datetime(2030, 6, 1, 10, 0, tzinfo=UTC)),
+            (datetime(2030, 6, 1, 13, 0, tzinfo=UTC), datetime(2030, 6, 1, 13, 0, tzinfo=UTC)),
+        ):
+            await control.ensure_controllers({"item": t0}, now=t0)
+            lease = await control.claim_inform(
+                InformLease("item", "c1", t0, t0 + timedelta(minutes=1))
+            )
+            assert lease is not None
+            await control.finish_inform(
+                InformRunEnd("item", "c1", t0, cursor, True, t0, None, None)
+            )
+            ctl = await control.get_controller("item")
+            assert ctl is not None
+            assert ctl.cursor == expected
+            assert ctl.cursor is not None
+            assert ctl.cursor.tzinfo is UTC

@@ -66,7 +66,11 @@ def _last_error(resource: dict[str, Any]) -> str:
 
 
 def _short_time(iso: str | None) -> str:
-    return "-" if iso is None else datetime.fromisoformat(iso).strftime("%m-%d %H:%M:%S")
+    """``iso`` in this machine's local time: the store's times come in UTC,
+    whatever the database's zone."""
+    if iso is None:
+        return "-"
+    return datetime.fromisoformat(iso).astimezone().strftime("%m-%d %H:%M:%S")
 
 
 def _print_resources(rows: list[dict[str, Any]], title: str) -> None:
@@ -126,7 +130,8 @@ def list_(
     as_json: bool,
 ) -> int:
     """List resources matching the filters, lowest id first: state,
-    attempts, due time, and priority and snoozes when any has them."""
+    attempts, due time (in this machine's local time), and priority and
+    snoozes when any has them."""
     flt = _selection(kind, namespace, states, tags, (), limit)
 
     async def read() -> list[dict[str, Any]]:

@@ -83,6 +83,7 @@ class PostgresControl:
         )
 
     async def finish_inform(self, end: InformRunEnd) -> None:
+        naive = end.cursor is not None and end.cursor.utcoffset() is None
         await self._c.execute(
             "inform",
             "finish_inform",
@@ -90,7 +91,8 @@ class PostgresControl:
                 "kind": end.kind,
                 "now": end.now,
                 "client_id": end.client_id,
-                "cursor": end.cursor,
+                "cursor": None if naive else end.cursor,
+                "cursor_naive": end.cursor if naive else None,
                 "reschedule": end.reschedule,
                 "next_inform_at": end.next_inform_at,
                 "requested_at": end.requested_at,

@@ -341,7 +341,14 @@ returning c.cursor, c.requested_at, c.process_existing, c.inform_options::text
 update {schema}.controllers as c
 set lease_owner = null,
     lease_expires_at = null,
-    cursor = coalesce(%(cursor)s, c.cursor),
+    -- A naive cursor (an object's created_at() without a zone) is a time in
+    -- the database's own zone, as a session that set none would read it:
+    -- trio_delta's sessions run in UTC.
+    cursor = coalesce(
+        %(cursor)s,
+        timezone((select reset_val from pg_settings where name = 'TimeZone'),
+                 %(cursor_naive)s::timestamp),
+        c.cursor),
     next_inform_at = case when %(reschedule)s then %(next_inform_at)s else c.next_inform_at end,
     requested_at = case when c.requested_at is not distinct from %(requested_at)s
                         then null else c.requested_at end,
