@@ -77,9 +77,9 @@ IO_WORK_S = 0.02
 IO_CONCURRENCY = 200
 IO_IDEAL = IO_CONCURRENCY / IO_WORK_S
 IO_SETTINGS: dict[str, dict[str, Any]] = {
-    # A tenth of the workers claimed ahead: a work that ends starts the next
-    # row without waiting for a claim (NamespaceConfig.prefetch).
-    "trio_delta": {"max_workers": IO_CONCURRENCY, "prefetch": IO_CONCURRENCY // 10},
+    # As many rows claimed ahead as workers (NamespaceConfig.prefetch): a
+    # work that ends finds its next row waiting, the queue refilled at half.
+    "trio_delta": {"max_workers": IO_CONCURRENCY, "prefetch": IO_CONCURRENCY},
     # pgqueuer wants at least twice its batch in flight: batches of 100.
     "pgqueuer": {"max_concurrent_tasks": IO_CONCURRENCY, "batch_size": IO_CONCURRENCY // 2},
     "procrastinate": {"concurrency": IO_CONCURRENCY},

@@ -1,7 +1,9 @@
 """While rows of the last claim still wait for workers, the fetcher holds
 off claiming for the slot or two freed meanwhile (with short work, that was a
 claim per row or two, since every take lets the other tasks run); it claims
-once half a share of slots is free or the rows have all been taken."""
+once half a share of slots is free or the rows have all been taken; with
+``prefetch``, once the rows are down to half of it, so that they are back
+before the workers need them."""
 
 from __future__ import annotations
 
@@ -115,3 +117,60 @@ async def test_a_claim_held_off_is_made_when_the_rows_are_all_taken(
     # Claimed as soon as the last of the nine was taken, not when the
     # first of them ends (30 s).
     assert ctl.started["late"] - t0 == 0
+
+
+class SlowClaims(MemoryStore):
+    """Every claim takes ``seconds``, as a round trip to a busy database."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        claim = self.queue.claim
+
+        async def slow(*args: Any, **kwargs: Any) -> Any:
+            await trio.sleep(seconds)
+            return await claim(*args, **kwargs)
+
+        self.queue.claim = slow  # type: ignore[method-assign]
+
+
+class Second(delta.Controller[Job]):
+    """Work that takes 1 s."""
+
+    def __init__(self) -> None:
+        self.starts: list[float] = []
+
+    async def inform(self, opts: delta.InformOptions, send: trio.MemorySendChannel[Job]) -> None:
+        await send.aclose()
+
+    async def work(self, resource: delta.Resource[Job]) -> None:
+        self.starts.append(trio.current_time())
+        await trio.sleep(1)
+
+
+async def test_with_prefetch_the_queue_is_refilled_before_it_runs_dry(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Two workers, four rows claimed ahead, claims taking 2 s and works 1 s:
+    # waiting for the queue to run dry left both workers idle for the rest
+    # of each claim's round trip; claiming once it is down to half the
+    # prefetch brings the rows before they are needed.
+    ctl = Second()
+    controllers = delta.Controllers()
+    delta.add_controller(controllers, ctl)
+    config = delta.Config(client_id="w", random=random.Random(0), inform_interval=-1)
+    async with open_test_client(
+        controllers,
+        config=config,
+        store=SlowClaims(2.0),
+        namespaces={"default": delta.NamespaceConfig(max_workers=2, prefetch=4)},
+    ) as t:
+        async with t.client.transaction() as tx:
+            for i in range(20):
+                await t.client.inform_tx(tx, Job(f"j{i}"))
+        t0 = trio.current_time()
+        with trio.fail_after(300):
+            await t.run_until(lambda: len(ctl.starts) == 20)
+    starts = sorted(s - t0 for s in ctl.starts)
+    # The first claim comes back at 2 s; from then on both workers always
+    # have a row: two starts a second, no gap.
+    assert starts == [2.0 + i // 2 for i in range(20)], starts

@@ -84,9 +84,12 @@ class Fetcher:
         self._shares = {ns: -(-slots.capacity(ns) // concurrent_claims) for ns in pools}
         self._next_due = math.inf  # trio time of the earliest known scheduled_at
         self._fetching = 0  # claim loops between reserving slots and returning
-        for pool in pools.values():
+        for namespace, pool in pools.items():
             # We hold off claiming while a pool's rows wait (see _free_to_claim):
-            # its queue running dry is a reason to look again.
+            # its queue running low is a reason to look again. Low is half
+            # the rows claimed ahead of the workers (``prefetch``): the
+            # claim then comes back before the queue runs dry.
+            pool.rows.low_water = (slots.capacity(namespace) - pool.max_workers) // 2
             pool.rows.on_drained = self.wake
         self._stopped = trio.Event()
         self.claimed = 0
@@ -119,11 +122,15 @@ class Fetcher:
         # While rows still wait for the pool's workers, a claim would be for
         # the slot or two freed since the last one (every freed slot wakes
         # us): a round trip for a row or two. Hold off until a whole share
-        # is free or the queue runs dry; the rows left (the other claim's,
+        # is free or the queue runs low; the rows left (the other claim's,
         # with short work) overlap the round trip. Claiming at half a share
         # made twice the round trips for the same rows once workers yield
-        # between rows, and a drain lost a fifth of its speed.
-        if free < share and self._pools[namespace].rows:
+        # between rows, and a drain lost a fifth of its speed. Low is empty
+        # without ``prefetch``; with it, half of it: waiting for the queue to
+        # run dry left the workers that freed during the claim's round trip
+        # idle, a few milliseconds of every round of I/O-bound work.
+        rows = self._pools[namespace].rows
+        if free < share and len(rows) > rows.low_water:
             return 0
         return free
 

@@ -54,7 +54,8 @@ class RowQueue:
         self.closed = trio.Event()
         self.wakes = 0  # parked workers woken, for tests and profiling
         self.on_drained: Callable[[], None] | None = None
-        """Called when a taker takes the last queued row."""
+        """Called when a taker leaves at most :attr:`low_water` rows queued."""
+        self.low_water = 0
 
     def send_nowait(self, record: Resource[Any]) -> None:
         self.send_all((record,))
@@ -124,7 +125,7 @@ class RowQueue:
         if rows:
             # _popleft and _pass_on written out: this is once per row.
             record = rows.popleft()
-            if not rows and self.on_drained is not None:
+            if len(rows) <= self.low_water and self.on_drained is not None:
                 self.on_drained()
             self._yielding += 1
             await trio.lowlevel.cancel_shielded_checkpoint()
@@ -144,7 +145,7 @@ class RowQueue:
 
     def _popleft(self) -> Resource[Any]:
         record = self._rows.popleft()
-        if not self._rows and self.on_drained is not None:
+        if len(self._rows) <= self.low_water and self.on_drained is not None:
             self.on_drained()
         return record
 
