@@ -108,12 +108,12 @@ def binary_rows(conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any]) ->
 def run_sync(conn: psycopg.Connection[Any], plan: Plan[T], own: _Own | None = None) -> T:
     """Run ``plan`` on a synchronous connection, in its current transaction
     (in its own with ``own``, from :func:`in_transaction_sync`)."""
+    binary = binary_rows(conn)
     try:
         statements = next(plan)
         while True:
             results: list[Any] = []
             # Rows as tuples whatever the application set as its row factory.
-            binary = binary_rows(conn)
             cursors = [conn.cursor(row_factory=tuple_row, binary=binary) for _ in statements]
             begin, commit = own.wrap(statements) if own is not None else (False, False)
             if (
@@ -169,11 +169,11 @@ async def run_async(
     """Run ``plan`` on an async connection (Trio's or asyncio's), in its
     current transaction (in its own with ``own``, from
     :func:`in_transaction_async`)."""
+    binary = binary_rows(conn)
     try:
         statements = next(plan)
         while True:
             results: list[Any] = []
-            binary = binary_rows(conn)
             cursors = [conn.cursor(row_factory=tuple_row, binary=binary) for _ in statements]
             begin, commit = own.wrap(statements) if own is not None else (False, False)
             if (
