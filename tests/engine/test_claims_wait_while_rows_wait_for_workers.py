@@ -65,7 +65,7 @@ class CountingStore(MemoryStore):
 
 
 def client_for(
-    ctl: JobController, store: MemoryStore, workers: int
+    ctl: delta.Controller[Job], store: MemoryStore, workers: int, prefetch: int = 0
 ) -> AbstractAsyncContextManager[TestClient]:
     controllers = delta.Controllers()
     delta.add_controller(controllers, ctl)
@@ -74,7 +74,7 @@ def client_for(
         controllers,
         config=config,
         store=store,
-        namespaces={"default": delta.NamespaceConfig(max_workers=workers)},
+        namespaces={"default": delta.NamespaceConfig(max_workers=workers, prefetch=prefetch)},
     )
 
 
@@ -155,15 +155,7 @@ async def test_with_prefetch_the_queue_is_refilled_before_it_runs_dry(
     # of each claim's round trip; claiming once it is down to half the
     # prefetch brings the rows before they are needed.
     ctl = Second()
-    controllers = delta.Controllers()
-    delta.add_controller(controllers, ctl)
-    config = delta.Config(client_id="w", random=random.Random(0), inform_interval=-1)
-    async with open_test_client(
-        controllers,
-        config=config,
-        store=SlowClaims(2.0),
-        namespaces={"default": delta.NamespaceConfig(max_workers=2, prefetch=4)},
-    ) as t:
+    async with client_for(ctl, SlowClaims(2.0), workers=2, prefetch=4) as t:
         async with t.client.transaction() as tx:
             for i in range(20):
                 await t.client.inform_tx(tx, Job(f"j{i}"))
