@@ -7,7 +7,12 @@ and runs the engine's services under one nursery.
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequence
-from contextlib import AbstractContextManager, asynccontextmanager
+from contextlib import (
+    AbstractAsyncContextManager,
+    AbstractContextManager,
+    asynccontextmanager,
+    nullcontext,
+)
 from typing import Any, TypeVar
 
 import trio
@@ -25,15 +30,20 @@ from ._errors import (
 )
 from ._health import Health
 from ._informing import (
+    STREAM_CHUNK,
+    NextChunk,
+    RepeatedObject,
     changed_namespaces,
     distinct_items,
     inform_counts,
     inform_run_options,
     invalidate_refused,
+    object_list,
     object_types,
     prepare_all_async,
     results_for,
     stale_check,
+    with_chunks_prepared,
     with_metadata,
 )
 from ._objects import PreparedObject, check_kind, prepare_object
@@ -177,18 +187,23 @@ class Client(metaclass=NoPublicConstructor):
         namespaces that gained work: now, on the commit of a transaction of
         ours, or through the NOTIFY an application's connection sends when
         it commits."""
-        tracer = self._engine.tracer
-        if tracer is None:
-            return await self._inform_traced(items, tx)
         # One span per call, named by its first object's kind; the trace
         # context goes into the resources' metadata, for their work's span.
-        with tracer.trace_inform(items[0].kind, len(items)) as context:
+        with self._trace_inform(items[0].kind, len(items)) as context:
             if context:
                 items = with_metadata(items, context)
             return await self._inform_traced(items, tx)
 
+    def _trace_inform(
+        self, kind: str, count: int
+    ) -> AbstractContextManager[Mapping[str, str] | None]:
+        tracer = self._engine.tracer
+        return nullcontext(None) if tracer is None else tracer.trace_inform(kind, count)
+
     async def _inform_traced(
-        self, items: list[PreparedObject], tx: Transaction | AppConnection | None
+        self,
+        items: list[PreparedObject],
+        tx: Transaction | AppConnection | None,
     ) -> list[InformResult[Any]]:
         store_tx: StoreTransaction | AppConnection | None = tx
         if isinstance(tx, Transaction):
@@ -203,6 +218,17 @@ class Client(metaclass=NoPublicConstructor):
             results = await self._store.queue.upsert(
                 items, UpsertParams(self._clock.now(), is_stale=is_stale), store_tx
             )
+        self._informed(items, results, tx)
+        return results_for(items, results, self._decode_as)
+
+    def _informed(
+        self,
+        items: Sequence[PreparedObject],
+        results: Sequence[InformResult[Any]],
+        tx: Transaction | AppConnection | None,
+    ) -> None:
+        """Count what an inform wrote, and wake our fetcher for the
+        namespaces that gained work (now, or when ``tx`` commits)."""
         distinct = distinct_items(items, results)
         namespaces = changed_namespaces(distinct, results)
         observer = self._engine.observer
@@ -222,7 +248,6 @@ class Client(metaclass=NoPublicConstructor):
                 wake()
             elif isinstance(tx, Transaction):
                 tx._on_commit.append(wake)  # pyright: ignore[reportPrivateUsage]
-        return results_for(items, results, self._decode_as)
 
     async def inform(self, obj: T, opts: InformOpts | None = None) -> InformResult[T]:
         """Store ``obj`` as a resource and schedule it to be worked.
@@ -266,10 +291,53 @@ class Client(metaclass=NoPublicConstructor):
 
         One invalid object rejects them all, writing nothing:
         :class:`ObjectError` names it by position (``error.index``).
+
+        More objects than one statement takes are written a statement at a
+        time while the next are checked and encoded.
         """
         self._check_open()
+        objs = object_list(objs)
+        if len(objs) > STREAM_CHUNK:
+            try:
+                return await self._inform_streamed(objs, opts)
+            except RepeatedObject:
+                pass  # rolled back; written below, each object once
         items = await prepare_all_async(objs, opts, default_max_attempts=self._config.max_attempts)
         return await self._inform(items, None) if items else []
+
+    async def _inform_streamed(
+        self, objs: list[Any], opts: InformOpts | None
+    ) -> list[InformResult[Any]]:
+        """:meth:`inform_many` in a transaction of its own, a chunk at a
+        time, each written while the next is prepared; raises (rolled back)
+        :class:`RepeatedObject` if an object repeats one of an earlier
+        chunk."""
+        # One time for every chunk, as for one statement.
+        types: set[type[Any]] = {o.__class__ for o in objs}
+        params = UpsertParams(self._clock.now(), is_stale=stale_check(types, self._decode_as))
+        items: list[PreparedObject] = []
+        first: type[Any] = objs[0].__class__
+        kind = str(getattr(first, "kind", ""))
+        async with self._transaction(informs_only=True) as tx:
+            with self._trace_inform(kind, len(objs)) as context:
+
+                async def upsert(next_chunk: NextChunk) -> list[InformResult[Any]]:
+                    async def each() -> list[PreparedObject] | None:
+                        chunk = await next_chunk()
+                        if chunk is not None:
+                            if context:
+                                chunk = with_metadata(chunk, context)
+                            items.extend(chunk)
+                        return chunk
+
+                    store_tx = tx._store_tx  # pyright: ignore[reportPrivateUsage]
+                    return await self._store.queue.upsert_chunks(each, params, store_tx)
+
+                results = await with_chunks_prepared(
+                    objs, opts, upsert, default_max_attempts=self._config.max_attempts
+                )
+            self._informed(items, results, tx)
+        return results_for(items, results, self._decode_as)
 
     async def inform_many_tx(
         self, tx: Transaction | AppConnection, objs: Iterable[Any], opts: InformOpts | None = None
@@ -279,12 +347,17 @@ class Client(metaclass=NoPublicConstructor):
         items = await prepare_all_async(objs, opts, default_max_attempts=self._config.max_attempts)
         return await self._inform(items, tx) if items else []
 
-    @asynccontextmanager
-    async def transaction(self) -> AsyncGenerator[Transaction, None]:
+    def transaction(self) -> AbstractAsyncContextManager[Transaction]:
         """A transaction for the user's SQL and :meth:`inform_tx`; commits when
         the block exits normally, rolls back when it raises."""
+        return self._transaction()
+
+    @asynccontextmanager
+    async def _transaction(
+        self, *, informs_only: bool = False
+    ) -> AsyncGenerator[Transaction, None]:
         self._check_open()
-        async with self._store.queue.transaction() as store_tx:
+        async with self._store.queue.transaction(informs_only=informs_only) as store_tx:
             tx = construct(Transaction, store_tx)
             try:
                 yield tx

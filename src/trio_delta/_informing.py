@@ -12,8 +12,8 @@ import asyncio
 import contextlib
 import copy
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import msgspec
 import sniffio
@@ -23,6 +23,8 @@ from ._errors import ConfigError, ObjectError, ResourceStateError
 from ._objects import PreparedObject, decode_object, encode_json, prepare_object
 from ._store.params import StaleCheck, dedupe
 from ._types import InformOptions, InformOpts, InformResult, ResourceRow
+
+T = TypeVar("T")
 
 #: The type a kind's stored objects decode to (None: the informed object's own).
 DecodeAs = Callable[[str], type[Any] | None]
@@ -42,8 +44,13 @@ def object_types(items: Iterable[PreparedObject]) -> set[type[Any]]:
     return {_type_of(item) for item in items}
 
 
-#: Objects a bulk inform prepares between two looks at the event loop.
-PREPARE_STEP = 2000
+#: Objects a bulk inform prepares between two looks at the event loop: a
+#: couple of milliseconds' work, so that a task waiting meanwhile (the
+#: writer of :func:`prepared_chunks`, whose rows have come) resumes soon.
+PREPARE_STEP = 500
+
+#: Objects per chunk of :func:`prepared_chunks`: a statement's worth.
+STREAM_CHUNK = 2000
 
 
 def prepare_all(
@@ -70,8 +77,7 @@ async def prepare_all_async(
     100,000 objects takes a few tenths of a second, which every other task
     of the application (a client's workers and lease renewals, a web
     service's requests) would otherwise wait through."""
-    _check_iterable(objs)
-    objs = list(objs)
+    objs = object_list(objs)
     items: list[PreparedObject] = []
     for start in range(0, len(objs), PREPARE_STEP):
         items.extend(
@@ -92,6 +98,94 @@ async def prepare_all_async(
 def _check_iterable(objs: object) -> None:
     if isinstance(objs, str | bytes) or not isinstance(objs, Iterable):
         raise ObjectError(f"objects must be an iterable of objects, got {type(objs).__name__}")
+
+
+def object_list(objs: Iterable[Any]) -> list[Any]:
+    """The objects of a bulk inform as a list (an iterator is read once),
+    or :class:`ObjectError` if ``objs`` is not an iterable of objects."""
+    _check_iterable(objs)
+    return list(objs)
+
+
+class RepeatedObject(Exception):
+    """An object of :func:`prepared_chunks` that repeats one of an earlier
+    chunk: the chunks cannot be written one by one (an object given twice
+    is written once, as its last version)."""
+
+
+#: Gives the next chunk of objects, prepared; None after the last.
+NextChunk = Callable[[], Awaitable[list[PreparedObject] | None]]
+
+
+# Preparing an object (checking, encoding, hashing it) costs the client
+# about what writing it costs the server. Prepared all before the first
+# statement, 100,000 objects kept the server idle for half a second; here
+# a task of its own prepares the next chunk while the last one is written.
+async def with_chunks_prepared(
+    objs: Sequence[Any],
+    opts: InformOpts | None,
+    use: Callable[[NextChunk], Awaitable[T]],
+    *,
+    default_max_attempts: int,
+) -> T:
+    """``use(next_chunk)``, where ``next_chunk()`` gives ``objs`` prepared
+    (as :func:`prepare_all`) :data:`STREAM_CHUNK` at a time, each made on
+    Trio while the caller works on the one before. ``next_chunk`` raises
+    :class:`ObjectError` for a chunk with an invalid object, and
+    :class:`RepeatedObject` for one repeating an object of an earlier chunk."""
+    send, receive = trio.open_memory_channel[list[PreparedObject] | Exception](0)
+
+    async def next_chunk() -> list[PreparedObject] | None:
+        try:
+            chunk = await receive.receive()
+        except trio.EndOfChannel:
+            return None
+        if isinstance(chunk, Exception):
+            raise chunk
+        return chunk
+
+    used: list[T] = []
+    failed: list[Exception] = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_prepare_chunks, objs, opts, default_max_attempts, send)
+        # Raised after the nursery: inside, it would come out in a group.
+        try:
+            used.append(await use(next_chunk))
+        except Exception as exc:
+            failed.append(exc)
+        nursery.cancel_scope.cancel()
+    if failed:
+        raise failed[0]
+    return used[0]
+
+
+async def _prepare_chunks(
+    objs: Sequence[Any],
+    opts: InformOpts | None,
+    default_max_attempts: int,
+    send: trio.MemorySendChannel[list[PreparedObject] | Exception],
+) -> None:
+    """The preparer of :func:`with_chunks_prepared`: holds one chunk ready
+    until it is taken; its last send is what failed, if anything did."""
+    seen: set[tuple[str, str]] = set()
+    async with send:
+        try:
+            for start in range(0, len(objs), STREAM_CHUNK):
+                chunk: list[PreparedObject] = []
+                end = min(start + STREAM_CHUNK, len(objs))
+                for step in range(start, end, PREPARE_STEP):
+                    part = objs[step : min(step + PREPARE_STEP, end)]
+                    chunk += prepare_all(
+                        part, opts, default_max_attempts=default_max_attempts, start=step
+                    )
+                    await trio.lowlevel.checkpoint()
+                keys = {(item.kind, item.object_id) for item in chunk}
+                if not seen.isdisjoint(keys):
+                    raise RepeatedObject
+                seen |= keys
+                await send.send(chunk)
+        except Exception as exc:
+            await send.send(exc)
 
 
 def stale_check(

@@ -73,8 +73,8 @@ async def test_a_batch_larger_than_one_statement_is_one_transaction(
 async def test_a_client_batch_of_several_statements_commits_once_in_order(
     pg_dsn: str, schema: str, config: delta.Config
 ) -> None:
-    # Three statements pipelined on the client's own connection, two in
-    # flight at a time: every result in input order, written once.
+    # Several statements on the client's own connection, each sent before
+    # the rows of the last are read: every result in input order, written once.
     count = UPSERT_CHUNK * 2 + 17
     objs = [Note(f"n{i}", str(i)) for i in range(count)]
     async with delta.open_delta_client(

@@ -874,6 +874,33 @@ async def test_transaction_rollback_discards_its_upserts(store: Store) -> None:
     assert (await upsert_one(store, prep(Item("c")), at(6))).id == 4
 
 
+async def test_chunked_upserts_equal_one_upsert_and_commit_together(store: Store) -> None:
+    await upsert(store, [prep(Item("c", 1)), prep(Item("e", 1))], now=at(0))
+    chunks = [
+        [prep(Item("a")), prep(Item("b"))],
+        [prep(Item("c", 2)), prep(Item("d"))],
+        [prep(Item("e", 1))],
+    ]
+    given = iter(chunks)
+
+    async def next_chunk() -> list[PreparedObject] | None:
+        return next(given, None)
+
+    async with store.queue.transaction(informs_only=True) as tx:
+        results = await store.queue.upsert_chunks(next_chunk, UpsertParams(at(3)), tx)
+        assert await store.insights.get_resource("item", "a") is None
+    assert [r.resource.object_id for r in results] == ["a", "b", "c", "d", "e"]
+    assert [(r.already_exists, r.changed) for r in results] == [
+        (False, True),
+        (False, True),
+        (True, True),
+        (False, True),
+        (True, False),
+    ]
+    assert decoded(await get(store, "c"))["value"] == 2
+    assert [r.resource for r in results] == [await get(store, k) for k in "abcde"]
+
+
 async def test_transaction_sees_its_own_upserts(store: Store) -> None:
     async with store.queue.transaction() as tx:
         await upsert(store, [prep(Item("a", 1))], now=at(0), tx=tx)

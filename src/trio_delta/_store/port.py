@@ -45,7 +45,7 @@ State rules every adapter follows:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Any, Protocol
@@ -114,6 +114,19 @@ class QueueStore(Protocol):
         """
         ...
 
+    async def upsert_chunks(
+        self,
+        next_chunk: Callable[[], Awaitable[list[PreparedObject] | None]],
+        params: UpsertParams,
+        tx: StoreTransaction,
+    ) -> list[InformResult[Any]]:
+        """:meth:`upsert` of each chunk ``next_chunk()`` gives, until None,
+        in ``tx`` (opened with ``informs_only``); no object is in two
+        chunks. Results for every chunk's distinct items, in order. The
+        next chunk may be asked for before the last one's rows are read:
+        Postgres writes one chunk while the client prepares the next."""
+        ...
+
     async def upsert_quiet(self, items: Sequence[PreparedObject], params: UpsertParams) -> None:
         """:meth:`upsert` for informer batches: the same writes, no rows read back."""
         ...
@@ -142,8 +155,14 @@ class QueueStore(Protocol):
         """Earliest ``scheduled_at`` of a claimable row, or None."""
         ...
 
-    def transaction(self) -> AbstractAsyncContextManager[StoreTransaction]:
-        """A transaction: commits on normal exit, rolls back on an exception."""
+    def transaction(
+        self, *, informs_only: bool = False
+    ) -> AbstractAsyncContextManager[StoreTransaction]:
+        """A transaction: commits on normal exit, rolls back on an exception.
+
+        ``informs_only``: only :meth:`upsert` runs in it (a bulk inform of
+        the client's own), never a user's SQL, so it keeps the store's own
+        session settings for its whole length."""
         ...
 
     def listen(self) -> AbstractAsyncContextManager[Listener]:

@@ -8,7 +8,7 @@ points as on Postgres.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import replace
 from datetime import datetime
@@ -312,6 +312,17 @@ class MemoryQueue:
             if (row := self._t.rows.get(i)) is None or row.row.state is not ResourceState.PENDING
         ]
 
+    async def upsert_chunks(
+        self,
+        next_chunk: Callable[[], Awaitable[list[PreparedObject] | None]],
+        params: UpsertParams,
+        tx: StoreTransaction,
+    ) -> list[InformResult[Any]]:
+        results: list[InformResult[Any]] = []
+        while (chunk := await next_chunk()) is not None:
+            results += await self.upsert(chunk, params, tx)
+        return results
+
     async def upsert_quiet(self, items: Sequence[PreparedObject], params: UpsertParams) -> None:
         await self.upsert(items, params)
 
@@ -329,7 +340,9 @@ class MemoryQueue:
         return min(times, default=None)
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncGenerator[MemoryTransaction, None]:
+    async def transaction(
+        self, *, informs_only: bool = False
+    ) -> AsyncGenerator[MemoryTransaction, None]:
         await trio.lowlevel.checkpoint()
         tx = MemoryTransaction(self._t)
         committed = False

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
@@ -33,7 +33,7 @@ from ..params import (
 from ..port import AppConnection, StoreTransaction
 from ..trio_psycopg import TrioConnection, read_notifies
 from .columns import array_or_all, encode_error, row_from_columns
-from .connections import Conn, Connections, idle_and_healthy, store_error
+from .connections import Conn, Connections, idle_and_healthy, lock_timeout_ms, store_error
 from .statements import (
     Plan,
     Target,
@@ -42,6 +42,7 @@ from .statements import (
     in_transaction_sync,
     run_async,
     upsert_batches,
+    upsert_overlapped,
     upsert_plan,
     upsert_quiet_plan,
 )
@@ -53,9 +54,12 @@ IDLE_SESSION_TIMEOUT_SINCE = 140000
 class PostgresTransaction:
     """A user transaction on a pooled connection (see ``Client.transaction``)."""
 
-    def __init__(self, connections: Connections, conn: Conn) -> None:
+    def __init__(self, connections: Connections, conn: Conn, *, bounded: bool) -> None:
         self._connections = connections
         self.conn = conn
+        #: Lock waits are bounded for the whole transaction, as in the
+        #: pool's sessions (one only the client's informs run in).
+        self.bounded = bounded
         # One statement at a time, even if the user shares tx between tasks.
         self.lock = trio.Lock()
 
@@ -146,12 +150,48 @@ class PostgresQueue:
         if isinstance(tx, PostgresTransaction):
             conn = tx.conn
 
+            plan = (
+                upsert_plan(self._target, unique, params)
+                if tx.bounded
+                else self._plan(unique, params)
+            )
+
             async def in_users_transaction() -> list[InformResult[Any]]:
-                return await self._bounded(conn, unique, self._plan(unique, params))
+                return await self._bounded(conn, unique, plan)
 
             async with tx.lock:
                 return await self._c.call(in_users_transaction, what="inform")
         return await self._upsert_on_app_connection(tx, unique, params)
+
+    async def upsert_chunks(
+        self,
+        next_chunk: Callable[[], Awaitable[list[PreparedObject] | None]],
+        params: UpsertParams,
+        tx: StoreTransaction,
+    ) -> list[InformResult[Any]]:
+        if (
+            not isinstance(tx, PostgresTransaction)
+            or not tx.bounded
+            or params.is_stale is not None
+            or not isinstance(tx.conn, TrioConnection)
+        ):
+            # A stale check reads before it writes, leaving nothing to
+            # overlap; across trio-asyncio's bridge nothing awaits Trio.
+            results: list[InformResult[Any]] = []
+            while (chunk := await next_chunk()) is not None:
+                results += await self.upsert(chunk, params, tx)
+            return results
+        conn = tx.conn
+
+        async def overlapped() -> list[InformResult[Any]]:
+            try:
+                return await upsert_overlapped(conn, self._target, next_chunk, params)
+            except psycopg.errors.LockNotAvailable as exc:
+                # The transaction is aborted: nothing can ask which rows.
+                raise lock_timeout_error("inform", [], self._c.lock_timeout) from exc
+
+        async with tx.lock:
+            return await self._c.call(overlapped, what="inform")
 
     def _plan(
         self, items: list[PreparedObject], params: UpsertParams
@@ -353,25 +393,37 @@ class PostgresQueue:
         return await self._c.on_lane(self._c.free_claim_lane(), run, "looking for scheduled work")
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncGenerator[PostgresTransaction, None]:
+    async def transaction(
+        self, *, informs_only: bool = False
+    ) -> AsyncGenerator[PostgresTransaction, None]:
         pool = self._c.pool
         conn: Conn = await self._c.call(pool.getconn, what="opening a transaction")
         # The user's statements run as the database's settings say, not as
         # the pool's sessions do for our own statements: lock waits without
         # the pool's bound (informs in it scope that bound to themselves),
         # times in the database's zone (SESSION_SETTINGS).
-        begin = "begin"
-        if self._c.session_state:
-            begin += "; set local timezone to default"
-        if self._bounds_informs:
-            begin += "; set local lock_timeout to default"
+        begin: list[sql.Composable] = [sql.SQL("begin")]
+        if informs_only:
+            # Bounded throughout, as each inform would bound itself; the
+            # pool's sessions already are, unless they hold no state.
+            if self._bounds_informs and not self._c.session_state:
+                begin.append(
+                    sql.SQL("set local lock_timeout = {}").format(
+                        sql.Literal(lock_timeout_ms(self._c.lock_timeout))
+                    )
+                )
+        else:
+            if self._c.session_state:
+                begin.append(sql.SQL("set local timezone to default"))
+            if self._bounds_informs:
+                begin.append(sql.SQL("set local lock_timeout to default"))
         try:
-            await self._c.call(lambda: conn.execute(begin), what="begin")
+            await self._c.call(lambda: conn.execute(sql.SQL("; ").join(begin)), what="begin")
         except BaseException:
             with trio.CancelScope(shield=True):
                 await self._c.call(lambda: pool.putconn(conn), what="returning a connection")
             raise
-        tx = PostgresTransaction(self._c, conn)
+        tx = PostgresTransaction(self._c, conn, bounded=informs_only)
         try:
             try:
                 yield tx

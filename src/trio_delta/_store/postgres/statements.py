@@ -12,7 +12,7 @@ connection and :mod:`trio_delta.producer` all run the same plans.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeAlias, TypeVar
@@ -24,7 +24,7 @@ from psycopg.rows import tuple_row
 
 from ..._objects import PreparedObject
 from ..._types import InformResult, ResourceRow
-from ..params import Change, ResourceFilter, UpsertParams
+from ..params import Change, ResourceFilter, UpsertParams, dedupe
 from ..queries import Queries
 from .columns import array_or_all, row_from_columns, row_from_written
 from .connections import lock_timeout_ms
@@ -369,32 +369,91 @@ def upsert_plan(
     unchanged. A bulk inform runs one statement per :data:`UPSERT_CHUNK`
     objects, pipelined."""
     to_write, stored = yield from fresh_plan(target, items, params)
-    written: dict[tuple[str, str], InformResult[Any]] = {}
+    written: Written = {}
     if to_write:
-
-        def reader(chunk: list[PreparedObject]) -> Callable[[Rows], None]:
-            def read(rows: Rows) -> None:
-                by_key = {(i.kind, i.object_id): i for i in chunk}
-                for columns in rows:
-                    key = (columns[0], columns[1])
-                    written[key] = InformResult._deferred(  # pyright: ignore[reportPrivateUsage]
-                        row_from_written, by_key[key], columns, not columns[12], True
-                    )
-
-            return read
-
-        yield _upserts(target, "upsert", to_write, params, reader)
+        yield _upserts(target, "upsert", to_write, params, _reader(written))
     for key, row in stored.items():
         if key not in written:
             written[key] = InformResult(row, True, False)
+    return (yield from _unchanged_plan(target, items, written))
+
+
+Written: TypeAlias = dict[tuple[str, str], InformResult[Any]]
+
+
+def _reader(written: Written) -> Callable[[list[PreparedObject]], Callable[[Rows], None]]:
+    """The ``read`` of an upsert statement writing a batch: each row
+    returned, as a result (built when first read) put in ``written``."""
+
+    def reader(batch: list[PreparedObject]) -> Callable[[Rows], None]:
+        def read(rows: Rows) -> None:
+            by_key = {(i.kind, i.object_id): i for i in batch}
+            for columns in rows:
+                key = (columns[0], columns[1])
+                written[key] = InformResult._deferred(  # pyright: ignore[reportPrivateUsage]
+                    row_from_written, by_key[key], columns, not columns[12], True
+                )
+
+        return read
+
+    return reader
+
+
+def _unchanged_plan(
+    target: Target, items: list[PreparedObject], written: Written
+) -> Plan[list[InformResult[Any]]]:
+    """The results of ``items``, from ``written`` or else as stored: an
+    upsert returns no row for an object it left unchanged (or one another
+    transaction inserted meanwhile)."""
     if len(written) < len(items):
-        # Unchanged (or inserted meanwhile by another transaction): as stored.
         missing = [i for i in items if (i.kind, i.object_id) not in written]
         (rows,) = yield (Statement(target.queries["select_existing"], _keys(missing)),)
         for columns in rows:
             row = row_from_columns(columns)
             written[(row.kind, row.object_id)] = InformResult(row, True, False)
     return [written[(i.kind, i.object_id)] for i in items]
+
+
+async def upsert_overlapped(
+    conn: psycopg.AsyncConnection[Any],
+    target: Target,
+    next_chunk: Callable[[], Awaitable[list[PreparedObject] | None]],
+    params: UpsertParams,
+) -> list[InformResult[Any]]:
+    """The upserts of each chunk ``next_chunk()`` gives, in the transaction
+    open on ``conn``; results for every chunk's distinct items, in order.
+
+    Pipelined: a chunk's statements go out before the rows of the chunk
+    before are read, so the server writes one chunk while the client
+    reads the last, and the next is prepared while the server writes. No
+    object may be in two chunks; without a stale check (nothing is read
+    before writing)."""
+    binary = binary_rows(conn)
+    written: Written = {}
+    reader = _reader(written)
+    items: list[PreparedObject] = []
+    in_flight: list[tuple[psycopg.AsyncCursor[Any], Statement]] = []
+    async with conn.pipeline() as pipeline:
+        while True:
+            chunk = await next_chunk()
+            if in_flight:
+                # psycopg's fetch would wait for every statement sent; a
+                # sync now waits for the last chunk's only.
+                await pipeline.sync()
+            sent: list[tuple[psycopg.AsyncCursor[Any], Statement]] = []
+            if chunk is not None:
+                unique = dedupe(chunk)
+                items += unique
+                for statement in _upserts(target, "upsert", unique, params, reader):
+                    cur = conn.cursor(row_factory=tuple_row, binary=binary)
+                    await cur.execute(statement.query, statement.params)
+                    sent.append((cur, statement))
+            for cur, statement in in_flight:
+                statement.read(await cur.fetchall())
+            in_flight = sent
+            if chunk is None:
+                break
+    return await run_async(conn, _unchanged_plan(target, items, written))
 
 
 def bounded(plan: Plan[T], queries: Queries, lock_timeout: float | None) -> Plan[T]:

@@ -1,0 +1,166 @@
+"""``client.inform_many`` of more objects than one chunk writes each chunk
+while the next is checked and encoded, in one transaction of its own, and
+keeps the semantics of a batch prepared whole: all or nothing, an invalid
+object named by position, a repeated object written once as its last
+version, stale objects left as stored, a held row a lock timeout."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import psycopg
+import pytest
+import trio
+
+import trio_delta as delta
+from trio_delta._informing import STREAM_CHUNK
+from trio_delta._store.postgres import statements
+from trio_delta.testing import open_test_client
+
+from ..conftest import sql
+from ..models import Note, NoteController, RecordingController, User, controllers_for
+
+COUNT = STREAM_CHUNK * 3 + 17
+
+
+@dataclass
+class Traced:
+    """A note whose ``id()`` records when it was prepared."""
+
+    kind: ClassVar[str] = "note"
+    key: str
+    text: str = ""
+
+    events: ClassVar[list[str]] = []
+
+    def id(self) -> str:
+        Traced.events.append(f"prepared {self.key}")
+        return self.key
+
+
+async def test_the_first_chunk_is_written_before_the_last_is_prepared(
+    pg_dsn: str, schema: str, config: delta.Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    Traced.events = []
+    build = statements.upsert_params
+
+    def recording(items: Any, *args: Any) -> dict[str, Any]:
+        Traced.events.append(f"statement of {len(items)}")
+        return build(items, *args)
+
+    monkeypatch.setattr(statements, "upsert_params", recording)
+    objs = [Traced(f"n{i}", str(i)) for i in range(COUNT)]
+    async with delta.open_delta_client(
+        pg_dsn, controllers_for(NoteController()), config=config
+    ) as c:
+        results = await c.inform_many(objs)
+    assert [r.resource.object_id for r in results] == [o.key for o in objs]
+    first_statement = Traced.events.index(f"statement of {STREAM_CHUNK}")
+    assert first_statement < Traced.events.index(f"prepared n{COUNT - 1}")
+    assert Traced.events.count(f"statement of {STREAM_CHUNK}") == 3
+    assert sql(pg_dsn, f"select count(*) from {schema}.resources") == [(COUNT,)]
+
+
+async def test_the_transaction_commits_once_and_wakes_the_workers(
+    pg_dsn: str, schema: str, config: delta.Config
+) -> None:
+    notes = NoteController()
+    async with delta.open_delta_client(pg_dsn, controllers_for(notes), config=config) as c:
+        with trio.fail_after(30):
+            await c.inform_many([Note(f"n{i}") for i in range(COUNT)])
+            while len(notes.worked) < COUNT:
+                await trio.sleep(0.05)
+        assert sorted(notes.worked) == sorted(f"n{i}" for i in range(COUNT))
+
+
+@pytest.mark.parametrize("driver", ["native", "trio-asyncio"])
+async def test_an_invalid_object_in_the_last_chunk_writes_nothing(
+    pg_dsn: str, schema: str, config: delta.Config, driver: str
+) -> None:
+    objs = [Note(f"n{i}") for i in range(COUNT)]
+    objs[-1] = Note("")
+    async with delta.open_delta_client(
+        pg_dsn, controllers_for(NoteController()), config=dataclasses.replace(config, driver=driver)
+    ) as c:
+        with pytest.raises(delta.ObjectError, match=rf"^object {COUNT - 1}: ") as refused:
+            await c.inform_many(objs)
+        assert refused.value.index == COUNT - 1
+        assert c.pool_in_use[0] == 0
+        assert (await c.inform(Note("after"))).changed  # the client goes on
+    assert sql(pg_dsn, f"select object_id from {schema}.resources") == [("after",)]
+
+
+async def test_the_memory_store_refuses_a_big_batch_whole() -> None:
+    objs = [Note(f"n{i}") for i in range(COUNT)]
+    objs[STREAM_CHUNK + 1] = Note("")
+    async with open_test_client(controllers_for(NoteController())) as t:
+        with pytest.raises(delta.ObjectError) as refused:
+            await t.client.inform_many(objs)
+        assert refused.value.index == STREAM_CHUNK + 1
+        assert await t.client.list_resources() == []
+        results = await t.client.inform_many(objs[:STREAM_CHUNK] + objs[STREAM_CHUNK + 2 :])
+        assert len(results) == COUNT - 2
+        assert len(await t.client.list_resources(limit=COUNT)) == COUNT - 2
+
+
+async def test_an_object_repeated_in_a_later_chunk_is_written_once_as_its_last_version(
+    pg_dsn: str, schema: str, config: delta.Config
+) -> None:
+    async with delta.open_delta_client(
+        pg_dsn, controllers_for(NoteController()), config=config
+    ) as c:
+        await c.inform(Note("n5", "stored"))
+        objs = [Note(f"n{i}") for i in range(COUNT)]
+        objs[5] = Note("n5", "changed in between")
+        objs[-1] = Note("n5", "stored")  # the last version: as stored
+        results = await c.inform_many(objs)
+        assert len(results) == COUNT
+        # Written once, as the last version, which is the stored one:
+        # nothing changed for it, and both results say so.
+        assert results[5] is results[-1] or results[5].resource == results[-1].resource
+        assert (results[5].already_exists, results[5].changed) == (True, False)
+        assert results[-1].resource.object == Note("n5", "stored")
+    assert sql(
+        pg_dsn, f"select object->>'text' from {schema}.resources where object_id = 'n5'"
+    ) == [("stored",)]
+    assert sql(pg_dsn, f"select count(*) from {schema}.resources") == [(COUNT - 1,)]
+
+
+async def test_stale_objects_in_a_big_batch_are_left_as_stored(
+    pg_dsn: str, schema: str, config: delta.Config
+) -> None:
+    async with delta.open_delta_client(
+        pg_dsn, controllers_for(RecordingController()), config=config
+    ) as c:
+        await c.inform(User("u7@x", "newer", updated_at=5))
+        users = [User(f"u{i}@x", "batch", updated_at=1) for i in range(COUNT)]
+        results = await c.inform_many(users)
+        assert (results[7].changed, results[7].resource.object.name) == (False, "newer")
+        assert all(r.changed for i, r in enumerate(results) if i != 7)
+    assert sql(
+        pg_dsn, f"select count(*) from {schema}.resources where object->>'name' = 'batch'"
+    ) == [(COUNT - 1,)]
+
+
+async def test_a_row_held_elsewhere_fails_the_batch_with_a_lock_timeout(
+    pg_dsn: str, schema: str, config: delta.Config
+) -> None:
+    async with delta.open_delta_client(
+        pg_dsn,
+        controllers_for(NoteController()),
+        config=dataclasses.replace(config, lock_timeout=0.2),
+    ) as c:
+        held = f"n{STREAM_CHUNK * 2 + 3}"
+        await c.inform(Note(held, "stored"))
+        with psycopg.connect(pg_dsn) as other:
+            other.execute(
+                f"select 1 from {schema}.resources where object_id = %s for update", (held,)
+            )
+            with pytest.raises(delta.LockTimeoutError):
+                await c.inform_many([Note(f"n{i}", "new") for i in range(COUNT)])
+        assert c.pool_in_use[0] == 0
+    assert sql(pg_dsn, f"select object_id, object->>'text' from {schema}.resources") == [
+        (held, "stored")
+    ]
