@@ -47,7 +47,7 @@ def object_types(items: Iterable[PreparedObject]) -> set[type[Any]]:
 #: Objects a bulk inform prepares between two looks at the event loop: a
 #: couple of milliseconds' work, so that a task waiting meanwhile (the
 #: writer of :func:`prepared_chunks`, whose rows have come) resumes soon.
-PREPARE_STEP = 500
+PREPARE_STEP = 100
 
 #: Objects per chunk of :func:`prepared_chunks`: a statement's worth.
 STREAM_CHUNK = 2000

@@ -46,9 +46,9 @@ async def test_the_first_chunk_is_written_before_the_last_is_prepared(
     Traced.events = []
     build = statements.upsert_params
 
-    def recording(items: Any, *args: Any) -> dict[str, Any]:
+    def recording(items: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
         Traced.events.append(f"statement of {len(items)}")
-        return build(items, *args)
+        return build(items, *args, **kwargs)
 
     monkeypatch.setattr(statements, "upsert_params", recording)
     objs = [Traced(f"n{i}", str(i)) for i in range(COUNT)]

@@ -5,15 +5,23 @@ the batch parameters written.
 
 from __future__ import annotations
 
+import itertools
 import json
+import struct
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 import msgspec
+import psycopg
+from psycopg import pq
+from psycopg.adapt import Dumper
 
 from ..._objects import PreparedObject
 from ..._types import AttemptError, ResourceRow, ResourceState, build_row
+
+TEXT_OID, TEXT_ARRAY_OID = 25, 1009
+BYTEA_OID, BYTEA_ARRAY_OID = 17, 1001
 
 
 def load_json(data: str | bytes) -> Any:
@@ -121,3 +129,68 @@ def encode_error(error: AttemptError) -> str:
             "trace": error.trace,
         }
     ).decode()
+
+
+# A bulk inform's three arrays of distinct values (ids, objects, hashes),
+# encoded by psycopg element by element in Python, were most of the time
+# a statement took to send, with the server idle. Built here in one pass,
+# ready to send, they cost a third as much and can be built while the
+# server still writes the statement before.
+
+
+class _PackedArray(bytes):
+    """A one-dimensional array, no NULLs, in Postgres' binary format."""
+
+    __slots__ = ()
+
+
+class PackedTextArray(_PackedArray):
+    __slots__ = ()
+
+
+class PackedByteaArray(_PackedArray):
+    __slots__ = ()
+
+
+class _PackedTextArrayDumper(Dumper):
+    oid = TEXT_ARRAY_OID
+    format = pq.Format.BINARY
+
+    def dump(self, obj: Any) -> bytes:
+        packed: bytes = obj
+        return packed
+
+
+class _PackedByteaArrayDumper(_PackedTextArrayDumper):
+    oid = BYTEA_ARRAY_OID
+
+
+_HEADER = struct.Struct("!iiiii").pack
+_LENGTH = struct.Struct("!i").pack
+
+
+def _pack(element_oid: int, values: Sequence[bytes]) -> bytes:
+    lengths = map(_LENGTH, map(len, values))
+    return b"".join(
+        itertools.chain(
+            (_HEADER(1, 0, element_oid, len(values), 1),),
+            itertools.chain.from_iterable(zip(lengths, values, strict=True)),
+        )
+    )
+
+
+def pack_text_array(values: Sequence[bytes]) -> PackedTextArray:
+    """UTF-8 ``values`` as a ``text[]`` parameter (on a connection that
+    :func:`can_send_packed`)."""
+    return PackedTextArray(_pack(TEXT_OID, values))
+
+
+def pack_bytea_array(values: Sequence[bytes]) -> PackedByteaArray:
+    """``values`` as a ``bytea[]`` parameter (as :func:`pack_text_array`)."""
+    return PackedByteaArray(_pack(BYTEA_OID, values))
+
+
+def can_send_packed(conn: psycopg.AsyncConnection[Any] | psycopg.Connection[Any]) -> None:
+    """Teach ``conn`` (one of the store's own) to send packed arrays."""
+    conn.adapters.register_dumper(PackedTextArray, _PackedTextArrayDumper)
+    conn.adapters.register_dumper(PackedByteaArray, _PackedByteaArrayDumper)

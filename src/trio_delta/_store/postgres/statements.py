@@ -26,7 +26,14 @@ from ..._objects import PreparedObject
 from ..._types import InformResult, ResourceRow
 from ..params import Change, ResourceFilter, UpsertParams, dedupe
 from ..queries import Queries
-from .columns import array_or_all, row_from_columns, row_from_written
+from .columns import (
+    array_or_all,
+    can_send_packed,
+    pack_bytea_array,
+    pack_text_array,
+    row_from_columns,
+    row_from_written,
+)
 from .connections import lock_timeout_ms
 
 T = TypeVar("T")
@@ -261,12 +268,23 @@ def _json_list(tags: tuple[str, ...]) -> str:
 
 
 def upsert_params(
-    items: Sequence[PreparedObject], now: datetime | None, process_existing: bool, channel: str
+    items: Sequence[PreparedObject],
+    now: datetime | None,
+    process_existing: bool,
+    channel: str,
+    *,
+    packed: bool = False,
 ) -> dict[str, Any]:
+    """The upsert's parameters for ``items``; ``packed``: their ids,
+    objects and hashes as packed arrays (see :func:`can_send_packed`)."""
     params: dict[str, Any] = {
-        "object_id": [i.object_id for i in items],
-        "object": [i.encoded.decode() for i in items],
-        "hash": [i.hash for i in items],
+        "object_id": pack_text_array([i.object_id.encode() for i in items])
+        if packed
+        else [i.object_id for i in items],
+        "object": pack_text_array([i.encoded for i in items])
+        if packed
+        else [i.encoded.decode() for i in items],
+        "hash": pack_bytea_array([i.hash for i in items]) if packed else [i.hash for i in items],
         "now": now,
         "process_existing": process_existing,
         "channel": channel,
@@ -338,6 +356,8 @@ def _upserts(
     items: list[PreparedObject],
     params: UpsertParams,
     reader: Callable[[list[PreparedObject]], Callable[[Rows], Any]],
+    *,
+    packed: bool = False,
 ) -> tuple[Statement, ...]:
     """The statements of ``query`` writing ``items`` (see :func:`upsert_batches`),
     each read by ``reader(its batch)``. The writes end a transaction the
@@ -347,7 +367,9 @@ def _upserts(
     return tuple(
         Statement(
             target.queries[query],
-            upsert_params(batch, params.now, params.process_existing, target.channel),
+            upsert_params(
+                batch, params.now, params.process_existing, target.channel, packed=packed
+            ),
             reader(batch),
             last=n == len(batches) - 1,
         )
@@ -429,6 +451,7 @@ async def upsert_overlapped(
     object may be in two chunks; without a stale check (nothing is read
     before writing)."""
     binary = binary_rows(conn)
+    can_send_packed(conn)
     written: Written = {}
     reader = _reader(written)
     items: list[PreparedObject] = []
@@ -436,18 +459,21 @@ async def upsert_overlapped(
     async with conn.pipeline() as pipeline:
         while True:
             chunk = await next_chunk()
+            statements: tuple[Statement, ...] = ()
+            if chunk is not None:
+                # Built while the server may still write the last chunk.
+                unique = dedupe(chunk)
+                items += unique
+                statements = _upserts(target, "upsert", unique, params, reader, packed=True)
             if in_flight:
                 # psycopg's fetch would wait for every statement sent; a
                 # sync now waits for the last chunk's only.
                 await pipeline.sync()
             sent: list[tuple[psycopg.AsyncCursor[Any], Statement]] = []
-            if chunk is not None:
-                unique = dedupe(chunk)
-                items += unique
-                for statement in _upserts(target, "upsert", unique, params, reader):
-                    cur = conn.cursor(row_factory=tuple_row, binary=binary)
-                    await cur.execute(statement.query, statement.params)
-                    sent.append((cur, statement))
+            for statement in statements:
+                cur = conn.cursor(row_factory=tuple_row, binary=binary)
+                await cur.execute(statement.query, statement.params)
+                sent.append((cur, statement))
             for cur, statement in in_flight:
                 statement.read(await cur.fetchall())
             in_flight = sent
