@@ -18,8 +18,9 @@ import pytest
 import trio
 
 import trio_delta as delta
+from trio_delta._informing import STREAM_CHUNK
 
-from .models import RecordingController, User, controllers_for
+from .models import Note, RecordingController, User, controllers_for
 from .pgbouncer import PgBouncer
 
 SETTINGS = ("lock_timeout", "synchronous_commit", "enable_seqscan", "enable_nestloop", "jit")
@@ -54,6 +55,33 @@ async def test_the_lock_timeout_bounds_an_inform_through_the_pooler(
             holder.rollback()
         controller.block.set()
     assert caught.value.object_id == "held@x"
+    assert 0.25 <= waited < 3.0, waited
+
+
+@pytest.mark.parametrize("model", ["note", "user with compare"])
+async def test_the_lock_timeout_bounds_a_big_inform_many_through_the_pooler(
+    pg_dsn: str, pgbouncer: PgBouncer, config: delta.Config, model: str
+) -> None:
+    # More than one chunk: written in a transaction of its own, chunk by
+    # chunk (with a stale check, each read first), bounded all along.
+    def obj(i: int) -> Note | User:
+        return Note(f"k{i}", "new") if model == "note" else User(f"k{i}", "new", 2)
+
+    count = STREAM_CHUNK * 2 + 5
+    async with delta.open_delta_client(
+        pgbouncer.dsn, delta.Controllers(), config=pooled_config(config, pg_dsn)
+    ) as client:
+        held = f"k{STREAM_CHUNK + 3}"
+        await client.inform(Note(held) if model == "note" else User(held, "old", 1))
+        with psycopg.connect(pg_dsn) as holder:
+            holder.execute(
+                f"select 1 from {config.schema}.resources where object_id = %s for update", (held,)
+            )
+            start = time.monotonic()
+            with pytest.raises(delta.LockTimeoutError) as caught:
+                await client.inform_many([obj(i) for i in range(count)])
+            waited = time.monotonic() - start
+    assert caught.value.object_id == held
     assert 0.25 <= waited < 3.0, waited
 
 

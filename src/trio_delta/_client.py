@@ -297,46 +297,54 @@ class Client(metaclass=NoPublicConstructor):
         """
         self._check_open()
         objs = object_list(objs)
-        if len(objs) > STREAM_CHUNK:
+        if len(objs) <= STREAM_CHUNK:
+            items = await prepare_all_async(
+                objs, opts, default_max_attempts=self._config.max_attempts
+            )
+            return await self._inform(items, None) if items else []
+        first: type[Any] = objs[0].__class__
+        with self._trace_inform(str(getattr(first, "kind", "")), len(objs)) as context:
             try:
-                return await self._inform_streamed(objs, opts)
+                return await self._inform_streamed(objs, opts, context)
             except RepeatedObject:
-                pass  # rolled back; written below, each object once
-        items = await prepare_all_async(objs, opts, default_max_attempts=self._config.max_attempts)
-        return await self._inform(items, None) if items else []
+                pass  # rolled back: written at once below, each object once
+            items = await prepare_all_async(
+                objs, opts, default_max_attempts=self._config.max_attempts
+            )
+            return await self._inform_traced(
+                with_metadata(items, context) if context else items, None
+            )
 
     async def _inform_streamed(
-        self, objs: list[Any], opts: InformOpts | None
+        self, objs: list[Any], opts: InformOpts | None, context: Mapping[str, str] | None
     ) -> list[InformResult[Any]]:
         """:meth:`inform_many` in a transaction of its own, a chunk at a
         time, each written while the next is prepared; raises (rolled back)
         :class:`RepeatedObject` if an object repeats one of an earlier
-        chunk."""
-        # One time for every chunk, as for one statement.
+        chunk. ``context``: metadata to add (a trace context)."""
         types: set[type[Any]] = {o.__class__ for o in objs}
+        # One time for every chunk, as for one statement.
         params = UpsertParams(self._clock.now(), is_stale=stale_check(types, self._decode_as))
         items: list[PreparedObject] = []
-        first: type[Any] = objs[0].__class__
-        kind = str(getattr(first, "kind", ""))
         async with self._transaction(informs_only=True) as tx:
-            with self._trace_inform(kind, len(objs)) as context:
+            store_tx = tx._store_tx  # pyright: ignore[reportPrivateUsage]
 
-                async def upsert(next_chunk: NextChunk) -> list[InformResult[Any]]:
-                    async def each() -> list[PreparedObject] | None:
-                        chunk = await next_chunk()
-                        if chunk is not None:
-                            if context:
-                                chunk = with_metadata(chunk, context)
-                            items.extend(chunk)
-                        return chunk
+            async def upsert(next_chunk: NextChunk) -> list[InformResult[Any]]:
+                async def each() -> list[PreparedObject] | None:
+                    chunk = await next_chunk()
+                    if chunk is not None:
+                        if context:
+                            chunk = with_metadata(chunk, context)
+                        items.extend(chunk)
+                    return chunk
 
-                    store_tx = tx._store_tx  # pyright: ignore[reportPrivateUsage]
-                    return await self._store.queue.upsert_chunks(each, params, store_tx)
+                return await self._store.queue.upsert_chunks(each, params, store_tx)
 
-                results = await with_chunks_prepared(
-                    objs, opts, upsert, default_max_attempts=self._config.max_attempts
-                )
-            self._informed(items, results, tx)
+            results = await with_chunks_prepared(
+                objs, opts, upsert, default_max_attempts=self._config.max_attempts
+            )
+        # Committed: counted, and the workers woken, only now.
+        self._informed(items, results, None)
         return results_for(items, results, self._decode_as)
 
     async def inform_many_tx(

@@ -23,6 +23,7 @@ from ._errors import ConfigError, ObjectError, ResourceStateError
 from ._objects import PreparedObject, decode_object, encode_json, prepare_object
 from ._store.params import StaleCheck, dedupe
 from ._types import InformOptions, InformOpts, InformResult, ResourceRow
+from ._util import single_exception
 
 T = TypeVar("T")
 
@@ -145,17 +146,14 @@ async def with_chunks_prepared(
         return chunk
 
     used: list[T] = []
-    failed: list[Exception] = []
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(_prepare_chunks, objs, opts, default_max_attempts, send)
-        # Raised after the nursery: inside, it would come out in a group.
-        try:
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_prepare_chunks, objs, opts, default_max_attempts, send)
             used.append(await use(next_chunk))
-        except Exception as exc:
-            failed.append(exc)
-        nursery.cancel_scope.cancel()
-    if failed:
-        raise failed[0]
+            nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        # One call: what it raised, as itself (a cancel reaches both tasks).
+        raise single_exception(group) from None
     return used[0]
 
 

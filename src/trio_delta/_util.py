@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar, cast
 
 import sniffio
+import trio
 
 from ._errors import TrioRequiredError
 
@@ -71,6 +72,14 @@ def leaf_exceptions(exc: BaseException) -> list[BaseException]:
         else:
             leaves.append(current)
     return leaves
+
+
+def single_exception(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """What one task would have raised in place of ``group``, the errors of
+    tasks that ran as one: anything but Cancelled first (Ctrl-C, an error),
+    else a Cancelled, which the cancelled scope then takes as its own."""
+    leaves = leaf_exceptions(group)
+    return next((e for e in leaves if not isinstance(e, trio.Cancelled)), leaves[0])
 
 
 def require_trio(api: str) -> None:

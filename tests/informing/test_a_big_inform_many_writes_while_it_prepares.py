@@ -13,16 +13,29 @@ from typing import Any, ClassVar
 import psycopg
 import pytest
 import trio
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import StatusCode
 
 import trio_delta as delta
 from trio_delta._informing import STREAM_CHUNK
 from trio_delta._store.postgres import statements
 from trio_delta.testing import open_test_client
+from trio_delta.tracing import OpenTelemetryTracing
 
 from ..conftest import sql
 from ..models import Note, NoteController, RecordingController, User, controllers_for
 
 COUNT = STREAM_CHUNK * 3 + 17
+
+
+async def every_connection_returned(client: delta.Client) -> None:
+    """The pool's connections all come back (the client's own services
+    borrow one now and then, so not necessarily at this instant)."""
+    with trio.fail_after(5):
+        while client.pool_in_use[0]:
+            await trio.sleep(0.01)
 
 
 @dataclass
@@ -87,7 +100,7 @@ async def test_an_invalid_object_in_the_last_chunk_writes_nothing(
         with pytest.raises(delta.ObjectError, match=rf"^object {COUNT - 1}: ") as refused:
             await c.inform_many(objs)
         assert refused.value.index == COUNT - 1
-        assert c.pool_in_use[0] == 0
+        await every_connection_returned(c)
         assert (await c.inform(Note("after"))).changed  # the client goes on
     assert sql(pg_dsn, f"select object_id from {schema}.resources") == [("after",)]
 
@@ -158,9 +171,101 @@ async def test_a_row_held_elsewhere_fails_the_batch_with_a_lock_timeout(
             other.execute(
                 f"select 1 from {schema}.resources where object_id = %s for update", (held,)
             )
-            with pytest.raises(delta.LockTimeoutError):
+            with pytest.raises(delta.LockTimeoutError) as refused:
                 await c.inform_many([Note(f"n{i}", "new") for i in range(COUNT)])
-        assert c.pool_in_use[0] == 0
+            assert (refused.value.kind, refused.value.object_id) == ("note", held)
+        await every_connection_returned(c)
     assert sql(pg_dsn, f"select object_id, object->>'text' from {schema}.resources") == [
         (held, "stored")
+    ]
+
+
+@dataclass
+class Cancelling:
+    """A note whose ``id()`` cancels ``scope`` when it is the one to."""
+
+    kind: ClassVar[str] = "note"
+    key: str
+    cancels: bool = False
+
+    scope: ClassVar[trio.CancelScope | None] = None
+
+    def id(self) -> str:
+        if self.cancels and Cancelling.scope is not None:
+            Cancelling.scope.cancel()
+        return self.key
+
+
+async def test_a_cancel_in_the_middle_arrives_as_itself_and_writes_nothing(
+    pg_dsn: str, schema: str, config: delta.Config
+) -> None:
+    objs = [Cancelling(f"n{i}", cancels=i == STREAM_CHUNK + 10) for i in range(COUNT)]
+    seen: list[BaseException] = []
+    async with delta.open_delta_client(
+        pg_dsn, controllers_for(NoteController()), config=config
+    ) as c:
+        with trio.CancelScope() as scope:
+            Cancelling.scope = scope
+            try:
+                await c.inform_many(objs)
+            except BaseException as exc:
+                seen.append(exc)
+                raise
+        assert scope.cancelled_caught
+        assert [type(e) for e in seen] == [trio.Cancelled]
+        await every_connection_returned(c)
+    assert sql(pg_dsn, f"select count(*) from {schema}.resources") == [(0,)]
+
+
+class Counting(delta.Observer):
+    def __init__(self) -> None:
+        self.counts: list[tuple[str, str, int]] = []
+
+    def informed(self, kind: str, result: str, count: int) -> None:
+        self.counts.append((kind, result, count))
+
+
+async def test_counts_and_the_span_tell_of_what_was_committed(
+    pg_dsn: str, schema: str, config: delta.Config
+) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    counting = Counting()
+    observer = delta.Observers(counting, OpenTelemetryTracing(provider))
+    async with delta.open_delta_client(
+        pg_dsn,
+        controllers_for(NoteController()),
+        config=dataclasses.replace(config, observer=observer),
+    ) as c:
+        # Repeated in a later chunk: written whole after a rollback, one span.
+        objs = [Note(f"n{i}") for i in range(COUNT)]
+        objs[-1] = Note("n3", "again")
+        await c.inform_many(objs)
+        (span,) = [s for s in exporter.get_finished_spans() if s.name == "trio_delta.inform note"]
+        assert (span.status.status_code, span.events) == (StatusCode.UNSET, ())
+        assert counting.counts == [("note", "new", COUNT - 1)]
+
+        # Refused at commit: nothing counted, the span failed.
+        exporter.clear()
+        counting.counts.clear()
+        sql(
+            pg_dsn,
+            f"""
+            create function {schema}.refuse() returns trigger language plpgsql as $$
+            begin raise exception 'refused at commit'; end $$;
+            create constraint trigger refuse after insert on {schema}.resources
+                deferrable initially deferred for each row
+                when (new.object_id = 'poison') execute function {schema}.refuse();
+            """,
+        )
+        poisoned = [Note(f"m{i}") for i in range(COUNT)]
+        poisoned[7] = Note("poison")
+        with pytest.raises(delta.StoreError, match="refused at commit"):
+            await c.inform_many(poisoned)
+        (span,) = [s for s in exporter.get_finished_spans() if s.name == "trio_delta.inform note"]
+        assert span.status.status_code is StatusCode.ERROR
+        assert counting.counts == []
+    assert sql(pg_dsn, f"select count(*) from {schema}.resources where object_id like 'm%'") == [
+        (0,)
     ]

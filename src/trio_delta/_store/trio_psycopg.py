@@ -22,6 +22,7 @@ of misbehaving later.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import math
 import os
@@ -35,7 +36,7 @@ import trio
 from psycopg import pq
 
 from .._logs import get_logger
-from .._util import leaf_exceptions
+from .._util import single_exception
 
 # The range pyproject.toml pins and `nox -s psycopg` tests.
 SUPPORTED = ">=3.2.1,<3.4"
@@ -137,13 +138,6 @@ def ready_now(fileno: int, wait: int) -> Ready:
     return Ready(ready)
 
 
-def _as_single_wait(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """What a single wait would have raised in place of the two waits'
-    group: anything but Cancelled first (Ctrl-C, a socket error)."""
-    leaves = leaf_exceptions(group)
-    return next((e for e in leaves if not isinstance(e, trio.Cancelled)), leaves[0])
-
-
 async def _wait_socket(fileno: int, wait: int) -> Ready:
     """Block until the socket is ready for some of ``wait``."""
     if wait & Wait.W:
@@ -166,7 +160,7 @@ async def _wait_socket(fileno: int, wait: int) -> Ready:
                 nursery.start_soon(until, trio.lowlevel.wait_readable)
                 nursery.start_soon(until, trio.lowlevel.wait_writable)
         except BaseExceptionGroup as group:
-            raise _as_single_wait(group) from None
+            raise single_exception(group) from None
         return ready_now(fileno, wait)
     await trio.lowlevel.wait_readable(fileno)
     return Ready.R
@@ -281,6 +275,12 @@ class TrioConnection(psycopg.AsyncConnection[Any]):
         except BaseException:
             if exchange.live and self.pgconn.transaction_status == pq.TransactionStatus.ACTIVE:
                 await self._cancel_on_server(exchange)
+            if exchange.live:
+                # Left half-way with nothing to cancel (a pipeline's closing
+                # sync, say): closed now, not when collected, when its
+                # cleanup would run on a connection long since moved on.
+                with contextlib.suppress(Exception):
+                    gen.close()
             raise
         return result
 

@@ -168,6 +168,7 @@ async def with_local_settings(
     return result
 
 
+_BEGIN = sql.SQL("begin")
 _COMMIT = sql.SQL("commit")
 _ROLLBACK = sql.SQL("rollback")
 
@@ -361,6 +362,16 @@ class Connections:
             if not self._lanes[name].lock.locked():
                 return name
         return CLAIM_LANES[0]
+
+    async def begin_as_pool(self, conn: Conn) -> None:
+        """BEGIN on ``conn``, one of the pool's, with the settings the
+        pool's own calls have: its sessions hold them, or they go with
+        BEGIN (without session state)."""
+        local = self._local[None]
+        if local is None:
+            await conn.execute(_BEGIN)
+        else:
+            await psycopg.AsyncClientCursor(conn).execute(self._begin, local)
 
     async def on_pool(self, fn: Callable[[Conn], Awaitable[R]], what: str) -> R:
         return await self._on_pool(fn, what, self._local[None])

@@ -13,7 +13,7 @@ import psycopg
 import trio
 from psycopg import sql
 
-from ..._errors import ConfigError
+from ..._errors import ConfigError, LockTimeoutError, StoreError
 from ..._objects import PreparedObject
 from ..._types import InformResult, Resource, ResourceState
 from ..params import (
@@ -33,7 +33,7 @@ from ..params import (
 from ..port import AppConnection, StoreTransaction
 from ..trio_psycopg import TrioConnection, read_notifies
 from .columns import array_or_all, encode_error, row_from_columns
-from .connections import Conn, Connections, idle_and_healthy, lock_timeout_ms, store_error
+from .connections import Conn, Connections, idle_and_healthy, store_error
 from .statements import (
     Plan,
     Target,
@@ -157,7 +157,7 @@ class PostgresQueue:
             )
 
             async def in_users_transaction() -> list[InformResult[Any]]:
-                return await self._bounded(conn, unique, plan)
+                return await self._bounded(conn, unique, plan, ends=tx.bounded)
 
             async with tx.lock:
                 return await self._c.call(in_users_transaction, what="inform")
@@ -182,13 +182,13 @@ class PostgresQueue:
                 results += await self.upsert(chunk, params, tx)
             return results
         conn = tx.conn
+        unread: list[PreparedObject] = []
 
         async def overlapped() -> list[InformResult[Any]]:
             try:
-                return await upsert_overlapped(conn, self._target, next_chunk, params)
+                return await upsert_overlapped(conn, self._target, next_chunk, params, unread)
             except psycopg.errors.LockNotAvailable as exc:
-                # The transaction is aborted: nothing can ask which rows.
-                raise lock_timeout_error("inform", [], self._c.lock_timeout) from exc
+                raise await self._lock_timeout(conn, unread, ends=True) from exc
 
         async with tx.lock:
             return await self._c.call(overlapped, what="inform")
@@ -244,18 +244,28 @@ class PostgresQueue:
         plan: Plan[list[InformResult[Any]]],
         *,
         own: bool = False,
+        ends: bool = False,
     ) -> list[InformResult[Any]]:
         """Run the upsert ``plan`` of ``items`` (in a transaction of its own
         with ``own``); a lock held past the lock timeout fails it with the
-        held rows named."""
+        held rows named (see :meth:`_lock_timeout` for ``ends``)."""
         try:
             if own:
                 return await in_transaction_async(conn, plan)
             return await run_async(conn, plan)
         except psycopg.errors.LockNotAvailable as exc:
-            raise lock_timeout_error(
-                "inform", await self._held(conn, items), self._c.lock_timeout
-            ) from exc
+            raise await self._lock_timeout(conn, items, ends=ends) from exc
+
+    async def _lock_timeout(
+        self, conn: Conn, items: Sequence[PreparedObject], *, ends: bool
+    ) -> LockTimeoutError:
+        """The error of an inform of ``items`` given up on a held row.
+        ``ends``: the transaction it aborted runs nothing but the client's
+        informs, so it ends here, and the rows held can be asked for
+        (ending it again later does nothing)."""
+        if ends:
+            await conn.rollback()
+        return lock_timeout_error("inform", await self._held(conn, items), self._c.lock_timeout)
 
     async def upsert_quiet(self, items: Sequence[PreparedObject], params: UpsertParams) -> None:
         unique = dedupe(items)
@@ -402,23 +412,21 @@ class PostgresQueue:
         # the pool's sessions do for our own statements: lock waits without
         # the pool's bound (informs in it scope that bound to themselves),
         # times in the database's zone (SESSION_SETTINGS).
-        begin: list[sql.Composable] = [sql.SQL("begin")]
-        if informs_only:
-            # Bounded throughout, as each inform would bound itself; the
-            # pool's sessions already are, unless they hold no state.
-            if self._bounds_informs and not self._c.session_state:
-                begin.append(
-                    sql.SQL("set local lock_timeout = {}").format(
-                        sql.Literal(lock_timeout_ms(self._c.lock_timeout))
-                    )
-                )
-        else:
-            if self._c.session_state:
-                begin.append(sql.SQL("set local timezone to default"))
-            if self._bounds_informs:
-                begin.append(sql.SQL("set local lock_timeout to default"))
+        begin = "begin"
+        if self._c.session_state:
+            begin += "; set local timezone to default"
+        if self._bounds_informs:
+            begin += "; set local lock_timeout to default"
+
+        async def open_transaction() -> None:
+            if informs_only:
+                # Only informs run in it: bounded as the pool's own calls.
+                await self._c.begin_as_pool(conn)
+            else:
+                await conn.execute(begin)
+
         try:
-            await self._c.call(lambda: conn.execute(sql.SQL("; ").join(begin)), what="begin")
+            await self._c.call(open_transaction, what="begin")
         except BaseException:
             with trio.CancelScope(shield=True):
                 await self._c.call(lambda: pool.putconn(conn), what="returning a connection")
@@ -428,7 +436,9 @@ class PostgresQueue:
             try:
                 yield tx
             except BaseException:
-                with trio.CancelScope(shield=True):
+                # What ended the block is what the caller hears of; a
+                # connection too broken to roll back is closed by the pool.
+                with trio.CancelScope(shield=True), contextlib.suppress(StoreError):
                     await self._c.call(conn.rollback, what="rollback")
                 raise
             await self._c.call(conn.commit, what="commit")

@@ -441,9 +441,12 @@ async def upsert_overlapped(
     target: Target,
     next_chunk: Callable[[], Awaitable[list[PreparedObject] | None]],
     params: UpsertParams,
+    unread: list[PreparedObject],
 ) -> list[InformResult[Any]]:
     """The upserts of each chunk ``next_chunk()`` gives, in the transaction
     open on ``conn``; results for every chunk's distinct items, in order.
+    ``unread`` is kept as the objects of the statements sent and not yet
+    read (where an error raised comes from).
 
     Pipelined: a chunk's statements go out before the rows of the chunk
     before are read, so the server writes one chunk while the client
@@ -460,6 +463,7 @@ async def upsert_overlapped(
         while True:
             chunk = await next_chunk()
             statements: tuple[Statement, ...] = ()
+            unique: list[PreparedObject] = []
             if chunk is not None:
                 # Built while the server may still write the last chunk.
                 unique = dedupe(chunk)
@@ -477,6 +481,7 @@ async def upsert_overlapped(
             for cur, statement in in_flight:
                 statement.read(await cur.fetchall())
             in_flight = sent
+            unread[:] = unique
             if chunk is None:
                 break
     return await run_async(conn, _unchanged_plan(target, items, written))
