@@ -127,6 +127,14 @@ def lane_settings(name: str, *, async_commit: bool = True) -> list[tuple[str, st
 SESSION_SETTINGS = (("TimeZone", "UTC"),)
 
 
+def returns_rows(cur: psycopg.Cursor[Any] | psycopg.AsyncCursor[Any]) -> bool:
+    """Whether ``cur``'s statement returned rows (zero or more): what
+    ``description is not None`` says, without building a column object per
+    column to say it (a tenth of a single inform's client time)."""
+    result = cur.pgresult
+    return result is not None and (result.nfields > 0 or result.status == pq.ExecStatus.TUPLES_OK)
+
+
 def settings_params(settings: Sequence[tuple[str, str]], *, local: bool) -> dict[str, Any]:
     """The parameters of the ``apply_settings`` query for ``settings``
     (and, with ``local``, of ``begin_with_settings``)."""
@@ -399,7 +407,7 @@ class Connections:
 
         async def run(conn: Conn) -> list[tuple[Any, ...]]:
             cur = await conn.execute(self.queries[query], params, prepare=prepare)
-            return await cur.fetchall() if cur.description is not None else []
+            return await cur.fetchall() if returns_rows(cur) else []
 
         if lane is None:
             return await self.on_pool(run, what)

@@ -33,7 +33,7 @@ from ..params import (
 from ..port import AppConnection, StoreTransaction
 from ..trio_psycopg import TrioConnection, read_notifies
 from .columns import array_or_all, encode_error, row_from_columns
-from .connections import Conn, Connections, idle_and_healthy, store_error
+from .connections import Conn, Connections, idle_and_healthy, returns_rows, store_error
 from .statements import (
     Plan,
     Target,
@@ -68,7 +68,7 @@ class PostgresTransaction:
     ) -> list[tuple[Any, ...]]:
         async def run() -> list[tuple[Any, ...]]:
             cur = await self.conn.execute(query, params)  # pyright: ignore[reportArgumentType]
-            return await cur.fetchall() if cur.description is not None else []
+            return await cur.fetchall() if returns_rows(cur) else []
 
         async with self.lock:
             return await self._connections.call(run, what="transaction statement")

@@ -34,7 +34,7 @@ from .columns import (
     row_from_columns,
     row_from_written,
 )
-from .connections import lock_timeout_ms
+from .connections import lock_timeout_ms, returns_rows
 
 T = TypeVar("T")
 Rows: TypeAlias = list[tuple[Any, ...]]
@@ -145,14 +145,14 @@ def run_sync(conn: psycopg.Connection[Any], plan: Plan[T], own: _Own | None = No
                         conn.execute(_COMMIT)
                 # The last statement's rows come with the pipeline's end.
                 last = cursors[-1]
-                rows = last.fetchall() if last.description is not None else []
+                rows = last.fetchall() if returns_rows(last) else []
                 results.append(statements[-1].read(rows))
             else:
                 if begin:
                     conn.execute(_BEGIN)
                 for cur, statement in zip(cursors, statements, strict=True):
                     cur.execute(statement.query, statement.params)
-                    rows = cur.fetchall() if cur.description is not None else []
+                    rows = cur.fetchall() if returns_rows(cur) else []
                     results.append(statement.read(rows))
                 if commit:
                     conn.execute(_COMMIT)
@@ -203,14 +203,14 @@ async def run_async(
                     if commit:
                         await conn.execute(_COMMIT)
                 last = cursors[-1]
-                rows = await last.fetchall() if last.description is not None else []
+                rows = await last.fetchall() if returns_rows(last) else []
                 results.append(statements[-1].read(rows))
             else:
                 if begin:
                     await conn.execute(_BEGIN)
                 for cur, statement in zip(cursors, statements, strict=True):
                     await cur.execute(statement.query, statement.params)
-                    rows = await cur.fetchall() if cur.description is not None else []
+                    rows = await cur.fetchall() if returns_rows(cur) else []
                     results.append(statement.read(rows))
                 if commit:
                     await conn.execute(_COMMIT)
