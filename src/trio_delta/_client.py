@@ -6,18 +6,12 @@ and runs the engine's services under one nursery.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequence
-from contextlib import (
-    AbstractAsyncContextManager,
-    AbstractContextManager,
-    asynccontextmanager,
-    nullcontext,
-)
+from collections.abc import Iterable, Mapping
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from typing import Any, TypeVar
 
 import trio
 
-from ._coalescer import InformCoalescer
 from ._config import Config, NamespaceConfig, check_name
 from ._engine.context import EngineContext
 from ._engine.events import EventHub, Subscription
@@ -29,26 +23,16 @@ from ._errors import (
     StoreError,
 )
 from ._health import Health
+from ._inform_writer import InformWriter, Transaction
 from ._informing import (
-    STREAM_CHUNK,
-    NextChunk,
-    RepeatedObject,
-    changed_namespaces,
-    distinct_items,
-    inform_counts,
     inform_run_options,
     invalidate_refused,
     object_list,
-    object_types,
     prepare_all_async,
-    results_for,
-    stale_check,
-    with_chunks_prepared,
-    with_metadata,
 )
-from ._objects import PreparedObject, check_kind, prepare_object
-from ._store.params import Change, Pause, ResourceFilter, UpsertParams, check_pause_target
-from ._store.port import AppConnection, StoreTransaction
+from ._objects import check_kind, prepare_object
+from ._store.params import Change, Pause, ResourceFilter, check_pause_target
+from ._store.port import AppConnection
 from ._types import (
     EventCategory,
     InformerState,
@@ -58,31 +42,11 @@ from ._types import (
     ResourceRow,
     ResourceState,
 )
-from ._util import NoPublicConstructor, construct
+from ._util import NoPublicConstructor
 
 __all__ = ["Client", "ClientStats", "Transaction"]
 
 T = TypeVar("T")
-
-
-class Transaction(metaclass=NoPublicConstructor):
-    """A database transaction of the user's; informs made with
-    :meth:`Client.inform_tx` commit or roll back with it. Get one from
-    :meth:`Client.transaction`."""
-
-    def __init__(self, store_tx: StoreTransaction) -> None:
-        self._store_tx = store_tx
-        self._on_commit: list[Callable[[], None]] = []
-        self._closed = False
-
-    async def execute(
-        self, query: str, params: Sequence[Any] | Mapping[str, Any] | None = None
-    ) -> list[tuple[Any, ...]]:
-        """Run ``query`` with bound ``params`` in this transaction; returns
-        its rows (an empty list for statements without any)."""
-        if self._closed:
-            raise ClientClosedError("this transaction is already over")
-        return await self._store_tx.execute(query, params)
 
 
 class Client(metaclass=NoPublicConstructor):
@@ -97,11 +61,8 @@ class Client(metaclass=NoPublicConstructor):
         self._id = ctx.client_id
         self._events = EventHub(ctx.config.event_buffer)
         self._engine = Engine(ctx, namespaces=namespaces, events=self._events)
-        self._coalescer = InformCoalescer(
-            ctx.store.queue,
-            ctx.clock.now,
-            batch_size=ctx.config.batch_size,
-            decode_as=self._decode_as,
+        self._writer = InformWriter(
+            ctx.store, ctx.clock, self._engine, ctx.config, decode_as=self._decode_as
         )
         self._closed = False
 
@@ -180,75 +141,6 @@ class Client(metaclass=NoPublicConstructor):
         reg = self._controllers.get(kind)
         return None if reg is None else reg.object_type
 
-    async def _inform(
-        self, items: list[PreparedObject], tx: Transaction | AppConnection | None
-    ) -> list[InformResult[Any]]:
-        """Upsert ``items`` (in ``tx`` if given) and wake our fetcher for the
-        namespaces that gained work: now, on the commit of a transaction of
-        ours, or through the NOTIFY an application's connection sends when
-        it commits."""
-        # One span per call, named by its first object's kind; the trace
-        # context goes into the resources' metadata, for their work's span.
-        with self._trace_inform(items[0].kind, len(items)) as context:
-            if context:
-                items = with_metadata(items, context)
-            return await self._inform_traced(items, tx)
-
-    def _trace_inform(
-        self, kind: str, count: int
-    ) -> AbstractContextManager[Mapping[str, str] | None]:
-        tracer = self._engine.tracer
-        return nullcontext(None) if tracer is None else tracer.trace_inform(kind, count)
-
-    async def _inform_traced(
-        self,
-        items: list[PreparedObject],
-        tx: Transaction | AppConnection | None,
-    ) -> list[InformResult[Any]]:
-        store_tx: StoreTransaction | AppConnection | None = tx
-        if isinstance(tx, Transaction):
-            if tx._closed:  # pyright: ignore[reportPrivateUsage]
-                raise ClientClosedError("this transaction is already over")
-            store_tx = tx._store_tx  # pyright: ignore[reportPrivateUsage]
-        if tx is None and len(items) == 1:
-            # Concurrent single informs share statements.
-            results = [await self._coalescer.upsert(items[0])]
-        else:
-            is_stale = stale_check(object_types(items), self._decode_as)
-            results = await self._store.queue.upsert(
-                items, UpsertParams(self._clock.now(), is_stale=is_stale), store_tx
-            )
-        self._informed(items, results, tx)
-        return results_for(items, results, self._decode_as)
-
-    def _informed(
-        self,
-        items: Sequence[PreparedObject],
-        results: Sequence[InformResult[Any]],
-        tx: Transaction | AppConnection | None,
-    ) -> None:
-        """Count what an inform wrote, and wake our fetcher for the
-        namespaces that gained work (now, or when ``tx`` commits)."""
-        distinct = distinct_items(items, results)
-        namespaces = changed_namespaces(distinct, results)
-        observer = self._engine.observer
-        if observer is not None:
-            # Counted when written: in a transaction that is later rolled
-            # back, too (its commit is the application's, and unseen here).
-            for (kind, name), count in inform_counts(distinct, results).items():
-                observer.informed(kind, name, count)
-        if namespaces:
-            engine = self._engine
-
-            def wake() -> None:
-                for namespace in namespaces:
-                    engine.wake(namespace)
-
-            if tx is None:
-                wake()
-            elif isinstance(tx, Transaction):
-                tx._on_commit.append(wake)  # pyright: ignore[reportPrivateUsage]
-
     async def inform(self, obj: T, opts: InformOpts | None = None) -> InformResult[T]:
         """Store ``obj`` as a resource and schedule it to be worked.
 
@@ -262,7 +154,7 @@ class Client(metaclass=NoPublicConstructor):
         """
         self._check_open()
         item = prepare_object(obj, opts, default_max_attempts=self._config.max_attempts)
-        (result,) = await self._inform([item], None)
+        (result,) = await self._writer.write([item], None)
         return result
 
     async def inform_tx(
@@ -279,7 +171,7 @@ class Client(metaclass=NoPublicConstructor):
         """
         self._check_open()
         item = prepare_object(obj, opts, default_max_attempts=self._config.max_attempts)
-        (result,) = await self._inform([item], tx)
+        (result,) = await self._writer.write([item], tx)
         return result
 
     async def inform_many(
@@ -296,56 +188,7 @@ class Client(metaclass=NoPublicConstructor):
         time while the next are checked and encoded.
         """
         self._check_open()
-        objs = object_list(objs)
-        if len(objs) <= STREAM_CHUNK:
-            items = await prepare_all_async(
-                objs, opts, default_max_attempts=self._config.max_attempts
-            )
-            return await self._inform(items, None) if items else []
-        first: type[Any] = objs[0].__class__
-        with self._trace_inform(str(getattr(first, "kind", "")), len(objs)) as context:
-            try:
-                return await self._inform_streamed(objs, opts, context)
-            except RepeatedObject:
-                pass  # rolled back: written at once below, each object once
-            items = await prepare_all_async(
-                objs, opts, default_max_attempts=self._config.max_attempts
-            )
-            return await self._inform_traced(
-                with_metadata(items, context) if context else items, None
-            )
-
-    async def _inform_streamed(
-        self, objs: list[Any], opts: InformOpts | None, context: Mapping[str, str] | None
-    ) -> list[InformResult[Any]]:
-        """:meth:`inform_many` in a transaction of its own, a chunk at a
-        time, each written while the next is prepared; raises (rolled back)
-        :class:`RepeatedObject` if an object repeats one of an earlier
-        chunk. ``context``: metadata to add (a trace context)."""
-        types: set[type[Any]] = {o.__class__ for o in objs}
-        # One time for every chunk, as for one statement.
-        params = UpsertParams(self._clock.now(), is_stale=stale_check(types, self._decode_as))
-        items: list[PreparedObject] = []
-        async with self._transaction(informs_only=True) as tx:
-            store_tx = tx._store_tx  # pyright: ignore[reportPrivateUsage]
-
-            async def upsert(next_chunk: NextChunk) -> list[InformResult[Any]]:
-                async def each() -> list[PreparedObject] | None:
-                    chunk = await next_chunk()
-                    if chunk is not None:
-                        if context:
-                            chunk = with_metadata(chunk, context)
-                        items.extend(chunk)
-                    return chunk
-
-                return await self._store.queue.upsert_chunks(each, params, store_tx)
-
-            results = await with_chunks_prepared(
-                objs, opts, upsert, default_max_attempts=self._config.max_attempts
-            )
-        # Committed: counted, and the workers woken, only now.
-        self._informed(items, results, None)
-        return results_for(items, results, self._decode_as)
+        return await self._writer.write_many(object_list(objs), opts)
 
     async def inform_many_tx(
         self, tx: Transaction | AppConnection, objs: Iterable[Any], opts: InformOpts | None = None
@@ -353,26 +196,13 @@ class Client(metaclass=NoPublicConstructor):
         """:meth:`inform_many` inside the transaction ``tx`` (as :meth:`inform_tx`)."""
         self._check_open()
         items = await prepare_all_async(objs, opts, default_max_attempts=self._config.max_attempts)
-        return await self._inform(items, tx) if items else []
+        return await self._writer.write(items, tx) if items else []
 
     def transaction(self) -> AbstractAsyncContextManager[Transaction]:
         """A transaction for the user's SQL and :meth:`inform_tx`; commits when
         the block exits normally, rolls back when it raises."""
-        return self._transaction()
-
-    @asynccontextmanager
-    async def _transaction(
-        self, *, informs_only: bool = False
-    ) -> AsyncGenerator[Transaction, None]:
         self._check_open()
-        async with self._store.queue.transaction(informs_only=informs_only) as store_tx:
-            tx = construct(Transaction, store_tx)
-            try:
-                yield tx
-            finally:
-                tx._closed = True  # pyright: ignore[reportPrivateUsage]
-        for callback in tx._on_commit:  # pyright: ignore[reportPrivateUsage]
-            callback()
+        return self._writer.transaction()
 
     async def schedule_inform(
         self,

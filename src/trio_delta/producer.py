@@ -50,16 +50,8 @@ from ._store.dsn import redact
 from ._store.params import Change, ResourceFilter, UpsertParams, dedupe
 from ._store.postgres.columns import row_from_columns
 from ._store.postgres.connections import notify_channel
-from ._store.postgres.statements import (
-    Plan,
-    Statement,
-    Target,
-    change_plan,
-    in_transaction_async,
-    in_transaction_sync,
-    request_inform_plan,
-    upsert_plan,
-)
+from ._store.postgres.runners import Plan, Statement, in_transaction_async, in_transaction_sync
+from ._store.postgres.statements import Target, change_plan, request_inform_plan, upsert_plan
 from ._store.queries import Queries
 from ._types import InformOptions, InformOpts, InformResult, ResourceRow
 from ._util import fixup_module_metadata

@@ -26,7 +26,7 @@ async def test_a_hundred_concurrent_informs_take_a_few_statements(
         async with trio.open_nursery() as nursery:
             for i in range(100):
                 nursery.start_soon(inform, i)
-        coalescer = t.client._coalescer  # pyright: ignore[reportPrivateUsage]
+        coalescer = t.client._writer.coalescer  # pyright: ignore[reportPrivateUsage]
         # The first call goes alone; the rest waited together behind it.
         assert coalescer.statements <= 3
         assert sorted(results) == sorted(f"n{i}" for i in range(100))

@@ -11,7 +11,7 @@ import dataclasses
 import enum
 import math
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -19,7 +19,7 @@ from typing import Any
 from .._config import check_name
 from .._errors import ConfigError, LockTimeoutError
 from .._objects import PreparedObject, check_kind
-from .._types import AttemptError, InformerState, ResourceRow, ResourceState
+from .._types import AttemptError, InformerState, InformResult, ResourceRow, ResourceState
 
 #: Most errors kept per resource; older ones are dropped first.
 MAX_ERRORS = 20
@@ -34,6 +34,19 @@ def dedupe(items: Sequence[PreparedObject]) -> list[PreparedObject]:
     for item in items:
         latest[(item.kind, item.object_id)] = item
     return list(latest.values())
+
+
+async def upsert_one_by_one(
+    upsert: Callable[[list[PreparedObject], UpsertParams, Any], Awaitable[list[InformResult[Any]]]],
+    next_chunk: Callable[[], Awaitable[list[PreparedObject] | None]],
+    params: UpsertParams,
+    tx: Any,
+) -> list[InformResult[Any]]:
+    """``upsert_chunks`` as a store's ``upsert`` of each chunk in turn."""
+    results: list[InformResult[Any]] = []
+    while (chunk := await next_chunk()) is not None:
+        results += await upsert(chunk, params, tx)
+    return results
 
 
 def lock_timeout_error(

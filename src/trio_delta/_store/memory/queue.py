@@ -32,6 +32,7 @@ from ..params import (
     claim_order,
     dedupe,
     rate_limited,
+    upsert_one_by_one,
 )
 from ..port import AppConnection, StoreTransaction
 from .tables import Key, MemoryListener, MemoryTransaction, StoredRow, Tables, with_error
@@ -318,10 +319,7 @@ class MemoryQueue:
         params: UpsertParams,
         tx: StoreTransaction,
     ) -> list[InformResult[Any]]:
-        results: list[InformResult[Any]] = []
-        while (chunk := await next_chunk()) is not None:
-            results += await self.upsert(chunk, params, tx)
-        return results
+        return await upsert_one_by_one(self.upsert, next_chunk, params, tx)
 
     async def upsert_quiet(self, items: Sequence[PreparedObject], params: UpsertParams) -> None:
         await self.upsert(items, params)

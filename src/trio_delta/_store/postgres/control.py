@@ -20,7 +20,8 @@ from ..params import (
     RescueParams,
 )
 from .connections import Conn, Connections
-from .statements import Target, request_inform_plan, run_async
+from .runners import run_async
+from .statements import Target, request_inform_plan
 
 
 def _controller(row: Sequence[Any]) -> ControllerState:

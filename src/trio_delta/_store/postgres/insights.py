@@ -10,7 +10,8 @@ from ..._types import ResourceRow, ResourceState
 from ..params import Activity, Change, ResourceFilter, StateCount
 from .columns import row_from_columns
 from .connections import Conn, Connections
-from .statements import Target, change_plan, filter_params, run_async
+from .runners import run_async
+from .statements import Target, change_plan, filter_params
 
 
 class PostgresInsights:

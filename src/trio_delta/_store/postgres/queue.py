@@ -29,18 +29,16 @@ from ..params import (
     dedupe,
     lock_timeout_error,
     rate_limited,
+    upsert_one_by_one,
 )
 from ..port import AppConnection, StoreTransaction
 from ..trio_psycopg import TrioConnection, read_notifies
 from .columns import array_or_all, encode_error, row_from_columns
 from .connections import Conn, Connections, idle_and_healthy, returns_rows, store_error
+from .runners import Plan, in_transaction_async, in_transaction_sync, run_async
 from .statements import (
-    Plan,
     Target,
     bounded,
-    in_transaction_async,
-    in_transaction_sync,
-    run_async,
     upsert_batches,
     upsert_overlapped,
     upsert_plan,
@@ -177,10 +175,7 @@ class PostgresQueue:
         ):
             # A stale check reads before it writes, leaving nothing to
             # overlap; across trio-asyncio's bridge nothing awaits Trio.
-            results: list[InformResult[Any]] = []
-            while (chunk := await next_chunk()) is not None:
-                results += await self.upsert(chunk, params, tx)
-            return results
+            return await upsert_one_by_one(self.upsert, next_chunk, params, tx)
         conn = tx.conn
         unread: list[PreparedObject] = []
 
