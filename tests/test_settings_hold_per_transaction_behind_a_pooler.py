@@ -78,7 +78,7 @@ async def test_the_lock_timeout_bounds_a_big_inform_many_through_the_pooler(
                 f"select 1 from {config.schema}.resources where object_id = %s for update", (held,)
             )
             start = time.monotonic()
-            with pytest.raises(delta.LockTimeoutError) as caught:
+            with trio.fail_after(10), pytest.raises(delta.LockTimeoutError) as caught:
                 await client.inform_many([obj(i) for i in range(count)])
             waited = time.monotonic() - start
     assert caught.value.object_id == held

@@ -6,8 +6,8 @@ and runs the engine's services under one nursery.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from contextlib import AbstractAsyncContextManager, AbstractContextManager
+from collections.abc import AsyncGenerator, Iterable, Mapping
+from contextlib import AbstractContextManager, asynccontextmanager
 from typing import Any, TypeVar
 
 import trio
@@ -184,8 +184,8 @@ class Client(metaclass=NoPublicConstructor):
         One invalid object rejects them all, writing nothing:
         :class:`ObjectError` names it by position (``error.index``).
 
-        More objects than one statement takes are written a statement at a
-        time while the next are checked and encoded.
+        More than 2,000 objects are written 2,000 at a time while the next
+        are checked and encoded (still one transaction).
         """
         self._check_open()
         return await self._writer.write_many(object_list(objs), opts)
@@ -198,11 +198,13 @@ class Client(metaclass=NoPublicConstructor):
         items = await prepare_all_async(objs, opts, default_max_attempts=self._config.max_attempts)
         return await self._writer.write(items, tx) if items else []
 
-    def transaction(self) -> AbstractAsyncContextManager[Transaction]:
+    @asynccontextmanager
+    async def transaction(self) -> AsyncGenerator[Transaction, None]:
         """A transaction for the user's SQL and :meth:`inform_tx`; commits when
         the block exits normally, rolls back when it raises."""
         self._check_open()
-        return self._writer.transaction()
+        async with self._writer.transaction() as tx:
+            yield tx
 
     async def schedule_inform(
         self,

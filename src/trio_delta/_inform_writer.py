@@ -1,7 +1,7 @@
 """How a client's informs are written: one object (sharing statements with
 concurrent calls), a batch, or a bulk inform in chunks written while the
 next are prepared; each counted, traced, and waking the client's own
-fetcher once it is committed.
+fetcher (at once, or when the transaction it was written in commits).
 
 The client checks what it is given and calls in here; what is valid, what
 is stale and what a result holds are :mod:`._informing`'s, as for every

@@ -152,8 +152,10 @@ async def with_chunks_prepared(
             used.append(await use(next_chunk))
             nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:
-        # One call: what it raised, as itself (a cancel reaches both tasks).
-        raise single_exception(group) from None
+        # One call: what it raised, as itself (a cancel reaches both tasks),
+        # with the cause it had (a StoreError's driver error, say).
+        error = single_exception(group)
+        raise error from error.__cause__
     return used[0]
 
 

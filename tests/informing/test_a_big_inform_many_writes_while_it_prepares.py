@@ -17,6 +17,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
+from psycopg.conninfo import make_conninfo
 
 import trio_delta as delta
 from trio_delta._informing import STREAM_CHUNK
@@ -269,3 +270,22 @@ async def test_counts_and_the_span_tell_of_what_was_committed(
     assert sql(pg_dsn, f"select count(*) from {schema}.resources where object_id like 'm%'") == [
         (0,)
     ]
+
+
+async def test_text_arrives_intact_on_a_session_that_is_not_utf8(
+    pg_dsn: str, schema: str, config: delta.Config
+) -> None:
+    # The client's own connections may be opened with another client
+    # encoding (the DSN's); the ids and objects still arrive as given.
+    latin1 = make_conninfo(pg_dsn, client_encoding="latin1")
+    objs = [Note(f"café-{i}", "naïve") for i in range(COUNT)]
+    async with delta.open_delta_client(
+        latin1, controllers_for(NoteController()), config=config
+    ) as c:
+        results = await c.inform_many(objs)
+        assert [r.resource.object_id for r in results] == [o.key for o in objs]
+    assert sql(
+        pg_dsn,
+        f"select count(*) from {schema}.resources"
+        " where object_id like 'café-%%' and object->>'text' = 'naïve'",
+    ) == [(COUNT,)]

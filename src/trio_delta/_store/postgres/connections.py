@@ -29,6 +29,7 @@ from .._bridge import (
 from ..dsn import describe_dsn, redact
 from ..queries import Queries
 from .columns import load_json
+from .runners import returns_rows
 
 log = get_logger("trio_delta.store")
 R = TypeVar("R")
@@ -125,14 +126,6 @@ def lane_settings(name: str, *, async_commit: bool = True) -> list[tuple[str, st
 #: call without settings into three round trips. The instants are the same
 #: in any zone; none of trio_delta's statements depend on the zone.
 SESSION_SETTINGS = (("TimeZone", "UTC"),)
-
-
-def returns_rows(cur: psycopg.Cursor[Any] | psycopg.AsyncCursor[Any]) -> bool:
-    """Whether ``cur``'s statement returned rows (zero or more): what
-    ``description is not None`` says, without building a column object per
-    column to say it (a tenth of a single inform's client time)."""
-    result = cur.pgresult
-    return result is not None and (result.nfields > 0 or result.status == pq.ExecStatus.TUPLES_OK)
 
 
 def settings_params(settings: Sequence[tuple[str, str]], *, local: bool) -> dict[str, Any]:

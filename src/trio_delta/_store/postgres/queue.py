@@ -14,6 +14,7 @@ import trio
 from psycopg import sql
 
 from ..._errors import ConfigError, LockTimeoutError, StoreError
+from ..._logs import get_logger
 from ..._objects import PreparedObject
 from ..._types import InformResult, Resource, ResourceState
 from ..params import (
@@ -34,8 +35,8 @@ from ..params import (
 from ..port import AppConnection, StoreTransaction
 from ..trio_psycopg import TrioConnection, read_notifies
 from .columns import array_or_all, encode_error, row_from_columns
-from .connections import Conn, Connections, idle_and_healthy, returns_rows, store_error
-from .runners import Plan, in_transaction_async, in_transaction_sync, run_async
+from .connections import Conn, Connections, idle_and_healthy, store_error
+from .runners import Plan, in_transaction_async, in_transaction_sync, returns_rows, run_async
 from .statements import (
     Target,
     bounded,
@@ -44,6 +45,8 @@ from .statements import (
     upsert_plan,
     upsert_quiet_plan,
 )
+
+log = get_logger("trio_delta.store")
 
 #: The server version that has ``idle_session_timeout`` (Postgres 14).
 IDLE_SESSION_TIMEOUT_SINCE = 140000
@@ -258,9 +261,14 @@ class PostgresQueue:
         ``ends``: the transaction it aborted runs nothing but the client's
         informs, so it ends here, and the rows held can be asked for
         (ending it again later does nothing)."""
-        if ends:
-            await conn.rollback()
-        return lock_timeout_error("inform", await self._held(conn, items), self._c.lock_timeout)
+        held: list[tuple[str, str]] = []
+        try:
+            if ends:
+                await conn.rollback()
+            held = await self._held(conn, items)
+        except (psycopg.Error, OSError) as exc:
+            log.warning("could not ask which rows an inform waited for: %s", exc)
+        return lock_timeout_error("inform", held, self._c.lock_timeout)
 
     async def upsert_quiet(self, items: Sequence[PreparedObject], params: UpsertParams) -> None:
         unique = dedupe(items)
@@ -433,8 +441,11 @@ class PostgresQueue:
             except BaseException:
                 # What ended the block is what the caller hears of; a
                 # connection too broken to roll back is closed by the pool.
-                with trio.CancelScope(shield=True), contextlib.suppress(StoreError):
-                    await self._c.call(conn.rollback, what="rollback")
+                with trio.CancelScope(shield=True):
+                    try:
+                        await self._c.call(conn.rollback, what="rollback")
+                    except StoreError as exc:
+                        log.warning("%s (the connection is dropped)", exc)
                 raise
             await self._c.call(conn.commit, what="commit")
         finally:

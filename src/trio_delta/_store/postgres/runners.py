@@ -19,10 +19,16 @@ import psycopg
 from psycopg import pq, sql
 from psycopg.rows import tuple_row
 
-from .connections import returns_rows
-
 T = TypeVar("T")
 Rows: TypeAlias = list[tuple[Any, ...]]
+
+
+def returns_rows(cur: psycopg.Cursor[Any] | psycopg.AsyncCursor[Any]) -> bool:
+    """Whether ``cur``'s statement returned rows (zero or more): what
+    ``description is not None`` says, without building a column object per
+    column to say it (a tenth of a single inform's client time)."""
+    result = cur.pgresult
+    return result is not None and (result.nfields > 0 or result.status == pq.ExecStatus.TUPLES_OK)
 
 
 def rows_as_they_are(rows: Rows) -> Rows:

@@ -226,8 +226,8 @@ async def upsert_overlapped(
 ) -> list[InformResult[Any]]:
     """The upserts of each chunk ``next_chunk()`` gives, in the transaction
     open on ``conn``; results for every chunk's distinct items, in order.
-    ``unread`` is kept as the objects of the statements sent and not yet
-    read (where an error raised comes from).
+    ``unread`` is kept as the objects whose statements an error raised
+    now would come from (sent, and not yet answered).
 
     Pipelined: a chunk's statements go out before the rows of the chunk
     before are read, so the server writes one chunk while the client
@@ -235,7 +235,10 @@ async def upsert_overlapped(
     object may be in two chunks; without a stale check (nothing is read
     before writing)."""
     binary = binary_rows(conn)
-    can_send_packed(conn)
+    # Packed arrays hold UTF-8, which only a UTF-8 session reads as such.
+    packed = conn.info.encoding == "utf-8"
+    if packed:
+        can_send_packed(conn)
     written: Written = {}
     reader = _reader(written)
     items: list[PreparedObject] = []
@@ -249,11 +252,12 @@ async def upsert_overlapped(
                 # Built while the server may still write the last chunk.
                 unique = dedupe(chunk)
                 items += unique
-                statements = _upserts(target, "upsert", unique, params, reader, packed=True)
+                statements = _upserts(target, "upsert", unique, params, reader, packed=packed)
             if in_flight:
                 # psycopg's fetch would wait for every statement sent; a
                 # sync now waits for the last chunk's only.
                 await pipeline.sync()
+            unread[:] = unique
             sent: list[tuple[psycopg.AsyncCursor[Any], Statement]] = []
             for statement in statements:
                 cur = conn.cursor(row_factory=tuple_row, binary=binary)
@@ -262,7 +266,6 @@ async def upsert_overlapped(
             for cur, statement in in_flight:
                 statement.read(await cur.fetchall())
             in_flight = sent
-            unread[:] = unique
             if chunk is None:
                 break
     return await run_async(conn, _unchanged_plan(target, items, written))
