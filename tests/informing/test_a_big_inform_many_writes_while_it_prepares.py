@@ -284,8 +284,12 @@ async def test_text_arrives_intact_on_a_session_that_is_not_utf8(
     ) as c:
         results = await c.inform_many(objs)
         assert [r.resource.object_id for r in results] == [o.key for o in objs]
+        # One object, and a batch of one statement: the pool's path.
+        assert (await c.inform(Note("élan", "naïve"))).resource.object_id == "élan"
+        small = await c.inform_many([Note(f"où-{i}", "naïve") for i in range(3)])
+        assert [r.resource.object_id for r in small] == ["où-0", "où-1", "où-2"]
     assert sql(
         pg_dsn,
-        f"select count(*) from {schema}.resources"
-        " where object_id like 'café-%%' and object->>'text' = 'naïve'",
-    ) == [(COUNT,)]
+        f"select count(*) from {schema}.resources where object->>'text' = 'naïve'"
+        " and (object_id like 'café-%%' or object_id like 'où-%%' or object_id = 'élan')",
+    ) == [(COUNT + 4,)]

@@ -191,6 +191,13 @@ def pack_bytea_array(values: Sequence[bytes]) -> PackedByteaArray:
 
 
 def can_send_packed(conn: psycopg.AsyncConnection[Any] | psycopg.Connection[Any]) -> None:
-    """Teach ``conn`` (one of the store's own) to send packed arrays."""
+    """Teach ``conn`` (one of the store's own, when it is set up) to send
+    packed arrays."""
     conn.adapters.register_dumper(PackedTextArray, _PackedTextArrayDumper)
     conn.adapters.register_dumper(PackedByteaArray, _PackedByteaArrayDumper)
+
+
+def sends_packed(conn: psycopg.AsyncConnection[Any] | psycopg.Connection[Any]) -> bool:
+    """Whether ``conn``, one of the store's own, sends packed arrays: they
+    hold UTF-8, which only a UTF-8 session reads as such."""
+    return conn.info.encoding == "utf-8"

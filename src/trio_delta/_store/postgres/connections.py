@@ -28,7 +28,7 @@ from .._bridge import (
 )
 from ..dsn import describe_dsn, redact
 from ..queries import Queries
-from .columns import load_json
+from .columns import can_send_packed, load_json
 from .runners import returns_rows
 
 log = get_logger("trio_delta.store")
@@ -344,6 +344,7 @@ class Connections:
     async def _set_up(self, conn: Conn, settings: list[tuple[str, str]]) -> None:
         """A new connection's session: its settings, once; or, without
         session state, nothing set and nothing ever prepared."""
+        can_send_packed(conn)
         if not self.session_state:
             conn.prepare_threshold = None
         else:

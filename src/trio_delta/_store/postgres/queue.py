@@ -34,7 +34,7 @@ from ..params import (
 )
 from ..port import AppConnection, StoreTransaction
 from ..trio_psycopg import TrioConnection, read_notifies
-from .columns import array_or_all, encode_error, row_from_columns
+from .columns import array_or_all, encode_error, row_from_columns, sends_packed
 from .connections import Conn, Connections, idle_and_healthy, store_error
 from .runners import Plan, in_transaction_async, in_transaction_sync, returns_rows, run_async
 from .statements import (
@@ -144,7 +144,7 @@ class PostgresQueue:
             one_statement = params.is_stale is None and len(upsert_batches(unique)) == 1
 
             async def in_transaction(conn: Conn) -> list[InformResult[Any]]:
-                plan = upsert_plan(self._target, unique, params)
+                plan = upsert_plan(self._target, unique, params, packed=sends_packed(conn))
                 return await self._bounded(conn, unique, plan, own=not one_statement)
 
             return await self._c.on_pool(in_transaction, "inform")
@@ -152,8 +152,8 @@ class PostgresQueue:
             conn = tx.conn
 
             plan = (
-                upsert_plan(self._target, unique, params)
-                if tx.bounded
+                upsert_plan(self._target, unique, params, packed=sends_packed(conn))
+                if tx.bounded  # ours alone, as a pool connection's call is
                 else self._plan(unique, params)
             )
 
@@ -277,7 +277,8 @@ class PostgresQueue:
 
         async def in_transaction(conn: Conn) -> None:
             try:
-                await in_transaction_async(conn, upsert_quiet_plan(self._target, unique, params))
+                plan = upsert_quiet_plan(self._target, unique, params, packed=sends_packed(conn))
+                await in_transaction_async(conn, plan)
             except psycopg.errors.LockNotAvailable as exc:
                 # Rolled back: the lane may ask which rows were held.
                 raise lock_timeout_error(

@@ -24,11 +24,11 @@ from ..params import Change, ResourceFilter, UpsertParams, dedupe
 from ..queries import Queries
 from .columns import (
     array_or_all,
-    can_send_packed,
     pack_bytea_array,
     pack_text_array,
     row_from_columns,
     row_from_written,
+    sends_packed,
 )
 from .connections import lock_timeout_ms
 from .runners import Plan, Rows, Statement, binary_rows, rows_as_they_are, run_async
@@ -57,7 +57,8 @@ def upsert_params(
     packed: bool = False,
 ) -> dict[str, Any]:
     """The upsert's parameters for ``items``; ``packed``: their ids,
-    objects and hashes as packed arrays (see :func:`can_send_packed`)."""
+    objects and hashes as packed arrays, for a store connection that
+    :func:`~.columns.sends_packed`."""
     params: dict[str, Any] = {
         "object_id": pack_text_array([i.object_id.encode() for i in items])
         if packed
@@ -123,12 +124,15 @@ def fresh_plan(
 
 
 def upsert_quiet_plan(
-    target: Target, items: list[PreparedObject], params: UpsertParams
+    target: Target, items: list[PreparedObject], params: UpsertParams, *, packed: bool = False
 ) -> Plan[None]:
-    """Write ``items`` and read nothing back (informer batches)."""
+    """Write ``items`` and read nothing back (informer batches); ``packed``
+    as :func:`upsert_params`."""
     to_write, _ = yield from fresh_plan(target, items, params)
     if to_write:
-        yield _upserts(target, "upsert_quiet", to_write, params, lambda batch: rows_as_they_are)
+        yield _upserts(
+            target, "upsert_quiet", to_write, params, lambda batch: rows_as_they_are, packed=packed
+        )
 
 
 def _upserts(
@@ -165,16 +169,16 @@ UPSERT_CHUNK = 5000
 
 
 def upsert_plan(
-    target: Target, items: list[PreparedObject], params: UpsertParams
+    target: Target, items: list[PreparedObject], params: UpsertParams, *, packed: bool = False
 ) -> Plan[list[InformResult[Any]]]:
     """Write ``items`` (unique by kind and id); one result per item, in order.
     Objects older than the stored ones (see :func:`fresh_plan`) are reported
     unchanged. A bulk inform runs one statement per :data:`UPSERT_CHUNK`
-    objects, pipelined."""
+    objects, pipelined. ``packed`` as :func:`upsert_params`."""
     to_write, stored = yield from fresh_plan(target, items, params)
     written: Written = {}
     if to_write:
-        yield _upserts(target, "upsert", to_write, params, _reader(written))
+        yield _upserts(target, "upsert", to_write, params, _reader(written), packed=packed)
     for key, row in stored.items():
         if key not in written:
             written[key] = InformResult(row, True, False)
@@ -235,10 +239,7 @@ async def upsert_overlapped(
     object may be in two chunks; without a stale check (nothing is read
     before writing)."""
     binary = binary_rows(conn)
-    # Packed arrays hold UTF-8, which only a UTF-8 session reads as such.
-    packed = conn.info.encoding == "utf-8"
-    if packed:
-        can_send_packed(conn)
+    packed = sends_packed(conn)
     written: Written = {}
     reader = _reader(written)
     items: list[PreparedObject] = []
