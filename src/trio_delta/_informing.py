@@ -45,12 +45,12 @@ def object_types(items: Iterable[PreparedObject]) -> set[type[Any]]:
     return {_type_of(item) for item in items}
 
 
-#: Objects a bulk inform prepares between two looks at the event loop: a
-#: couple of milliseconds' work, so that a task waiting meanwhile (the
-#: writer of :func:`prepared_chunks`, whose rows have come) resumes soon.
+#: Objects a bulk inform prepares between two looks at the event loop: well
+#: under a millisecond's work, so that a task waiting meanwhile (the writer
+#: of :func:`with_chunks_prepared`, whose rows have come) resumes soon.
 PREPARE_STEP = 100
 
-#: Objects per chunk of :func:`prepared_chunks`: a statement's worth.
+#: Objects per chunk of :func:`with_chunks_prepared`: a statement's worth.
 STREAM_CHUNK = 2000
 
 
@@ -109,7 +109,7 @@ def object_list(objs: Iterable[Any]) -> list[Any]:
 
 
 class RepeatedObject(Exception):
-    """An object of :func:`prepared_chunks` that repeats one of an earlier
+    """An object of :func:`with_chunks_prepared` that repeats one of an earlier
     chunk: the chunks cannot be written one by one (an object given twice
     is written once, as its last version)."""
 
