@@ -55,12 +55,13 @@ IDLE_SESSION_TIMEOUT_SINCE = 140000
 class PostgresTransaction:
     """A user transaction on a pooled connection (see ``Client.transaction``)."""
 
-    def __init__(self, connections: Connections, conn: Conn, *, bounded: bool) -> None:
+    def __init__(self, connections: Connections, conn: Conn, *, informs_only: bool) -> None:
         self._connections = connections
         self.conn = conn
-        #: Lock waits are bounded for the whole transaction, as in the
-        #: pool's sessions (one only the client's informs run in).
-        self.bounded = bounded
+        #: Only the client's own informs run in it (a streamed bulk inform),
+        #: never a user's SQL: bounded throughout like the pool's calls, and
+        #: free to end early when one fails.
+        self.informs_only = informs_only
         # One statement at a time, even if the user shares tx between tasks.
         self.lock = trio.Lock()
 
@@ -153,12 +154,12 @@ class PostgresQueue:
 
             plan = (
                 upsert_plan(self._target, unique, params, packed=sends_packed(conn))
-                if tx.bounded  # ours alone, as a pool connection's call is
+                if tx.informs_only  # ours alone, as a pool connection's call is
                 else self._plan(unique, params)
             )
 
             async def in_users_transaction() -> list[InformResult[Any]]:
-                return await self._bounded(conn, unique, plan, ends=tx.bounded)
+                return await self._bounded(conn, unique, plan, ends=tx.informs_only)
 
             async with tx.lock:
                 return await self._c.call(in_users_transaction, what="inform")
@@ -172,7 +173,7 @@ class PostgresQueue:
     ) -> list[InformResult[Any]]:
         if (
             not isinstance(tx, PostgresTransaction)
-            or not tx.bounded
+            or not tx.informs_only
             or params.is_stale is not None
             or not isinstance(tx.conn, TrioConnection)
         ):
@@ -412,22 +413,22 @@ class PostgresQueue:
     ) -> AsyncGenerator[PostgresTransaction, None]:
         pool = self._c.pool
         conn: Conn = await self._c.call(pool.getconn, what="opening a transaction")
-        # The user's statements run as the database's settings say, not as
-        # the pool's sessions do for our own statements: lock waits without
-        # the pool's bound (informs in it scope that bound to themselves),
-        # times in the database's zone (SESSION_SETTINGS).
-        begin = "begin"
-        if self._c.session_state:
-            begin += "; set local timezone to default"
-        if self._bounds_informs:
-            begin += "; set local lock_timeout to default"
 
         async def open_transaction() -> None:
             if informs_only:
                 # Only informs run in it: bounded as the pool's own calls.
                 await self._c.begin_as_pool(conn)
-            else:
-                await conn.execute(begin)
+                return
+            # The user's statements run as the database's settings say, not
+            # as the pool's sessions do for our own statements: lock waits
+            # without the pool's bound (informs in it scope that bound to
+            # themselves), times in the database's zone (SESSION_SETTINGS).
+            begin = "begin"
+            if self._c.session_state:
+                begin += "; set local timezone to default"
+            if self._bounds_informs:
+                begin += "; set local lock_timeout to default"
+            await conn.execute(begin)
 
         try:
             await self._c.call(open_transaction, what="begin")
@@ -435,7 +436,7 @@ class PostgresQueue:
             with trio.CancelScope(shield=True):
                 await self._c.call(lambda: pool.putconn(conn), what="returning a connection")
             raise
-        tx = PostgresTransaction(self._c, conn, bounded=informs_only)
+        tx = PostgresTransaction(self._c, conn, informs_only=informs_only)
         try:
             try:
                 yield tx
