@@ -97,6 +97,8 @@ class InformWriter:
         namespaces that gained work: now, on the commit of a transaction of
         ours, or through the NOTIFY an application's connection sends when
         it commits."""
+        if self._engine.tracer is None:  # the usual case: no context manager per call
+            return await self._write_traced(items, tx)
         # One span per call, named by its first object's kind; the trace
         # context goes into the resources' metadata, for their work's span.
         with self._trace(items[0].kind, len(items)) as context:
