@@ -131,11 +131,11 @@ def encode_error(error: AttemptError) -> str:
     ).decode()
 
 
-# A bulk inform's three arrays of distinct values (ids, objects, hashes),
+# An upsert's three arrays of distinct values (ids, objects, hashes),
 # encoded by psycopg element by element in Python, were most of the time
-# a statement took to send, with the server idle. Built here in one pass,
-# ready to send, they cost a third as much and can be built while the
-# server still writes the statement before.
+# a bulk inform's statement took to send, with the server idle. Built here
+# in one pass, ready to send, they cost less (a 5,000-element array: 2.9
+# -> 1.75 ms) and can be built while the server writes the statement before.
 
 
 class _PackedArray(bytes):
