@@ -5,12 +5,21 @@ exporter."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
 import trio
+from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import (
+    Decision,
+    Sampler,
+    SamplingResult,
+)
 from opentelemetry.trace import StatusCode
+from opentelemetry.util.types import Attributes
 
 import trio_delta as delta
 from trio_delta.tracing import OpenTelemetryTracing
@@ -122,3 +131,85 @@ async def test_metrics_and_traces_together(pg_dsn: str, config: delta.Config) ->
     works = [s for s in spans if s.name == "trio_delta.work user"]
     assert len(works) == 3
     assert all(w.parent is not None and w.parent.span_id == inform.context.span_id for w in works)  # type: ignore[union-attr]
+
+
+class _SpanNoting(RecordingController):
+    """Notes the span context current in each work, and starts a child
+    span there, as an HTTP client instrumented by OpenTelemetry would."""
+
+    def __init__(self, provider: TracerProvider) -> None:
+        super().__init__()
+        self.contexts: dict[str, trace.SpanContext] = {}
+        self._tracer = provider.get_tracer("work")
+
+    async def work(self, resource: delta.Resource[User]) -> None:
+        self.contexts[resource.object.email] = trace.get_current_span().get_span_context()
+        with self._tracer.start_as_current_span("outgoing call"):
+            await super().work(resource)
+
+
+async def test_the_work_of_an_unsampled_request_makes_no_span_but_keeps_its_trace(
+    pg_dsn: str, config: delta.Config
+) -> None:
+    exporter = InMemorySpanExporter()
+    # Only traces with an even id are sampled: the request's decides for
+    # its inform and the work.
+    sampler = _EvenTraceIds()
+    provider = TracerProvider(sampler=sampler)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    cfg = dataclasses.replace(config, observer=OpenTelemetryTracing(provider))
+    controller = _SpanNoting(provider)
+    app = provider.get_tracer("app")
+    async with delta.open_delta_client(pg_dsn, controllers_for(controller), config=cfg) as client:
+        requests: dict[str, trace.SpanContext] = {}
+        while len(requests) < 2:  # one request of each kind
+            with app.start_as_current_span("request") as request:
+                context = request.get_span_context()
+                email = "sampled@x" if context.trace_flags.sampled else "unsampled@x"
+                if email not in requests:
+                    requests[email] = context
+                    await client.inform(User(email, "n", 1))
+        with trio.fail_after(10):
+            while len(controller.worked) < 2:
+                await trio.sleep(0.02)
+    spans = exporter.get_finished_spans()
+    works = {
+        s.attributes["trio_delta.object_id"]: s for s in spans if s.name == "trio_delta.work user"
+    }  # type: ignore[index]
+    assert set(works) == {"sampled@x"}
+    assert works["sampled@x"].context.trace_id == requests["sampled@x"].trace_id  # type: ignore[union-attr]
+    # The unsampled work ran inside its request's trace, flagged unsampled,
+    # so its own calls were not recorded either (and would tell the next
+    # service not to sample).
+    inside = controller.contexts["unsampled@x"]
+    assert inside.trace_id == requests["unsampled@x"].trace_id
+    assert not inside.trace_flags.sampled
+    # Asked once, for the sampled work: the other made no span to drop.
+    assert sampler.asked.count("trio_delta.work user") == 1
+    outgoing = [s for s in spans if s.name == "outgoing call"]
+    assert [s.context.trace_id for s in outgoing] == [requests["sampled@x"].trace_id]  # type: ignore[union-attr]
+
+
+class _EvenTraceIds(Sampler):
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    def should_sample(
+        self,
+        parent_context: Context | None,
+        trace_id: int,
+        name: str,
+        kind: trace.SpanKind | None = None,
+        attributes: Attributes = None,
+        links: Sequence[trace.Link] | None = None,
+        trace_state: trace.TraceState | None = None,
+    ) -> SamplingResult:
+        self.asked.append(name)
+        parent = trace.get_current_span(parent_context).get_span_context()
+        # As ParentBased would: a parent decides, else the id.
+        sampled = parent.trace_flags.sampled if parent.is_valid else trace_id % 2 == 0
+        decision = Decision.RECORD_AND_SAMPLE if sampled else Decision.DROP
+        return SamplingResult(decision, attributes)  # the span keeps what it was given
+
+    def get_description(self) -> str:
+        return "even trace ids"

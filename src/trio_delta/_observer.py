@@ -13,7 +13,7 @@ from collections.abc import Callable, Generator, Mapping, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Protocol, cast
+from typing import Any, Protocol, TypeAlias, cast
 
 from ._logs import Throttled, get_logger
 
@@ -32,6 +32,9 @@ WORK_OUTCOMES = (
 )
 #: What an inform did to its resource, as :meth:`Observer.informed` names it.
 INFORM_RESULTS = ("new", "changed", "unchanged")
+#: What :meth:`Observer.trace_work` yields: told a work's outcome (as
+#: :meth:`Observer.work_ended` names it) and its exception, if any.
+Finish: TypeAlias = Callable[[str, BaseException | None], None]
 
 
 class RunningClient(Protocol):
@@ -115,7 +118,7 @@ class Observer:
 
     def trace_work(
         self, kind: str, namespace: str, object_id: str, attempt: int, metadata: Mapping[str, Any]
-    ) -> AbstractContextManager[Callable[[str, BaseException | None], None] | None]:
+    ) -> AbstractContextManager[Finish | None]:
         """Wraps one ``work`` call (a span, whose parent the resource's
         ``metadata`` may carry); yields a function told the outcome (as in
         :meth:`work_ended`) and the exception, if any, before the span ends."""
@@ -178,7 +181,7 @@ class Observers(Observer):
     @contextmanager
     def trace_work(
         self, kind: str, namespace: str, object_id: str, attempt: int, metadata: Mapping[str, Any]
-    ) -> Generator[Callable[[str, BaseException | None], None] | None, None, None]:
+    ) -> Generator[Finish | None, None, None]:
         with ExitStack() as stack:
             finishers = [
                 f
@@ -274,26 +277,23 @@ class SafeObserver(Observer):
         except Exception as exc:
             self._failed("census", exc)
 
-    def _guarded(
-        self, hook: str, make: Callable[[], AbstractContextManager[Any]]
-    ) -> AbstractContextManager[Any]:
-        return _Guarded(self, hook, make)
-
     def trace_inform(
         self, kind: str, count: int
     ) -> AbstractContextManager[Mapping[str, str] | None]:
-        return self._guarded("trace_inform", lambda: self.observer.trace_inform(kind, count))
+        return _Guarded(self, "trace_inform", self.observer.trace_inform, (kind, count))
 
     def trace_work(
         self, kind: str, namespace: str, object_id: str, attempt: int, metadata: Mapping[str, Any]
-    ) -> AbstractContextManager[Callable[[str, BaseException | None], None] | None]:
-        return self._guarded(
+    ) -> AbstractContextManager[Finish | None]:
+        return _Guarded(
+            self,
             "trace_work",
-            lambda: self.observer.trace_work(kind, namespace, object_id, attempt, metadata),
+            self.observer.trace_work,
+            (kind, namespace, object_id, attempt, metadata),
         )
 
     def trace_informer_run(self, kind: str) -> AbstractContextManager[None]:
-        return self._guarded("trace_informer_run", lambda: self.observer.trace_informer_run(kind))
+        return _Guarded(self, "trace_informer_run", self.observer.trace_informer_run, (kind,))
 
 
 class _Guarded:
@@ -302,40 +302,43 @@ class _Guarded:
     untraced); what the traced code raises goes on as it is, a Cancelled
     included: the observer may neither swallow nor replace it.
 
-    A class, not a generator context manager: it wraps every work call."""
+    A class holding the hook and its arguments, not a generator context
+    manager or closures: it wraps every work call, and when the hook yields
+    a work's finish function, the guard itself stands in for it."""
 
-    __slots__ = ("_hook", "_make", "_manager", "_safe")
+    __slots__ = ("_args", "_finish", "_hook", "_make", "_manager", "_safe")
 
     def __init__(
-        self, safe: SafeObserver, hook: str, make: Callable[[], AbstractContextManager[Any]]
+        self,
+        safe: SafeObserver,
+        hook: str,
+        make: Callable[..., AbstractContextManager[Any]],
+        args: tuple[Any, ...],
     ) -> None:
         self._safe = safe
         self._hook = hook
         self._make = make
+        self._args = args
         self._manager: AbstractContextManager[Any] | None = None
 
     def __enter__(self) -> Any:
         try:
-            manager = self._make()
+            manager = self._make(*self._args)
             value = manager.__enter__()
         except Exception as exc:
             self._safe._failed(self._hook, exc)  # pyright: ignore[reportPrivateUsage]
             return None
         self._manager = manager
         if callable(value):  # trace_work's finish: called by the engine, guarded too
-            return self._guarded_call(cast(Callable[[str, BaseException | None], None], value))
+            self._finish = cast("Finish", value)
+            return self
         return value
 
-    def _guarded_call(
-        self, fn: Callable[[str, BaseException | None], None]
-    ) -> Callable[[str, BaseException | None], None]:
-        def call(outcome: str, error: BaseException | None) -> None:
-            try:
-                fn(outcome, error)
-            except Exception as exc:
-                self._safe._failed(self._hook, exc)  # pyright: ignore[reportPrivateUsage]
-
-        return call
+    def __call__(self, outcome: str, error: BaseException | None) -> None:
+        try:
+            self._finish(outcome, error)
+        except Exception as exc:
+            self._safe._failed(self._hook, exc)  # pyright: ignore[reportPrivateUsage]
 
     def __exit__(
         self,

@@ -19,7 +19,7 @@ usual.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Generator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
@@ -28,7 +28,7 @@ from opentelemetry.context import Context, attach, detach
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, TracerProvider
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from ._observer import Observer
+from ._observer import Finish, Observer
 
 __all__ = ["OpenTelemetryTracing"]
 
@@ -52,9 +52,10 @@ class _CurrentSpan:
     def __init__(self, span: Span) -> None:
         self._span = span
 
-    def __enter__(self) -> Callable[[str, BaseException | None], None]:
+    def __enter__(self) -> Finish | None:
         self._token = attach(trace.set_span_in_context(self._span))
-        return self._finish
+        # Not sampled: nothing to tell it, so no finish for the engine to call.
+        return self._finish if self._span.is_recording() else None
 
     def __exit__(self, *exc_info: object) -> None:
         try:
@@ -64,12 +65,28 @@ class _CurrentSpan:
 
     def _finish(self, outcome: str, error: BaseException | None) -> None:
         span = self._span
-        if not span.is_recording():  # not sampled: nothing to say
-            return
         span.set_attribute("trio_delta.outcome", outcome)
         if error is not None and outcome in FAILED:
             span.record_exception(error)
             span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+
+
+class _UnsampledParent:
+    """The stored context current while a work runs, with no span of its
+    own: the inform that caused the work was not sampled, so neither is the
+    work (as OpenTelemetry's default, parent-based, sampling decides), and
+    its calls still carry the trace's id with the sampled flag off."""
+
+    __slots__ = ("_context", "_token")
+
+    def __init__(self, context: Context) -> None:
+        self._context = context
+
+    def __enter__(self) -> None:
+        self._token = attach(self._context)
+
+    def __exit__(self, *exc_info: object) -> None:
+        detach(self._token)
 
 
 class OpenTelemetryTracing(Observer):
@@ -84,7 +101,7 @@ class OpenTelemetryTracing(Observer):
         # Its own propagator: the application's global one may carry more
         # (baggage) or other formats; the resource stores W3C trace context.
         self._propagator = TraceContextTextMapPropagator()
-        self._parents: dict[tuple[str, object], Context] = {}
+        self._parents: dict[tuple[str, object], tuple[Context, bool]] = {}
 
     @contextmanager
     def trace_inform(self, kind: str, count: int) -> Generator[Mapping[str, str], None, None]:
@@ -97,10 +114,10 @@ class OpenTelemetryTracing(Observer):
             self._propagator.inject(carrier)
             yield carrier
 
-    def _parent(self, metadata: Mapping[str, Any]) -> Context | None:
-        """The context a resource's metadata carries. The resources of one
-        ``inform_many`` share it: parsed once, not once per work (parsing
-        was a tenth of a span's cost)."""
+    def _parent(self, metadata: Mapping[str, Any]) -> tuple[Context, bool] | None:
+        """The context a resource's metadata carries, and whether it was
+        sampled. The resources of one ``inform_many`` share it: parsed once,
+        not once per work (parsing was a tenth of a span's cost)."""
         traceparent = metadata.get("traceparent")
         if not isinstance(traceparent, str):
             return None
@@ -112,17 +129,25 @@ class OpenTelemetryTracing(Observer):
             carrier = {"traceparent": traceparent}
             if isinstance(key[1], str):
                 carrier["tracestate"] = key[1]
-            parent = self._parents[key] = self._propagator.extract(carrier)
+            context = self._propagator.extract(carrier)
+            span_context = trace.get_current_span(context).get_span_context()
+            # An unreadable traceparent gives an invalid span context: a
+            # root span then, as for a resource that stored none.
+            sampled = span_context.trace_flags.sampled or not span_context.is_valid
+            parent = self._parents[key] = (context, sampled)
         return parent
 
     def trace_work(
         self, kind: str, namespace: str, object_id: str, attempt: int, metadata: Mapping[str, Any]
-    ) -> AbstractContextManager[Callable[[str, BaseException | None], None]]:
+    ) -> AbstractContextManager[Finish | None]:
+        parent = self._parent(metadata)
+        if parent is not None and not parent[1]:
+            return _UnsampledParent(parent[0])
         # No stored context: a trace of its own, not a child of whatever
         # span was current where the client was opened (its tasks inherit it).
         span = self._tracer.start_span(
             f"trio_delta.work {kind}",
-            context=self._parent(metadata) or Context(),
+            context=Context() if parent is None else parent[0],
             kind=SpanKind.CONSUMER,
             attributes={
                 "trio_delta.kind": kind,
