@@ -1,5 +1,7 @@
 """An informer batch is written when it holds ``batch_size`` objects, or
-``flush_interval`` after its first object arrived, whichever comes first."""
+``flush_interval`` after its first object was taken, whichever comes first;
+while a batch is not full the writer looks for more objects every eighth of
+the interval, not at each object (so a fast informer fills the buffer)."""
 
 from __future__ import annotations
 
@@ -84,7 +86,11 @@ async def test_batches_fill_up_or_flush_after_the_interval(
         await t.run_until(lambda: sum(n for _, n in store.queue.upserts) == 28)
     sizes = [n for _, n in store.queue.upserts]
     times = [round(at - ctl.t0, 6) for at, _ in store.queue.upserts]
-    # 25 at once: two full batches at once, the last 5 after the interval;
-    # then the burst of 3, one interval after it arrived (at 1 s).
+    # 25 at once: the writer takes the first, looks again an eighth of the
+    # interval later and finds the buffer full (20): two full batches then,
+    # the last 5 an interval after their first was taken; the informer,
+    # held by the full buffer until that look, sleeps its second, and its
+    # burst of 3 goes one interval after it came.
+    look = 0.25 / 8
     assert sizes == [10, 10, 5, 3]
-    assert times == [0, 0, 0.25, 1.25]
+    assert times == [look, look, look + 0.25, look + 1.0 + 0.25]

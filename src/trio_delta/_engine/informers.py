@@ -36,6 +36,11 @@ log = get_logger("trio_delta.informer")
 
 #: Extra lease beyond ``inform_timeout``, so a slow final batch is covered.
 LEASE_GRACE = 30.0
+#: Batches an informer may send ahead of the writer.
+BUFFERED_BATCHES = 2
+#: How often, per ``flush_interval``, the writer looks for more objects
+#: while a batch is not full.
+LOOKS_PER_FLUSH = 8
 #: Write attempts for one batch before the run is failed.
 WRITE_ATTEMPTS = 4
 
@@ -200,11 +205,14 @@ class Informers:
         started = self._clock.now()
         stats = RunStats()
         error: str | None = None
-        send, receive = trio.open_memory_channel[Any](self._config.batch_size)
+        send, receive = trio.open_memory_channel[Any](BUFFERED_BATCHES * self._config.batch_size)
+        # Set once the informer has returned: the writer, which looks for
+        # objects only now and then, then finishes the run without delay.
+        sent = trio.Event()
         completed = False
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._writer, reg, claim, receive, stats)
+                nursery.start_soon(self._writer, reg, claim, receive, sent, stats)
                 with trio.move_on_after(self._config.inform_timeout) as timeout:
                     try:
                         await reg.controller.inform(self._options(claim), send)
@@ -213,6 +221,7 @@ class Informers:
                         log.exception("informer %s failed after %d objects", reg.kind, stats.sent)
                     finally:
                         send.close()
+                        sent.set()
                 if timeout.cancelled_caught:
                     error = f"informer timed out after {self._config.inform_timeout:g}s"
                     log.error(
@@ -292,6 +301,7 @@ class Informers:
         reg: Registration,
         claim: InformClaim,
         receive: trio.MemoryReceiveChannel[Any],
+        sent: trio.Event,
         stats: RunStats,
     ) -> None:
         """Two stages, so the next batch is validated and encoded while the
@@ -300,34 +310,42 @@ class Informers:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._upsert_stage, reg, claim, prepared_receive, stats)
             async with prepared_send, receive:
-                while (batch := await self._collect(receive)) is not None:
+                while (batch := await self._collect(receive, sent)) is not None:
                     items = self._prepare(reg, batch, stats)
                     if items:
                         await prepared_send.send(items)
 
-    async def _collect(self, receive: trio.MemoryReceiveChannel[Any]) -> list[Any] | None:
+    async def _collect(
+        self, receive: trio.MemoryReceiveChannel[Any], sent: trio.Event
+    ) -> list[Any] | None:
         """The next batch: what is waiting, plus what arrives within
-        ``flush_interval``, up to ``batch_size``; None when the run is over."""
+        ``flush_interval``, up to ``batch_size``; None when the run is over
+        (``sent``: the informer has returned, nothing more will come)."""
         try:
             batch = [await receive.receive()]
         except trio.EndOfChannel:
             return None
-        # One cancel scope for the whole batch: a fast informer's objects
-        # often arrive one at a time, and a scope with a deadline per object
-        # (~7 us) was a large share of the cost of informing one.
-        with trio.move_on_after(self._config.flush_interval):
-            while len(batch) < self._config.batch_size:
-                try:
-                    batch.append(receive.receive_nowait())
-                    continue
-                except trio.WouldBlock:
-                    pass
-                except trio.EndOfChannel:
-                    break
-                try:
-                    batch.append(await receive.receive())
-                except trio.EndOfChannel:
-                    break
+        # Waiting in receive() whenever the buffer runs dry would wake this
+        # task once per object a fast informer sends: two task switches an
+        # object, most of what an informer run cost. Looking again a few
+        # times per interval instead lets the informer fill the buffer in
+        # between (it holds two batches), so a batch that fills is written
+        # at most an eighth of the interval later.
+        interval = self._config.flush_interval
+        deadline = trio.current_time() + interval
+        while len(batch) < self._config.batch_size:
+            try:
+                batch.append(receive.receive_nowait())
+                continue
+            except trio.WouldBlock:
+                pass
+            except trio.EndOfChannel:
+                break
+            now = trio.current_time()
+            if now >= deadline or sent.is_set():
+                break
+            with trio.move_on_at(min(deadline, now + interval / LOOKS_PER_FLUSH)):
+                await sent.wait()
         return batch
 
     def _prepare(
