@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
@@ -268,15 +267,19 @@ def changed_namespaces(
 
 def with_metadata(items: list[PreparedObject], extra: Mapping[str, str]) -> list[PreparedObject]:
     """``items`` with ``extra`` added to their metadata (keys they already
-    have keep their own value): a trace context to store with them."""
+    have keep their own value): a trace context to store with them. The
+    objects of one call mostly share their metadata (none at all, often):
+    each distinct value is merged once."""
+    merged: dict[bytes, bytes] = {}
     out: list[PreparedObject] = []
     for item in items:
-        metadata: dict[str, Any] = msgspec.json.decode(item.metadata)
-        for key, value in extra.items():
-            metadata.setdefault(key, value)
-        copied = copy.copy(item)
-        copied.metadata = msgspec.json.encode(metadata)
-        out.append(copied)
+        metadata = merged.get(item.metadata)
+        if metadata is None:
+            decoded: dict[str, Any] = msgspec.json.decode(item.metadata)
+            for key, value in extra.items():
+                decoded.setdefault(key, value)
+            metadata = merged[item.metadata] = msgspec.json.encode(decoded)
+        out.append(item.with_metadata(metadata))
     return out
 
 

@@ -198,6 +198,25 @@ class PreparedObject:
     priority_set: bool = False
     run_at: datetime | None = None
 
+    def with_metadata(self, metadata: bytes) -> PreparedObject:
+        """A copy with other encoded ``metadata`` (every field, positionally:
+        several times faster than ``copy.copy`` or ``dataclasses.replace``)."""
+        return PreparedObject(
+            self.kind,
+            self.object_id,
+            self.namespace,
+            self.encoded,
+            self.hash,
+            metadata,
+            self.tags,
+            self.max_attempts,
+            self.created_at,
+            self.obj,
+            self.priority,
+            self.priority_set,
+            self.run_at,
+        )
+
 
 def _check_tags(tags: object) -> tuple[str, ...]:
     if isinstance(tags, str) or not isinstance(tags, Sequence):
