@@ -27,7 +27,7 @@ from .._bridge import (
     pool_in_use,
 )
 from ..dsn import describe_dsn, redact
-from ..queries import Queries
+from ..queries import NamedQuery, Queries
 from .columns import can_send_packed, load_json
 from .runners import returns_rows
 
@@ -140,7 +140,7 @@ def settings_params(settings: Sequence[tuple[str, str]], *, local: bool) -> dict
 
 async def with_local_settings(
     conn: Conn,
-    begin: sql.Composed,
+    begin: NamedQuery,
     params: dict[str, Any] | None,
     fn: Callable[[Conn], Awaitable[R]],
 ) -> R:

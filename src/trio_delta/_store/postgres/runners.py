@@ -19,6 +19,8 @@ import psycopg
 from psycopg import pq, sql
 from psycopg.rows import tuple_row
 
+from ..queries import NamedQuery
+
 T = TypeVar("T")
 Rows: TypeAlias = list[tuple[Any, ...]]
 
@@ -40,7 +42,7 @@ class Statement:
     """One statement of a plan, and what to make of its rows (``read``;
     by default the rows themselves)."""
 
-    query: sql.Composed
+    query: NamedQuery
     params: Mapping[str, Any]
     read: Callable[[Rows], Any] = rows_as_they_are
     last: bool = False
