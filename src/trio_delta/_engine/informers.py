@@ -38,9 +38,9 @@ log = get_logger("trio_delta.informer")
 LEASE_GRACE = 30.0
 #: Batches an informer may send ahead of the writer.
 BUFFERED_BATCHES = 2
-#: How often, per ``flush_interval``, the writer looks for more objects
-#: while a batch is not full.
-LOOKS_PER_FLUSH = 8
+#: How often the writer looks for more objects while a batch is not full
+#: (seconds; the flush deadline, when sooner, comes first).
+LOOK_INTERVAL = 0.001
 #: Write attempts for one batch before the run is failed.
 WRITE_ATTEMPTS = 4
 
@@ -327,12 +327,12 @@ class Informers:
             return None
         # Waiting in receive() whenever the buffer runs dry would wake this
         # task once per object a fast informer sends: two task switches an
-        # object, most of what an informer run cost. Looking again a few
-        # times per interval instead lets the informer fill the buffer in
-        # between (it holds two batches), so a batch that fills is written
-        # at most an eighth of the interval later.
-        interval = self._config.flush_interval
-        deadline = trio.current_time() + interval
+        # object, most of what an informer run cost. Looking again every
+        # millisecond instead (about the event loop's timer resolution on
+        # Linux) lets the informer fill the buffer in between (it holds two
+        # batches): a batch that fills is noticed within a millisecond, and
+        # an informer held by a full buffer waits no longer than that.
+        deadline = trio.current_time() + self._config.flush_interval
         while len(batch) < self._config.batch_size:
             try:
                 batch.append(receive.receive_nowait())
@@ -344,7 +344,7 @@ class Informers:
             now = trio.current_time()
             if now >= deadline or sent.is_set():
                 break
-            with trio.move_on_at(min(deadline, now + interval / LOOKS_PER_FLUSH)):
+            with trio.move_on_at(min(deadline, now + LOOK_INTERVAL)):
                 await sent.wait()
         return batch
 
