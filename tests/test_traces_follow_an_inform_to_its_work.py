@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
+import pytest
 import trio
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -14,6 +15,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
+    ALWAYS_ON,
     Decision,
     Sampler,
     SamplingResult,
@@ -213,3 +216,66 @@ class _EvenTraceIds(Sampler):
 
     def get_description(self) -> str:
         return "even trace ids"
+
+
+@pytest.mark.parametrize("follow", [True, False])
+async def test_a_worker_may_ask_its_own_sampler_about_unsampled_informs(
+    pg_dsn: str, config: delta.Config, follow: bool
+) -> None:
+    # The informing process samples nothing; the working one records every
+    # span its sampler is asked about. Following the inform's decision (the
+    # default) makes no work span; not following asks the sampler, which
+    # records one, in the inform's trace.
+    quiet = TracerProvider(sampler=ALWAYS_OFF)
+    exporter = InMemorySpanExporter()
+    loud = TracerProvider(sampler=ALWAYS_ON)
+    loud.add_span_processor(SimpleSpanProcessor(exporter))
+    informing = dataclasses.replace(config, observer=OpenTelemetryTracing(quiet))
+    working = dataclasses.replace(
+        config, observer=OpenTelemetryTracing(loud, follow_inform_sampling=follow)
+    )
+    controller = _SpanNoting(loud)
+    async with (
+        delta.open_delta_client(pg_dsn, controllers_for(controller), config=working),
+        delta.open_delta_client(pg_dsn, delta.Controllers(), config=informing) as informer,
+    ):
+        await informer.inform(User("u@x", "n", 1))
+        with trio.fail_after(10):
+            while not controller.worked:
+                await trio.sleep(0.02)
+    inform_trace = controller.contexts["u@x"].trace_id
+    works = [s for s in exporter.get_finished_spans() if s.name == "trio_delta.work user"]
+    if follow:
+        assert works == []
+        assert not controller.contexts["u@x"].trace_flags.sampled
+    else:
+        (work,) = works
+        assert work.context.trace_id == inform_trace  # type: ignore[union-attr]
+        assert controller.contexts["u@x"].trace_flags.sampled
+
+
+async def test_a_dropped_root_work_span_runs_the_work_in_a_trace_of_its_own(
+    pg_dsn: str, config: delta.Config, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Informed without a trace context; the worker's sampler drops the work
+    # span it makes: the work still runs, in a fresh unsampled trace, and
+    # nothing is told an outcome or logged as a broken hook.
+    exporter = InMemorySpanExporter()
+    dropping = TracerProvider(sampler=ALWAYS_OFF)
+    dropping.add_span_processor(SimpleSpanProcessor(exporter))
+    working = dataclasses.replace(config, observer=OpenTelemetryTracing(dropping))
+    controller = _SpanNoting(dropping)
+    controller.fail = {"r@x": 1}  # a failure too: no finish to tell it
+    async with (
+        delta.open_delta_client(pg_dsn, controllers_for(controller), config=working),
+        delta.open_delta_client(pg_dsn, delta.Controllers(), config=config) as plain,
+    ):
+        await plain.inform(User("r@x", "n", 1))
+        with trio.fail_after(10):
+            while len(controller.worked) < 2:
+                await trio.sleep(0.02)
+    inside = controller.contexts["r@x"]
+    assert inside.is_valid
+    assert not inside.trace_flags.sampled
+    assert exporter.get_finished_spans() == ()
+    assert not [r for r in caplog.records if "observer hook" in r.getMessage()]

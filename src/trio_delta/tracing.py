@@ -15,6 +15,13 @@ inform -> work, with a retry as a second work span; and
 ``trio_delta.informer <kind>`` around each informer run. Only the
 ``opentelemetry-api`` package is needed; export spans with the SDK as
 usual.
+
+A work whose inform was not sampled makes no span of its own: it runs in
+that inform's context, so its calls carry the trace id with the sampled
+flag off. That is what OpenTelemetry's default, parent-based, sampler
+decides, at a quarter of the cost of asking it. A provider whose sampler
+may record such a work (``ALWAYS_ON``, a parent-based one that samples
+under unsampled remote parents) needs ``follow_inform_sampling=False``.
 """
 
 from __future__ import annotations
@@ -93,11 +100,19 @@ class OpenTelemetryTracing(Observer):
     """An :class:`~trio_delta.Observer` that makes OpenTelemetry spans.
 
     ``tracer_provider``: where spans go (OpenTelemetry's global provider
-    when None).
+    when None). ``follow_inform_sampling``: a work whose inform was not
+    sampled makes no span, without asking the provider's sampler (see the
+    module's documentation); False asks it for every work.
     """
 
-    def __init__(self, tracer_provider: TracerProvider | None = None) -> None:
+    def __init__(
+        self,
+        tracer_provider: TracerProvider | None = None,
+        *,
+        follow_inform_sampling: bool = True,
+    ) -> None:
         self._tracer = trace.get_tracer("trio_delta", tracer_provider=tracer_provider)
+        self._follow_inform_sampling = follow_inform_sampling
         # Its own propagator: the application's global one may carry more
         # (baggage) or other formats; the resource stores W3C trace context.
         self._propagator = TraceContextTextMapPropagator()
@@ -141,7 +156,7 @@ class OpenTelemetryTracing(Observer):
         self, kind: str, namespace: str, object_id: str, attempt: int, metadata: Mapping[str, Any]
     ) -> AbstractContextManager[Finish | None]:
         parent = self._parent(metadata)
-        if parent is not None and not parent[1]:
+        if parent is not None and not parent[1] and self._follow_inform_sampling:
             return _UnsampledParent(parent[0])
         # No stored context: a trace of its own, not a child of whatever
         # span was current where the client was opened (its tasks inherit it).
