@@ -13,7 +13,7 @@ from collections.abc import Callable, Generator, Mapping, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Protocol, TypeAlias, cast
+from typing import Any, Generic, Protocol, TypeAlias, TypeVarTuple, cast
 
 from ._logs import Throttled, get_logger
 
@@ -296,7 +296,11 @@ class SafeObserver(Observer):
         return _Guarded(self, "trace_informer_run", self.observer.trace_informer_run, (kind,))
 
 
-class _Guarded:
+#: A trace hook's arguments, checked against the hook it is given with.
+Ts = TypeVarTuple("Ts")
+
+
+class _Guarded(Generic[*Ts]):
     """A trace hook's context manager, guarded: one that raises as it is
     made, or as its span opens, is logged and skipped (the work goes on
     untraced); what the traced code raises goes on as it is, a Cancelled
@@ -312,8 +316,8 @@ class _Guarded:
         self,
         safe: SafeObserver,
         hook: str,
-        make: Callable[..., AbstractContextManager[Any]],
-        args: tuple[Any, ...],
+        make: Callable[[*Ts], AbstractContextManager[Any]],
+        args: tuple[*Ts],
     ) -> None:
         self._safe = safe
         self._hook = hook

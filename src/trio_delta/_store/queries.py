@@ -88,7 +88,10 @@ class Queries:
 class NamedQuery(sql.Composed):
     """A named query composed for one schema, rendered to bytes once per
     client encoding: psycopg renders a composed query again on every
-    execute, escaping each identifier (a few per cent of a single inform)."""
+    execute, escaping each identifier (a few per cent of a single inform).
+    The encoding alone decides the bytes: only the schema's identifier and
+    constant text are composed in (no literal, whose rendering would also
+    depend on the connection's adapters)."""
 
     def __init__(self, composed: sql.Composed) -> None:
         super().__init__(list(composed))
