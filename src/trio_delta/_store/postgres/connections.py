@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import psycopg
 import trio
-from psycopg import pq, sql
+from psycopg import pq
 from psycopg.types.json import set_json_loads
 
 from ..._errors import StoreError
@@ -29,7 +29,7 @@ from .._bridge import (
 from ..dsn import describe_dsn, redact
 from ..queries import NamedQuery, Queries
 from .columns import can_send_packed, load_json
-from .runners import returns_rows
+from .runners import BEGIN, COMMIT, ROLLBACK, returns_rows
 
 log = get_logger("trio_delta.store")
 R = TypeVar("R")
@@ -163,15 +163,10 @@ async def with_local_settings(
             # Best effort: a connection still inside the transaction (the
             # rollback cancelled too) is dropped by its lane or its pool.
             with contextlib.suppress(Exception):
-                await conn.execute(_ROLLBACK)
+                await conn.execute(ROLLBACK)
         raise
-    await conn.execute(_COMMIT)
+    await conn.execute(COMMIT)
     return result
-
-
-_BEGIN = sql.SQL("begin")
-_COMMIT = sql.SQL("commit")
-_ROLLBACK = sql.SQL("rollback")
 
 
 class _Lane:
@@ -371,7 +366,7 @@ class Connections:
         BEGIN (without session state)."""
         local = self._local[None]
         if local is None:
-            await conn.execute(_BEGIN)
+            await conn.execute(BEGIN)
         else:
             await psycopg.AsyncClientCursor(conn).execute(self._begin, local)
 

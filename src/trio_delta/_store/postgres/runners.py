@@ -73,9 +73,10 @@ def _pipelined(
 #: sat idle while the client read the rows of the last and sent the next).
 IN_FLIGHT = 2
 
-_BEGIN = sql.SQL("begin")
-_COMMIT = sql.SQL("commit")
-_ROLLBACK = sql.SQL("rollback")
+#: Transaction control, for the runners here and the store's connections.
+BEGIN = sql.SQL("begin")
+COMMIT = sql.SQL("commit")
+ROLLBACK = sql.SQL("rollback")
 
 
 @dataclass(slots=True)
@@ -121,7 +122,7 @@ def run_sync(conn: psycopg.Connection[Any], plan: Plan[T], own: _Own | None = No
             ) and psycopg.Pipeline.is_supported():
                 with conn.pipeline():
                     if begin:
-                        conn.execute(_BEGIN)
+                        conn.execute(BEGIN)
                     # Several statements: IN_FLIGHT are sent before the rows
                     # of the first are read, so the server works while we read.
                     sent = min(IN_FLIGHT, len(statements))
@@ -135,29 +136,29 @@ def run_sync(conn: psycopg.Connection[Any], plan: Plan[T], own: _Own | None = No
                             sent += 1
                         results.append(statement.read(rows))
                     if commit:
-                        conn.execute(_COMMIT)
+                        conn.execute(COMMIT)
                 # The last statement's rows come with the pipeline's end.
                 last = cursors[-1]
                 rows = last.fetchall() if returns_rows(last) else []
                 results.append(statements[-1].read(rows))
             else:
                 if begin:
-                    conn.execute(_BEGIN)
+                    conn.execute(BEGIN)
                 for cur, statement in zip(cursors, statements, strict=True):
                     cur.execute(statement.query, statement.params)
                     rows = cur.fetchall() if returns_rows(cur) else []
                     results.append(statement.read(rows))
                 if commit:
-                    conn.execute(_COMMIT)
+                    conn.execute(COMMIT)
             statements = plan.send(results)
     except StopIteration as done:
         if own is not None and not own.begin and not own.commit:
-            conn.execute(_COMMIT)
+            conn.execute(COMMIT)
         result: T = done.value
         return result
     except BaseException:
         if own is not None and conn.info.transaction_status != pq.TransactionStatus.IDLE:
-            conn.execute(_ROLLBACK)
+            conn.execute(ROLLBACK)
         raise
     finally:
         plan.close()
@@ -181,7 +182,7 @@ async def run_async(
             ) and psycopg.Pipeline.is_supported():
                 async with conn.pipeline():
                     if begin:
-                        await conn.execute(_BEGIN)
+                        await conn.execute(BEGIN)
                     # As run_sync: IN_FLIGHT at once.
                     sent = min(IN_FLIGHT, len(statements))
                     for cur, statement in zip(cursors[:sent], statements[:sent], strict=True):
@@ -194,28 +195,28 @@ async def run_async(
                             sent += 1
                         results.append(statement.read(rows))
                     if commit:
-                        await conn.execute(_COMMIT)
+                        await conn.execute(COMMIT)
                 last = cursors[-1]
                 rows = await last.fetchall() if returns_rows(last) else []
                 results.append(statements[-1].read(rows))
             else:
                 if begin:
-                    await conn.execute(_BEGIN)
+                    await conn.execute(BEGIN)
                 for cur, statement in zip(cursors, statements, strict=True):
                     await cur.execute(statement.query, statement.params)
                     rows = await cur.fetchall() if returns_rows(cur) else []
                     results.append(statement.read(rows))
                 if commit:
-                    await conn.execute(_COMMIT)
+                    await conn.execute(COMMIT)
             statements = plan.send(results)
     except StopIteration as done:
         if own is not None and not own.begin and not own.commit:
-            await conn.execute(_COMMIT)
+            await conn.execute(COMMIT)
         result: T = done.value
         return result
     except BaseException:
         if own is not None and conn.info.transaction_status != pq.TransactionStatus.IDLE:
-            await conn.execute(_ROLLBACK)
+            await conn.execute(ROLLBACK)
         raise
     finally:
         plan.close()
