@@ -78,15 +78,26 @@ async def prepare_all_async(
     of the application (a client's workers and lease renewals, a web
     service's requests) would otherwise wait through."""
     objs = object_list(objs)
+    return await _prepare_span(objs, 0, len(objs), opts, default_max_attempts)
+
+
+async def _prepare_span(
+    objs: Sequence[Any],
+    start: int,
+    end: int,
+    opts: InformOpts | None,
+    default_max_attempts: int,
+) -> list[PreparedObject]:
+    """``objs[start:end]`` prepared :data:`PREPARE_STEP` at a time, letting
+    the event loop run after each step; an invalid object is named by its
+    position in ``objs``."""
     items: list[PreparedObject] = []
-    for start in range(0, len(objs), PREPARE_STEP):
-        items.extend(
-            prepare_all(
-                objs[start : start + PREPARE_STEP],
-                opts,
-                default_max_attempts=default_max_attempts,
-                start=start,
-            )
+    for step in range(start, end, PREPARE_STEP):
+        items += prepare_all(
+            objs[step : min(step + PREPARE_STEP, end)],
+            opts,
+            default_max_attempts=default_max_attempts,
+            start=step,
         )
         if sniffio.current_async_library() == "trio":
             await trio.lowlevel.checkpoint()
@@ -170,14 +181,8 @@ async def _prepare_chunks(
     async with send:
         try:
             for start in range(0, len(objs), STREAM_CHUNK):
-                chunk: list[PreparedObject] = []
                 end = min(start + STREAM_CHUNK, len(objs))
-                for step in range(start, end, PREPARE_STEP):
-                    part = objs[step : min(step + PREPARE_STEP, end)]
-                    chunk += prepare_all(
-                        part, opts, default_max_attempts=default_max_attempts, start=step
-                    )
-                    await trio.lowlevel.checkpoint()
+                chunk = await _prepare_span(objs, start, end, opts, default_max_attempts)
                 keys = {(item.kind, item.object_id) for item in chunk}
                 if not seen.isdisjoint(keys):
                     raise RepeatedObject
