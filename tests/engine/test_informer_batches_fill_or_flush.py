@@ -70,22 +70,21 @@ class RecordingStore(MemoryStore):
         self.queue = RecordingQueue(self.tables)
 
 
+async def _run_once(ctl: delta.Controller[Doc], **settings: float) -> RecordingStore:
+    store = RecordingStore()
+    controllers = delta.Controllers()
+    delta.add_controller(controllers, ctl)
+    config = delta.Config(random=random.Random(1), client_id="c1", inform_interval=3600, **settings)
+    async with open_test_client(controllers, config=config, store=store) as t:
+        await t.run_until(lambda: bool(store.queue.upserts) and t.client.stats.informer_runs == 1)
+    return store
+
+
 async def test_batches_fill_up_or_flush_after_the_interval(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    store = RecordingStore()
     ctl = Bursty([25, 3, 0], pause=1.0)
-    controllers = delta.Controllers()
-    delta.add_controller(controllers, ctl)
-    config = delta.Config(
-        random=random.Random(1),
-        client_id="c1",
-        batch_size=10,
-        flush_interval=0.25,
-        inform_interval=3600,
-    )
-    async with open_test_client(controllers, config=config, store=store) as t:
-        await t.run_until(lambda: sum(n for _, n in store.queue.upserts) == 28)
+    store = await _run_once(ctl, batch_size=10, flush_interval=0.25)
     sizes = [n for _, n in store.queue.upserts]
     times = [round(at - ctl.t0, 6) for at, _ in store.queue.upserts]
     # 25 at once: the writer takes the first, looks again a millisecond
@@ -117,16 +116,6 @@ class Steady(delta.Controller[Doc]):
 
     async def work(self, resource: delta.Resource[Doc]) -> None:
         pass
-
-
-async def _run_once(ctl: delta.Controller[Doc], **settings: float) -> RecordingStore:
-    store = RecordingStore()
-    controllers = delta.Controllers()
-    delta.add_controller(controllers, ctl)
-    config = delta.Config(random=random.Random(1), client_id="c1", inform_interval=3600, **settings)
-    async with open_test_client(controllers, config=config, store=store) as t:
-        await t.run_until(lambda: bool(store.queue.upserts) and t.client.stats.informer_runs == 1)
-    return store
 
 
 async def test_the_last_batch_goes_when_the_informer_returns(
