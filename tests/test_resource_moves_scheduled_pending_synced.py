@@ -1,7 +1,11 @@
 """A resource goes scheduled -> pending (while worked) -> synced, and the
-client that worked it is recorded in ``attempted_by``."""
+client that worked it is recorded in ``attempted_by``; informed while its
+client is idle, it is pending when the inform returns (claimed by the
+inform's own statement) and worked once."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import trio
 
@@ -18,6 +22,7 @@ async def test_informed_resource_is_scheduled_then_pending_then_synced(
 ) -> None:
     controller = RecordingController()
     controller.block = trio.Event()
+    config = dataclasses.replace(config, claim_on_inform=False)
     async with delta.open_delta_client(pg_dsn, controllers_for(controller), config=config) as c:
         result = await c.inform(User("ann@x.io", "Ann", 1))
         assert result.changed
@@ -57,6 +62,41 @@ async def test_informed_resource_is_scheduled_then_pending_then_synced(
         assert synced.id == row.id
     assert controller.worked == [("ann@x.io", 1)]
     assert sql(pg_dsn, f"select state, attempt from {schema}.resources") == [("synced", 1)]
+
+
+async def test_an_idle_clients_inform_is_pending_when_it_returns_and_worked_once(
+    pg_dsn: str, schema: str, config: delta.Config
+) -> None:
+    controller = RecordingController()
+    controller.block = trio.Event()
+    # No poll: a claim of the fetcher's in flight would make the client busy.
+    config = dataclasses.replace(config, poll_interval=60.0)
+    async with delta.open_delta_client(pg_dsn, controllers_for(controller), config=config) as c:
+
+        async def claimed_once() -> bool:
+            return (await c.health()).last_claim is not None
+
+        await wait_until(claimed_once)
+        await trio.sleep(0.1)  # the start-up claims are over
+        result = await c.inform(User("bo@x.io", "Bo", 1))
+        row = result.resource
+        assert (row.state, row.attempt, row.attempted_by) == (S.PENDING, 1, c.id)
+        assert row.attempted_at == row.scheduled_at == row.updated_at
+        assert row.object == User("bo@x.io", "Bo", 1)
+        assert sql(pg_dsn, f"select state, attempt, attempted_by from {schema}.resources") == [
+            ("pending", 1, c.id)
+        ]
+        with trio.fail_after(5):
+            await controller.started.wait()
+        # Informed again while its work runs: kept pending for that work,
+        # whose outcome then finds the object changed and schedules it.
+        again = await c.inform(User("bo@x.io", "Bo", 2))
+        assert (again.resource.state, again.resource.attempt) == (S.PENDING, 1)
+        controller.block.set()
+        synced = await wait_for_state(c, "user", "bo@x.io", S.SYNCED)
+        assert synced.object == User("bo@x.io", "Bo", 2)
+    assert [e for e, _ in controller.worked] == ["bo@x.io", "bo@x.io"]
+    assert [a for _, a in controller.worked] == [1, 1]
 
 
 async def test_client_ids_are_unique_and_recorded_in_attempted_by(

@@ -150,7 +150,10 @@ class Client(metaclass=NoPublicConstructor):
 
         One statement, committed when it returns. Calls made while another
         is in flight (many tasks informing at once) share the next
-        statement; each still gets its own result or its own error.
+        statement; each still gets its own result or its own error. Made
+        while this client is idle, the statement also claims the row for
+        this client's workers (:attr:`Config.claim_on_inform`): the result
+        is then ``pending`` and the work starts as the call returns.
         """
         self._check_open()
         item = prepare_object(obj, opts, default_max_attempts=self._config.max_attempts)

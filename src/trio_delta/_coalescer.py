@@ -15,6 +15,10 @@ nothing is left to stop when the client stops.
 Each call keeps its own semantics: its own result, or its own error. A
 batch that fails because one of its rows is held past the lock timeout is
 written again one object at a time, so only that call fails.
+
+A call that finds the client idle claims its row in the same statement
+(``WriteClaims``): its work then starts as the call returns, with no claim
+round trip of the fetcher's after it.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from __future__ import annotations
 import copy
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import outcome
 import trio
@@ -32,7 +36,18 @@ from ._informing import DecodeAs, object_types, stale_check
 from ._objects import PreparedObject
 from ._store.params import UpsertParams
 from ._store.port import QueueStore
-from ._types import InformResult
+from ._types import InformResult, Resource
+
+
+class WriteClaims(Protocol):
+    """Whether an inform may claim the row it writes, and where the row
+    goes if it did (the engine)."""
+
+    client_id: str
+
+    def reserve_write_claim(self, kind: str, namespace: str) -> bool: ...
+
+    def settle_write_claim(self, kind: str, namespace: str, row: Resource[Any] | None) -> None: ...
 
 
 class _Call:
@@ -53,8 +68,10 @@ class InformCoalescer:
         *,
         batch_size: int,
         decode_as: DecodeAs,
+        claims: WriteClaims | None = None,
     ) -> None:
         self._queue = queue
+        self._claims = claims
         self._now = now
         self._batch_size = batch_size
         self._decode_as = decode_as
@@ -134,7 +151,21 @@ class InformCoalescer:
     async def _upsert(self, items: list[PreparedObject]) -> list[InformResult[Any]]:
         self.statements += 1
         is_stale = stale_check(object_types(items), self._decode_as)
-        return await self._queue.upsert(items, UpsertParams(self._now(), is_stale=is_stale))
+        claims = self._claims
+        if len(items) > 1 or claims is None:
+            return await self._queue.upsert(items, UpsertParams(self._now(), is_stale=is_stale))
+        kind, namespace = items[0].kind, items[0].namespace
+        if not claims.reserve_write_claim(kind, namespace):
+            return await self._queue.upsert(items, UpsertParams(self._now(), is_stale=is_stale))
+        row: Resource[Any] | None = None
+        try:
+            params = UpsertParams(self._now(), is_stale=is_stale, claim_by=claims.client_id)
+            results = await self._queue.upsert(items, params)
+            if results[0].changed:
+                row = results[0].resource
+            return results
+        finally:
+            claims.settle_write_claim(kind, namespace, row)
 
     async def _upsert_one(self, item: PreparedObject) -> InformResult[Any]:
         (result,) = await self._upsert([item])

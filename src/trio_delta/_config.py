@@ -314,6 +314,13 @@ class Config:
     or pending until the rescuer retries it, so at-least-once holds and a
     work may run again. Informs always wait for the flush. False: every
     commit waits, as the peers' job queues do by default (slower drains)."""
+    claim_on_inform: bool = True
+    """A single :meth:`~Client.inform` into a namespace this client works,
+    made while the client is idle (nothing running, nothing due, the kind
+    neither paused nor bounded cluster-wide), claims its row in the same
+    statement: its work starts when the call returns, with no claim round
+    trip. The result's resource is then ``pending``, attempt 1. False:
+    every inform leaves its row ``scheduled`` for the next claim."""
     observer: Observer | None = field(default=None, compare=False, repr=False)
     """Hooks told what the client does, for metrics (an :class:`Observer`,
     such as ``trio_delta.metrics.PrometheusMetrics()``); None: none."""
@@ -360,6 +367,7 @@ class Config:
         for flag in (
             "asyncio",
             "async_commit",
+            "claim_on_inform",
             "listen",
             "prepared_statements",
             "dedicated_connections",

@@ -75,7 +75,7 @@ class InformWriter:
         self._config = config
         self._decode_as = decode_as
         self.coalescer = InformCoalescer(
-            store.queue, clock.now, batch_size=config.batch_size, decode_as=decode_as
+            store.queue, clock.now, batch_size=config.batch_size, decode_as=decode_as, claims=engine
         )
 
     @asynccontextmanager

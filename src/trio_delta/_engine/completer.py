@@ -84,6 +84,15 @@ class Completer:
         self.written = 0
         self.batches = 0
         self.last_written_at: float | None = None  # trio time of the last batch written
+        self._in_hand = False  # outcomes taken from the channel and not yet written
+        self.received = 0  # completions taken from the channel
+
+    def idle(self, sent: int) -> bool:
+        """Whether every completion handed over is written (or dropped),
+        ``sent`` being how many the workers have sent or are sending. (A
+        channel hands an item to a receiver already waiting without
+        buffering it: between the two tasks it is in neither count.)"""
+        return sent == self.received and not self._in_hand and not self._held
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Write outcomes until the send side is closed and everything is written."""
@@ -103,10 +112,12 @@ class Completer:
                                 receiving = False
                         else:
                             await trio.sleep_forever()
+                self._in_hand = bool(batch)
                 if receiving:
                     receiving = await self._fill(batch)
                 if batch:
                     await self._write(batch)
+                self._in_hand = False
 
     async def _fill(self, batch: list[Pending]) -> bool:
         """Add completions to ``batch`` while they keep coming, up to a batch;
@@ -137,6 +148,7 @@ class Completer:
         return True
 
     def _pending(self, completion: Completion) -> Pending:
+        self.received += 1
         outcome = self._judge.outcome(completion)
         if self._observer is not None:
             resource = completion.resource

@@ -15,16 +15,19 @@ per claim loop per simulated second.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import Counter
 from collections.abc import Mapping
 from datetime import datetime
+from typing import Any
 
 import trio
 
 from .._errors import StoreError
-from .._logs import Throttled, get_logger
+from .._logs import Throttled, get_logger, resource_fields
 from .._store.params import ClaimRequest, ClusterLimit
+from .._types import Resource, ResourceState
 from .context import EngineContext
 from .pauses import Pauses
 from .slots import Slots
@@ -93,6 +96,10 @@ class Fetcher:
             pool.rows.on_drained = self.wake
         self._stopped = trio.Event()
         self.claimed = 0
+        self._write_claims = 0  # single informs claiming as they write (see reserve_write_claim)
+        self._write_claims_settled = trio.Event()
+        self._write_claims_settled.set()
+        self._woken_during_write_claim = False
 
     def stop(self) -> None:
         """Finish the claims in flight, if any, then return from :meth:`run`."""
@@ -147,11 +154,85 @@ class Fetcher:
         caps = self._slots.kind_caps()
         return any(caps[k] != 0 for k in self._kinds)
 
+    def reserve_write_claim(self, kind: str, namespace: str) -> bool:
+        """Whether a single inform of ``kind`` into ``namespace`` may claim
+        the row it writes, in the same statement; if so, a slot is taken
+        for it until :meth:`settle_write_claim`.
+
+        Only when this client holds no row at all and no claim of ours is
+        in flight (the caller also checks every outcome is written): then
+        a row the write hands back pending and attempted by us is one this
+        write claimed, never one of our own claims still unfinished. Only
+        when nothing else is known due here and the kind has no cluster-wide
+        bound nor a pause: the inform's row jumps no queue, and every bound
+        a claim keeps holds (a free slot, the kind's own cap). While it is
+        in flight, our claims wait: they could take the very row.
+        """
+        if (
+            self._fetching
+            or self._write_claims
+            or self._stopped.is_set()
+            or kind not in self._kinds
+            or kind in self._cluster
+            or namespace not in self._pools
+            or self._slots.in_flight()
+            or self._next_due <= trio.current_time()
+            or self._pauses.covers(kind, namespace)
+            or (self._slots.capped and self._slots.kind_caps()[kind] == 0)
+        ):
+            return False
+        self._slots.take(namespace, kind)
+        self._write_claims += 1
+        if self._write_claims_settled.is_set():
+            self._write_claims_settled = trio.Event()
+        return True
+
+    def settle_write_claim(self, kind: str, namespace: str, row: Resource[Any] | None) -> None:
+        """End what :meth:`reserve_write_claim` began: ``row`` (as written,
+        or None if the write failed) goes to the pool if the write claimed
+        it; otherwise the slot is free again."""
+        self._write_claims -= 1
+        if self._write_claims == 0:
+            self._write_claims_settled.set()
+            if self._woken_during_write_claim:
+                # A wake (a NOTIFY, say) came while our claims waited.
+                self._woken_during_write_claim = False
+                for wake in self._wakes:
+                    wake.set()
+        if (
+            row is not None
+            and row.state is ResourceState.PENDING
+            and row.attempted_by == self._client_id
+        ):
+            self.claimed += 1
+            self.last_claim_at = trio.current_time()
+            if self._observer is not None:
+                self._observer.claimed(namespace, 1)
+            try:
+                # The worker decodes the object into a row of its own; the
+                # caller's result keeps the object it informed.
+                self._pools[namespace].rows.send_nowait(dataclasses.replace(row))
+                return
+            except trio.ClosedResourceError:
+                # Only when our stop gave up waiting for this write.
+                log.warning(
+                    "%s %r: claimed as it was informed, after the workers stopped; "
+                    "the rescuer will retry it",
+                    kind,
+                    row.object_id,
+                    extra=resource_fields(row),
+                )
+        self._slots.release(namespace, kind)
+        self.wake()
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             for i in range(len(self._wakes)):
                 nursery.start_soon(self._claim_loop, i)
             task_status.started()
+        # An inform claiming as it writes hands its row to the workers,
+        # which must still take it.
+        await self._write_claims_settled.wait()
 
     async def _claim_loop(self, i: int) -> None:
         error_delay = 0.05
@@ -184,6 +265,9 @@ class Fetcher:
 
     async def _fetch_once(self, i: int) -> bool:
         """Claim into free slots. True when the queue had less than we could take."""
+        if self._write_claims:
+            self._woken_during_write_claim = True  # settling it wakes us
+            return False
         if self._stopped.is_set() or not self._kinds:
             return False
         caps = self._slots.kind_caps()

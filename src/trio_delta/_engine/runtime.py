@@ -124,6 +124,8 @@ class Engine:
         self.observer = ctx.observer
         self.tracer = ctx.tracer
         self.listening = False
+        self.client_id = ctx.client_id
+        self.claim_on_inform = ctx.config.claim_on_inform
         self.slots = Slots(
             {ns: c.max_workers + c.prefetch for ns, c in namespaces.items()}, ctx.controllers
         )
@@ -259,6 +261,23 @@ class Engine:
         """Wake the fetcher (after a local inform into a namespace we serve)."""
         if namespace is None or namespace in self.pools:
             self.fetcher.wake()
+
+    def reserve_write_claim(self, kind: str, namespace: str) -> bool:
+        """Whether a single inform of ``kind`` into ``namespace`` may claim
+        its row as it writes it (the client is idle: see
+        :meth:`Fetcher.reserve_write_claim`); a slot is held for it until
+        :meth:`settle_write_claim`."""
+        return (
+            self.claim_on_inform
+            and not self._stopping
+            and self.completer.idle(sum(p.completions_sent for p in self.pools.values()))
+            and self.fetcher.reserve_write_claim(kind, namespace)
+        )
+
+    def settle_write_claim(self, kind: str, namespace: str, row: Resource[Any] | None) -> None:
+        """The row a reserved write wrote (None if it failed): to the
+        workers if the write claimed it."""
+        self.fetcher.settle_write_claim(kind, namespace, row)
 
     def _informed(self, namespaces: set[str]) -> None:
         """After an informer batch: look for work only if it is ours to do

@@ -128,6 +128,7 @@ class WorkerPool:
         # through two more calls, and a worker reads it twice a row.
         self._now: Callable[[], float] = trio.current_time
         self.worked = 0
+        self.completions_sent = 0  # sent, or being sent, to the outcome writer
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run until the row queue is closed and drained."""
@@ -362,6 +363,7 @@ class WorkerPool:
         awaits :meth:`_send_waiting`). Not a coroutine: it runs for every
         row, and almost never has to wait."""
         self._slots.release(resource.namespace, resource.kind)
+        self.completions_sent += 1
         self._on_slot_free()
         completion = Completion(resource, result, seconds, cancelled)
         try:

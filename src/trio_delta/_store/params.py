@@ -84,12 +84,16 @@ class UpsertParams:
     ``process_existing`` reschedules unchanged rows too (not pending ones);
     ``is_stale`` skips objects older than the stored ones. ``now`` None
     (Postgres only) takes the database's statement time: for producers,
-    which run no engine clock.
+    which run no engine clock. ``claim_by``: a client id that claims, as
+    they are written, the rows the write leaves scheduled and due (state
+    ``pending``, attempt 1, as a claim would), for a client with a worker
+    free for them.
     """
 
     now: datetime | None
     process_existing: bool = False
     is_stale: StaleCheck | None = None
+    claim_by: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

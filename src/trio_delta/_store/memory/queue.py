@@ -102,6 +102,17 @@ class MemoryQueue:
                 row = self._changed_row(old, item, now)
             else:
                 continue
+            if (
+                params.claim_by is not None
+                and row.row.state is ResourceState.SCHEDULED
+                and row.row.scheduled_at <= now
+            ):
+                row = row.update(
+                    state=ResourceState.PENDING,
+                    attempt=1,
+                    attempted_at=now,
+                    attempted_by=params.claim_by,
+                )
             if mtx is not None:
                 mtx.staged[key] = row
             else:

@@ -55,6 +55,7 @@ def upsert_params(
     channel: str,
     *,
     packed: bool = False,
+    claim_by: str | None = None,
 ) -> dict[str, Any]:
     """The upsert's parameters for ``items``; ``packed``: their ids,
     objects and hashes as packed arrays, for a store connection that
@@ -70,6 +71,7 @@ def upsert_params(
         "now": now,
         "process_existing": process_existing,
         "channel": channel,
+        "claim_by": claim_by,
     }
     array_or_all(params, "kind", [i.kind for i in items])
     array_or_all(params, "namespace", [i.namespace for i in items])
@@ -153,7 +155,12 @@ def _upserts(
         Statement(
             target.queries[query],
             upsert_params(
-                batch, params.now, params.process_existing, target.channel, packed=packed
+                batch,
+                params.now,
+                params.process_existing,
+                target.channel,
+                packed=packed,
+                claim_by=params.claim_by,
             ),
             reader(batch),
             last=n == len(batches) - 1,

@@ -37,16 +37,24 @@ with input as (
 upserted as (
     insert into {schema}.resources as r (
         kind, object_id, namespace, state, attempt, max_attempts, object, hash, metadata,
-        tags, errors, created_at, updated_at, scheduled_at, priority
+        tags, errors, created_at, updated_at, scheduled_at, priority, attempted_at, attempted_by
     )
-    select kind, object_id, namespace, 'scheduled', 0, max_attempts, object::json, hash,
+    select kind, object_id, namespace, case when claim then 'pending' else 'scheduled' end,
+           case when claim then 1 else 0 end, max_attempts, object::json, hash,
            metadata::json,
            -- most objects have no tags: skip the per-row subquery for them
            case when tags = '[]' then '{{}}'::text[]
                 else array(select jsonb_array_elements_text(tags::jsonb)) end,
            '[]',
-           {now}, {now}, coalesce(run_at, {now}), priority
-    from input
+           {now}, {now}, coalesce(run_at, {now}), priority,
+           case when claim then {now} end, case when claim then %(claim_by)s::text end
+    from (
+        -- Claimed by the informing client as it is written, when it asks
+        -- (a free worker waits for it) and the object is due now; the row
+        -- stays the store's: an existing pending row is never taken over.
+        select *, %(claim_by)s::text is not null and coalesce(run_at, {now}) <= {now} as claim
+        from input
+    ) as i
     on conflict (kind, object_id) do update set
         namespace = excluded.namespace,
         max_attempts = excluded.max_attempts,
@@ -55,8 +63,12 @@ upserted as (
         metadata = excluded.metadata,
         tags = excluded.tags,
         updated_at = excluded.updated_at,
-        state = case when r.state = 'pending' then r.state else 'scheduled' end,
-        attempt = case when r.state = 'pending' then r.attempt else 0 end,
+        state = case when r.state = 'pending' then r.state else excluded.state end,
+        attempt = case when r.state = 'pending' then r.attempt else excluded.attempt end,
+        attempted_at = case when r.state <> 'pending' and excluded.state = 'pending'
+                            then excluded.attempted_at else r.attempted_at end,
+        attempted_by = case when r.state <> 'pending' and excluded.state = 'pending'
+                            then excluded.attempted_by else r.attempted_by end,
         errors = case when r.state = 'pending' then r.errors else '[]'::jsonb end,
         scheduled_at = case when r.state = 'pending' then r.scheduled_at
                             else excluded.scheduled_at end,
