@@ -43,6 +43,15 @@ def parse_named_queries(text: str) -> dict[tuple[str, str], str]:
     return blocks
 
 
+def _without_comment_lines(body: str) -> str:
+    """``body`` less its comment lines: they are for readers of the files.
+    Sent along, they made the upsert longer than psycopg caches the parsing
+    of (4 KB: a statement's placeholders were found again on every execute,
+    ~0.2 ms of a single inform's client time) and gave the server more to
+    read. (No statement here puts ``--`` inside a string.)"""
+    return "\n".join(line for line in body.splitlines() if not line.lstrip().startswith("--"))
+
+
 @cache
 def _raw_blocks() -> dict[tuple[str, str], str]:
     folder = resources.files("trio_delta._store").joinpath("sql")
@@ -51,7 +60,7 @@ def _raw_blocks() -> dict[tuple[str, str], str]:
         for key, body in parse_named_queries(folder.joinpath(file).read_text("utf-8")).items():
             if key in blocks:
                 raise ValueError(f"{key[0]} {key[1]!r} is defined in two query files")
-            blocks[key] = body
+            blocks[key] = _without_comment_lines(body)
     # A fragment may include the fragments defined before it: spliced in as
     # text here (all of it package data), so that each block is composed once.
     done: dict[str, str] = {}
