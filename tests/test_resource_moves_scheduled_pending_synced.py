@@ -72,12 +72,17 @@ async def test_an_idle_clients_inform_is_pending_when_it_returns_and_worked_once
     # No poll: a claim of the fetcher's in flight would make the client busy.
     config = dataclasses.replace(config, poll_interval=60.0)
     async with delta.open_delta_client(pg_dsn, controllers_for(controller), config=config) as c:
+        fetcher = c._engine.fetcher  # pyright: ignore[reportPrivateUsage]
 
-        async def claimed_once() -> bool:
-            return (await c.health()).last_claim is not None
+        async def claims_over() -> bool:
+            # Start-up claims done and none about to start: the client is idle.
+            return (
+                (await c.health()).last_claim is not None
+                and not fetcher._fetching  # pyright: ignore[reportPrivateUsage]
+                and not any(w.is_set() for w in fetcher._wakes)  # pyright: ignore[reportPrivateUsage]
+            )
 
-        await wait_until(claimed_once)
-        await trio.sleep(0.1)  # the start-up claims are over
+        await wait_until(claims_over)
         result = await c.inform(User("bo@x.io", "Bo", 1))
         row = result.resource
         assert (row.state, row.attempt, row.attempted_by) == (S.PENDING, 1, c.id)

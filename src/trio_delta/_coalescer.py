@@ -26,6 +26,7 @@ from __future__ import annotations
 import copy
 from collections import deque
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any, Protocol
 
 import outcome
@@ -47,7 +48,9 @@ class WriteClaims(Protocol):
 
     def reserve_write_claim(self, kind: str, namespace: str) -> bool: ...
 
-    def settle_write_claim(self, kind: str, namespace: str, row: Resource[Any] | None) -> None: ...
+    def settle_write_claim(
+        self, kind: str, namespace: str, row: Resource[Any] | None, claimed_at: datetime
+    ) -> None: ...
 
 
 class _Call:
@@ -158,14 +161,15 @@ class InformCoalescer:
         if not claims.reserve_write_claim(kind, namespace):
             return await self._queue.upsert(items, UpsertParams(self._now(), is_stale=is_stale))
         row: Resource[Any] | None = None
+        now = self._now()
         try:
-            params = UpsertParams(self._now(), is_stale=is_stale, claim_by=claims.client_id)
+            params = UpsertParams(now, is_stale=is_stale, claim_by=claims.client_id)
             results = await self._queue.upsert(items, params)
             if results[0].changed:
                 row = results[0].resource
             return results
         finally:
-            claims.settle_write_claim(kind, namespace, row)
+            claims.settle_write_claim(kind, namespace, row, now)
 
     async def _upsert_one(self, item: PreparedObject) -> InformResult[Any]:
         (result,) = await self._upsert([item])

@@ -8,6 +8,7 @@ informs and works interleave, no version is worked twice or at once."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import ClassVar
 
 import pytest
@@ -15,7 +16,14 @@ import trio
 import trio.testing
 
 import trio_delta as delta
-from trio_delta.testing import open_test_client, seed_trio_scheduler
+from trio_delta._objects import prepare_object
+from trio_delta._store.params import ClaimRequest, UpsertParams
+from trio_delta.testing import (
+    DEFAULT_ANCHOR,
+    MemoryStore,
+    open_test_client,
+    seed_trio_scheduler,
+)
 
 from ..models import Note, NoteController, controllers_for
 
@@ -160,6 +168,29 @@ async def test_rapid_informs_of_one_object_work_each_version_at_most_once_and_ne
         assert len(texts) == len(set(texts))  # no version twice
         assert all(attempt == 1 for _, _, attempt in gated.worked)
         assert await t.state_of("note", "a") is S.SYNCED
+
+
+async def test_a_row_left_pending_under_our_id_is_not_taken_for_this_writes_claim(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # An earlier process with the same client_id claimed "a" and vanished.
+    store = MemoryStore(anchor=DEFAULT_ANCHOR)
+    before = DEFAULT_ANCHOR - timedelta(seconds=30)
+    leftover = prepare_object(Note("a", "old"), None, default_max_attempts=5)
+    await store.queue.upsert([leftover], UpsertParams(before))
+    request = ClaimRequest("default", 1, {"note": None})
+    await store.queue.claim([request], now=before, client_id="test-client")
+    notes = NoteController()
+    async with open_test_client(controllers_for(notes), store=store) as t:
+        await trio.testing.wait_all_tasks_blocked()
+        result = await t.client.inform(Note("a", "new"))
+        assert (result.resource.state, result.resource.attempted_at) == (S.PENDING, before)
+        await trio.sleep(1)
+        assert notes.worked == []  # its worker, if any, is the rescuer's to find
+        # The slot it took was given back: the next inform is claimed.
+        assert (await t.client.inform(Note("b"))).resource.state is S.PENDING
+        await trio.testing.wait_all_tasks_blocked()
+        assert notes.worked == ["b"]
 
 
 async def test_a_stop_hands_an_inform_claimed_row_to_a_worker_first(

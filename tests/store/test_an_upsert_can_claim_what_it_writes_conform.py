@@ -68,6 +68,20 @@ async def test_a_pending_row_stays_with_the_client_working_it(store: Store) -> N
     )
 
 
+async def test_a_row_pending_with_the_same_client_id_stays_as_it_was(store: Store) -> None:
+    # Left by an earlier process with the same id (or a claim whose reply
+    # was lost): the write is not its claim, and says so by the times.
+    await store.queue.upsert([item("a")], UpsertParams(at(0)))
+    earlier = await claim_one(store, at(1))
+    row = await write_claiming(store, item("a", 2), 2)
+    assert (row.state, row.attempt, row.attempted_by, row.attempted_at) == (
+        S.PENDING,
+        earlier.attempt,
+        CLIENT,
+        at(1),
+    )
+
+
 async def test_an_unchanged_object_is_not_claimed(store: Store) -> None:
     await store.queue.upsert([item("a")], UpsertParams(at(0)))
     (result,) = await store.queue.upsert([item("a")], UpsertParams(at(1), claim_by=CLIENT))

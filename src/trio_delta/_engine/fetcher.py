@@ -154,6 +154,11 @@ class Fetcher:
         caps = self._slots.kind_caps()
         return any(caps[k] != 0 for k in self._kinds)
 
+    @property
+    def write_claims(self) -> int:
+        """Informs claiming as they write, in flight."""
+        return self._write_claims
+
     def reserve_write_claim(self, kind: str, namespace: str) -> bool:
         """Whether a single inform of ``kind`` into ``namespace`` may claim
         the row it writes, in the same statement; if so, a slot is taken
@@ -161,12 +166,12 @@ class Fetcher:
 
         Only when this client holds no row at all and no claim of ours is
         in flight (the caller also checks every outcome is written): then
-        a row the write hands back pending and attempted by us is one this
-        write claimed, never one of our own claims still unfinished. Only
-        when nothing else is known due here and the kind has no cluster-wide
-        bound nor a pause: the inform's row jumps no queue, and every bound
-        a claim keeps holds (a free slot, the kind's own cap). While it is
-        in flight, our claims wait: they could take the very row.
+        a row the write hands back pending, attempted by us at the write's
+        time, is one this write claimed, never one of our own claims still
+        unfinished. Only when nothing is known due here (as far as our last
+        claim saw) and the kind has no cluster-wide bound nor a pause: every
+        bound a claim keeps holds (a free slot, the kind's own cap). While
+        it is in flight, our claims wait: they could take the very row.
         """
         if (
             self._fetching
@@ -187,10 +192,18 @@ class Fetcher:
             self._write_claims_settled = trio.Event()
         return True
 
-    def settle_write_claim(self, kind: str, namespace: str, row: Resource[Any] | None) -> None:
+    def settle_write_claim(
+        self, kind: str, namespace: str, row: Resource[Any] | None, claimed_at: datetime
+    ) -> None:
         """End what :meth:`reserve_write_claim` began: ``row`` (as written,
         or None if the write failed) goes to the pool if the write claimed
-        it; otherwise the slot is free again."""
+        it, at ``claimed_at``; otherwise the slot is free again.
+
+        A row already pending when written is left as it was, and may be
+        attempted by our id too: an earlier process's with the same
+        ``client_id``, or a claim whose reply was lost. Only a claim made
+        now, attempt 1, is this write's.
+        """
         self._write_claims -= 1
         if self._write_claims == 0:
             self._write_claims_settled.set()
@@ -203,6 +216,8 @@ class Fetcher:
             row is not None
             and row.state is ResourceState.PENDING
             and row.attempted_by == self._client_id
+            and row.attempted_at == claimed_at
+            and row.attempt == 1
         ):
             self.claimed += 1
             self.last_claim_at = trio.current_time()

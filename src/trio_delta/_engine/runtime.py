@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import trio
@@ -274,10 +275,12 @@ class Engine:
             and self.fetcher.reserve_write_claim(kind, namespace)
         )
 
-    def settle_write_claim(self, kind: str, namespace: str, row: Resource[Any] | None) -> None:
+    def settle_write_claim(
+        self, kind: str, namespace: str, row: Resource[Any] | None, claimed_at: datetime
+    ) -> None:
         """The row a reserved write wrote (None if it failed): to the
-        workers if the write claimed it."""
-        self.fetcher.settle_write_claim(kind, namespace, row)
+        workers if the write claimed it (at ``claimed_at``)."""
+        self.fetcher.settle_write_claim(kind, namespace, row, claimed_at)
 
     def _informed(self, namespaces: set[str]) -> None:
         """After an informer batch: look for work only if it is ours to do
@@ -391,7 +394,12 @@ class Engine:
         # never see; they would wait for the rescuer. A claim is short, so
         # let it finish unless the database is stuck.
         fetcher = self._handles["fetcher"]
-        fetcher.scope.deadline = trio.current_time() + FETCH_STOP_TIMEOUT
+        # An inform claiming as it writes may wait for a row lock as long
+        # as the lock timeout; its row must still reach a worker.
+        wait = FETCH_STOP_TIMEOUT
+        if self.fetcher.write_claims:
+            wait += self._config.lock_timeout
+        fetcher.scope.deadline = trio.current_time() + wait
         self.fetcher.stop()
         await fetcher.done.wait()
 
