@@ -7,9 +7,7 @@ informs and works interleave, no version is worked twice or at once."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import timedelta
-from typing import ClassVar
 
 import pytest
 import trio
@@ -26,6 +24,7 @@ from trio_delta.testing import (
 )
 
 from ..models import Note, NoteController, controllers_for
+from .test_pausing_and_cancelling_take_effect_at_once import Gauge, Scarce
 
 S = delta.ResourceState
 
@@ -97,37 +96,16 @@ async def test_a_paused_kind_is_left_scheduled(autojump_clock: trio.testing.Mock
         assert notes.worked == ["a"]
 
 
-@dataclass
-class Scarce:
-    kind: ClassVar[str] = "scarce"
-    key: str
-
-    def id(self) -> str:
-        return self.key
-
-    @classmethod
-    def settings(cls) -> delta.ObjectSettings:
-        return delta.ObjectSettings(global_parallelism=1)
-
-
-class ScarceController(delta.Controller[Scarce]):
-    def __init__(self) -> None:
-        self.worked: list[str] = []
-
-    async def work(self, resource: delta.Resource[Scarce]) -> None:
-        self.worked.append(resource.object.key)
-
-
 async def test_a_kind_bounded_across_clients_is_left_scheduled(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    scarce = ScarceController()
-    async with open_test_client(controllers_for(scarce)) as t:
+    gauge = Gauge()  # its kind, "scarce", has a cap across clients
+    async with open_test_client(controllers_for(gauge)) as t:
         await t.run_until_idle()
         result = await t.client.inform(Scarce("a"))
         assert result.resource.state is S.SCHEDULED
         await t.run_until_idle()
-        assert scarce.worked == ["a"]
+        assert gauge.done == ["a"]
 
 
 async def test_claim_on_inform_off_leaves_every_inform_scheduled(
