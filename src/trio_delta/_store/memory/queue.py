@@ -107,12 +107,7 @@ class MemoryQueue:
                 and row.row.state is ResourceState.SCHEDULED
                 and row.row.scheduled_at <= now
             ):
-                row = row.update(
-                    state=ResourceState.PENDING,
-                    attempt=1,
-                    attempted_at=now,
-                    attempted_by=params.claim_by,
-                )
+                row = _claimed(row, now, params.claim_by)
             if mtx is not None:
                 mtx.staged[key] = row
             else:
@@ -226,13 +221,7 @@ class MemoryQueue:
                 ]
                 rows = sorted(due, key=lambda r: claim_order(r.row))[:limit]
                 for row in rows:
-                    claimed = row.update(
-                        state=ResourceState.PENDING,
-                        attempt=row.row.attempt + 1,
-                        attempted_at=now,
-                        attempted_by=client_id,
-                        updated_at=now,
-                    )
+                    claimed = _claimed(row, now, client_id)
                     self._t.install(claimed)
                     out.append(claimed.snapshot())
                 budget.took(kinds, len(rows))
@@ -366,3 +355,15 @@ class MemoryQueue:
 
     def listen(self) -> AbstractAsyncContextManager[MemoryListener]:
         return self._t.listen()
+
+
+def _claimed(row: StoredRow, now: datetime, client_id: str) -> StoredRow:
+    """``row`` claimed by ``client_id`` at ``now``: by a claim, or by the
+    upsert that writes it (``UpsertParams.claim_by``)."""
+    return row.update(
+        state=ResourceState.PENDING,
+        attempt=row.row.attempt + 1,
+        attempted_at=now,
+        attempted_by=client_id,
+        updated_at=now,
+    )
