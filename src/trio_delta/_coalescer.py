@@ -155,10 +155,8 @@ class InformCoalescer:
         self.statements += 1
         is_stale = stale_check(object_types(items), self._decode_as)
         claims = self._claims
-        if len(items) > 1 or claims is None:
-            return await self._queue.upsert(items, UpsertParams(self._now(), is_stale=is_stale))
         kind, namespace = items[0].kind, items[0].namespace
-        if not claims.reserve_write_claim(kind, namespace):
+        if claims is None or len(items) > 1 or not claims.reserve_write_claim(kind, namespace):
             return await self._queue.upsert(items, UpsertParams(self._now(), is_stale=is_stale))
         row: Resource[Any] | None = None
         now = self._now()

@@ -96,9 +96,9 @@ class Fetcher:
             pool.rows.on_drained = self.wake
         self._stopped = trio.Event()
         self.claimed = 0
-        self._write_claims = 0  # single informs claiming as they write (see reserve_write_claim)
-        self._write_claims_settled = trio.Event()
-        self._write_claims_settled.set()
+        # A single inform claiming as it writes (see reserve_write_claim):
+        # set when it has settled; None while none ever was in flight.
+        self._write_claim: trio.Event | None = None
         self._woken_during_write_claim = False
 
     def stop(self) -> None:
@@ -155,9 +155,9 @@ class Fetcher:
         return any(caps[k] != 0 for k in self._kinds)
 
     @property
-    def write_claims(self) -> int:
-        """Informs claiming as they write, in flight."""
-        return self._write_claims
+    def write_claiming(self) -> bool:
+        """Whether an inform claiming as it writes is in flight."""
+        return self._write_claim is not None and not self._write_claim.is_set()
 
     def reserve_write_claim(self, kind: str, namespace: str) -> bool:
         """Whether a single inform of ``kind`` into ``namespace`` may claim
@@ -175,7 +175,7 @@ class Fetcher:
         """
         if (
             self._fetching
-            or self._write_claims
+            or self.write_claiming
             or self._stopped.is_set()
             or kind not in self._kinds
             or kind in self._cluster
@@ -187,9 +187,7 @@ class Fetcher:
         ):
             return False
         self._slots.take(namespace, kind)
-        self._write_claims += 1
-        if self._write_claims_settled.is_set():
-            self._write_claims_settled = trio.Event()
+        self._write_claim = trio.Event()
         return True
 
     def settle_write_claim(
@@ -204,14 +202,13 @@ class Fetcher:
         ``client_id``, or a claim whose reply was lost. Only a claim made
         now, attempt 1, is this write's.
         """
-        self._write_claims -= 1
-        if self._write_claims == 0:
-            self._write_claims_settled.set()
-            if self._woken_during_write_claim:
-                # A wake (a NOTIFY, say) came while our claims waited.
-                self._woken_during_write_claim = False
-                for wake in self._wakes:
-                    wake.set()
+        assert self._write_claim is not None
+        self._write_claim.set()
+        if self._woken_during_write_claim:
+            # A wake (a NOTIFY, say) came while our claims waited.
+            self._woken_during_write_claim = False
+            for wake in self._wakes:
+                wake.set()
         if (
             row is not None
             and row.state is ResourceState.PENDING
@@ -247,7 +244,8 @@ class Fetcher:
             task_status.started()
         # An inform claiming as it writes hands its row to the workers,
         # which must still take it.
-        await self._write_claims_settled.wait()
+        if self._write_claim is not None:
+            await self._write_claim.wait()
 
     async def _claim_loop(self, i: int) -> None:
         error_delay = 0.05
@@ -280,7 +278,7 @@ class Fetcher:
 
     async def _fetch_once(self, i: int) -> bool:
         """Claim into free slots. True when the queue had less than we could take."""
-        if self._write_claims:
+        if self.write_claiming:
             self._woken_during_write_claim = True  # settling it wakes us
             return False
         if self._stopped.is_set() or not self._kinds:

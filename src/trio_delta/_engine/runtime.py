@@ -397,7 +397,7 @@ class Engine:
         # An inform claiming as it writes may wait for a row lock as long
         # as the lock timeout; its row must still reach a worker.
         wait = FETCH_STOP_TIMEOUT
-        if self.fetcher.write_claims:
+        if self.fetcher.write_claiming:
             wait += self._config.lock_timeout
         fetcher.scope.deadline = trio.current_time() + wait
         self.fetcher.stop()
