@@ -28,6 +28,10 @@ Scenarios (full size; ``--quick`` shrinks them and says so in the table):
 * ``drain_io``: 5,000 works each awaiting 20 ms, 200 at once (trio_delta
   ``max_workers``, pgqueuer ``max_concurrent_tasks``, procrastinate
   ``concurrency``): jobs/s against the ideal 10,000/s;
+* ``drain_io_loop``: the same waits on each system's event loop alone, no
+  database and no library (``event_loop_ceiling.py``: Trio for trio_delta,
+  uvloop for pgqueuer, asyncio for procrastinate), run in the same rounds:
+  the most ``drain_io`` can reach on this machine; jobs/s;
 * ``drain_equal_durability``: the drain with the peers' connections at
   ``synchronous_commit = off`` too, as trio_delta's claim and outcome
   connections are (``Config.async_commit``); jobs/s;
@@ -84,6 +88,8 @@ IO_SETTINGS: dict[str, dict[str, Any]] = {
     "pgqueuer": {"max_concurrent_tasks": IO_CONCURRENCY, "batch_size": IO_CONCURRENCY // 2},
     "procrastinate": {"concurrency": IO_CONCURRENCY},
 }
+#: drain_io_loop: the event loop each system's child runs on.
+EVENT_LOOP = {"trio_delta": "trio", "pgqueuer": "uvloop", "procrastinate": "asyncio"}
 #: drain_defaults: what each library does out of the box (the harness's
 #: other settings are tuned for no-op work).
 DEFAULT_SETTINGS: dict[str, dict[str, Any]] = {
@@ -239,6 +245,32 @@ def db_facts(dsn: str) -> dict[str, str]:
             row = conn.execute(sql.SQL("show {}").format(sql.Identifier(name))).fetchone()
             facts[name] = str(row[0]) if row else "?"
     return facts
+
+
+def loop_ceiling(loop: str, count: int) -> dict[str, Any]:
+    """``event_loop_ceiling.py`` on ``loop``: the I/O-bound drain's waits
+    with no database and no library, in a fresh process."""
+    shape = ["--count", str(count), "--concurrency", str(IO_CONCURRENCY)]
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(HERE / "event_loop_ceiling.py"),
+            loop,
+            *shape,
+            "--seconds",
+            str(IO_WORK_S),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=HERE,
+    )
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
+        raise RuntimeError(f"exit {proc.returncode}: {tail}")
+    result: dict[str, Any] = json.loads(lines[-1][len("RESULT ") :])
+    return result
 
 
 def drop_schema(dsn: str, schema: str) -> None:
@@ -448,6 +480,8 @@ class Bench:
         elif name == "drain_io":
             label = f"drain, works awaiting {IO_WORK_S * 1000:g} ms, {IO_CONCURRENCY} at once"
             self.add_metric(Metric(name, label, "jobs/s", True, systems))
+            label = "  the same waits on the event loop alone"
+            self.add_metric(Metric("drain_io_loop", label, "jobs/s", True, systems))
         elif name == "inform":
             self.add_metric(Metric("inform", "inform", "objects/s", True, systems))
         elif name == "inform_many":
@@ -501,6 +535,12 @@ class Bench:
             if res is not None:
                 res = {**res, name: res["drain"]}
             self.record(system, res, err, [name], size)
+            if name == "drain_io":
+                loop = EVENT_LOOP[system]
+                res, err = self.attempt(f"{system} ({loop} alone)", lambda: loop_ceiling(loop, n))
+                if res is not None:
+                    res = {**res, "drain_io_loop": res["drain"]}
+                self.record(system, res, err, ["drain_io_loop"], f"{loop}, n={n:,}")
         elif name in ("inform", "inform_bulk_20k"):
             n = s.inform if name == "inform" else BULK_SMALL
             res, err = self.attempt(system, lambda: run(system, "inform", count=n))
