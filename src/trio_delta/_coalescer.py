@@ -32,7 +32,7 @@ from typing import Any, Protocol
 import outcome
 import trio
 
-from ._errors import LockTimeoutError
+from ._errors import LockTimeoutError, StoreError
 from ._informing import DecodeAs, object_types, stale_check
 from ._objects import PreparedObject
 from ._store.params import UpsertParams
@@ -49,7 +49,13 @@ class WriteClaims(Protocol):
     def reserve_write_claim(self, kind: str, namespace: str) -> bool: ...
 
     def settle_write_claim(
-        self, kind: str, namespace: str, row: Resource[Any] | None, claimed_at: datetime
+        self,
+        kind: str,
+        namespace: str,
+        row: Resource[Any] | None,
+        claimed_at: datetime,
+        *,
+        unsure_of: str | None = None,
     ) -> None: ...
 
 
@@ -159,6 +165,7 @@ class InformCoalescer:
         if claims is None or len(items) > 1 or not claims.reserve_write_claim(kind, namespace):
             return await self._queue.upsert(items, UpsertParams(self._now(), is_stale=is_stale))
         row: Resource[Any] | None = None
+        unsure_of: str | None = None
         now = self._now()
         try:
             params = UpsertParams(now, is_stale=is_stale, claim_by=claims.client_id)
@@ -166,8 +173,12 @@ class InformCoalescer:
             if results[0].changed:
                 row = results[0].resource
             return results
+        except StoreError as exc:
+            if exc.maybe_applied:  # committed or not, we cannot tell
+                unsure_of = items[0].object_id
+            raise
         finally:
-            claims.settle_write_claim(kind, namespace, row, now)
+            claims.settle_write_claim(kind, namespace, row, now, unsure_of=unsure_of)
 
     async def _upsert_one(self, item: PreparedObject) -> InformResult[Any]:
         (result,) = await self._upsert([item])

@@ -15,11 +15,12 @@ per claim loop per simulated second.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 from collections import Counter
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import trio
@@ -36,12 +37,29 @@ from .workers import WorkerPool
 log = get_logger("trio_delta.fetcher")
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class _UnsureClaim:
+    """A single inform that may have claimed its row: its write failed
+    after it may have committed."""
+
+    kind: str
+    namespace: str
+    object_id: str
+    claimed_at: datetime
+
+
 #: Claims a fetcher may have in flight at once. A claim is a round trip of a
 #: few milliseconds; with short work, the workers finish a whole claim's rows
 #: sooner than that, and with one claim at a time they then sat idle through
 #: every round trip. Two claims in flight overlap each round trip with the
 #: work of the other's rows (both ask only for free, unreserved slots).
 CONCURRENT_CLAIMS = 2
+#: At a stop, how long the last read of rows an inform may have claimed
+#: may take (seconds) before they are left to the rescuer.
+UNSURE_READ_AT_STOP = 1.0
+#: After a failed read of such a row, how soon to read again (seconds;
+#: doubled after each failure, up to 5).
+UNSURE_FIRST_RETRY = 0.05
 #: How soon to look again at a row that is due but was not claimed (another
 #: claimer holds it locked for now).
 LOCKED_RETRY = 0.05
@@ -100,6 +118,18 @@ class Fetcher:
         # set when it has settled; None while none ever was in flight.
         self._write_claim: trio.Event | None = None
         self._woken_during_write_claim = False
+        # Such informs that failed in a way that may have committed them
+        # (the connection broke as the reply was due): each holds its slot
+        # until a read says whether its row is ours to work.
+        self._unsure: list[_UnsureClaim] = []
+        self._reading_unsure = False
+        self._unsure_retry_at = -math.inf  # trio time of the next read
+        self._unsure_delay = UNSURE_FIRST_RETRY
+        # Read back for no longer than half the rescuer's margin: a row
+        # handed to a worker later could be rescued while it runs.
+        self._unsure_give_up_after = timedelta(seconds=ctx.config.rescue_after / 2)
+        self._finished = False  # run() has returned
+        self._insights = ctx.store.insights
 
     def stop(self) -> None:
         """Finish the claims in flight, if any, then return from :meth:`run`."""
@@ -191,24 +221,49 @@ class Fetcher:
         return True
 
     def settle_write_claim(
-        self, kind: str, namespace: str, row: Resource[Any] | None, claimed_at: datetime
+        self,
+        kind: str,
+        namespace: str,
+        row: Resource[Any] | None,
+        claimed_at: datetime,
+        *,
+        unsure_of: str | None = None,
     ) -> None:
         """End what :meth:`reserve_write_claim` began: ``row`` (as written,
         or None if the write failed) goes to the pool if the write claimed
         it, at ``claimed_at``; otherwise the slot is free again.
-
-        A row already pending when written is left as it was, and may be
-        attempted by our id too: an earlier process's with the same
-        ``client_id``, or a claim whose reply was lost. Only a claim made
-        now, attempt 1, is this write's.
+        ``unsure_of``: the object's id, when the write failed in a way that
+        may have committed it; the slot stays taken until our next claim
+        reads the row (a claim made in the write would otherwise wait for
+        the rescuer).
         """
         assert self._write_claim is not None
         self._write_claim.set()
+        if row is None and unsure_of is not None:
+            self._unsure.append(_UnsureClaim(kind, namespace, unsure_of, claimed_at))
+            self._unsure_retry_at = -math.inf
+            self._woken_during_write_claim = True
+            if self._finished:  # our stop gave up waiting for this write
+                self._give_up_unsure()
         if self._woken_during_write_claim:
             # A wake (a NOTIFY, say) came while our claims waited.
             self._woken_during_write_claim = False
             for wake in self._wakes:
                 wake.set()
+        if row is not None or unsure_of is None:
+            self._take_written_claim(kind, namespace, row, claimed_at)
+
+    def _take_written_claim(
+        self, kind: str, namespace: str, row: Resource[Any] | None, claimed_at: datetime
+    ) -> None:
+        """``row`` to the pool if a write of ours claimed it at
+        ``claimed_at``; else its slot back.
+
+        A row already pending when written is left as it was, and may be
+        attempted by our id too: an earlier process's with the same
+        ``client_id``, or a claim whose reply was lost. Only a claim made
+        at the write's time, attempt 1, is the write's.
+        """
         if (
             row is not None
             and row.state is ResourceState.PENDING
@@ -237,6 +292,60 @@ class Fetcher:
         self._slots.release(namespace, kind)
         self.wake()
 
+    async def _read_unsure(self) -> None:
+        """Whether each unsure write claimed its row: read it back. Raises
+        :class:`StoreError` with the rest still unsure."""
+        self._reading_unsure = True
+        try:
+            while self._unsure:
+                unsure = self._unsure[0]
+                row = await self._insights.get_resource(unsure.kind, unsure.object_id)
+                self._unsure.pop(0)
+                self._take_written_claim(unsure.kind, unsure.namespace, row, unsure.claimed_at)
+        finally:
+            self._reading_unsure = False
+
+    async def _try_unsure(self) -> None:
+        """:meth:`_read_unsure` when its retry is due; a failure is logged
+        and tried again later, with a growing delay, until half the
+        rescuer's margin has passed."""
+        if self._reading_unsure or trio.current_time() < self._unsure_retry_at:
+            return
+        try:
+            await self._read_unsure()
+        except StoreError as exc:
+            self._storm.warning(
+                "reading back a row an inform may have claimed failed, retrying in %.2fs: %s",
+                self._unsure_delay,
+                exc,
+            )
+            self._unsure_retry_at = trio.current_time() + self._unsure_delay
+            self._unsure_delay = min(self._unsure_delay * 2, 5.0)
+            oldest = self._unsure[0].claimed_at
+            if self._clock.now() - oldest >= self._unsure_give_up_after:
+                self._give_up_unsure()
+            return
+        self._unsure_delay = UNSURE_FIRST_RETRY
+
+    def _claim_would_be_unsure(self) -> bool:
+        """Whether a claim now could take a row an unsure write may have
+        claimed, at a time a read could not tell from the write's."""
+        now = self._clock.now()
+        return any(unsure.claimed_at >= now for unsure in self._unsure)
+
+    def _give_up_unsure(self) -> None:
+        """What could not be read back is the rescuer's."""
+        for unsure in self._unsure:
+            log.warning(
+                "%s %r: could not tell whether its inform claimed it (the write "
+                "failed as it committed); if it did, the rescuer will retry it",
+                unsure.kind,
+                unsure.object_id,
+                extra={"kind": unsure.kind, "object_id": unsure.object_id},
+            )
+            self._slots.release(unsure.namespace, unsure.kind)
+        self._unsure.clear()
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             for i in range(len(self._wakes)):
@@ -244,8 +353,16 @@ class Fetcher:
             task_status.started()
         # An inform claiming as it writes hands its row to the workers,
         # which must still take it.
-        if self._write_claim is not None:
-            await self._write_claim.wait()
+        try:
+            if self._write_claim is not None:
+                await self._write_claim.wait()
+            if self._unsure and not self._reading_unsure:
+                # One more read: the workers still take rows until we return.
+                with trio.move_on_after(UNSURE_READ_AT_STOP), contextlib.suppress(StoreError):
+                    await self._read_unsure()
+        finally:
+            self._finished = True
+            self._give_up_unsure()
 
     async def _claim_loop(self, i: int) -> None:
         error_delay = 0.05
@@ -262,10 +379,12 @@ class Fetcher:
             if not drained:
                 # We filled every free slot; there may be more. Go again as
                 # soon as a slot frees (the wake) - no poll needed meanwhile.
-                await self._wait(i, math.inf)
+                deadline = math.inf
             else:
                 deadline = min(trio.current_time() + self._poll_interval, self._next_due)
-                await self._wait(i, deadline)
+            if self._unsure:
+                deadline = min(deadline, max(self._unsure_retry_at, trio.current_time() + 0.001))
+            await self._wait(i, deadline)
 
     async def _wait(self, i: int, deadline: float) -> None:
         if deadline == math.inf:
@@ -283,6 +402,10 @@ class Fetcher:
             return False
         if self._stopped.is_set() or not self._kinds:
             return False
+        if self._unsure:
+            await self._try_unsure()
+            if self._claim_would_be_unsure():
+                return False  # the clock moves on; the wait below is short
         caps = self._slots.kind_caps()
         kinds = {k: caps[k] for k in self._kinds if caps[k] != 0}
         requests: list[ClaimRequest] = []

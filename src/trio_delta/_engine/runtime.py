@@ -276,11 +276,19 @@ class Engine:
         )
 
     def settle_write_claim(
-        self, kind: str, namespace: str, row: Resource[Any] | None, claimed_at: datetime
+        self,
+        kind: str,
+        namespace: str,
+        row: Resource[Any] | None,
+        claimed_at: datetime,
+        *,
+        unsure_of: str | None = None,
     ) -> None:
         """The row a reserved write wrote (None if it failed): to the
-        workers if the write claimed it (at ``claimed_at``)."""
-        self.fetcher.settle_write_claim(kind, namespace, row, claimed_at)
+        workers if the write claimed it (at ``claimed_at``). ``unsure_of``:
+        the object id, when the write failed in a way that may have
+        committed it."""
+        self.fetcher.settle_write_claim(kind, namespace, row, claimed_at, unsure_of=unsure_of)
 
     def _informed(self, namespaces: set[str]) -> None:
         """After an informer batch: look for work only if it is ours to do
