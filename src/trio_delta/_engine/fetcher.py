@@ -32,20 +32,10 @@ from .._types import Resource, ResourceState
 from .context import EngineContext
 from .pauses import Pauses
 from .slots import Slots
+from .unsure import UnsureClaim, UnsureClaims
 from .workers import WorkerPool
 
 log = get_logger("trio_delta.fetcher")
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class _UnsureClaim:
-    """A single inform that may have claimed its row: its write failed
-    after it may have committed."""
-
-    kind: str
-    namespace: str
-    object_id: str
-    claimed_at: datetime
 
 
 #: Claims a fetcher may have in flight at once. A claim is a round trip of a
@@ -57,9 +47,6 @@ CONCURRENT_CLAIMS = 2
 #: At a stop, how long the last read of rows an inform may have claimed
 #: may take (seconds) before they are left to the rescuer.
 UNSURE_READ_AT_STOP = 1.0
-#: After a failed read of such a row, how soon to read again (seconds;
-#: doubled after each failure, up to 5).
-UNSURE_FIRST_RETRY = 0.05
 #: How soon to look again at a row that is due but was not claimed (another
 #: claimer holds it locked for now).
 LOCKED_RETRY = 0.05
@@ -119,17 +106,17 @@ class Fetcher:
         self._write_claim: trio.Event | None = None
         self._woken_during_write_claim = False
         # Such informs that failed in a way that may have committed them
-        # (the connection broke as the reply was due): each holds its slot
-        # until a read says whether its row is ours to work.
-        self._unsure: list[_UnsureClaim] = []
-        self._reading_unsure = False
-        self._unsure_retry_at = -math.inf  # trio time of the next read
-        self._unsure_delay = UNSURE_FIRST_RETRY
-        # Read back for no longer than half the rescuer's margin: a row
-        # handed to a worker later could be rescued while it runs.
-        self._unsure_give_up_after = timedelta(seconds=ctx.config.rescue_after / 2)
+        # (the connection broke as the reply was due). Read back for no
+        # longer than half the rescuer's margin: a row handed to a worker
+        # later could be rescued while it runs.
+        self._unsure = UnsureClaims(
+            ctx.store.insights,
+            ctx.clock,
+            give_up_after=timedelta(seconds=ctx.config.rescue_after / 2),
+            take=self._take_written_claim,
+            release=slots.release,
+        )
         self._finished = False  # run() has returned
-        self._insights = ctx.store.insights
 
     def stop(self) -> None:
         """Finish the claims in flight, if any, then return from :meth:`run`."""
@@ -240,11 +227,10 @@ class Fetcher:
         assert self._write_claim is not None
         self._write_claim.set()
         if row is None and unsure_of is not None:
-            self._unsure.append(_UnsureClaim(kind, namespace, unsure_of, claimed_at))
-            self._unsure_retry_at = -math.inf
+            self._unsure.add(UnsureClaim(kind, namespace, unsure_of, claimed_at))
             self._woken_during_write_claim = True
             if self._finished:  # our stop gave up waiting for this write
-                self._give_up_unsure()
+                self._unsure.give_up()
         if self._woken_during_write_claim:
             # A wake (a NOTIFY, say) came while our claims waited.
             self._woken_during_write_claim = False
@@ -292,60 +278,6 @@ class Fetcher:
         self._slots.release(namespace, kind)
         self.wake()
 
-    async def _read_unsure(self) -> None:
-        """Whether each unsure write claimed its row: read it back. Raises
-        :class:`StoreError` with the rest still unsure."""
-        self._reading_unsure = True
-        try:
-            while self._unsure:
-                unsure = self._unsure[0]
-                row = await self._insights.get_resource(unsure.kind, unsure.object_id)
-                self._unsure.pop(0)
-                self._take_written_claim(unsure.kind, unsure.namespace, row, unsure.claimed_at)
-        finally:
-            self._reading_unsure = False
-
-    async def _try_unsure(self) -> None:
-        """:meth:`_read_unsure` when its retry is due; a failure is logged
-        and tried again later, with a growing delay, until half the
-        rescuer's margin has passed."""
-        if self._reading_unsure or trio.current_time() < self._unsure_retry_at:
-            return
-        try:
-            await self._read_unsure()
-        except StoreError as exc:
-            self._storm.warning(
-                "reading back a row an inform may have claimed failed, retrying in %.2fs: %s",
-                self._unsure_delay,
-                exc,
-            )
-            self._unsure_retry_at = trio.current_time() + self._unsure_delay
-            self._unsure_delay = min(self._unsure_delay * 2, 5.0)
-            oldest = self._unsure[0].claimed_at
-            if self._clock.now() - oldest >= self._unsure_give_up_after:
-                self._give_up_unsure()
-            return
-        self._unsure_delay = UNSURE_FIRST_RETRY
-
-    def _claim_would_be_unsure(self) -> bool:
-        """Whether a claim now could take a row an unsure write may have
-        claimed, at a time a read could not tell from the write's."""
-        now = self._clock.now()
-        return any(unsure.claimed_at >= now for unsure in self._unsure)
-
-    def _give_up_unsure(self) -> None:
-        """What could not be read back is the rescuer's."""
-        for unsure in self._unsure:
-            log.warning(
-                "%s %r: could not tell whether its inform claimed it (the write "
-                "failed as it committed); if it did, the rescuer will retry it",
-                unsure.kind,
-                unsure.object_id,
-                extra={"kind": unsure.kind, "object_id": unsure.object_id},
-            )
-            self._slots.release(unsure.namespace, unsure.kind)
-        self._unsure.clear()
-
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             for i in range(len(self._wakes)):
@@ -356,13 +288,13 @@ class Fetcher:
         try:
             if self._write_claim is not None:
                 await self._write_claim.wait()
-            if self._unsure and not self._reading_unsure:
+            if self._unsure and not self._unsure.reading:
                 # One more read: the workers still take rows until we return.
                 with trio.move_on_after(UNSURE_READ_AT_STOP), contextlib.suppress(StoreError):
-                    await self._read_unsure()
+                    await self._unsure.read()
         finally:
             self._finished = True
-            self._give_up_unsure()
+            self._unsure.give_up()
 
     async def _claim_loop(self, i: int) -> None:
         error_delay = 0.05
@@ -383,7 +315,7 @@ class Fetcher:
             else:
                 deadline = min(trio.current_time() + self._poll_interval, self._next_due)
             if self._unsure:
-                deadline = min(deadline, max(self._unsure_retry_at, trio.current_time() + 0.001))
+                deadline = min(deadline, max(self._unsure.retry_at, trio.current_time() + 0.001))
             await self._wait(i, deadline)
 
     async def _wait(self, i: int, deadline: float) -> None:
@@ -403,8 +335,8 @@ class Fetcher:
         if self._stopped.is_set() or not self._kinds:
             return False
         if self._unsure:
-            await self._try_unsure()
-            if self._claim_would_be_unsure():
+            await self._unsure.read_when_due()
+            if self._unsure.hold_claims():
                 return False  # the clock moves on; the wait below is short
         caps = self._slots.kind_caps()
         kinds = {k: caps[k] for k in self._kinds if caps[k] != 0}
