@@ -9,8 +9,10 @@ not commit gives its slot back; a read that fails is tried again."""
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import replace
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -19,12 +21,15 @@ import trio.testing
 
 import trio_delta as delta
 from trio_delta import StoreError
+from trio_delta._engine.clock import Clock
+from trio_delta._engine.runtime import FETCH_STOP_TIMEOUT
+from trio_delta._engine.unsure import UnsureClaim, UnsureClaims
 from trio_delta._objects import PreparedObject
 from trio_delta._store.memory.insights import MemoryInsights
 from trio_delta._store.memory.queue import MemoryQueue
-from trio_delta._store.params import UpsertParams
+from trio_delta._store.params import ClaimRequest, UpsertParams
 from trio_delta._store.port import AppConnection, StoreTransaction
-from trio_delta.testing import MemoryStore, open_test_client
+from trio_delta.testing import DEFAULT_ANCHOR, MemoryStore, open_test_client
 
 from ..models import Note, NoteController, controllers_for
 from .test_an_idle_clients_inform_claims_its_row import Gated
@@ -40,6 +45,13 @@ class LosingQueue(MemoryQueue):
     applied = True
     leave_scheduled = False
     lose_next = False
+    claims = 0
+
+    async def claim(
+        self, requests: Sequence[ClaimRequest], *, now: datetime, client_id: str
+    ) -> list[delta.Resource[Any]]:
+        self.claims += 1
+        return await super().claim(requests, now=now, client_id=client_id)
 
     async def upsert(
         self,
@@ -61,13 +73,16 @@ class LosingQueue(MemoryQueue):
 
 
 class FailingReads(MemoryInsights):
-    """Its next ``failures`` reads of one resource fail."""
+    """Its next ``failures`` reads of one resource fail; each read answers
+    after ``delay`` seconds."""
 
     failures = 0
     reads = 0
+    delay = 0.0
 
     async def get_resource(self, kind: str, object_id: str) -> delta.ResourceRow[Any] | None:
         self.reads += 1
+        await trio.sleep(self.delay)
         if self.failures:
             self.failures -= 1
             await trio.lowlevel.checkpoint()
@@ -239,3 +254,89 @@ async def test_a_stop_that_cannot_read_leaves_the_row_to_the_rescuer(
     row = await store.insights.get_resource("note", "a")
     assert row is not None
     assert (row.state, row.attempted_by) == (S.PENDING, "test-client")
+
+
+async def test_a_read_answered_too_late_gives_the_row_up(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The read answers 40 s on: past half the rescuer's margin (30 s), a
+    # worker starting the row then could still run when the rescuer takes
+    # it. The read is cut off at 30 s and the slot given back.
+    notes = NoteController()
+    store = Losing()
+    with caplog.at_level(logging.WARNING, logger="trio_delta.fetcher"):
+        async with open_test_client(controllers_for(notes), store=store) as t:
+            await t.run_until_idle()
+            store.insights.delay = 40.0
+            await _lost_inform(t, store, Note("a"))
+            lost_at = trio.current_time()
+            await t.run_until(lambda: bool(_given_up(caplog)))
+            assert 29.0 <= trio.current_time() - lost_at <= 31.0
+            store.insights.delay = 0.0
+            await t.client.inform(Note("b"))  # the slot is free again
+            await t.run_until(lambda: notes.worked == ["b"])
+            # A claim in the meantime could not take "a": it is pending.
+            assert await t.state_of("note", "a") is S.PENDING
+
+
+async def test_claims_go_on_at_their_pace_while_a_read_is_slow(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # While one claim loop waits 10 s for its read, the other must not
+    # claim every millisecond.
+    notes = NoteController()
+    store = Losing()
+    async with open_test_client(controllers_for(notes), store=store) as t:
+        await t.run_until_idle()
+        store.insights.delay = 10.0
+        await _lost_inform(t, store, Note("a"))
+        claims = store.queue.claims
+        await trio.sleep(9.0)
+        assert store.queue.claims - claims <= 5
+        await t.run_until_idle()
+        assert notes.worked == ["a"]
+
+
+async def test_each_unsure_write_starts_from_the_first_retry_delay(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # One claim given up after many failed reads (the delay grown to 5 s);
+    # the next one's failed read is tried again 50 ms later.
+    store = Losing(read_failures=1_000)
+    clock = Clock(DEFAULT_ANCHOR)
+    taken: list[str] = []
+    released: list[str] = []
+    unsure = UnsureClaims(
+        store.insights,
+        clock,
+        give_up_after=timedelta(seconds=30),
+        take=lambda kind, namespace, row, at: taken.append(kind),
+        release=lambda namespace, kind: released.append(kind),
+    )
+    unsure.add(UnsureClaim("note", "default", "a", clock.now()))
+    while unsure:
+        await unsure.read_when_due()
+        await trio.sleep(0.01)
+    assert released == ["note"]
+    store.insights.failures = 1
+    unsure.add(UnsureClaim("note", "default", "b", clock.now()))
+    await unsure.read_when_due()  # fails
+    assert unsure.retry_at - trio.current_time() == pytest.approx(0.05)
+
+
+async def test_a_read_that_never_answers_holds_a_stop_no_longer_than_the_fetchers_bound(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    notes = NoteController()
+    store = Losing()
+    with caplog.at_level(logging.WARNING, logger="trio_delta.fetcher"):
+        async with open_test_client(controllers_for(notes), store=store) as t:
+            await t.run_until_idle()
+            store.insights.delay = math.inf
+            await _lost_inform(t, store, Note("a"))
+            await trio.testing.wait_all_tasks_blocked()
+            stop_started = trio.current_time()
+    assert trio.current_time() - stop_started <= FETCH_STOP_TIMEOUT + 1.0
+    assert notes.worked == []
+    (record,) = _given_up(caplog)
+    assert getattr(record, "object_id", None) == "a"

@@ -226,7 +226,9 @@ class Fetcher:
         """
         assert self._write_claim is not None
         self._write_claim.set()
+        unsure = False
         if row is None and unsure_of is not None:
+            unsure = True
             self._unsure.add(UnsureClaim(kind, namespace, unsure_of, claimed_at))
             self._woken_during_write_claim = True
             if self._finished:  # our stop gave up waiting for this write
@@ -236,7 +238,7 @@ class Fetcher:
             self._woken_during_write_claim = False
             for wake in self._wakes:
                 wake.set()
-        if row is not None or unsure_of is None:
+        if not unsure:
             self._take_written_claim(kind, namespace, row, claimed_at)
 
     def _take_written_claim(
@@ -279,13 +281,13 @@ class Fetcher:
         self.wake()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        async with trio.open_nursery() as nursery:
-            for i in range(len(self._wakes)):
-                nursery.start_soon(self._claim_loop, i)
-            task_status.started()
-        # An inform claiming as it writes hands its row to the workers,
-        # which must still take it.
         try:
+            async with trio.open_nursery() as nursery:
+                for i in range(len(self._wakes)):
+                    nursery.start_soon(self._claim_loop, i)
+                task_status.started()
+            # An inform claiming as it writes hands its row to the workers,
+            # which must still take it.
             if self._write_claim is not None:
                 await self._write_claim.wait()
             if self._unsure and not self._unsure.reading:
@@ -314,7 +316,8 @@ class Fetcher:
                 deadline = math.inf
             else:
                 deadline = min(trio.current_time() + self._poll_interval, self._next_due)
-            if self._unsure:
+            if self._unsure and not self._unsure.reading:
+                # The next read (none while the other loop reads: its hand-over wakes us).
                 deadline = min(deadline, max(self._unsure.retry_at, trio.current_time() + 0.001))
             await self._wait(i, deadline)
 

@@ -81,17 +81,25 @@ class UnsureClaims:
     def add(self, claim: UnsureClaim) -> None:
         self._claims.append(claim)
         self.retry_at = -math.inf
+        self._delay = FIRST_RETRY
 
     async def read(self) -> None:
         """Read each row back and hand it over; raises :class:`StoreError`
-        with the rest still unsure."""
+        with the rest still unsure. A read still unanswered at its claim's
+        ``give_up_after`` gives that claim up."""
         self.reading = True
         try:
             while self._claims:
                 claim = self._claims[0]
-                row = await self._insights.get_resource(claim.kind, claim.object_id)
+                too_late = claim.claimed_at + self._give_up_after
+                row: Resource[Any] | None = None
+                with trio.move_on_at(self._clock.trio_time(too_late)) as scope:
+                    row = await self._insights.get_resource(claim.kind, claim.object_id)
                 self._claims.pop(0)
-                self._take(claim.kind, claim.namespace, row, claim.claimed_at)
+                if scope.cancelled_caught or self._clock.now() >= too_late:
+                    self._give_up_one(claim)
+                else:
+                    self._take(claim.kind, claim.namespace, row, claim.claimed_at)
         finally:
             self.reading = False
 
@@ -124,12 +132,16 @@ class UnsureClaims:
     def give_up(self) -> None:
         """What could not be read back is the rescuer's."""
         for claim in self._claims:
-            log.warning(
-                "%s %r: could not tell whether its inform claimed it (the write "
-                "failed as it committed); if it did, the rescuer will retry it",
-                claim.kind,
-                claim.object_id,
-                extra={"kind": claim.kind, "object_id": claim.object_id},
-            )
-            self._release(claim.namespace, claim.kind)
+            self._give_up_one(claim)
         self._claims.clear()
+        self._delay = FIRST_RETRY
+
+    def _give_up_one(self, claim: UnsureClaim) -> None:
+        log.warning(
+            "%s %r: could not tell whether its inform claimed it (the write's "
+            "reply was lost); if it did, the rescuer will retry it",
+            claim.kind,
+            claim.object_id,
+            extra={"kind": claim.kind, "object_id": claim.object_id},
+        )
+        self._release(claim.namespace, claim.kind)
