@@ -53,7 +53,7 @@ from trio_delta import producer
 # ~44,800/s, 2,000 ~53,000/s.
 DEFAULTS: dict[str, Any] = {
     "max_workers": 500,
-    "prefetch": 0,  # drain_io: 20 (rows claimed ahead of free workers)
+    "prefetch": 0,  # drain_io: 200 (rows claimed ahead of free workers)
     "batch_size": 2000,
     "pool_size": None,
     "latency_informer": "same",
@@ -214,7 +214,8 @@ async def inform_all(
         await run_ended.ended.wait()
         done = time.perf_counter()
         state = await client.get_informer(KIND)
-        if not run_ended.ok or state is None or state.last_error is not None:
+        # The hook also fires when recording the run failed: then no end.
+        if not run_ended.ok or state is None or state.last_run_at is None or state.last_error:
             raise RuntimeError(f"informer run failed: {state and state.last_error}")
     assert seeder.started_at is not None
     assert seeder.sent_at is not None

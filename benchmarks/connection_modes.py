@@ -39,6 +39,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from benchmarks._common import RESULT_PREFIX  # noqa: E402
+from benchmarks.run import IO_SETTINGS, IO_WORK_S  # noqa: E402
 from tests.pgbouncer import PgBouncer  # noqa: E402
 
 MODES: dict[str, dict[str, Any]] = {
@@ -69,9 +70,10 @@ SCENARIOS: dict[str, tuple[list[str], list[str]]] = {
     # run.py's drain_io: works that await 20 ms, 200 at once (ideal 10,000/s).
     "drain_io": (["--count", "5000"], ["drain"]),
 }
-#: Scenarios that are another child scenario with settings of their own.
+#: Scenarios that are another child scenario with settings of their own
+#: (and their own size: ``--count`` is not theirs).
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
-    "drain_io": ("drain", {"work_seconds": 0.02, "max_workers": 200, "prefetch": 200}),
+    "drain_io": ("drain", {"work_seconds": IO_WORK_S, **IO_SETTINGS["trio_delta"]}),
 }
 
 
@@ -122,7 +124,9 @@ def main() -> int:
     parser.add_argument("--scenarios", nargs="+", choices=list(SCENARIOS), default=list(SCENARIOS))
     parser.add_argument("--json", type=Path)
     parser.add_argument("--group", choices=list(GROUPS), default="connections")
-    parser.add_argument("--count", type=int, default=20_000, help="drain and inform_many size")
+    parser.add_argument(
+        "--count", type=int, default=20_000, help="drain and inform_many size (drain_io: 5,000)"
+    )
     args = parser.parse_args()
     modes = GROUPS[args.group]
     DIRECT = args.dsn

@@ -88,6 +88,8 @@ IO_SETTINGS: dict[str, dict[str, Any]] = {
     "pgqueuer": {"max_concurrent_tasks": IO_CONCURRENCY, "batch_size": IO_CONCURRENCY // 2},
     "procrastinate": {"concurrency": IO_CONCURRENCY},
 }
+#: Rows whose figures are not comparable across systems (each its own loop).
+NO_RATIO = frozenset({"drain_io_loop"})
 #: drain_io_loop: the event loop each system's child runs on.
 EVENT_LOOP = {"trio_delta": "trio", "pgqueuer": "uvloop", "procrastinate": "asyncio"}
 #: drain_defaults: what each library does out of the box (the harness's
@@ -250,21 +252,12 @@ def db_facts(dsn: str) -> dict[str, str]:
 def loop_ceiling(loop: str, count: int) -> dict[str, Any]:
     """``event_loop_ceiling.py`` on ``loop``: the I/O-bound drain's waits
     with no database and no library, in a fresh process."""
-    shape = ["--count", str(count), "--concurrency", str(IO_CONCURRENCY)]
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(HERE / "event_loop_ceiling.py"),
-            loop,
-            *shape,
-            "--seconds",
-            str(IO_WORK_S),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=HERE,
-    )
+    command = [sys.executable, str(HERE / "event_loop_ceiling.py"), loop, "--count", str(count)]
+    command += ["--concurrency", str(IO_CONCURRENCY), "--seconds", str(IO_WORK_S)]
+    try:
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=HERE)
+    except subprocess.TimeoutExpired as exc:
+        raise RuntimeError("timed out after 120s") from exc
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
         tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
@@ -609,6 +602,8 @@ class Bench:
     # -- output ---------------------------------------------------------------
 
     def best_peer(self, metric: Metric) -> tuple[str, float] | None:
+        if metric.key in NO_RATIO:
+            return None
         peers: list[tuple[str, float]] = []
         for system in metric.systems:
             summary = self.cell(metric.key, system).summary()
