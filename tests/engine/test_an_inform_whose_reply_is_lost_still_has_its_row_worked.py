@@ -228,7 +228,8 @@ async def test_a_failing_read_holds_back_no_claim_and_is_given_up_in_time(
             await t.run_until(lambda: notes.worked == ["b"])
             assert trio.current_time() - lost_at < 1.0
             # Half the rescuer's margin (rescue_after 60 s) later: given up.
-            await t.run_until(lambda: bool(_given_up(caplog)))
+            with trio.fail_after(120):
+                await t.run_until(lambda: bool(_given_up(caplog)))
             assert 30.0 <= trio.current_time() - lost_at <= 40.0
             reads = store.insights.reads
             await trio.sleep(60)
@@ -270,7 +271,8 @@ async def test_a_read_answered_too_late_gives_the_row_up(
             store.insights.delay = 40.0
             await _lost_inform(t, store, Note("a"))
             lost_at = trio.current_time()
-            await t.run_until(lambda: bool(_given_up(caplog)))
+            with trio.fail_after(120):
+                await t.run_until(lambda: bool(_given_up(caplog)))
             assert 29.0 <= trio.current_time() - lost_at <= 31.0
             store.insights.delay = 0.0
             await t.client.inform(Note("b"))  # the slot is free again
