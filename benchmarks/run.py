@@ -258,12 +258,21 @@ def loop_ceiling(loop: str, count: int) -> dict[str, Any]:
         proc = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=HERE)
     except subprocess.TimeoutExpired as exc:
         raise RuntimeError("timed out after 120s") from exc
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    if proc.returncode != 0 or not lines:
+    return child_result(proc)
+
+
+def child_result(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    """A child's last ``RESULT`` line, or RuntimeError with its last
+    error line when it failed or printed none."""
+    result = None
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT "):
+            result = json.loads(line[len("RESULT ") :])
+    if proc.returncode != 0 or result is None:
         tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
         raise RuntimeError(f"exit {proc.returncode}: {tail}")
-    result: dict[str, Any] = json.loads(lines[-1][len("RESULT ") :])
-    return result
+    out: dict[str, Any] = result
+    return out
 
 
 def drop_schema(dsn: str, schema: str) -> None:
@@ -395,14 +404,7 @@ class Runner:
             drop_schema(self.dsn, schema)
         if self.verbose and proc.stderr.strip():
             log(proc.stderr.rstrip())
-        result = None
-        for line in proc.stdout.splitlines():
-            if line.startswith("RESULT "):
-                result = json.loads(line[len("RESULT ") :])
-        if proc.returncode != 0 or result is None:
-            tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
-            raise RuntimeError(f"exit {proc.returncode}: {tail}")
-        return result
+        return child_result(proc)
 
 
 # -- the benchmark ------------------------------------------------------------
