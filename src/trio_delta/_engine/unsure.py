@@ -91,7 +91,7 @@ class UnsureClaims:
         try:
             while self._claims:
                 claim = self._claims[0]
-                too_late = claim.claimed_at + self._give_up_after
+                too_late = self._too_late(claim)
                 row: Resource[Any] | None = None
                 with trio.move_on_at(self._clock.trio_time(too_late)) as scope:
                     row = await self._insights.get_resource(claim.kind, claim.object_id)
@@ -118,10 +118,14 @@ class UnsureClaims:
             )
             self.retry_at = trio.current_time() + self._delay
             self._delay = min(self._delay * 2, LONGEST_RETRY)
-            if self._clock.now() - self._claims[0].claimed_at >= self._give_up_after:
+            if self._clock.now() >= self._too_late(self._claims[0]):
                 self.give_up()
             return
         self._delay = FIRST_RETRY
+
+    def _too_late(self, claim: UnsureClaim) -> datetime:
+        """When reading ``claim``'s row back comes too late to hand it over."""
+        return claim.claimed_at + self._give_up_after
 
     def hold_claims(self) -> bool:
         """Whether a claim now could take a row an unsure write may have
