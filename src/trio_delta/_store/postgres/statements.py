@@ -85,6 +85,34 @@ def upsert_params(
     return params
 
 
+def upsert_one_params(
+    item: PreparedObject,
+    now: datetime | None,
+    process_existing: bool,
+    channel: str,
+    claim_by: str | None,
+) -> dict[str, Any]:
+    """The parameters of ``upsert_one``: :func:`upsert_params` of one
+    object, as scalars."""
+    return {
+        "kind": item.kind,
+        "object_id": item.object_id,
+        "namespace": item.namespace,
+        "object": item.encoded.decode(),
+        "hash": item.hash,
+        "metadata": item.metadata.decode(),
+        "tags": _json_list(item.tags),
+        "max_attempts": item.max_attempts,
+        "priority": item.priority,
+        "run_at": item.run_at,
+        "now": now,
+        "process_existing": process_existing,
+        "channel": channel,
+        "claim_by": claim_by,
+        "keep_priority": not item.priority_set,
+    }
+
+
 def upsert_batches(items: list[PreparedObject]) -> list[list[PreparedObject]]:
     """``items`` as the objects of each upsert statement: at most
     :data:`UPSERT_CHUNK`, and either all giving a priority or none (one
@@ -150,6 +178,12 @@ def _upserts(
     each read by ``reader(its batch)``. The writes end a transaction the
     runner opened: what a plan reads after them (objects neither written
     nor read first) is as stored."""
+    if query == "upsert" and len(items) == 1:
+        # One object (Client.inform's usual case): scalars, not arrays.
+        one = upsert_one_params(
+            items[0], params.now, params.process_existing, target.channel, params.claim_by
+        )
+        return (Statement(target.queries["upsert_one"], one, reader(items), last=True),)
     batches = upsert_batches(items)
     return tuple(
         Statement(

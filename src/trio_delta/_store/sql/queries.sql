@@ -12,14 +12,13 @@
 -- fragment: now
 coalesce(%(now)s::timestamptz, statement_timestamp())
 
--- fragment: upsert_rows
--- The body both forms of the upsert share; each closes the "upserted" CTE
--- with a RETURNING clause of its own.
+-- fragment: input_arrays
+-- The objects of a batch, as the "input" CTE of an upsert.
 -- A column whose value every object shares (one kind, one namespace, no
 -- metadata: the usual bulk) comes once, as its "_all" parameter, with an empty array;
 -- unnest() pads the shorter arrays with nulls. Encoding the arrays was
 -- most of a bulk inform's client time.
-with input as (
+input as (
     select coalesce(i.kind, %(kind_all)s::text) as kind, i.object_id,
            coalesce(i.namespace, %(namespace_all)s::text) as namespace, i.object, i.hash,
            coalesce(i.metadata, %(metadata_all)s::text) as metadata,
@@ -33,7 +32,23 @@ with input as (
         %(priority)b::int[], %(run_at)b::timestamptz[]
     ) as i(kind, object_id, namespace, object, hash, metadata, tags, max_attempts, priority,
            run_at)
-),
+)
+
+-- fragment: input_one
+-- One object, as scalar parameters: a single inform is the call whose
+-- latency users feel, and unpacking ten one-element arrays cost the
+-- server about a tenth of the statement's time.
+input as (
+    select %(kind)s::text as kind, %(object_id)s::text as object_id,
+           %(namespace)s::text as namespace, %(object)s::text as object,
+           %(hash)s::bytea as hash, %(metadata)s::text as metadata, %(tags)s::text as tags,
+           %(max_attempts)s::int as max_attempts, %(priority)s::int as priority,
+           %(run_at)s::timestamptz as run_at
+)
+
+-- fragment: upsert_rows
+-- What every upsert does with its "input" CTE; each statement closes the
+-- "upserted" CTE with a RETURNING clause of its own.
 upserted as (
     insert into {schema}.resources as r (
         kind, object_id, namespace, state, attempt, max_attempts, object, hash, metadata,
@@ -77,11 +92,10 @@ upserted as (
         priority = case when %(keep_priority)s then r.priority else excluded.priority end
     where r.hash <> excluded.hash or (%(process_existing)s and r.state <> 'pending')
 
--- name: upsert
+-- fragment: upsert_returned
 -- What inform hands back of the rows written: the rest of each row is what
 -- the caller sent (reading every object's JSON back cost a bulk inform a
 -- third of its time).
-{upsert_rows}
     returning r.kind, r.object_id, r.id, r.state, r.attempt, r.errors::text as errors,
               r.created_at, r.updated_at, r.scheduled_at, r.attempted_at, r.attempted_by,
               r.synced_at, (r.xmax = 0) as inserted, r.namespace, r.priority, r.snoozes
@@ -92,10 +106,19 @@ notified as (
 )
 select upserted.* from upserted, (select count(*) from notified) as n
 
+-- name: upsert
+with {input_arrays}, {upsert_rows}
+{upsert_returned}
+
+-- name: upsert_one
+-- The same for a single object (Client.inform's usual statement).
+with {input_one}, {upsert_rows}
+{upsert_returned}
+
 -- name: upsert_quiet
 -- One count instead of the rows, for informer batches: reading every
 -- object's JSON back would be waste.
-{upsert_rows}
+with {input_arrays}, {upsert_rows}
     returning r.namespace, r.state
 ),
 notified as (
