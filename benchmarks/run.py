@@ -23,7 +23,7 @@ Scenarios (full size; ``--quick`` shrinks them and says so in the table):
   procrastinate through its connector's pool);
   objects/s;
 * ``drain_defaults``: the drain with every system at its library defaults
-  (trio_delta 10 workers and 200-row statements, pgqueuer batches of 10,
+  (trio_delta 50 workers and 200-row statements, pgqueuer batches of 10,
   procrastinate one job at a time); jobs/s;
 * ``drain_io``: 5,000 works each awaiting 20 ms, 200 at once (trio_delta
   ``max_workers``, pgqueuer ``max_concurrent_tasks``, procrastinate
