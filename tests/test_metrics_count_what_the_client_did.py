@@ -37,6 +37,7 @@ async def test_metrics_count_works_informs_and_the_census(
                 await trio.sleep(0.05)
         await client.inform_many([User(f"u{i}@x", "n", 2) for i in range(4)])  # 4 changed
         await client.inform(User("u9@x", "n", 1))  # unchanged
+        await client.inform(User("u0@x", "older", 1))  # stale: u0 is at 2 (compare)
         with trio.fail_after(20):
             while (
                 value(
@@ -91,6 +92,7 @@ async def test_metrics_count_works_informs_and_the_census(
     assert value(registry, "trio_delta_informs_total", kind="user", result="new") == 10
     assert value(registry, "trio_delta_informs_total", kind="user", result="changed") == 4
     assert value(registry, "trio_delta_informs_total", kind="user", result="unchanged") == 1
+    assert value(registry, "trio_delta_informs_total", kind="user", result="stale") == 1
     assert value(registry, "trio_delta_outcome_write_seconds_count") >= 1
 
     assert health.running

@@ -291,11 +291,18 @@ def with_metadata(items: list[PreparedObject], extra: Mapping[str, str]) -> list
 def inform_counts(
     distinct: Sequence[PreparedObject], results: Sequence[InformResult[Any]]
 ) -> Counter[tuple[str, str]]:
-    """How many of ``results`` were new, changed or unchanged, by their
-    objects' kind (:func:`distinct_items`): ``(kind, result) -> count``."""
+    """How many of ``results`` were new, changed, unchanged or stale, by
+    their objects' kind (:func:`distinct_items`): ``(kind, result) -> count``.
+
+    An object left unwritten is unchanged when the stored one is the same
+    (same hash: the upsert writes any other), and stale when it differs:
+    only the stale check leaves a different object unwritten."""
     counts: Counter[tuple[str, str]] = Counter()
     for item, r in zip(distinct, results, strict=True):
-        name = "unchanged" if not r.changed else "changed" if r.already_exists else "new"
+        if r.changed:
+            name = "changed" if r.already_exists else "new"
+        else:
+            name = "unchanged" if r.resource.hash == item.hash else "stale"
         counts[(item.kind, name)] += 1
     return counts
 

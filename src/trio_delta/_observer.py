@@ -31,7 +31,7 @@ WORK_OUTCOMES = (
     "handed_back",
 )
 #: What an inform did to its resource, as :meth:`Observer.informed` names it.
-INFORM_RESULTS = ("new", "changed", "unchanged")
+INFORM_RESULTS = ("new", "changed", "unchanged", "stale")
 #: What :meth:`Observer.trace_work` yields: told a work's outcome (as
 #: :meth:`Observer.work_ended` names it) and its exception, if any.
 Finish: TypeAlias = Callable[[str, BaseException | None], None]
