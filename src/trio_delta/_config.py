@@ -179,7 +179,8 @@ class ObjectSettings:
 
     ``parallelism`` caps the kind's concurrent work in one client (None: only
     the namespace's ``max_workers``). ``inform_interval`` overrides
-    :attr:`Config.inform_interval` (negative disables periodic informs).
+    :attr:`Config.inform_interval` (negative: no periodic runs and no
+    start-up run, the informer runs only on demand).
     """
 
     parallelism: int | None = None

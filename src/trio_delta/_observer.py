@@ -35,6 +35,9 @@ INFORM_RESULTS = ("new", "changed", "unchanged", "stale")
 #: What :meth:`Observer.trace_work` yields: told a work's outcome (as
 #: :meth:`Observer.work_ended` names it) and its exception, if any.
 Finish: TypeAlias = Callable[[str, BaseException | None], None]
+#: What :meth:`Observer.trace_informer_run` yields: told how many objects
+#: the run wrote and its error (None when it ended well).
+InformerFinish: TypeAlias = Callable[[int, str | None], None]
 
 
 class RunningClient(Protocol):
@@ -124,8 +127,10 @@ class Observer:
         :meth:`work_ended`) and the exception, if any, before the span ends."""
         return nullcontext(None)
 
-    def trace_informer_run(self, kind: str) -> AbstractContextManager[None]:
-        """Wraps one informer run of ``kind``."""
+    def trace_informer_run(self, kind: str) -> AbstractContextManager[InformerFinish | None]:
+        """Wraps one informer run of ``kind`` (a span); yields a function
+        told, before the span ends, how many objects the run wrote and its
+        error (None when it ended well), or None."""
         return nullcontext(None)
 
 
@@ -201,11 +206,17 @@ class Observers(Observer):
             yield finish if finishers else None
 
     @contextmanager
-    def trace_informer_run(self, kind: str) -> Generator[None, None, None]:
+    def trace_informer_run(self, kind: str) -> Generator[InformerFinish | None, None, None]:
         with ExitStack() as stack:
-            for o in self.observers:
-                stack.enter_context(o.trace_informer_run(kind))
-            yield
+            finishers = [
+                f for o in self.observers if (f := stack.enter_context(o.trace_informer_run(kind)))
+            ]
+
+            def finish(objects: int, error: str | None) -> None:
+                for f in finishers:
+                    f(objects, error)
+
+            yield finish if finishers else None
 
 
 def traces(observer: Observer) -> bool:
@@ -292,7 +303,7 @@ class SafeObserver(Observer):
             (kind, namespace, object_id, attempt, metadata),
         )
 
-    def trace_informer_run(self, kind: str) -> AbstractContextManager[None]:
+    def trace_informer_run(self, kind: str) -> AbstractContextManager[InformerFinish | None]:
         return _Guarded(self, "trace_informer_run", self.observer.trace_informer_run, (kind,))
 
 
@@ -333,14 +344,14 @@ class _Guarded(Generic[*Ts]):
             self._safe._failed(self._hook, exc)  # pyright: ignore[reportPrivateUsage]
             return None
         self._manager = manager
-        if callable(value):  # trace_work's finish: called by the engine, guarded too
-            self._finish = cast("Finish", value)
+        if callable(value):  # a finish function: called by the engine, guarded too
+            self._finish = cast("Callable[..., None]", value)
             return self
         return value
 
-    def __call__(self, outcome: str, error: BaseException | None) -> None:
+    def __call__(self, *args: Any) -> None:
         try:
-            self._finish(outcome, error)
+            self._finish(*args)
         except Exception as exc:
             self._safe._failed(self._hook, exc)  # pyright: ignore[reportPrivateUsage]
 

@@ -12,7 +12,8 @@ informed resources' metadata (``traceparent``, W3C trace context, as River
 and pgqueuer store theirs); ``trio_delta.work <kind>`` around each work
 call, a child of that inform's span, so that a trace shows request ->
 inform -> work, with a retry as a second work span; and
-``trio_delta.informer <kind>`` around each informer run. Only the
+``trio_delta.informer <kind>`` around each informer run, with the objects
+it wrote and its outcome (``ok`` or ``failed``, an error status then). Only the
 ``opentelemetry-api`` package is needed; export spans with the SDK as
 usual.
 
@@ -35,7 +36,7 @@ from opentelemetry.context import Context, attach, detach
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, TracerProvider
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from ._observer import Finish, Observer
+from ._observer import Finish, InformerFinish, Observer
 
 __all__ = ["OpenTelemetryTracing"]
 
@@ -176,8 +177,15 @@ class OpenTelemetryTracing(Observer):
         return _CurrentSpan(span)
 
     @contextmanager
-    def trace_informer_run(self, kind: str) -> Generator[None, None, None]:
+    def trace_informer_run(self, kind: str) -> Generator[InformerFinish, None, None]:
         with self._tracer.start_as_current_span(
             f"trio_delta.informer {kind}", context=Context(), attributes={"trio_delta.kind": kind}
-        ):
-            yield
+        ) as span:
+
+            def finish(objects: int, error: str | None) -> None:
+                span.set_attribute("trio_delta.objects", objects)
+                span.set_attribute("trio_delta.outcome", "ok" if error is None else "failed")
+                if error is not None:
+                    span.set_status(Status(StatusCode.ERROR, error))
+
+            yield finish

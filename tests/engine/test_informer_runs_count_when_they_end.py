@@ -1,6 +1,7 @@
 """``ClientStats.informer_runs`` counts runs that ended (failed ones too, also
 in ``informer_failures``), not runs that started; with a negative
-``inform_interval`` a kind gets no run at start-up, only the ones asked for."""
+``inform_interval`` (the client's or the kind's own) a kind gets no run at
+start-up, only the ones asked for."""
 
 from __future__ import annotations
 
@@ -76,3 +77,49 @@ async def test_no_start_up_run_when_periodic_runs_are_off(
         state = await t.client.get_informer("page")
         assert state is not None
         assert state.next_inform_at is None
+
+
+@dataclass
+class QuietPage:
+    """A kind whose own settings turn periodic runs off."""
+
+    kind: ClassVar[str] = "quiet-page"
+    name: str
+
+    def id(self) -> str:
+        return self.name
+
+    @classmethod
+    def settings(cls) -> delta.ObjectSettings:
+        return delta.ObjectSettings(inform_interval=-1)
+
+
+class QuietInformer(delta.Controller[QuietPage]):
+    def __init__(self) -> None:
+        self.started = 0
+
+    async def inform(
+        self, opts: delta.InformOptions, send: trio.MemorySendChannel[QuietPage]
+    ) -> None:
+        self.started += 1
+        await send.aclose()
+
+    async def work(self, resource: delta.Resource[QuietPage]) -> None:
+        pass
+
+
+async def test_a_kinds_own_negative_interval_skips_its_start_up_run(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    quiet, other = QuietInformer(), GatedInformer()
+    other.gate.set()
+    controllers = delta.Controllers()
+    delta.add_controller(controllers, quiet)
+    delta.add_controller(controllers, other)
+    with trio.fail_after(3 * 24 * 3600):
+        async with open_test_client(controllers) as t:  # Config's interval: one hour
+            await t.run_until(lambda: other.started == 1)  # the other kind ran at start-up
+            await trio.sleep(24 * 3600)
+            assert quiet.started == 0
+            await t.client.schedule_inform("quiet-page")
+            await t.run_until(lambda: quiet.started == 1)

@@ -26,6 +26,7 @@ import trio
 
 from .._errors import ResourceDelete, Snooze, TerminalError
 from .._logs import get_logger, resource_fields
+from .._observer import Finish
 from .._store.params import Outcome, OutcomeKind
 from .._types import AttemptError, RequeueAfter, Resource
 from .context import EngineContext
@@ -179,6 +180,43 @@ def outcome_name(resource: Resource[Any], result: outcome.Outcome[object] | None
     return "failed"
 
 
+def interrupted_result(
+    failure: BaseException | None, *, handed_back: bool, timeout: float
+) -> outcome.Outcome[object] | None:
+    """The result of a work its worker's scope ended, or that raised what
+    the worker let through (``failure``, less the Cancelled the scope took):
+    a BaseException that must end the client fails the attempt; otherwise
+    none (the row handed back) when the pool itself was cancelled or
+    ``handed_back`` (a forced stop, or a row cancelled while it ran: the
+    store refuses it, no longer pending), else ``failure``, or else a
+    timeout after ``timeout`` seconds."""
+    if failure is not None and not isinstance(failure, Exception):
+        fatal = first_fatal(failure)
+        if fatal is not None:
+            return outcome.Error(without_cancelled(failure) or fatal)
+        return None  # cancelled from outside the worker: hand it back
+    if handed_back:
+        return None
+    if failure is not None:
+        return outcome.Error(failure)
+    return outcome.Error(WorkTimeout(f"work timed out after {timeout:g}s"))
+
+
+def finish_span(
+    finish: Finish,
+    resource: Resource[Any],
+    result: outcome.Outcome[object] | None,
+    *,
+    cancelled: bool = False,
+) -> None:
+    """Tell a work's span its outcome, named as the outcome writer names it."""
+    if result is None and cancelled:
+        finish("cancelled", None)  # the row was cancelled or deleted while it ran
+        return
+    error = result.error if isinstance(result, outcome.Error) else None
+    finish(outcome_name(resource, result), error)
+
+
 def handback(resource: Resource[Any]) -> Outcome:
     return Outcome(resource.id, resource.attempt, resource.hash, OutcomeKind.HANDBACK)
 
@@ -287,9 +325,14 @@ class Judge:
         try:
             delay = float(policy(attempt))
         except Exception:
-            log.exception("retry_policy(%d) raised; retrying in 1s", attempt)
+            log.exception("retry_policy(%d) raised; retrying in 1s", attempt, extra={"kind": kind})
             return 1.0
         if not delay >= 0:  # also catches NaN
-            log.error("retry_policy(%d) returned %r; retrying in 1s", attempt, delay)
+            log.error(
+                "retry_policy(%d) returned %r; retrying in 1s",
+                attempt,
+                delay,
+                extra={"kind": kind},
+            )
             return 1.0
         return min(delay, MAX_RETRY_DELAY)

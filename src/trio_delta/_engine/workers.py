@@ -34,11 +34,11 @@ from .results import (
     NoAsyncioLoop,
     StrayCancelled,
     Undecodable,
-    WorkTimeout,
     describe_exception,
+    finish_span,
     first_fatal,
+    interrupted_result,
     needed_asyncio,
-    outcome_name,
     without_cancelled,
     without_this_frame,
 )
@@ -290,7 +290,7 @@ class WorkerPool:
                         if self._tracer is None:
                             result = await self._work_one(resource)
                         else:
-                            result = await self._traced_work(self._tracer, resource)
+                            result = await self._traced_work(self._tracer, resource, worker)
                         worker.resource = None
                         done, resource = resource, None
                         if not (worker.handed_back and self._handed_back(worker, done)):
@@ -397,28 +397,26 @@ class WorkerPool:
     def _interrupted(
         self, failure: BaseException | None, worker: _Worker
     ) -> outcome.Outcome[object] | None:
-        """The result of a work the worker's scope ended, or that raised what
-        ``_work_one`` let through: a BaseException that must end the client
-        fails the attempt; otherwise none (handed back) in a forced stop or
-        when the pool itself was cancelled, else ``failure``, or else a
-        timeout."""
+        """:meth:`_interruption`, acted on: a BaseException that must end
+        the client is reported to ``on_fatal``."""
         if failure is not None and not isinstance(failure, Exception):
             fatal = first_fatal(failure)
             if fatal is not None:
                 self._on_fatal(fatal)
-                return outcome.Error(without_cancelled(failure) or fatal)
-            return None  # cancelled from outside the worker: hand it back
-        if self._forced or worker.cancelled:
-            # Handed back: the store refuses it for a cancelled row (no
-            # longer pending), and the slot is freed.
-            worker.cancelled = False
-            return None
-        if failure is not None:
-            return outcome.Error(failure)
-        return outcome.Error(WorkTimeout(f"work timed out after {worker.timeout:g}s"))
+        result = self._interruption(failure, worker)
+        worker.cancelled = False  # the loop has read it; the next work starts afresh
+        return result
+
+    def _interruption(
+        self, failure: BaseException | None, worker: _Worker
+    ) -> outcome.Outcome[object] | None:
+        """:func:`~.results.interrupted_result` of the work in ``worker``."""
+        return interrupted_result(
+            failure, handed_back=self._forced or worker.cancelled, timeout=worker.timeout
+        )
 
     async def _traced_work(
-        self, tracer: Observer, resource: Resource[Any]
+        self, tracer: Observer, resource: Resource[Any], worker: _Worker
     ) -> outcome.Outcome[object] | None:
         with tracer.trace_work(
             resource.kind,
@@ -427,10 +425,19 @@ class WorkerPool:
             resource.attempt,
             resource.metadata,
         ) as finish:
-            result = await self._work_one(resource)
+            try:
+                result = await self._work_one(resource)
+            except BaseException as exc:
+                if finish is not None:
+                    # Interrupted (a timeout, a cancelled row, a stop): the
+                    # span is told what the worker's loop will decide, as
+                    # that loop will see it (its scope takes its Cancelled).
+                    seen = without_cancelled(exc) if worker.scope_cancelled else exc
+                    decided = self._interruption(seen, worker)
+                    finish_span(finish, resource, decided, cancelled=worker.cancelled)
+                raise
             if finish is not None:
-                error = result.error if isinstance(result, outcome.Error) else None
-                finish(outcome_name(resource, result), error)
+                finish_span(finish, resource, result)
         return result
 
     async def _work_one(self, resource: Resource[Any]) -> outcome.Outcome[object] | None:
