@@ -24,7 +24,7 @@ Scenarios (full size; ``--quick`` shrinks them and says so in the table):
   objects/s;
 * ``drain_defaults``: the drain with every system at its library defaults
   (trio_delta 50 workers and 200-row statements, pgqueuer batches of 10,
-  procrastinate one job at a time); jobs/s;
+  procrastinate one job at a time, finished jobs kept); jobs/s;
 * ``drain_io``: 5,000 works each awaiting 20 ms, 200 at once (trio_delta
   ``max_workers``, pgqueuer ``max_concurrent_tasks``, procrastinate
   ``concurrency``): jobs/s against the ideal 10,000/s;
@@ -99,8 +99,9 @@ DEFAULT_SETTINGS: dict[str, dict[str, Any]] = {
     "trio_delta": {"max_workers": 50, "batch_size": 200},
     # PgQueuer.run(): batch_size 10, no concurrency limit.
     "pgqueuer": {"batch_size": 10, "max_concurrent_tasks": None},
-    # run_worker_async(): concurrency 1.
-    "procrastinate": {"concurrency": 1},
+    # run_worker_async(): concurrency 1, finished jobs kept (delete_jobs
+    # "never"); PsycopgConnector(): psycopg_pool's 4 connections.
+    "procrastinate": {"concurrency": 1, "delete_jobs": "never", "pool_size": 4},
 }
 #: inform_bulk_20k, inform_many_20k: objects written, at any size.
 BULK_SMALL = 20_000

@@ -11,7 +11,7 @@ import trio
 
 from ._config import ObjectSettings
 from ._errors import ConfigError
-from ._logs import get_logger
+from ._logs import get_logger, resource_fields
 from ._objects import check_kind, object_settings
 from ._types import InformOptions, Resource, ResourceRow
 
@@ -127,6 +127,7 @@ class Controllers:
                     row.object_id,
                     reg.object_type.__name__,
                     exc,
+                    extra=resource_fields(row),
                 )
         return row
 

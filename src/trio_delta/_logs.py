@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextvars
 import logging
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import trio
@@ -36,9 +37,9 @@ class Throttled:
         self._last: dict[str, float] = {}
         self._held: dict[str, int] = {}
 
-    def warning(self, msg: str, *args: Any) -> None:
-        """``logger.warning(msg, *args)``, unless a warning of the same
-        ``msg`` was logged less than ``interval`` seconds ago."""
+    def warning(self, msg: str, *args: Any, extra: Mapping[str, Any] | None = None) -> None:
+        """``logger.warning(msg, *args, extra=extra)``, unless a warning of
+        the same ``msg`` was logged less than ``interval`` seconds ago."""
         now = _now()
         last = self._last.get(msg)
         if last is not None and now - last < self.interval:
@@ -52,9 +53,10 @@ class Throttled:
                 *args,
                 held,
                 self.interval if last is None else now - last,
+                extra=extra,
             )
         else:
-            self.logger.warning(msg, *args)
+            self.logger.warning(msg, *args, extra=extra)
 
 
 #: The id of the client whose task is logging (Trio tasks inherit it from

@@ -26,6 +26,7 @@ from .._errors import ObjectError, StoreError
 from .._informing import stale_check
 from .._logs import Throttled, get_logger
 from .._objects import PreparedObject, prepare_object
+from .._observer import InformerFinish
 from .._store.params import InformClaim, InformLease, InformRunEnd, UpsertParams
 from .._types import InformOptions
 from .context import EngineContext
@@ -151,14 +152,18 @@ class Informers:
                     if self._tracer is None:
                         await self._run_once(reg, claim)
                     else:
-                        with self._tracer.trace_informer_run(reg.kind):
-                            await self._run_once(reg, claim)
+                        with self._tracer.trace_informer_run(reg.kind) as finish:
+                            await self._run_once(reg, claim, finish)
                     continue
                 deadline = await self._next_check(reg.kind)
                 delay = 0.1
             except StoreError as exc:
                 self._storm.warning(
-                    "informer %s: database error, retrying in %.1fs: %s", reg.kind, delay, exc
+                    "informer %s: database error, retrying in %.1fs: %s",
+                    reg.kind,
+                    delay,
+                    exc,
+                    extra={"kind": reg.kind},
                 )
                 deadline = trio.current_time() + delay
                 delay = min(delay * 2, 10.0)
@@ -201,7 +206,11 @@ class Informers:
             process_existing=claim.process_existing,
         )
 
-    async def _run_once(self, reg: Registration, claim: InformClaim) -> None:
+    async def _run_once(
+        self, reg: Registration, claim: InformClaim, finish: InformerFinish | None = None
+    ) -> None:
+        """One informer run; ``finish``, if given, is told how it ended (the
+        run's trace span)."""
         started = self._clock.now()
         stats = RunStats()
         error: str | None = None
@@ -218,7 +227,12 @@ class Informers:
                         await reg.controller.inform(self._options(claim), send)
                     except Exception as exc:
                         error = clean_text(describe_exception(exc), MAX_MESSAGE)
-                        log.exception("informer %s failed after %d objects", reg.kind, stats.sent)
+                        log.exception(
+                            "informer %s failed after %d objects",
+                            reg.kind,
+                            stats.sent,
+                            extra={"kind": reg.kind},
+                        )
                     finally:
                         send.close()
                         sent.set()
@@ -229,11 +243,12 @@ class Informers:
                         reg.kind,
                         self._config.inform_timeout,
                         stats.sent,
+                        extra={"kind": reg.kind},
                     )
             completed = True
         except* StoreError as group:
             error = f"writing informed objects failed: {group.exceptions[0]}"
-            log.error("informer %s: %s", reg.kind, error)
+            log.error("informer %s: %s", reg.kind, error, extra={"kind": reg.kind})
             completed = True
         finally:
             if not completed:
@@ -241,6 +256,8 @@ class Informers:
             with trio.CancelScope(shield=True) as release:
                 release.deadline = trio.current_time() + 5.0
                 await self._finish(reg, claim, started, stats, error)
+            if finish is not None:
+                finish(stats.written, error)
 
     async def _finish(
         self,
@@ -266,6 +283,7 @@ class Informers:
                 stats.sent,
                 stats.written,
                 stats.rejected,
+                extra={"kind": reg.kind},
             )
         try:
             await self._control.finish_inform(
@@ -285,6 +303,7 @@ class Informers:
                 "informer %s: could not record the run (the lease expires by itself): %s",
                 reg.kind,
                 exc,
+                extra={"kind": reg.kind},
             )
         finally:
             # Counted once its end is recorded, so a reader who sees the count
@@ -362,7 +381,9 @@ class Informers:
                 item = prepare_object(obj, None, default_max_attempts=self._config.max_attempts)
             except ObjectError as exc:
                 stats.rejected += 1
-                log.warning("informer %s: object rejected: %s", reg.kind, exc)
+                log.warning(
+                    "informer %s: object rejected: %s", reg.kind, exc, extra={"kind": reg.kind}
+                )
                 continue
             if item.created_at is not None and (
                 stats.newest is None or item.created_at > stats.newest
@@ -396,6 +417,7 @@ class Informers:
                             reg.kind,
                             len(items),
                             exc,
+                            extra={"kind": reg.kind},
                         )
                         await trio.sleep(delay)
                         delay *= 4

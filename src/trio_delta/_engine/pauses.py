@@ -63,9 +63,18 @@ class Pauses:
         if before != after:
             for pause in pauses:
                 if (pause.kind, pause.namespace) not in before:
-                    log.info("paused: %s (by %s)", pause, pause.paused_by)
+                    log.info(
+                        "paused: %s (by %s)",
+                        pause,
+                        pause.paused_by,
+                        extra={"kind": pause.kind, "namespace": pause.namespace},
+                    )
             for kind, namespace in before - after:
-                log.info("resumed: %s", Pause(kind, namespace))
+                log.info(
+                    "resumed: %s",
+                    Pause(kind, namespace),
+                    extra={"kind": kind, "namespace": namespace},
+                )
             self._on_change()
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

@@ -52,6 +52,12 @@ class Cleaner(MaintenanceService[CleanerConfig]):
                 self.config.batch,
             )
             if count:
-                log.info("namespace %s: cleaned %d %s resources", name, count, state.value)
+                log.info(
+                    "namespace %s: cleaned %d %s resources",
+                    name,
+                    count,
+                    state.value,
+                    extra={"namespace": name},
+                )
                 cleaned[f"{name}/{state.value}"] += count
         return cleaned

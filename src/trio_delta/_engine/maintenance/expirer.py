@@ -46,6 +46,11 @@ class Expirer(MaintenanceService[ExpirerConfig]):
                 self.config.batch,
             )
             if expired:
-                log.info("namespace %s: expired %d synced resources", name, expired)
+                log.info(
+                    "namespace %s: expired %d synced resources",
+                    name,
+                    expired,
+                    extra={"namespace": name},
+                )
             total += expired
         return total
