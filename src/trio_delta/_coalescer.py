@@ -153,7 +153,9 @@ class InformCoalescer:
             key = (call.item.kind, call.item.object_id)
             result = by_key[key]
             if key in handed:  # the same object informed twice: a result each
-                result = InformResult(result.resource, result.already_exists, result.changed)
+                result = InformResult(
+                    result.resource, result.already_exists, result.changed, stale=result.stale
+                )
             handed.add(key)
             call.result = outcome.Value(result)
 

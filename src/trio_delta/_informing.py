@@ -239,7 +239,7 @@ def results_for(
     for item in items:
         result = by_key[(item.kind, item.object_id)]
         row = bind_row(item, result.resource, decode_as)
-        out.append(InformResult(row, result.already_exists, result.changed))
+        out.append(InformResult(row, result.already_exists, result.changed, stale=result.stale))
     return out
 
 
@@ -292,17 +292,13 @@ def inform_counts(
     distinct: Sequence[PreparedObject], results: Sequence[InformResult[Any]]
 ) -> Counter[tuple[str, str]]:
     """How many of ``results`` were new, changed, unchanged or stale, by
-    their objects' kind (:func:`distinct_items`): ``(kind, result) -> count``.
-
-    An object left unwritten is unchanged when the stored one is the same
-    (same hash: the upsert writes any other), and stale when it differs:
-    only the stale check leaves a different object unwritten."""
+    their objects' kind (:func:`distinct_items`): ``(kind, result) -> count``."""
     counts: Counter[tuple[str, str]] = Counter()
     for item, r in zip(distinct, results, strict=True):
         if r.changed:
             name = "changed" if r.already_exists else "new"
         else:
-            name = "unchanged" if r.resource.hash == item.hash else "stale"
+            name = "stale" if r.stale else "unchanged"
         counts[(item.kind, name)] += 1
     return counts
 

@@ -220,10 +220,23 @@ class InformResult(Generic[T]):
     the write returned.
     """
 
-    __slots__ = ("_already_exists", "_build", "_changed", "_columns", "_item", "_resource")
+    __slots__ = (
+        "_already_exists",
+        "_build",
+        "_changed",
+        "_columns",
+        "_item",
+        "_resource",
+        "_stale",
+    )
 
     def __init__(
-        self, resource: ResourceRow[T], already_exists: bool, changed: bool = True
+        self,
+        resource: ResourceRow[T],
+        already_exists: bool,
+        changed: bool = True,
+        *,
+        stale: bool = False,
     ) -> None:
         self._resource: ResourceRow[T] | None = resource
         self._build: Callable[[Any, Any], ResourceRow[T]] | None = None
@@ -231,6 +244,7 @@ class InformResult(Generic[T]):
         self._columns: Any = None
         self._already_exists = already_exists
         self._changed = changed
+        self._stale = stale
 
     @classmethod
     def _deferred(
@@ -252,6 +266,7 @@ class InformResult(Generic[T]):
         result._columns = columns
         result._already_exists = already_exists
         result._changed = changed
+        result._stale = False
         return result
 
     @property
@@ -274,14 +289,21 @@ class InformResult(Generic[T]):
         nothing was rescheduled."""
         return self._changed
 
+    @property
+    def stale(self) -> bool:
+        """True when the object was older than the stored one, per its
+        ``compare``, and so was not written (``changed`` is False then)."""
+        return self._stale
+
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, InformResult):
             return NotImplemented
         theirs: InformResult[Any] = other  # pyright: ignore[reportUnknownVariableType]
-        return (self.resource, self._already_exists, self._changed) == (
+        return (self.resource, self._already_exists, self._changed, self._stale) == (
             theirs.resource,
             theirs.already_exists,
             theirs.changed,
+            theirs.stale,
         )
 
     __hash__ = None  # type: ignore[assignment]
@@ -289,7 +311,8 @@ class InformResult(Generic[T]):
     def __repr__(self) -> str:
         return (
             f"InformResult(resource={self.resource!r}, "
-            f"already_exists={self._already_exists!r}, changed={self._changed!r})"
+            f"already_exists={self._already_exists!r}, changed={self._changed!r}, "
+            f"stale={self._stale!r})"
         )
 
 

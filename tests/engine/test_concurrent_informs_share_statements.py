@@ -125,7 +125,7 @@ async def test_compare_still_applies_in_a_shared_statement(
             nursery.start_soon(inform, User("u@x.io", "old", updated_at=1))
             nursery.start_soon(inform, User("w@x.io", "w", updated_at=1))
         by_id = {r.resource.object_id: r for r in got}
-        assert by_id["u@x.io"].changed is False
+        assert (by_id["u@x.io"].changed, by_id["u@x.io"].stale) == (False, True)
         assert by_id["u@x.io"].resource.object == User("u@x.io", "new", updated_at=5)
         assert by_id["v@x.io"].changed
         assert by_id["w@x.io"].changed

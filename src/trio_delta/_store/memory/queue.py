@@ -79,6 +79,7 @@ class MemoryQueue:
                 self._t.locks[key] = mtx
         # From here on nothing awaits: the upsert is atomic.
         to_write: list[PreparedObject] = []
+        stale: set[Key] = set()
         for item, key in zip(unique, keys, strict=True):
             old = self._t.view(key, mtx)
             if (
@@ -87,6 +88,7 @@ class MemoryQueue:
                 and old.row.hash != item.hash
                 and is_stale(item, old.row.encoded_object)
             ):
+                stale.add(key)
                 continue
             to_write.append(item)
         written: dict[Key, tuple[StoredRow, bool]] = {}
@@ -130,7 +132,9 @@ class MemoryQueue:
             else:
                 row = self._t.view(key, mtx)
                 assert row is not None
-                results.append(InformResult(row.snapshot(), already_exists=True, changed=False))
+                results.append(
+                    InformResult(row.snapshot(), True, changed=False, stale=key in stale)
+                )
         return results
 
     @staticmethod

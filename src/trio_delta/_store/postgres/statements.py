@@ -220,9 +220,10 @@ def upsert_plan(
     written: Written = {}
     if to_write:
         yield _upserts(target, "upsert", to_write, params, _reader(written), packed=packed)
+    fresh = {(i.kind, i.object_id) for i in to_write}
     for key, row in stored.items():
-        if key not in written:
-            written[key] = InformResult(row, True, False)
+        if key not in written:  # unchanged, or older than the stored row
+            written[key] = InformResult(row, True, False, stale=key not in fresh)
     return (yield from _unchanged_plan(target, items, written))
 
 
