@@ -94,3 +94,47 @@ async def test_each_run_span_has_its_objects_and_outcome(
     )
     assert bad.status.status_code is StatusCode.ERROR
     assert "the source went away" in (bad.status.description or "")
+
+
+async def test_a_hook_that_yields_its_own_span_is_not_called(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """An observer whose trace hooks return OpenTelemetry's own context
+    manager (which yields a span, not a finish function) works as before;
+    combined with OpenTelemetryTracing, whose spans still get their outcome."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("app")
+
+    class OwnSpans(delta.Observer):
+        def trace_work(
+            self, kind: str, namespace: str, object_id: str, attempt: int, metadata: Any
+        ) -> Any:
+            return tracer.start_as_current_span(f"app work {kind}")
+
+        def trace_informer_run(self, kind: str) -> Any:
+            return tracer.start_as_current_span(f"app informer {kind}")
+
+    controllers = delta.Controllers()
+    delta.add_controller(controllers, SendsGood())
+    config = delta.Config(
+        random=random.Random(0),
+        client_id="test-client",
+        observer=delta.Observers(OwnSpans(), OpenTelemetryTracing(provider)),
+    )
+    async with open_test_client(controllers, config=config) as t:
+        with trio.fail_after(600):
+            await t.run_until(lambda: t.client.stats.informer_runs == 1)
+            await t.run_until_idle()
+        assert t.client.stats.worked == 3
+    names = [s.name for s in exporter.get_finished_spans()]
+    assert names.count("app work good") == 3
+    assert names.count("app informer good") == 1
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    run = spans["trio_delta.informer good"]
+    work = spans["trio_delta.work good"]
+    assert run.attributes is not None
+    assert run.attributes["trio_delta.outcome"] == "ok"
+    assert work.attributes is not None
+    assert work.attributes["trio_delta.outcome"] == "synced"

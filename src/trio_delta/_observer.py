@@ -191,12 +191,11 @@ class Observers(Observer):
             finishers = [
                 f
                 for o in self.observers
-                if (
+                if callable(
                     f := stack.enter_context(
                         o.trace_work(kind, namespace, object_id, attempt, metadata)
                     )
                 )
-                is not None
             ]
 
             def finish(outcome: str, error: BaseException | None) -> None:
@@ -209,7 +208,9 @@ class Observers(Observer):
     def trace_informer_run(self, kind: str) -> Generator[InformerFinish | None, None, None]:
         with ExitStack() as stack:
             finishers = [
-                f for o in self.observers if (f := stack.enter_context(o.trace_informer_run(kind)))
+                f
+                for o in self.observers
+                if callable(f := stack.enter_context(o.trace_informer_run(kind)))
             ]
 
             def finish(objects: int, error: str | None) -> None:
@@ -307,6 +308,8 @@ class SafeObserver(Observer):
         return _Guarded(self, "trace_informer_run", self.observer.trace_informer_run, (kind,))
 
 
+#: The trace hooks whose value, if callable, is a finish function.
+_FINISHING_HOOKS = frozenset({"trace_work", "trace_informer_run"})
 #: A trace hook's arguments, checked against the hook it is given with.
 Ts = TypeVarTuple("Ts")
 
@@ -347,7 +350,9 @@ class _Guarded(Generic[*Ts]):
         if callable(value):  # a finish function: called by the engine, guarded too
             self._finish = cast("Callable[..., None]", value)
             return self
-        return value
+        # What else a work's or a run's hook yields (a span, say: its
+        # context manager's value) is not for the engine, which would call it.
+        return None if self._hook in _FINISHING_HOOKS else value
 
     def __call__(self, *args: Any) -> None:
         try:

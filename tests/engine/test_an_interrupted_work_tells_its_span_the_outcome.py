@@ -106,3 +106,35 @@ async def test_a_forced_stop_ends_the_span_handed_back(
             await controller.started.wait()
     assert observer.spans == [(1, "handed_back", None)]
     assert observer.ended == ["handed_back"]
+
+
+class Boom(BaseException):
+    """Not an Exception: ends the client, as KeyboardInterrupt would."""
+
+
+class RaisesAsItIsCancelled(SlowController):
+    async def work(self, resource: delta.Resource[Slow]) -> None:
+        try:
+            await super().work(resource)
+        except trio.Cancelled:
+            raise Boom("raised while being cancelled") from None
+
+
+async def test_a_cancelled_row_is_cancelled_in_its_span_whatever_its_work_raised(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    observer = SpanOutcomes()
+    controller = RaisesAsItIsCancelled()
+    controllers = delta.Controllers()
+    delta.add_controller(controllers, controller)
+    with trio.fail_after(600):
+        try:
+            async with open_test_client(controllers, config=config(observer)) as t:
+                await t.client.inform(Slow("a"))
+                await controller.started.wait()
+                await t.client.cancel("slow", "a")
+                await t.run_until(lambda: len(observer.ended) == 1)
+        except Boom:  # the client stops, and re-raises it
+            pass
+    assert observer.spans == [(1, "cancelled", "Boom")]
+    assert observer.ended == ["cancelled"]

@@ -210,11 +210,10 @@ def finish_span(
     cancelled: bool = False,
 ) -> None:
     """Tell a work's span its outcome, named as the outcome writer names it."""
-    if result is None and cancelled:
-        finish("cancelled", None)  # the row was cancelled or deleted while it ran
-        return
     error = result.error if isinstance(result, outcome.Error) else None
-    finish(outcome_name(resource, result), error)
+    # A row cancelled or deleted while its work ran is "cancelled", whatever
+    # the work did as it was cancelled.
+    finish("cancelled" if cancelled else outcome_name(resource, result), error)
 
 
 def handback(resource: Resource[Any]) -> Outcome:
