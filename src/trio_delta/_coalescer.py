@@ -13,8 +13,9 @@ waiting. A call therefore never serves others' batches after its own, and
 nothing is left to stop when the client stops.
 
 Each call keeps its own semantics: its own result, or its own error. A
-batch that fails because one of its rows is held past the lock timeout is
-written again one object at a time, so only that call fails.
+batch the server refuses (a row held past the lock timeout, a constraint
+or trigger of the application's) is written again one object at a time,
+so only the call whose object caused it fails.
 
 A call that finds the client idle claims its row in the same statement
 (``WriteClaims``): its work then starts as the call returns, with no claim
@@ -32,7 +33,7 @@ from typing import Any, Protocol
 import outcome
 import trio
 
-from ._errors import LockTimeoutError, StoreError
+from ._errors import StoreError
 from ._informing import DecodeAs, object_types, stale_check
 from ._objects import PreparedObject
 from ._store.params import UpsertParams
@@ -132,12 +133,17 @@ class InformCoalescer:
         items = [call.item for call in batch]
         try:
             results = await self._upsert(items)
-        except LockTimeoutError as exc:
-            if len(batch) == 1:
-                batch[0].result = outcome.Error(exc)
+        except StoreError as exc:
+            if len(batch) == 1 or exc.maybe_applied:
+                # One call's own error; or a connection lost as the reply
+                # was due, which no object caused (and which may have
+                # written them all): every call gets it.
+                for call in batch:
+                    call.result = outcome.Error(exc if len(batch) == 1 else copy.copy(exc))
                 return
-            # One error does not say for sure which object's row is held:
-            # each one alone, so that only the held one's call fails.
+            # The server refused the statement (a held row, a constraint or
+            # trigger of the application's): one error does not say which
+            # object caused it, so each goes again alone, and only its call fails.
             for call in batch:
                 call.result = await outcome.acapture(self._upsert_one, call.item)
             return
