@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Generator, Mapping
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -16,6 +17,10 @@ import trio_delta as delta
 from trio_delta.metrics import PrometheusMetrics
 
 from .models import RecordingController, User, controllers_for
+
+
+def in_an_hour() -> datetime:
+    return datetime.now(UTC) + timedelta(hours=1)
 
 
 def value(registry: CollectorRegistry, name: str, **labels: str) -> float:
@@ -56,9 +61,37 @@ async def test_metrics_count_works_informs_and_the_census(
                     outcome="synced",
                 )
                 != 14
+                or client.stats.informer_runs < 1
             ):
                 await trio.sleep(0.05)
         health = await client.health()
+        # Nothing scheduled: no oldest-due series. One scheduled for later
+        # (not yet due) shows it, at zero.
+        assert (
+            registry.get_sample_value(
+                "trio_delta_oldest_due_seconds", {"kind": "user", "namespace": "default"}
+            )
+            is None
+        )
+        await client.inform(User("later@x", "n", 1), delta.InformOpts(run_at=in_an_hour()))
+        with trio.fail_after(20):
+            while (
+                value(
+                    registry,
+                    "trio_delta_resources",
+                    kind="user",
+                    namespace="default",
+                    state="scheduled",
+                )
+                != 1
+            ):
+                await trio.sleep(0.05)
+        assert (
+            registry.get_sample_value(
+                "trio_delta_oldest_due_seconds", {"kind": "user", "namespace": "default"}
+            )
+            == 0
+        )
         # Scraped from another thread, as prometheus_client's own exporter does.
         text = await trio.to_thread.run_sync(generate_latest, registry)
         assert b"trio_delta_is_leader 1.0" in text
@@ -89,11 +122,18 @@ async def test_metrics_count_works_informs_and_the_census(
     ]
     assert buckets == sorted(buckets)
     assert buckets[-1] == 16
-    assert value(registry, "trio_delta_informs_total", kind="user", result="new") == 10
+    assert value(registry, "trio_delta_informs_total", kind="user", result="new") == 11
     assert value(registry, "trio_delta_informs_total", kind="user", result="changed") == 4
     assert value(registry, "trio_delta_informs_total", kind="user", result="unchanged") == 1
     assert value(registry, "trio_delta_informs_total", kind="user", result="stale") == 1
     assert value(registry, "trio_delta_outcome_write_seconds_count") >= 1
+    assert value(registry, "trio_delta_claim_batch_rows_count", namespace="default") >= 1
+    assert value(registry, "trio_delta_claim_batch_rows_sum", namespace="default") == 16
+    assert value(registry, "trio_delta_informer_runs_total", kind="user", result="ok") >= 1
+    assert value(registry, "trio_delta_informer_run_duration_seconds_count", kind="user") >= 1
+    pool_max = value(registry, "trio_delta_pool_connections_max")
+    assert pool_max == health.pool_size
+    assert 0 <= value(registry, "trio_delta_pool_connections_in_use") <= pool_max
 
     assert health.running
     assert health.database
