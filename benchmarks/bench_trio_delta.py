@@ -70,8 +70,15 @@ DEFAULTS: dict[str, Any] = {
     "tracing": False,
     # With tracing: the share of traces recorded (the SDK's ratio sampler).
     "tracing_ratio": 1.0,
+    # How drain's rows are written first (untimed): "informer", one run;
+    # "requests", one client.inform per object from 100 tasks, as a web
+    # service informs: with tracing, each inform is a trace of its own,
+    # sampled or not, and its work follows that decision.
+    "seed": "informer",
 }
 KIND = "item"
+#: drain with ``"seed": "requests"``: tasks informing at once.
+SEED_TASKS = 100
 POLL = 0.005  # seconds between looks at the client's counters (Client.stats copies)
 
 
@@ -332,7 +339,9 @@ async def drain(
     client with a no-op controller: time from opening it until every outcome
     is written. ``seed=False``: the rows are there already (an ``inform``
     run on the same schema), so a profile of this process shows the drain alone."""
-    if seed:
+    if seed and settings["seed"] == "requests":
+        await inform_concurrent(dsn, schema, count, SEED_TASKS, settings)
+    elif seed:
         await inform_all(dsn, schema, count, settings)
     if resident:
         add_resident_rows(dsn, schema, resident)

@@ -19,7 +19,10 @@ interleaved, round by round; the table gives each mode's median over the
 rounds and its ratio to ``direct``.
 ``--group observer`` compares ``direct`` with ``metrics`` (a
 ``PrometheusMetrics`` observer) and ``tracing`` (``OpenTelemetryTracing``)
-instead.
+instead: every trace recorded, 10 % of them (each work a root span, asked
+of the sampler), and 10 % of them with the rows informed one per call
+(``-requests``: each inform a trace of its own, its work following it),
+beside ``direct-requests``, the same seeding without an observer.
 """
 
 from __future__ import annotations
@@ -51,6 +54,11 @@ MODES: dict[str, dict[str, Any]] = {
     "metrics": {"metrics": True},
     "tracing": {"tracing": True},
     "tracing-10%": {"tracing": True, "tracing_ratio": 0.1},
+    # The rows informed one per call (requests), each inform a trace of its
+    # own sampled at 10 %: a work follows its inform's decision.
+    "tracing-10%-requests": {"tracing": True, "tracing_ratio": 0.1, "seed": "requests"},
+    # The same seeding without an observer: the baseline for the above.
+    "direct-requests": {"seed": "requests"},
 }
 GROUPS = {
     "connections": [
@@ -60,7 +68,14 @@ GROUPS = {
         "pooler-listen-direct",
         "pooler-poll-only",
     ],
-    "observer": ["direct", "metrics", "tracing", "tracing-10%"],
+    "observer": [
+        "direct",
+        "metrics",
+        "tracing",
+        "tracing-10%",
+        "direct-requests",
+        "tracing-10%-requests",
+    ],
 }
 SCENARIOS: dict[str, tuple[list[str], list[str]]] = {
     # scenario: (child arguments, figures reported)
