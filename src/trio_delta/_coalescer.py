@@ -33,7 +33,7 @@ from typing import Any, Protocol
 import outcome
 import trio
 
-from ._errors import StoreError
+from ._errors import LockTimeoutError, StoreError
 from ._informing import DecodeAs, object_types, stale_check
 from ._objects import PreparedObject
 from ._store.params import UpsertParams
@@ -58,6 +58,38 @@ class WriteClaims(Protocol):
         *,
         unsure_of: str | None = None,
     ) -> None: ...
+
+
+#: SQLSTATE classes and codes of errors one object's row or data can cause:
+#: integrity constraints (23), data exceptions (22), an exception raised by
+#: a trigger or function (P0001), an assertion (P0004).
+OBJECT_ERRORS = ("23", "22", "P0001", "P0004")
+
+
+def _caused_by_an_object(exc: StoreError) -> bool:
+    """Whether one object of a refused batch may have caused ``exc``: a row
+    held past the lock timeout, or the server refusing one's data."""
+    if isinstance(exc, LockTimeoutError):
+        return True
+    return (
+        not exc.maybe_applied
+        and exc.sqlstate is not None
+        and exc.sqlstate.startswith(OBJECT_ERRORS)
+    )
+
+
+def _copied(
+    result: outcome.Outcome[InformResult[Any]] | None,
+) -> outcome.Outcome[InformResult[Any]]:
+    """A result of its own for a call that shared ``result``'s write."""
+    if isinstance(result, outcome.Error):
+        return outcome.Error(copy.copy(result.error))
+    assert isinstance(result, outcome.Value)
+    return outcome.Value(_own_copy(result.value))
+
+
+def _own_copy(result: InformResult[Any]) -> InformResult[Any]:
+    return InformResult(result.resource, result.already_exists, result.changed, stale=result.stale)
 
 
 class _Call:
@@ -134,18 +166,21 @@ class InformCoalescer:
         try:
             results = await self._upsert(items)
         except StoreError as exc:
-            if len(batch) == 1 or exc.maybe_applied:
-                # One call's own error; or a connection lost as the reply
-                # was due, which no object caused (and which may have
-                # written them all): every call gets it.
+            if len(batch) == 1 or not _caused_by_an_object(exc):
+                # One call's own error; or one no object caused (the
+                # database read-only, a connection lost): every call gets it.
                 for call in batch:
                     call.result = outcome.Error(exc if len(batch) == 1 else copy.copy(exc))
                 return
-            # The server refused the statement (a held row, a constraint or
-            # trigger of the application's): one error does not say which
-            # object caused it, so each goes again alone, and only its call fails.
-            for call in batch:
+            # One error does not say which object caused it: each goes
+            # again alone, so that only its own call fails. An object given
+            # twice goes once, as its last version, as in the shared statement.
+            last = {(call.item.kind, call.item.object_id): call for call in batch}
+            for call in last.values():
                 call.result = await outcome.acapture(self._upsert_one, call.item)
+            for call in batch:
+                if call.result is None:  # overtaken by a later version of its object
+                    call.result = _copied(last[(call.item.kind, call.item.object_id)].result)
             return
         except Exception as exc:
             for call in batch:
@@ -159,9 +194,7 @@ class InformCoalescer:
             key = (call.item.kind, call.item.object_id)
             result = by_key[key]
             if key in handed:  # the same object informed twice: a result each
-                result = InformResult(
-                    result.resource, result.already_exists, result.changed, stale=result.stale
-                )
+                result = _own_copy(result)
             handed.add(key)
             call.result = outcome.Value(result)
 

@@ -33,11 +33,20 @@ class NotMigratedError(DeltaError):
 
 class StoreError(DeltaError):
     """The store (database) failed; the operation did not take effect, or its
-    effect is unknown when ``maybe_applied`` is true."""
+    effect is unknown when ``maybe_applied`` is true.
 
-    def __init__(self, message: str, *, maybe_applied: bool = False) -> None:
+    ``sqlstate`` is the server's error code when the server refused the
+    statement (``"23505"``, a unique violation; ``"P0001"``, an exception
+    raised by a trigger), None when the error came from elsewhere (a
+    connection lost, the memory store).
+    """
+
+    def __init__(
+        self, message: str, *, maybe_applied: bool = False, sqlstate: str | None = None
+    ) -> None:
         super().__init__(message)
         self.maybe_applied = maybe_applied
+        self.sqlstate = sqlstate
 
 
 class LockTimeoutError(StoreError):

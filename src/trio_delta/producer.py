@@ -34,7 +34,7 @@ from typing import Any, TypeVar, cast
 import psycopg
 
 from ._config import DEFAULT_MAX_ATTEMPTS, check_schema
-from ._errors import ConfigError, LockTimeoutError, NotMigratedError, StoreError
+from ._errors import ConfigError, LockTimeoutError, NotMigratedError
 from ._informing import (
     bind_row,
     inform_run_options,
@@ -46,10 +46,9 @@ from ._informing import (
     stale_check,
 )
 from ._objects import PreparedObject, check_kind, prepare_object
-from ._store.dsn import redact
 from ._store.params import Change, ResourceFilter, UpsertParams, dedupe
 from ._store.postgres.columns import row_from_columns
-from ._store.postgres.connections import notify_channel
+from ._store.postgres.connections import notify_channel, store_error
 from ._store.postgres.runners import Plan, Statement, in_transaction_async, in_transaction_sync
 from ._store.postgres.statements import Target, change_plan, request_inform_plan, upsert_plan
 from ._store.queries import Queries
@@ -105,10 +104,7 @@ def _failed(exc: psycopg.Error | OSError, what: str, schema: str) -> Exception:
             f"{what} failed: a row stayed locked by another transaction past the "
             "connection's lock_timeout; nothing was written"
         )
-    return StoreError(
-        f"{what} failed: {redact(str(exc)).strip()}",
-        maybe_applied=isinstance(exc, psycopg.OperationalError),
-    )
+    return store_error(exc, what)
 
 
 def _run_sync(conn: psycopg.Connection[Any], plan: Plan[R], what: str, schema: str) -> R:

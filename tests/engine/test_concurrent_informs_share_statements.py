@@ -3,11 +3,18 @@ result and its own error; a cancelled call that was not sent writes nothing."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from typing import Any, cast
+
 import pytest
 import trio
 import trio.testing
 
 import trio_delta as delta
+from trio_delta._coalescer import InformCoalescer
+from trio_delta._errors import StoreError
+from trio_delta._objects import prepare_object
+from trio_delta._store.memory import open_memory_store
 from trio_delta.testing import open_test_client
 
 from ..models import Note, NoteController, User, controllers_for
@@ -129,3 +136,66 @@ async def test_compare_still_applies_in_a_shared_statement(
         assert by_id["u@x.io"].resource.object == User("u@x.io", "new", updated_at=5)
         assert by_id["v@x.io"].changed
         assert by_id["w@x.io"].changed
+
+
+class RefusesBanned:
+    """A queue that holds its first write until released, refuses any
+    statement holding a banned object (as a trigger of the application's
+    would), and counts the versions of each object it writes."""
+
+    def __init__(self, queue: Any) -> None:
+        self.queue = queue
+        self.release = trio.Event()
+        self.first = True
+        self.written: list[str] = []
+
+    async def upsert(self, items: list[Any], params: Any) -> Any:
+        if self.first:
+            self.first = False
+            await self.release.wait()
+        if any(i.object_id.startswith("banned") for i in items):
+            await trio.lowlevel.checkpoint()
+            raise StoreError("inform failed: refused", sqlstate="P0001")
+        self.written += [f"{i.object_id}={i.obj.text}" for i in items]
+        return await self.queue.upsert(items, params)
+
+
+async def test_a_refused_shared_statement_writes_an_object_given_twice_once(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async with open_memory_store() as store:
+        queue = RefusesBanned(store.queue)
+        coalescer = InformCoalescer(
+            cast(Any, queue),
+            lambda: datetime(2030, 1, 1, tzinfo=UTC),
+            batch_size=100,
+            decode_as=lambda kind: None,
+        )
+        results: dict[str, Any] = {}
+
+        async def inform(name: str, note: Note) -> None:
+            try:
+                results[name] = await coalescer.upsert(prepare(note))
+            except StoreError as exc:
+                results[name] = exc
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(inform, "first", Note("first", "0"))
+            await trio.testing.wait_all_tasks_blocked()  # its statement is in flight
+            for name, note in [
+                ("x-old", Note("x", "old")),
+                ("banned", Note("banned", "")),
+                ("x-new", Note("x", "new")),
+            ]:
+                nursery.start_soon(inform, name, note)
+                await trio.testing.wait_all_tasks_blocked()  # queued, in this order
+            queue.release.set()
+    assert isinstance(results["banned"], StoreError)
+    assert queue.written == ["first=0", "x=new"]  # x once, as its last version
+    assert results["x-old"] == results["x-new"]
+    assert results["x-old"] is not results["x-new"]
+    assert results["x-new"].resource.object == {"key": "x", "text": "new"}
+
+
+def prepare(note: Note) -> Any:
+    return prepare_object(note, None, default_max_attempts=5)

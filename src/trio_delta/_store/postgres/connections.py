@@ -59,8 +59,18 @@ def store_error(exc: BaseException, what: str) -> StoreError:
             "released within the lock timeout",
             maybe_applied=False,
         )
-    maybe_applied = isinstance(exc, psycopg.OperationalError)
-    return StoreError(f"{what} failed: {redact(str(exc)).strip()}", maybe_applied=maybe_applied)
+    sqlstate: str | None = getattr(exc, "sqlstate", None)
+    # An OperationalError may be a connection lost as the reply was due:
+    # then nobody can tell. A deadlock or serialization failure (class
+    # 40) and a cancelled statement (57014) were rolled back, for sure.
+    maybe_applied = isinstance(exc, psycopg.OperationalError) and not (
+        sqlstate is not None and (sqlstate.startswith("40") or sqlstate == "57014")
+    )
+    return StoreError(
+        f"{what} failed: {redact(str(exc)).strip()}",
+        maybe_applied=maybe_applied,
+        sqlstate=sqlstate,
+    )
 
 
 def lock_timeout_ms(seconds: float | None) -> str:
