@@ -90,3 +90,52 @@ def test_what_the_work_raises_goes_on_unchanged(manager: Manager) -> None:
         raise failure
     assert caught.value is failure
     assert manager.exited_with is KeyboardInterrupt
+
+
+class Hears(delta.Observer):
+    """Records the hooks and finishes it hears; raises from each if told to."""
+
+    def __init__(self, *, fail: bool = False) -> None:
+        self.fail = fail
+        self.heard: list[str] = []
+
+    def work_ended(self, kind: str, namespace: str, outcome: str, seconds: float) -> None:
+        self.heard.append(f"ended {outcome}")
+        if self.fail:
+            raise RuntimeError("ended")
+
+    def trace_work(
+        self, kind: str, namespace: str, object_id: str, attempt: int, metadata: Mapping[str, Any]
+    ) -> AbstractContextManager[Any]:
+        observer = self
+
+        class Span:
+            def __enter__(self) -> Finish:
+                def finish(outcome: str, error: BaseException | None) -> None:
+                    observer.heard.append(f"finish {outcome}")
+                    if observer.fail:
+                        raise RuntimeError("finish")
+
+                return finish
+
+            def __exit__(self, *exc_info: object) -> None:
+                pass
+
+        return Span()
+
+
+def test_an_observer_that_raises_never_keeps_the_others_from_hearing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, "trio_delta.observer")
+    first, second = Hears(fail=True), Hears()
+    safe = SafeObserver(delta.Observers(first, second))
+    safe.work_ended("k", "n", "synced", 0.1)
+    with safe.trace_work("k", "n", "o", 1, {}) as finish:
+        finish("synced", None)
+    assert first.heard == second.heard == ["ended synced", "finish synced"]
+    # Logged by the client's guard (the next within the throttle's window
+    # are counted, not logged).
+    assert caplog.records[0].getMessage() == (
+        "observer hook work_ended raised: RuntimeError('ended')"
+    )

@@ -136,42 +136,39 @@ class Observer:
 
 class Observers(Observer):
     """Several observers as one (metrics and traces, say): each hook calls
-    each observer in turn; trace contexts nest in that order."""
+    each observer in turn; trace contexts nest in that order. One that
+    raises does not keep the others from hearing: the first error is
+    raised once every observer was called (the client logs it)."""
 
     def __init__(self, *observers: Observer) -> None:
         self.observers = observers
 
+    def _each(self, hook: str, *args: Any) -> None:
+        _call_all([getattr(o, hook) for o in self.observers], *args)
+
     def client_started(self, client: RunningClient) -> None:
-        for o in self.observers:
-            o.client_started(client)
+        self._each("client_started", client)
 
     def claimed(self, namespace: str, count: int) -> None:
-        for o in self.observers:
-            o.claimed(namespace, count)
+        self._each("claimed", namespace, count)
 
     def work_started(self, kind: str, namespace: str) -> None:
-        for o in self.observers:
-            o.work_started(kind, namespace)
+        self._each("work_started", kind, namespace)
 
     def work_ended(self, kind: str, namespace: str, outcome: str, seconds: float) -> None:
-        for o in self.observers:
-            o.work_ended(kind, namespace, outcome, seconds)
+        self._each("work_ended", kind, namespace, outcome, seconds)
 
     def outcomes_written(self, count: int, seconds: float) -> None:
-        for o in self.observers:
-            o.outcomes_written(count, seconds)
+        self._each("outcomes_written", count, seconds)
 
     def informed(self, kind: str, result: str, count: int) -> None:
-        for o in self.observers:
-            o.informed(kind, result, count)
+        self._each("informed", kind, result, count)
 
     def informer_run(self, kind: str, ok: bool, seconds: float, objects: int) -> None:
-        for o in self.observers:
-            o.informer_run(kind, ok, seconds, objects)
+        self._each("informer_run", kind, ok, seconds, objects)
 
     def census(self, rows: Sequence[CensusRow] | None) -> None:
-        for o in self.observers:
-            o.census(rows)
+        self._each("census", rows)
 
     @contextmanager
     def trace_inform(
@@ -199,8 +196,7 @@ class Observers(Observer):
             ]
 
             def finish(outcome: str, error: BaseException | None) -> None:
-                for f in finishers:
-                    f(outcome, error)
+                _call_all(finishers, outcome, error)
 
             yield finish if finishers else None
 
@@ -214,10 +210,21 @@ class Observers(Observer):
             ]
 
             def finish(objects: int, error: str | None) -> None:
-                for f in finishers:
-                    f(objects, error)
+                _call_all(finishers, objects, error)
 
             yield finish if finishers else None
+
+
+def _call_all(functions: Sequence[Callable[..., None]], *args: Any) -> None:
+    """Call each of ``functions``; the first error is raised after all ran."""
+    failure: Exception | None = None
+    for function in functions:
+        try:
+            function(*args)
+        except Exception as exc:
+            failure = failure or exc
+    if failure is not None:
+        raise failure
 
 
 def traces(observer: Observer) -> bool:
