@@ -58,3 +58,13 @@ def test_a_tracestate_goes_through_the_propagator() -> None:
     assert bad is not None
     assert not trace.get_current_span(bad[0]).get_span_context().is_valid
     assert bad[1] is True
+
+
+def test_a_tracestate_that_is_not_a_string_is_ignored() -> None:
+    tracing = OpenTelemetryTracing(trace.NoOpTracerProvider())
+    parent = tracing._parent(  # pyright: ignore[reportPrivateUsage]
+        {"traceparent": f"00-{TRACE}-{SPAN}-01", "tracestate": ["not", "hashable"]}
+    )
+    assert parent is not None
+    span_context = trace.get_current_span(parent[0]).get_span_context()
+    assert (span_context.trace_id, parent[1]) == (int(TRACE, 16), True)

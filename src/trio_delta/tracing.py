@@ -171,7 +171,9 @@ class OpenTelemetryTracing(Observer):
         traceparent = metadata.get("traceparent")
         if not isinstance(traceparent, str):
             return None
-        key = (traceparent, metadata.get("tracestate"))
+        tracestate = metadata.get("tracestate")
+        # Anything but a string is no tracestate (and may not even hash).
+        key = (traceparent, tracestate if isinstance(tracestate, str) else None)
         parent = self._parents.get(key)
         if parent is None:
             if len(self._parents) >= PARENTS_KEPT:
@@ -179,7 +181,7 @@ class OpenTelemetryTracing(Observer):
             parent = None if key[1] is not None else _plain_parent(traceparent)
             if parent is None:
                 carrier = {"traceparent": traceparent}
-                if isinstance(key[1], str):
+                if key[1] is not None:
                     carrier["tracestate"] = key[1]
                 context = self._propagator.extract(carrier)
                 span_context = trace.get_current_span(context).get_span_context()
