@@ -9,7 +9,7 @@ write another (OpenTelemetry metrics, StatsD) by overriding what it needs.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
 from types import TracebackType
@@ -185,37 +185,33 @@ class Observers(Observer):
         self, kind: str, namespace: str, object_id: str, attempt: int, metadata: Mapping[str, Any]
     ) -> Generator[Finish | None, None, None]:
         with ExitStack() as stack:
-            finishers = [
-                f
-                for o in self.observers
-                if callable(
-                    f := stack.enter_context(
-                        o.trace_work(kind, namespace, object_id, attempt, metadata)
-                    )
-                )
-            ]
-
-            def finish(outcome: str, error: BaseException | None) -> None:
-                _call_all(finishers, outcome, error)
-
-            yield finish if finishers else None
+            managers = (
+                o.trace_work(kind, namespace, object_id, attempt, metadata) for o in self.observers
+            )
+            yield _entered_finish(stack, managers)
 
     @contextmanager
     def trace_informer_run(self, kind: str) -> Generator[InformerFinish | None, None, None]:
         with ExitStack() as stack:
-            finishers = [
-                f
-                for o in self.observers
-                if callable(f := stack.enter_context(o.trace_informer_run(kind)))
-            ]
-
-            def finish(objects: int, error: str | None) -> None:
-                _call_all(finishers, objects, error)
-
-            yield finish if finishers else None
+            yield _entered_finish(stack, (o.trace_informer_run(kind) for o in self.observers))
 
 
-def _call_all(functions: Sequence[Callable[..., None]], *args: Any) -> None:
+def _entered_finish(
+    stack: ExitStack, managers: Iterable[AbstractContextManager[Any]]
+) -> Callable[..., None] | None:
+    """Enter each of ``managers`` in turn on ``stack``; one finish function
+    calling every finish function they yield (None if none yields one)."""
+    finishers = [f for m in managers if callable(f := stack.enter_context(m))]
+    if not finishers:
+        return None
+
+    def finish(*args: Any) -> None:
+        _call_all(finishers, *args)
+
+    return finish
+
+
+def _call_all(functions: Sequence[Callable[..., object]], *args: Any) -> None:
     """Call each of ``functions``; the first error is raised after all ran."""
     failure: Exception | None = None
     for function in functions:
