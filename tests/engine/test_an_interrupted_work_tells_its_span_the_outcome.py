@@ -5,12 +5,14 @@ named as the outcome writer and the metrics name it."""
 
 from __future__ import annotations
 
+import contextlib
 import random
 from collections.abc import Generator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import pytest
 import trio
 import trio.testing
 
@@ -62,50 +64,10 @@ def config(observer: SpanOutcomes, **extra: Any) -> delta.Config:
     )
 
 
-async def test_a_timed_out_work_is_failed_then_degraded_in_its_spans(
-    autojump_clock: trio.testing.MockClock,
-) -> None:
-    observer = SpanOutcomes()
-    controllers = delta.Controllers()
-    delta.add_controller(controllers, SlowController())
-    async with open_test_client(controllers, config=config(observer, work_timeout=1)) as t:
-        await t.client.inform(Slow("a"), delta.InformOpts(max_attempts=2))
-        with trio.fail_after(600):
-            await t.run_until(lambda: len(observer.ended) == 2)
-    assert observer.spans == [(1, "failed", "WorkTimeout"), (2, "degraded", "WorkTimeout")]
-    assert observer.ended == ["failed", "degraded"]
-
-
-async def test_a_work_whose_row_is_cancelled_ends_its_span_cancelled(
-    autojump_clock: trio.testing.MockClock,
-) -> None:
-    observer = SpanOutcomes()
-    controller = SlowController()
+def controllers_of(controller: SlowController) -> delta.Controllers:
     controllers = delta.Controllers()
     delta.add_controller(controllers, controller)
-    async with open_test_client(controllers, config=config(observer)) as t:
-        await t.client.inform(Slow("a"))
-        with trio.fail_after(600):
-            await controller.started.wait()
-            await t.client.cancel("slow", "a")
-            await t.run_until(lambda: len(observer.ended) == 1)
-    assert observer.spans == [(1, "cancelled", None)]
-    assert observer.ended == ["cancelled"]
-
-
-async def test_a_forced_stop_ends_the_span_handed_back(
-    autojump_clock: trio.testing.MockClock,
-) -> None:
-    observer = SpanOutcomes()
-    controller = SlowController()
-    controllers = delta.Controllers()
-    delta.add_controller(controllers, controller)
-    with trio.fail_after(600):
-        async with open_test_client(controllers, config=config(observer, shutdown_grace=1)) as t:
-            await t.client.inform(Slow("a"))
-            await controller.started.wait()
-    assert observer.spans == [(1, "handed_back", None)]
-    assert observer.ended == ["handed_back"]
+    return controllers
 
 
 class Boom(BaseException):
@@ -120,21 +82,49 @@ class RaisesAsItIsCancelled(SlowController):
             raise Boom("raised while being cancelled") from None
 
 
-async def test_a_cancelled_row_is_cancelled_in_its_span_whatever_its_work_raised(
+async def test_a_timed_out_work_is_failed_then_degraded_in_its_spans(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     observer = SpanOutcomes()
-    controller = RaisesAsItIsCancelled()
-    controllers = delta.Controllers()
-    delta.add_controller(controllers, controller)
-    with trio.fail_after(600):
-        try:
-            async with open_test_client(controllers, config=config(observer)) as t:
-                await t.client.inform(Slow("a"))
-                await controller.started.wait()
-                await t.client.cancel("slow", "a")
-                await t.run_until(lambda: len(observer.ended) == 1)
-        except Boom:  # the client stops, and re-raises it
-            pass
-    assert observer.spans == [(1, "cancelled", "Boom")]
+    controllers = controllers_of(SlowController())
+    async with open_test_client(controllers, config=config(observer, work_timeout=1)) as t:
+        await t.client.inform(Slow("a"), delta.InformOpts(max_attempts=2))
+        with trio.fail_after(600):
+            await t.run_until(lambda: len(observer.ended) == 2)
+    assert observer.spans == [(1, "failed", "WorkTimeout"), (2, "degraded", "WorkTimeout")]
+    assert observer.ended == ["failed", "degraded"]
+
+
+@pytest.mark.parametrize(
+    ("controller", "raised"),
+    [(SlowController, None), (RaisesAsItIsCancelled, "Boom")],
+)
+async def test_a_work_whose_row_is_cancelled_ends_its_span_cancelled(
+    autojump_clock: trio.testing.MockClock, controller: type[SlowController], raised: str | None
+) -> None:
+    # Whatever the work raised as it was cancelled: a BaseException (Boom)
+    # stops the client, which re-raises it.
+    observer = SpanOutcomes()
+    slow = controller()
+    with trio.fail_after(600), contextlib.suppress(Boom):
+        async with open_test_client(controllers_of(slow), config=config(observer)) as t:
+            await t.client.inform(Slow("a"))
+            await slow.started.wait()
+            await t.client.cancel("slow", "a")
+            await t.run_until(lambda: len(observer.ended) == 1)
+    assert observer.spans == [(1, "cancelled", raised)]
     assert observer.ended == ["cancelled"]
+
+
+async def test_a_forced_stop_ends_the_span_handed_back(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    observer = SpanOutcomes()
+    controller = SlowController()
+    config_ = config(observer, shutdown_grace=1)
+    with trio.fail_after(600):
+        async with open_test_client(controllers_of(controller), config=config_) as t:
+            await t.client.inform(Slow("a"))
+            await controller.started.wait()
+    assert observer.spans == [(1, "handed_back", None)]
+    assert observer.ended == ["handed_back"]
